@@ -1,0 +1,21 @@
+//! `smtpd`: an inbound SMTP sink that commits every accepted message to a database
+//! before it answers `250`.
+//!
+//! # Layout
+//!
+//! - [`protocol`]: the pure, I/O-free SMTP core: command parsing, the RFC 5321 state
+//!   machine, DATA un-stuffing, limits, the reply table. No sockets, clocks or threads.
+//! - [`reactor`]: the mio event loops (one per core, SO_REUSEPORT): accept, read,
+//!   write, timers, connection limits. Never blocks and never touches the store.
+//! - [`store`]: the storage stage: committer threads that batch messages into one
+//!   transaction (group commit), extract the indexed header fields, and report back.
+//! - [`handoff`]: the plain values that cross between those three.
+//! - [`config`]: the TOML file and command line, validated into one `Config`.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod handoff;
+pub mod protocol;
+pub mod reactor;
+pub mod store;
