@@ -1,1 +1,529 @@
-//! Placeholder: being written.
+//! Configuration: the TOML file and the command line, validated into one [`Config`].
+//!
+//! Owns: every setting's name, default and bounds, in one place (as Postfix's
+//! `mail_params.h` does). Two layers, as KumoMTA does: a raw [`FileConfig`] where
+//! every field is optional and unknown fields are refused, then [`Config`], complete
+//! and validated, with no options left. Command-line flags override the file.
+//! Must not: open sockets or files other than the config file itself.
+//!
+//! Every error names the field it is about (`limits.max_recipients: must be ...`),
+//! so an operator can fix a config without reading the source.
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::protocol::DomainPolicy;
+use crate::store::{StoreUrl, Synchronous};
+
+/// The listen address with no `--listen`, `-p` or `server.listen`: loopback only, so a
+/// first `cargo run` never exposes a server to the network.
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:2525";
+/// The embedded store with no `--store` or `store.url`.
+pub const DEFAULT_STORE_URL: &str = "sqlite:./data/smtpd.sqlite";
+
+/// A configuration that cannot be used, naming the field at fault.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {reason}")]
+    Invalid { field: &'static str, reason: String },
+}
+
+fn invalid(field: &'static str, reason: impl fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        field,
+        reason: reason.to_string(),
+    }
+}
+
+/// The command line (the original Guerrilla SMTPd's `-p`, `-v`, `-l` are kept).
+#[derive(Debug, Default, Clone, clap::Parser)]
+#[command(
+    name = "smtpd",
+    version,
+    about = "Inbound SMTP sink: accepts mail for its domains and commits it to a database before answering 250"
+)]
+pub struct Cli {
+    /// TOML config file; command-line flags override its values.
+    #[arg(short = 'c', long = "config", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Port to listen on, keeping the configured address(es) (default host 127.0.0.1).
+    #[arg(short = 'p', long = "port", value_name = "PORT")]
+    pub port: Option<u16>,
+    /// Address to listen on (repeatable); replaces server.listen.
+    #[arg(long = "listen", value_name = "ADDR:PORT")]
+    pub listen: Vec<String>,
+    /// Store URL: sqlite:PATH (default sqlite:./data/smtpd.sqlite).
+    #[arg(long = "store", value_name = "URL")]
+    pub store: Option<String>,
+    /// Name used in the greeting, the EHLO reply and Received: headers.
+    #[arg(long = "hostname", value_name = "NAME")]
+    pub hostname: Option<String>,
+    /// Accept mail for this domain (repeatable; "*.example.com" for its subdomains,
+    /// "*" for any); replaces server.accept_domains.
+    #[arg(long = "accept-domain", value_name = "DOMAIN")]
+    pub accept_domain: Vec<String>,
+    /// Maximum open client connections in total.
+    #[arg(long = "max-clients", value_name = "N")]
+    pub max_clients: Option<usize>,
+    /// Verbose logging (debug level).
+    #[arg(short = 'v', long = "verbose")]
+    pub verbose: bool,
+    /// Write logs to FILE instead of stderr.
+    #[arg(short = 'l', long = "log-file", value_name = "FILE")]
+    pub log_file: Option<PathBuf>,
+}
+
+// ---------------------------------------------------------------------------------
+// Raw layer: what the TOML file may say. Every field optional; unknown fields refused.
+// ---------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: RawServer,
+    #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
+    pub timeouts: RawTimeouts,
+    #[serde(default)]
+    pub store: RawStore,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    pub hostname: Option<String>,
+    pub listen: Option<Vec<String>>,
+    pub accept_domains: Option<Vec<String>>,
+    pub threads: Option<usize>,
+    pub max_clients: Option<usize>,
+    pub listen_backlog: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_message_bytes: Option<usize>,
+    pub max_recipients: Option<usize>,
+    pub max_data_line_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTimeouts {
+    pub command_secs: Option<u64>,
+    pub data_secs: Option<u64>,
+    pub shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStore {
+    pub url: Option<String>,
+    pub batch_max_messages: Option<usize>,
+    pub batch_max_delay_us: Option<u64>,
+    pub queue_capacity: Option<usize>,
+    pub synchronous: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub verbose: Option<bool>,
+    pub file: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------
+// Defaults: one named value each, with the reason.
+// ---------------------------------------------------------------------------------
+
+/// RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients; more per
+/// transaction is rarely legitimate for a sink.
+pub const DEFAULT_MAX_RECIPIENTS: usize = 100;
+/// 10 MiB, Postfix's `message_size_limit` order of magnitude; advertised as SIZE.
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 10 * 1024 * 1024;
+/// RFC 5322 caps lines at 998 octets, but real-world senders exceed it; 64 KiB bounds
+/// the damage without rejecting mail that Postfix would take.
+pub const DEFAULT_MAX_DATA_LINE_BYTES: usize = 64 * 1024;
+/// RFC 5321 §4.5.3.2.7 suggests 5 minutes of server idle timeout.
+pub const DEFAULT_COMMAND_SECS: u64 = 300;
+/// RFC 5321 §4.5.3.2.5/6: 3 minutes per data block; we wait 5 minutes per read.
+pub const DEFAULT_DATA_SECS: u64 = 300;
+/// How long SIGTERM waits for transactions in DATA to finish before closing them.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 10;
+/// Total connections across all reactors; an idle connection costs a few KiB.
+pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
+/// Sized so a burst of 1,000 simultaneous connects is not refused by the kernel.
+pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
+/// Group commit: a batch closes at this many messages...
+pub const DEFAULT_BATCH_MAX_MESSAGES: usize = 256;
+/// ...or this long after its first message, whichever comes first. 2 ms keeps
+/// latency far below a client's patience while letting a busy server fill batches.
+pub const DEFAULT_BATCH_MAX_DELAY_US: u64 = 2_000;
+/// Submissions waiting for the storage stage; beyond it reactors hold messages back
+/// (and their connections stop reading) instead of buffering without bound.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
+
+/// A complete, validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub hostname: String,
+    pub listen: Vec<SocketAddr>,
+    pub domains: DomainPolicy,
+    /// The accepted-domain entries as written, for the startup log line.
+    pub accept_domains: Vec<String>,
+    pub threads: usize,
+    pub max_clients: usize,
+    pub listen_backlog: u32,
+    pub max_message_bytes: usize,
+    pub max_recipients: usize,
+    pub max_data_line_bytes: usize,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    pub shutdown_grace: Duration,
+    pub store_url: StoreUrl,
+    pub batch_max_messages: usize,
+    pub batch_max_delay: Duration,
+    pub queue_capacity: usize,
+    pub synchronous: Synchronous,
+    pub verbose: bool,
+    pub log_file: Option<PathBuf>,
+}
+
+impl Config {
+    /// Reads the file named by `-c` (if any), applies the flags, validates.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Config::build(file, cli)
+    }
+
+    /// Merges file and flags (flags win) and validates every field.
+    pub fn build(file: FileConfig, cli: &Cli) -> Result<Config, ConfigError> {
+        let FileConfig {
+            server,
+            limits,
+            timeouts,
+            store,
+            log,
+        } = file;
+
+        let hostname = cli
+            .hostname
+            .clone()
+            .or(server.hostname)
+            .unwrap_or_else(system_hostname);
+        validate_hostname(&hostname)?;
+
+        let mut listen_raw = if !cli.listen.is_empty() {
+            cli.listen.clone()
+        } else {
+            server
+                .listen
+                .unwrap_or_else(|| vec![DEFAULT_LISTEN.to_string()])
+        };
+        if listen_raw.is_empty() {
+            return Err(invalid("server.listen", "needs at least one ADDR:PORT"));
+        }
+        let mut listen = Vec::with_capacity(listen_raw.len());
+        for raw in listen_raw.drain(..) {
+            let addr: SocketAddr = raw.parse().map_err(|_| {
+                invalid(
+                    "server.listen",
+                    format!("{raw:?} is not an ADDR:PORT (e.g. 127.0.0.1:2525 or [::1]:2525)"),
+                )
+            })?;
+            listen.push(addr);
+        }
+        if let Some(port) = cli.port {
+            for addr in &mut listen {
+                addr.set_port(port);
+            }
+        }
+        listen.dedup();
+
+        let accept_domains = if !cli.accept_domain.is_empty() {
+            cli.accept_domain.clone()
+        } else {
+            server
+                .accept_domains
+                .unwrap_or_else(|| vec!["*".to_string()])
+        };
+        if accept_domains.is_empty() {
+            return Err(invalid(
+                "server.accept_domains",
+                "is empty: list domains, or \"*\" to accept any",
+            ));
+        }
+        let domains = DomainPolicy::parse(&accept_domains)
+            .map_err(|e| invalid("server.accept_domains", e))?;
+
+        let threads = match server.threads.unwrap_or(0) {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n if n > 1024 => return Err(invalid("server.threads", "must be at most 1024")),
+            n => n,
+        };
+        let max_clients = cli
+            .max_clients
+            .or(server.max_clients)
+            .unwrap_or(DEFAULT_MAX_CLIENTS);
+        check_range("server.max_clients", max_clients, 1, 1_000_000)?;
+        let listen_backlog = server.listen_backlog.unwrap_or(DEFAULT_LISTEN_BACKLOG);
+        check_range("server.listen_backlog", listen_backlog as usize, 1, 65_535)?;
+
+        let max_message_bytes = limits
+            .max_message_bytes
+            .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
+        check_range("limits.max_message_bytes", max_message_bytes, 1024, 1 << 30)?;
+        let max_recipients = limits.max_recipients.unwrap_or(DEFAULT_MAX_RECIPIENTS);
+        check_range("limits.max_recipients", max_recipients, 1, 100_000)?;
+        let max_data_line_bytes = limits
+            .max_data_line_bytes
+            .unwrap_or(DEFAULT_MAX_DATA_LINE_BYTES);
+        check_range(
+            "limits.max_data_line_bytes",
+            max_data_line_bytes,
+            1000,
+            1 << 30,
+        )?;
+
+        let command_secs = timeouts.command_secs.unwrap_or(DEFAULT_COMMAND_SECS);
+        check_range("timeouts.command_secs", command_secs as usize, 1, 86_400)?;
+        let data_secs = timeouts.data_secs.unwrap_or(DEFAULT_DATA_SECS);
+        check_range("timeouts.data_secs", data_secs as usize, 1, 86_400)?;
+        let grace_secs = timeouts
+            .shutdown_grace_secs
+            .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS);
+        check_range(
+            "timeouts.shutdown_grace_secs",
+            grace_secs as usize,
+            0,
+            3_600,
+        )?;
+
+        let store_url_raw = cli
+            .store
+            .clone()
+            .or(store.url)
+            .unwrap_or_else(|| DEFAULT_STORE_URL.to_string());
+        let store_url = StoreUrl::from_str(&store_url_raw).map_err(|e| invalid("store.url", e))?;
+        let batch_max_messages = store
+            .batch_max_messages
+            .unwrap_or(DEFAULT_BATCH_MAX_MESSAGES);
+        check_range("store.batch_max_messages", batch_max_messages, 1, 10_000)?;
+        let batch_delay_us = store
+            .batch_max_delay_us
+            .unwrap_or(DEFAULT_BATCH_MAX_DELAY_US);
+        check_range(
+            "store.batch_max_delay_us",
+            batch_delay_us as usize,
+            0,
+            1_000_000,
+        )?;
+        let queue_capacity = store.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY);
+        check_range("store.queue_capacity", queue_capacity, 1, 1_000_000)?;
+        let synchronous = match store.synchronous.as_deref() {
+            None => Synchronous::Full,
+            Some(s) => Synchronous::from_str(s).map_err(|_| {
+                invalid(
+                    "store.synchronous",
+                    format!("{s:?}: expected \"full\" or \"normal\""),
+                )
+            })?,
+        };
+
+        let verbose = cli.verbose || log.verbose.unwrap_or(false);
+        let log_file = cli
+            .log_file
+            .clone()
+            .or_else(|| log.file.filter(|f| !f.is_empty()).map(PathBuf::from));
+
+        Ok(Config {
+            hostname,
+            listen,
+            domains,
+            accept_domains,
+            threads,
+            max_clients,
+            listen_backlog,
+            max_message_bytes,
+            max_recipients,
+            max_data_line_bytes,
+            command_timeout: Duration::from_secs(command_secs),
+            data_timeout: Duration::from_secs(data_secs),
+            shutdown_grace: Duration::from_secs(grace_secs),
+            store_url,
+            batch_max_messages,
+            batch_max_delay: Duration::from_micros(batch_delay_us),
+            queue_capacity,
+            synchronous,
+            verbose,
+            log_file,
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_file(path, &text)
+}
+
+/// Parses TOML text; serde's message already names the section and key.
+pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
+}
+
+fn check_range(field: &'static str, v: usize, min: usize, max: usize) -> Result<(), ConfigError> {
+    if v < min || v > max {
+        return Err(invalid(
+            field,
+            format!("{v} is out of range (allowed {min} to {max})"),
+        ));
+    }
+    Ok(())
+}
+
+/// The name must be safe to put into replies and headers: a DNS name or address
+/// literal, no spaces or control characters.
+fn validate_hostname(name: &str) -> Result<(), ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 255
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(
+            "server.hostname",
+            format!("{name:?} is not a host name (letters, digits, '-', '.', at most 255)"),
+        ))
+    }
+}
+
+/// The machine's name for the greeting when none is configured, read from the
+/// kernel rather than a resolver (no network lookups at start).
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| validate_hostname(s).is_ok())
+        .unwrap_or_else(|| "localhost".to_string())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn build(toml_text: &str, cli: &Cli) -> Result<Config, ConfigError> {
+        let file = parse_file(Path::new("test.toml"), toml_text)?;
+        Config::build(file, cli)
+    }
+
+    fn err_text(toml_text: &str) -> String {
+        build(toml_text, &Cli::default()).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn defaults_are_loopback_sqlite_any_domain() {
+        let c = build("", &Cli::default()).unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+        assert!(
+            matches!(c.store_url, StoreUrl::Sqlite(ref p) if p == Path::new("./data/smtpd.sqlite"))
+        );
+        assert!(c.domains.accepts("anything.example"));
+        assert_eq!(c.max_recipients, 100);
+        assert_eq!(c.synchronous, Synchronous::Full);
+        assert!(c.threads >= 1);
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let cli = Cli {
+            port: Some(2600),
+            hostname: Some("mx.example.net".into()),
+            accept_domain: vec!["example.com".into()],
+            max_clients: Some(7),
+            store: Some("sqlite:/tmp/x.sqlite".into()),
+            ..Cli::default()
+        };
+        let c = build(
+            "[server]\nhostname = \"file.example\"\nlisten = [\"127.0.0.2:25\"]\nmax_clients = 9\n",
+            &cli,
+        )
+        .unwrap();
+        assert_eq!(c.listen, vec!["127.0.0.2:2600".parse().unwrap()]);
+        assert_eq!(c.hostname, "mx.example.net");
+        assert_eq!(c.max_clients, 7);
+        assert!(c.domains.accepts("example.com"));
+        assert!(!c.domains.accepts("example.org"));
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let e = err_text("[limits]\nmax_recipient = 5\n");
+        assert!(e.contains("max_recipient"), "{e}");
+    }
+
+    #[test]
+    fn bad_values_name_their_field() {
+        for (text, field) in [
+            ("[limits]\nmax_recipients = 0\n", "limits.max_recipients"),
+            (
+                "[limits]\nmax_message_bytes = 10\n",
+                "limits.max_message_bytes",
+            ),
+            ("[server]\nlisten = [\"nonsense\"]\n", "server.listen"),
+            ("[server]\nlisten = []\n", "server.listen"),
+            (
+                "[server]\naccept_domains = [\"a*b.com\"]\n",
+                "server.accept_domains",
+            ),
+            ("[server]\nhostname = \"bad host\"\n", "server.hostname"),
+            ("[server]\nmax_clients = 0\n", "server.max_clients"),
+            ("[timeouts]\ncommand_secs = 0\n", "timeouts.command_secs"),
+            ("[store]\nurl = \"nosuch:foo\"\n", "store.url"),
+            (
+                "[store]\nsynchronous = \"sometimes\"\n",
+                "store.synchronous",
+            ),
+            (
+                "[store]\nbatch_max_messages = 0\n",
+                "store.batch_max_messages",
+            ),
+        ] {
+            let e = err_text(text);
+            assert!(e.contains(field), "{text:?} gave {e:?}");
+        }
+    }
+
+    #[test]
+    fn wrong_type_is_a_parse_error_naming_the_key() {
+        let e = err_text("[server]\nthreads = \"x\"\n");
+        assert!(e.contains("threads"), "{e}");
+    }
+}

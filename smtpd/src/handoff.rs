@@ -120,6 +120,11 @@ impl CompletionSink {
         Self { tx, waker }
     }
 
+    /// Wakes the reactor without a result (shutdown, for instance).
+    pub fn wake(&self) {
+        let _ = self.waker.wake();
+    }
+
     /// Hands results to the reactor and wakes it once. A reactor that has already
     /// exited (its receiver is gone) cannot answer anyone, so a failed send is
     /// ignored; the messages are committed either way.

@@ -1,1 +1,160 @@
-fn main() {}
+//! `smtpd`: parse the command line and config, open the store, start the reactors,
+//! wait for a signal, drain, exit.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use anyhow::Context;
+use clap::Parser;
+use signal_hook::consts::{SIGINT, SIGTERM};
+use tracing::{info, warn};
+
+use smtpd::config::{Cli, Config};
+use smtpd::protocol::SessionConfig;
+use smtpd::reactor::{self, ReactorConfig, Shared};
+use smtpd::store::{StageConfig, StorageStage};
+
+/// Exit code for a configuration the server refuses to start with.
+const EXIT_CONFIG: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let config = match Config::load(&cli) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("smtpd: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    if let Err(e) = init_logging(&config) {
+        eprintln!("smtpd: {e:#}");
+        return ExitCode::from(EXIT_CONFIG);
+    }
+    match run(config) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("smtpd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging(config: &Config) -> anyhow::Result<()> {
+    let default = if config.verbose { "debug" } else { "info" };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("SMTPD_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match &config.log_file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("log.file: cannot open {}", path.display()))?;
+            builder
+                .with_ansi(false)
+                .with_writer(std::sync::Mutex::new(file))
+                .init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let stage = StorageStage::start(
+        &config.store_url,
+        StageConfig {
+            batch_max_messages: config.batch_max_messages,
+            batch_max_delay: config.batch_max_delay,
+            queue_capacity: config.queue_capacity,
+            hostname: config.hostname.clone(),
+            synchronous: config.synchronous,
+        },
+    )
+    .context("cannot open the store")?;
+
+    let (listeners, bound) =
+        reactor::listener::bind_all(&config.listen, config.threads, config.listen_backlog)?;
+    for addr in &bound {
+        // Tests and scripts look for this exact phrase to learn the bound port.
+        eprintln!("smtpd: listening on {addr}");
+        info!(%addr, "listening");
+    }
+    info!(
+        hostname = %config.hostname,
+        threads = config.threads,
+        store = ?config.store_url,
+        domains = ?config.accept_domains,
+        max_clients = config.max_clients,
+        "smtpd started"
+    );
+
+    let session_config = Arc::new(SessionConfig {
+        hostname: config.hostname.clone(),
+        max_message_bytes: config.max_message_bytes,
+        max_recipients: config.max_recipients,
+        max_data_line_bytes: config.max_data_line_bytes,
+        domains: config.domains.clone(),
+    });
+    let reactor_config = Arc::new(ReactorConfig {
+        command_timeout: config.command_timeout,
+        data_timeout: config.data_timeout,
+        shutdown_grace: config.shutdown_grace,
+        max_clients: config.max_clients,
+        hostname: config.hostname.clone(),
+    });
+    let shared = Arc::new(Shared::default());
+    let mut handles = Vec::with_capacity(listeners.len());
+    for (id, thread_listeners) in listeners.into_iter().enumerate() {
+        handles.push(reactor::spawn(
+            id,
+            thread_listeners,
+            Arc::clone(&session_config),
+            Arc::clone(&reactor_config),
+            Arc::clone(&shared),
+            stage.sender(),
+        )?);
+    }
+
+    let sinks: Vec<_> = handles.iter().map(|h| Arc::clone(&h.sink)).collect();
+    let signal_shared = Arc::clone(&shared);
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+        .context("cannot install signal handlers")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            let mut seen = 0;
+            for signal in signals.forever() {
+                seen += 1;
+                if seen > 1 {
+                    // A second signal: the operator wants out now. Only messages not
+                    // yet acknowledged can be affected, and their clients retry.
+                    warn!(signal, "second signal: exiting immediately");
+                    std::process::exit(1);
+                }
+                info!(
+                    signal,
+                    "shutting down: no new connections, finishing transactions"
+                );
+                signal_shared.shutdown.store(true, Ordering::Release);
+                for sink in &sinks {
+                    sink.wake();
+                }
+            }
+        })?;
+
+    for handle in handles {
+        if handle.thread.join().is_err() {
+            warn!("a reactor thread panicked");
+        }
+    }
+    // Every reactor is gone, so is every sender but the stage's own: join drains,
+    // commits and answers what is left.
+    stage
+        .join()
+        .context("storage stage failed while draining")?;
+    info!("smtpd stopped");
+    Ok(())
+}

@@ -1,0 +1,407 @@
+//! The event loop of one reactor thread.
+//!
+//! Owns: this thread's listeners and connections (in a slab), their timers, and the
+//! submissions it hands to the storage stage. One `poll` → dispatch by token:
+//! listeners accept until WouldBlock, connections read and write until WouldBlock
+//! (readiness is edge-triggered: a hint, never a promise), the waker brings commit
+//! results back from the storage stage. Must not: block, or touch the store.
+//!
+//! Back-pressure: a session waiting for its commit takes no input, and when the
+//! storage stage's bounded queue is full the submission waits here (its connection
+//! still reads nothing), so memory in flight is bounded by connections × one message.
+
+use std::collections::VecDeque;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use slab::Slab;
+use tracing::{debug, error, warn};
+
+use super::connection::{Connection, Outcome};
+use super::timer::{TICK, TimerWheel};
+use super::{ReactorConfig, Shared};
+use crate::handoff::{
+    Completion, CompletionSink, ConnKey, Envelope, QueueId, StoreFailed, Submission,
+};
+use crate::protocol::{self, Phase, Session, SessionConfig};
+
+pub const WAKER_TOKEN: Token = Token(usize::MAX);
+/// Listener `i` has token `LISTENER_BASE - i`; connections use their slab slot, which
+/// never gets near (connections are capped far below).
+const LISTENER_BASE: usize = usize::MAX - 1;
+const MAX_LISTENERS: usize = 1024;
+/// One read buffer per reactor, shared by its connections.
+const SCRATCH_BYTES: usize = 64 * 1024;
+/// How often a reactor retries handing held-back messages to a full storage queue.
+const STALLED_RETRY: Duration = Duration::from_millis(1);
+
+pub struct Reactor {
+    id: usize,
+    poll: Poll,
+    listeners: Vec<TcpListener>,
+    conns: Slab<Connection>,
+    next_generation: u64,
+    wheel: TimerWheel<ConnKey>,
+    expired: Vec<ConnKey>,
+    session_config: Arc<SessionConfig>,
+    config: Arc<ReactorConfig>,
+    shared: Arc<Shared>,
+    submit: Sender<Submission>,
+    /// Messages the storage queue had no room for yet, in arrival order.
+    stalled: VecDeque<Submission>,
+    completions: Receiver<Completion>,
+    sink: Arc<CompletionSink>,
+    scratch: Box<[u8]>,
+    /// Set when shutdown began: connections still open then are closed at this time.
+    shutdown_deadline: Option<Instant>,
+}
+
+impl Reactor {
+    #[allow(clippy::too_many_arguments)] // all owned parts, passed once at start
+    pub fn new(
+        id: usize,
+        poll: Poll,
+        mut listeners: Vec<TcpListener>,
+        session_config: Arc<SessionConfig>,
+        config: Arc<ReactorConfig>,
+        shared: Arc<Shared>,
+        submit: Sender<Submission>,
+        completions: Receiver<Completion>,
+        sink: Arc<CompletionSink>,
+    ) -> io::Result<Self> {
+        if listeners.len() > MAX_LISTENERS {
+            return Err(io::Error::other("too many listen addresses"));
+        }
+        for (i, l) in listeners.iter_mut().enumerate() {
+            poll.registry()
+                .register(l, Token(LISTENER_BASE - i), Interest::READABLE)?;
+        }
+        Ok(Self {
+            id,
+            poll,
+            listeners,
+            conns: Slab::new(),
+            next_generation: 0,
+            wheel: TimerWheel::new(Instant::now()),
+            expired: Vec::new(),
+            session_config,
+            config,
+            shared,
+            submit,
+            stalled: VecDeque::new(),
+            completions,
+            sink,
+            scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
+            shutdown_deadline: None,
+        })
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(1024);
+        loop {
+            let now = Instant::now();
+            if self.shutdown_deadline.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
+                self.begin_shutdown(now);
+            }
+            if let Some(deadline) = self.shutdown_deadline {
+                if now >= deadline {
+                    self.close_all_now();
+                }
+                if self.conns.is_empty() {
+                    break;
+                }
+            }
+            let timeout = if !self.stalled.is_empty() {
+                Some(STALLED_RETRY)
+            } else if !self.wheel.is_empty() || self.shutdown_deadline.is_some() {
+                Some(TICK)
+            } else {
+                None
+            };
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                error!(reactor = self.id, error = %e, "poll failed; reactor stops");
+                break;
+            }
+            let now = Instant::now();
+            for event in events.iter() {
+                match event.token() {
+                    WAKER_TOKEN => {}
+                    Token(t) if t > LISTENER_BASE - MAX_LISTENERS => {
+                        self.accept(LISTENER_BASE - t, now);
+                    }
+                    Token(slot) => {
+                        let readable = event.is_readable() || event.is_read_closed();
+                        let writable = event.is_writable() || event.is_write_closed();
+                        self.on_ready(slot, readable, writable, now);
+                    }
+                }
+            }
+            self.drain_completions(now);
+            self.retry_stalled(now);
+            self.expire_timers(now);
+        }
+        // Whatever still waits for room in the storage queue was never answered, so
+        // dropping it loses nothing that was acknowledged.
+        if !self.stalled.is_empty() {
+            warn!(
+                reactor = self.id,
+                messages = self.stalled.len(),
+                "unanswered messages dropped at shutdown"
+            );
+        }
+        debug!(reactor = self.id, "reactor stopped");
+    }
+
+    fn accept(&mut self, index: usize, now: Instant) {
+        loop {
+            let Some(listener) = self.listeners.get(index) else {
+                return;
+            };
+            match listener.accept() {
+                Ok((stream, peer)) => self.admit(stream, peer, now),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: the pending connection stays queued and is
+                    // retried on the next readiness event.
+                    warn!(reactor = self.id, error = %e, "accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+        let clients = self.shared.clients.fetch_add(1, Ordering::AcqRel);
+        if clients >= self.config.max_clients {
+            self.shared.clients.fetch_sub(1, Ordering::AcqRel);
+            // Best effort, one write: the socket is new, so its buffer has room.
+            let mut reply = Vec::with_capacity(96);
+            protocol::write_too_busy(&self.config.hostname, &mut reply);
+            let _ = stream.write(&reply);
+            debug!(%peer, "connection refused: max_clients reached");
+            return;
+        }
+        // Replies are small and each one is awaited by the client: Nagle would only
+        // add latency.
+        let _ = stream.set_nodelay(true);
+        let entry = self.conns.vacant_entry();
+        let slot = entry.key();
+        if let Err(e) = self.poll.registry().register(
+            &mut stream,
+            Token(slot),
+            Interest::READABLE | Interest::WRITABLE,
+        ) {
+            self.shared.clients.fetch_sub(1, Ordering::AcqRel);
+            warn!(%peer, error = %e, "cannot register connection");
+            return;
+        }
+        let generation = self.next_generation;
+        self.next_generation += 1;
+        let session = Session::new(Arc::clone(&self.session_config), peer.ip());
+        let mut conn = Connection::new(stream, session, peer, generation, now);
+        conn.session.greet(&mut conn.out);
+        let _ = conn.flush();
+        self.wheel.schedule(
+            ConnKey { slot, generation },
+            now + self.config.command_timeout,
+        );
+        conn.timer_armed = true;
+        entry.insert(conn);
+        debug!(reactor = self.id, %peer, "connect");
+    }
+
+    fn on_ready(&mut self, slot: usize, readable: bool, writable: bool, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if writable && !conn.out.is_empty() && conn.flush().is_err() {
+            self.close(slot);
+            return;
+        }
+        if readable || conn.unread_input {
+            self.read(slot, now);
+        }
+        self.after_io(slot);
+    }
+
+    /// Reads from the connection and submits a completed message, if any.
+    fn read(&mut self, slot: usize, now: Instant) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        match conn.read(&mut self.scratch, now) {
+            Ok(Outcome::Idle) => {}
+            Ok(Outcome::Submit(envelope)) => {
+                let key = ConnKey {
+                    slot,
+                    generation: conn.generation,
+                };
+                self.submit(key, envelope, now);
+            }
+            Err(e) => {
+                debug!(peer = %conn.peer, error = %e, "read failed");
+                self.close(slot);
+            }
+        }
+    }
+
+    /// Writes what the session said, applies shutdown, closes a finished connection.
+    fn after_io(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        if conn.draining && !conn.closing && conn.session.phase() == Phase::Command {
+            conn.session.on_shutdown(&mut conn.out);
+            conn.closing = true;
+        }
+        if !conn.out.is_empty() && conn.flush().is_err() {
+            self.close(slot);
+            return;
+        }
+        if conn.finished() {
+            self.close(slot);
+        }
+    }
+
+    fn submit(&mut self, conn: ConnKey, envelope: Envelope, now: Instant) {
+        let submission = Submission {
+            envelope,
+            received_at: SystemTime::now(),
+            conn,
+            reply: Arc::clone(&self.sink),
+        };
+        if !self.stalled.is_empty() {
+            // Keep arrival order behind those already waiting.
+            self.stalled.push_back(submission);
+            return;
+        }
+        match self.submit.try_send(submission) {
+            Ok(()) => {}
+            Err(TrySendError::Full(s)) => self.stalled.push_back(s),
+            Err(TrySendError::Disconnected(s)) => self.complete(s.conn, Err(StoreFailed), now),
+        }
+    }
+
+    fn retry_stalled(&mut self, now: Instant) {
+        while let Some(s) = self.stalled.pop_front() {
+            match self.submit.try_send(s) {
+                Ok(()) => {}
+                Err(TrySendError::Full(s)) => {
+                    self.stalled.push_front(s);
+                    return;
+                }
+                Err(TrySendError::Disconnected(s)) => self.complete(s.conn, Err(StoreFailed), now),
+            }
+        }
+    }
+
+    fn drain_completions(&mut self, now: Instant) {
+        while let Ok(c) = self.completions.try_recv() {
+            self.complete(c.conn, c.result, now);
+        }
+    }
+
+    /// The storage stage answered: tell the client, then carry on with input that
+    /// was held back behind the commit.
+    fn complete(&mut self, key: ConnKey, result: Result<QueueId, StoreFailed>, now: Instant) {
+        let Some(conn) = self.conns.get_mut(key.slot) else {
+            return;
+        };
+        if conn.generation != key.generation {
+            return; // that client left; its slot serves someone else now
+        }
+        conn.session.on_stored(result, &mut conn.out);
+        // Timeouts count from the answer, not from the end of DATA.
+        conn.last_active = now;
+        self.read(key.slot, now);
+        self.after_io(key.slot);
+    }
+
+    fn expire_timers(&mut self, now: Instant) {
+        let mut expired = std::mem::take(&mut self.expired);
+        self.wheel.expire(now, &mut expired);
+        for key in expired.drain(..) {
+            let Some(conn) = self.conns.get_mut(key.slot) else {
+                continue;
+            };
+            if conn.generation != key.generation {
+                continue;
+            }
+            conn.timer_armed = false;
+            let timeout = match conn.session.phase() {
+                Phase::Data => self.config.data_timeout,
+                // The server is the one working; the client is not idle.
+                Phase::Storing => {
+                    conn.last_active = now;
+                    self.config.command_timeout
+                }
+                Phase::Command | Phase::Closed => self.config.command_timeout,
+            };
+            let deadline = conn.last_active + timeout;
+            if now < deadline {
+                self.wheel.schedule(key, deadline);
+                conn.timer_armed = true;
+                continue;
+            }
+            if !conn.closing {
+                conn.session.on_timeout(&mut conn.out);
+                conn.closing = true;
+                // One attempt: a client that stopped reading gets no more of our time.
+                let _ = conn.flush();
+                debug!(peer = %conn.peer, "timeout");
+            }
+            self.close(key.slot);
+        }
+        self.expired = expired;
+    }
+
+    fn begin_shutdown(&mut self, now: Instant) {
+        for (i, mut l) in self.listeners.drain(..).enumerate() {
+            let _ = self.poll.registry().deregister(&mut l);
+            debug!(reactor = self.id, listener = i, "listener closed");
+        }
+        self.shutdown_deadline = Some(now + self.config.shutdown_grace);
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                conn.draining = true;
+            }
+            self.after_io(slot);
+        }
+    }
+
+    /// The grace period is over: whoever is still here is told and closed. A message
+    /// still being committed may yet be stored; its client saw no 250 and retries.
+    fn close_all_now(&mut self) {
+        let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
+        for slot in slots {
+            if let Some(conn) = self.conns.get_mut(slot) {
+                if !conn.closing && conn.session.phase() != Phase::Closed {
+                    conn.session.on_shutdown(&mut conn.out);
+                    conn.closing = true;
+                }
+                let _ = conn.flush();
+            }
+            self.close(slot);
+        }
+        self.stalled.clear();
+    }
+
+    fn close(&mut self, slot: usize) {
+        if let Some(mut conn) = self.conns.try_remove(slot) {
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            self.shared.clients.fetch_sub(1, Ordering::AcqRel);
+            debug!(reactor = self.id, peer = %conn.peer, summary = %conn.session.summary(), "disconnect");
+        }
+    }
+}
