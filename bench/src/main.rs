@@ -1,8 +1,265 @@
-//! `smtp-bench`: the load generator. Not built yet: it is its own issue.
+//! `smtp-bench`: a minimal SMTP load generator.
+//!
+//! One OS thread per connection (simple and honest for up to a few hundred
+//! connections; the event-driven generator with the full report is its own issue).
+//! Every run is bounded by a message count and a duration, whichever ends first.
+//!
+//! Modes:
+//! - `send` (default): `--connections` sessions each send messages of `--size` bytes
+//!   over one connection (or a new connection per message with `--per-connection 1`),
+//!   and the report gives messages/s and end-of-DATA → 250 latency percentiles.
+//! - `--idle N`: opens N connections, reads each greeting, holds them for `--hold`
+//!   seconds (so the server's RSS can be read), then QUITs.
 
-use std::process::ExitCode;
+use std::io::{BufRead, BufReader, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-fn main() -> ExitCode {
-    eprintln!("smtp-bench: not implemented yet (see the project's open issues)");
-    ExitCode::from(2)
+use anyhow::{Context, bail};
+use clap::Parser;
+
+#[derive(Parser, Debug)]
+#[command(name = "smtp-bench", about = "SMTP load generator")]
+struct Args {
+    /// Server address.
+    #[arg(long, default_value = "127.0.0.1:2525")]
+    server: SocketAddr,
+    /// Concurrent sessions.
+    #[arg(long, default_value_t = 10)]
+    connections: usize,
+    /// Messages in total (upper bound).
+    #[arg(long, default_value_t = 10_000)]
+    messages: u64,
+    /// Seconds at most.
+    #[arg(long, default_value_t = 30)]
+    duration: u64,
+    /// Message size in bytes (approximate, headers included).
+    #[arg(long, default_value_t = 1024)]
+    size: usize,
+    /// Messages per connection before reconnecting (0 = never reconnect).
+    #[arg(long, default_value_t = 0)]
+    per_connection: u64,
+    /// Send MAIL, RCPT and DATA in one write (RFC 2920 pipelining).
+    #[arg(long)]
+    pipelining: bool,
+    /// Idle mode: open this many connections and hold them.
+    #[arg(long)]
+    idle: Option<usize>,
+    /// Idle mode: seconds to hold the connections.
+    #[arg(long, default_value_t = 10)]
+    hold: u64,
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    match args.idle {
+        Some(n) => idle(&args, n),
+        None => send(&args),
+    }
+}
+
+fn idle(args: &Args, n: usize) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        let stream = TcpStream::connect(args.server).with_context(|| format!("connection {i}"))?;
+        let mut reader = BufReader::new(stream);
+        let mut line = String::new();
+        reader.read_line(&mut line)?;
+        if !line.starts_with("220") {
+            bail!("connection {i}: greeting {line:?}");
+        }
+        conns.push(reader);
+    }
+    println!(
+        "idle: {n} connections open in {:.2}s; holding {}s",
+        started.elapsed().as_secs_f64(),
+        args.hold
+    );
+    std::thread::sleep(Duration::from_secs(args.hold));
+    for mut c in conns {
+        let _ = c.get_mut().write_all(b"QUIT\r\n");
+    }
+    Ok(())
+}
+
+fn message(size: usize, seq: u64) -> Vec<u8> {
+    let mut m = format!(
+        "From: bench <bench@example.org>\r\nTo: <sink@example.com>\r\nSubject: bench {seq}\r\nMessage-ID: <{seq}@bench.example.org>\r\n\r\n"
+    )
+    .into_bytes();
+    let line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
+    while m.len() + line.len() <= size {
+        m.extend_from_slice(line);
+    }
+    m
+}
+
+struct Totals {
+    sent: AtomicU64,
+    failed: AtomicU64,
+    latencies_us: Mutex<Vec<u64>>,
+}
+
+fn send(args: &Args) -> anyhow::Result<()> {
+    let totals = Arc::new(Totals {
+        sent: AtomicU64::new(0),
+        failed: AtomicU64::new(0),
+        latencies_us: Mutex::new(Vec::new()),
+    });
+    let claimed = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let deadline = Instant::now() + Duration::from_secs(args.duration);
+    let started = Instant::now();
+    let mut threads = Vec::new();
+    for _ in 0..args.connections {
+        let (totals, claimed, stop) = (totals.clone(), claimed.clone(), stop.clone());
+        let (server, size, limit, per_conn, pipelining) = (
+            args.server,
+            args.size,
+            args.messages,
+            args.per_connection,
+            args.pipelining,
+        );
+        threads.push(std::thread::spawn(move || {
+            let mut lat = Vec::new();
+            'outer: while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+                let Ok(mut s) = Session::open(server) else {
+                    totals.failed.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(10));
+                    continue;
+                };
+                let mut on_this = 0;
+                loop {
+                    let seq = claimed.fetch_add(1, Ordering::Relaxed);
+                    if seq >= limit || Instant::now() >= deadline {
+                        stop.store(true, Ordering::Relaxed);
+                        let _ = s.quit();
+                        break 'outer;
+                    }
+                    match s.transaction(&message(size, seq), pipelining) {
+                        Ok(us) => {
+                            lat.push(us);
+                            totals.sent.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => {
+                            totals.failed.fetch_add(1, Ordering::Relaxed);
+                            break;
+                        }
+                    }
+                    on_this += 1;
+                    if per_conn != 0 && on_this >= per_conn {
+                        let _ = s.quit();
+                        break;
+                    }
+                }
+            }
+            if let Ok(mut all) = totals.latencies_us.lock() {
+                all.extend(lat);
+            }
+        }));
+    }
+    for t in threads {
+        let _ = t.join();
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let sent = totals.sent.load(Ordering::Relaxed);
+    let failed = totals.failed.load(Ordering::Relaxed);
+    let mut lat = totals
+        .latencies_us
+        .lock()
+        .map(|l| l.clone())
+        .unwrap_or_default();
+    lat.sort_unstable();
+    let pct = |p: f64| -> u64 {
+        if lat.is_empty() {
+            return 0;
+        }
+        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
+        lat.get(i).copied().unwrap_or(0)
+    };
+    println!(
+        "sent={sent} failed={failed} secs={secs:.2} msgs_per_s={:.0} MB_per_s={:.2} latency_us(end-of-DATA->250) p50={} p90={} p99={} p99.9={}",
+        sent as f64 / secs,
+        sent as f64 * args.size as f64 / secs / 1e6,
+        pct(0.5),
+        pct(0.9),
+        pct(0.99),
+        pct(0.999)
+    );
+    Ok(())
+}
+
+struct Session {
+    reader: BufReader<TcpStream>,
+    line: String,
+}
+
+impl Session {
+    fn open(server: SocketAddr) -> anyhow::Result<Session> {
+        let stream = TcpStream::connect(server)?;
+        stream.set_nodelay(true)?;
+        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
+        let mut s = Session {
+            reader: BufReader::new(stream),
+            line: String::new(),
+        };
+        s.expect(220)?;
+        s.reader
+            .get_mut()
+            .write_all(b"EHLO bench.example.org\r\n")?;
+        s.expect(250)?;
+        Ok(s)
+    }
+
+    /// Reads one (possibly multi-line) reply and checks its code.
+    fn expect(&mut self, code: u16) -> anyhow::Result<()> {
+        loop {
+            self.line.clear();
+            if self.reader.read_line(&mut self.line)? == 0 {
+                bail!("connection closed");
+            }
+            let got: u16 = self.line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
+            if got != code {
+                bail!("expected {code}, got {:?}", self.line);
+            }
+            if self.line.as_bytes().get(3) != Some(&b'-') {
+                return Ok(());
+            }
+        }
+    }
+
+    /// One transaction; returns the end-of-DATA → 250 latency in µs.
+    fn transaction(&mut self, msg: &[u8], pipelining: bool) -> anyhow::Result<u64> {
+        let envelope = b"MAIL FROM:<bench@example.org>\r\nRCPT TO:<sink@example.com>\r\nDATA\r\n";
+        if pipelining {
+            self.reader.get_mut().write_all(envelope)?;
+            self.expect(250)?;
+            self.expect(250)?;
+            self.expect(354)?;
+        } else {
+            for (cmd, code) in [
+                (&b"MAIL FROM:<bench@example.org>\r\n"[..], 250),
+                (b"RCPT TO:<sink@example.com>\r\n", 250),
+                (b"DATA\r\n", 354),
+            ] {
+                self.reader.get_mut().write_all(cmd)?;
+                self.expect(code)?;
+            }
+        }
+        let mut body = Vec::with_capacity(msg.len() + 5);
+        body.extend_from_slice(msg);
+        body.extend_from_slice(b".\r\n");
+        self.reader.get_mut().write_all(&body)?;
+        let t = Instant::now();
+        self.expect(250)?;
+        Ok(t.elapsed().as_micros() as u64)
+    }
+
+    fn quit(&mut self) -> anyhow::Result<()> {
+        self.reader.get_mut().write_all(b"QUIT\r\n")?;
+        self.expect(221)
+    }
 }
