@@ -1,0 +1,369 @@
+//! SMTP command lines: the verb table and argument syntax.
+//!
+//! Owns: turning one command line (CRLF already removed, at most 512 octets) into a
+//! [`Command`], or the [`CommandError`] that says which reply it deserves. RFC 5321
+//! §4.1.1 (commands), §4.1.2 (syntax), RFC 1870 (SIZE), RFC 6152 (BODY=8BITMIME),
+//! RFC 6531 (SMTPUTF8). Must not: know about sessions or state; parsing the same line
+//! always gives the same result.
+
+use super::address::{Mailbox, PathError, parse_path, split_path};
+use super::reply::Reply;
+
+/// RFC 5321 §4.5.3.1.4: a command line is at most 512 octets including CRLF.
+pub const MAX_COMMAND_LINE_BYTES: usize = 512;
+
+/// A parsed command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Command {
+    Ehlo(String),
+    Helo(String),
+    Mail(MailFrom),
+    Rcpt(Mailbox),
+    Data,
+    Rset,
+    Noop,
+    Quit,
+    Vrfy,
+    Help,
+    /// A command we recognise but do not offer (502).
+    NotImplemented,
+}
+
+/// `MAIL FROM:<path> [SIZE=n] [BODY=7BIT|8BITMIME] [SMTPUTF8]`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MailFrom {
+    pub sender: Mailbox,
+    /// RFC 1870 SIZE; `u64::MAX` when the number does not fit (it is too big anyway).
+    pub size: Option<u64>,
+    pub body_8bit: bool,
+    pub smtputf8: bool,
+}
+
+/// A command line that cannot be executed, by the reply it earns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommandError {
+    Unrecognized,
+    Syntax,
+    HeloSyntax,
+    BadSender,
+    BadRecipient,
+    NonAsciiAddress,
+    UnknownParameter,
+}
+
+impl CommandError {
+    pub fn reply(self) -> Reply {
+        match self {
+            Self::Unrecognized => Reply::Unrecognized,
+            Self::Syntax => Reply::SyntaxError,
+            Self::HeloSyntax => Reply::HeloSyntax,
+            Self::BadSender => Reply::BadSender,
+            Self::BadRecipient => Reply::BadRecipient,
+            Self::NonAsciiAddress => Reply::NonAsciiAddress,
+            Self::UnknownParameter => Reply::UnknownParameter,
+        }
+    }
+}
+
+/// Parses one command line without its line ending.
+///
+/// `smtputf8` says whether the current transaction's MAIL carried SMTPUTF8, which is
+/// what permits a non-ASCII recipient (RFC 6531 §3.5).
+pub fn parse(line: &[u8], smtputf8: bool) -> Result<Command, CommandError> {
+    let line = trim_end(line);
+    let (verb, arg) = match line.iter().position(|&b| b == b' ') {
+        Some(i) => (
+            line.get(..i).unwrap_or_default(),
+            line.get(i + 1..).unwrap_or_default(),
+        ),
+        None => (line, &b""[..]),
+    };
+    let verb_is = |name: &[u8]| verb.eq_ignore_ascii_case(name);
+    if verb_is(b"EHLO") {
+        helo_argument(arg).map(Command::Ehlo)
+    } else if verb_is(b"HELO") {
+        helo_argument(arg).map(Command::Helo)
+    } else if verb_is(b"MAIL") {
+        mail(arg)
+    } else if verb_is(b"RCPT") {
+        rcpt(arg, smtputf8)
+    } else if verb_is(b"DATA") {
+        no_argument(arg, Command::Data)
+    } else if verb_is(b"RSET") {
+        no_argument(arg, Command::Rset)
+    } else if verb_is(b"QUIT") {
+        no_argument(arg, Command::Quit)
+    } else if verb_is(b"NOOP") {
+        // RFC 5321 §4.1.1.9: a string argument is allowed and ignored.
+        Ok(Command::Noop)
+    } else if verb_is(b"HELP") {
+        Ok(Command::Help)
+    } else if verb_is(b"VRFY") {
+        if trim_start(arg).is_empty() {
+            Err(CommandError::Syntax)
+        } else {
+            Ok(Command::Vrfy)
+        }
+    } else if [
+        &b"EXPN"[..],
+        b"TURN",
+        b"ETRN",
+        b"ATRN",
+        b"BDAT",
+        b"AUTH",
+        b"STARTTLS",
+    ]
+    .iter()
+    .any(|v| verb_is(v))
+    {
+        Ok(Command::NotImplemented)
+    } else {
+        Err(CommandError::Unrecognized)
+    }
+}
+
+fn no_argument(arg: &[u8], command: Command) -> Result<Command, CommandError> {
+    if trim_start(arg).is_empty() {
+        Ok(command)
+    } else {
+        Err(CommandError::Syntax)
+    }
+}
+
+/// The EHLO/HELO domain or address literal. Kept as given (it goes into the
+/// `Received:` header) but only printable characters are allowed, so it cannot
+/// inject anything into a header or a log line.
+fn helo_argument(arg: &[u8]) -> Result<String, CommandError> {
+    let arg = trim_start(arg);
+    if arg.is_empty() || arg.len() > 255 || arg.iter().any(|&b| b <= b' ' || b == 0x7f) {
+        return Err(CommandError::HeloSyntax);
+    }
+    std::str::from_utf8(arg)
+        .map(str::to_owned)
+        .map_err(|_| CommandError::HeloSyntax)
+}
+
+/// Strips `keyword` (e.g. `FROM:`) case-insensitively from the argument.
+fn strip_keyword<'a>(arg: &'a [u8], keyword: &[u8]) -> Option<&'a [u8]> {
+    let head = arg.get(..keyword.len())?;
+    head.eq_ignore_ascii_case(keyword)
+        .then(|| arg.get(keyword.len()..).unwrap_or_default())
+}
+
+fn mail(arg: &[u8]) -> Result<Command, CommandError> {
+    let rest = strip_keyword(arg, b"FROM:").ok_or(CommandError::Syntax)?;
+    let (path, params) = split_path(rest).map_err(|PathError::Syntax| CommandError::BadSender)?;
+    let sender = parse_path(path).map_err(|PathError::Syntax| CommandError::BadSender)?;
+    if !sender.is_null() && sender.domain().is_none() {
+        return Err(CommandError::BadSender);
+    }
+    let mut mail = MailFrom {
+        sender,
+        size: None,
+        body_8bit: false,
+        smtputf8: false,
+    };
+    for param in params.split(|&b| b == b' ').filter(|p| !p.is_empty()) {
+        let (key, value) = match param.iter().position(|&b| b == b'=') {
+            Some(i) => (param.get(..i).unwrap_or_default(), param.get(i + 1..)),
+            None => (param, None),
+        };
+        if key.eq_ignore_ascii_case(b"SIZE") {
+            mail.size = Some(size_value(value)?);
+        } else if key.eq_ignore_ascii_case(b"BODY") {
+            mail.body_8bit = match value {
+                Some(v) if v.eq_ignore_ascii_case(b"8BITMIME") => true,
+                Some(v) if v.eq_ignore_ascii_case(b"7BIT") => false,
+                _ => return Err(CommandError::Syntax),
+            };
+        } else if key.eq_ignore_ascii_case(b"SMTPUTF8") {
+            if value.is_some() {
+                return Err(CommandError::Syntax);
+            }
+            mail.smtputf8 = true;
+        } else {
+            return Err(CommandError::UnknownParameter);
+        }
+    }
+    if mail.sender.non_ascii && !mail.smtputf8 {
+        return Err(CommandError::NonAsciiAddress);
+    }
+    Ok(Command::Mail(mail))
+}
+
+/// RFC 1870 `size-value ::= 1*20DIGIT`. A number too big for u64 is certainly over
+/// any limit, so it saturates instead of failing as a syntax error.
+fn size_value(value: Option<&[u8]>) -> Result<u64, CommandError> {
+    let digits =
+        value.filter(|v| !v.is_empty() && v.len() <= 20 && v.iter().all(u8::is_ascii_digit));
+    let digits = digits.ok_or(CommandError::Syntax)?;
+    Ok(digits.iter().fold(0u64, |n, &d| {
+        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+    }))
+}
+
+fn rcpt(arg: &[u8], smtputf8: bool) -> Result<Command, CommandError> {
+    let rest = strip_keyword(arg, b"TO:").ok_or(CommandError::Syntax)?;
+    let (path, params) =
+        split_path(rest).map_err(|PathError::Syntax| CommandError::BadRecipient)?;
+    let recipient = parse_path(path).map_err(|PathError::Syntax| CommandError::BadRecipient)?;
+    if recipient.is_null() {
+        return Err(CommandError::BadRecipient);
+    }
+    // RFC 5321 §4.5.1: `postmaster` without a domain must be accepted; any other
+    // recipient needs a domain.
+    if recipient.domain().is_none() && !recipient.text.eq_ignore_ascii_case("postmaster") {
+        return Err(CommandError::BadRecipient);
+    }
+    // No RCPT parameters are advertised (no DSN extension).
+    if params.iter().any(|&b| b != b' ') {
+        return Err(CommandError::UnknownParameter);
+    }
+    if recipient.non_ascii && !smtputf8 {
+        return Err(CommandError::NonAsciiAddress);
+    }
+    Ok(Command::Rcpt(recipient))
+}
+
+fn trim_start(s: &[u8]) -> &[u8] {
+    let start = s.iter().position(|&b| b != b' ').unwrap_or(s.len());
+    s.get(start..).unwrap_or_default()
+}
+
+/// Trailing spaces and tabs are common from hand-typed sessions and some clients.
+fn trim_end(s: &[u8]) -> &[u8] {
+    let end = s
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |i| i + 1);
+    s.get(..end).unwrap_or_default()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn p(line: &str) -> Result<Command, CommandError> {
+        parse(line.as_bytes(), false)
+    }
+
+    #[test]
+    fn verbs_are_case_insensitive() {
+        assert_eq!(
+            p("ehlo client.example"),
+            Ok(Command::Ehlo("client.example".into()))
+        );
+        assert_eq!(p("HeLo client"), Ok(Command::Helo("client".into())));
+        assert_eq!(p("data"), Ok(Command::Data));
+        assert_eq!(p("RSET"), Ok(Command::Rset));
+        assert_eq!(p("QUIT"), Ok(Command::Quit));
+        assert_eq!(p("NOOP anything at all"), Ok(Command::Noop));
+        assert_eq!(p("HELP MAIL"), Ok(Command::Help));
+        assert_eq!(p("VRFY someone"), Ok(Command::Vrfy));
+        assert_eq!(p("DATA  "), Ok(Command::Data));
+    }
+
+    #[test]
+    fn unknown_and_unoffered_commands() {
+        assert_eq!(p("FOO"), Err(CommandError::Unrecognized));
+        assert_eq!(p(""), Err(CommandError::Unrecognized));
+        assert_eq!(p("MAILFROM:<a@b.c>"), Err(CommandError::Unrecognized));
+        assert_eq!(p("DA\0TA"), Err(CommandError::Unrecognized));
+        for verb in [
+            "EXPN x",
+            "TURN",
+            "ETRN x",
+            "BDAT 10 LAST",
+            "AUTH PLAIN",
+            "STARTTLS",
+        ] {
+            assert_eq!(p(verb), Ok(Command::NotImplemented), "{verb}");
+        }
+    }
+
+    #[test]
+    fn argument_errors() {
+        assert_eq!(p("EHLO"), Err(CommandError::HeloSyntax));
+        assert_eq!(p("EHLO   "), Err(CommandError::HeloSyntax));
+        assert_eq!(p("HELO a\x01b"), Err(CommandError::HeloSyntax));
+        assert_eq!(p("DATA now"), Err(CommandError::Syntax));
+        assert_eq!(p("RSET x"), Err(CommandError::Syntax));
+        assert_eq!(p("VRFY"), Err(CommandError::Syntax));
+        assert_eq!(p("MAIL TO:<a@b.c>"), Err(CommandError::Syntax));
+        assert_eq!(p("RCPT FROM:<a@b.c>"), Err(CommandError::Syntax));
+    }
+
+    #[test]
+    fn mail_from_with_parameters() {
+        let Ok(Command::Mail(m)) = p("MAIL FROM:<a@b.example> SIZE=1000 BODY=8BITMIME SMTPUTF8")
+        else {
+            panic!("not a MAIL");
+        };
+        assert_eq!(m.sender.text, "a@b.example");
+        assert_eq!(m.size, Some(1000));
+        assert!(m.body_8bit && m.smtputf8);
+        let Ok(Command::Mail(m)) = p("mail from: <> body=7bit") else {
+            panic!("not a MAIL");
+        };
+        assert!(m.sender.is_null() && !m.body_8bit && m.size.is_none());
+    }
+
+    #[test]
+    fn mail_parameter_errors() {
+        assert_eq!(
+            p("MAIL FROM:<a@b.c> FOO=BAR"),
+            Err(CommandError::UnknownParameter)
+        );
+        assert_eq!(p("MAIL FROM:<a@b.c> SIZE=abc"), Err(CommandError::Syntax));
+        assert_eq!(p("MAIL FROM:<a@b.c> SIZE="), Err(CommandError::Syntax));
+        assert_eq!(p("MAIL FROM:<a@b.c> BODY=9BIT"), Err(CommandError::Syntax));
+        assert_eq!(
+            p("MAIL FROM:<a@b.c> SMTPUTF8=yes"),
+            Err(CommandError::Syntax)
+        );
+        let Ok(Command::Mail(m)) = p("MAIL FROM:<a@b.c> SIZE=99999999999999999999") else {
+            panic!("not a MAIL");
+        };
+        assert_eq!(m.size, Some(u64::MAX));
+    }
+
+    #[test]
+    fn mail_path_errors_are_bad_sender() {
+        assert_eq!(p("MAIL FROM:<a@b.c"), Err(CommandError::BadSender));
+        assert_eq!(p("MAIL FROM:<a\x01@b.c>"), Err(CommandError::BadSender));
+        assert_eq!(p("MAIL FROM:<nodomain>"), Err(CommandError::BadSender));
+        assert_eq!(p("MAIL FROM:"), Err(CommandError::BadSender));
+        assert_eq!(p("MAIL FROM:<ü@b.c>"), Err(CommandError::NonAsciiAddress));
+        assert!(matches!(
+            p("MAIL FROM:<ü@b.c> SMTPUTF8"),
+            Ok(Command::Mail(_))
+        ));
+    }
+
+    #[test]
+    fn rcpt_rules() {
+        assert!(
+            matches!(p("RCPT TO:<a@b.example>"), Ok(Command::Rcpt(m)) if m.text == "a@b.example")
+        );
+        assert!(matches!(p("RCPT TO:<Postmaster>"), Ok(Command::Rcpt(_))));
+        assert_eq!(p("RCPT TO:<>"), Err(CommandError::BadRecipient));
+        assert_eq!(p("RCPT TO:<user>"), Err(CommandError::BadRecipient));
+        assert_eq!(
+            p("RCPT TO:<x\x01y@b.example>"),
+            Err(CommandError::BadRecipient)
+        );
+        assert_eq!(
+            p("RCPT TO:<a@b.example> NOTIFY=NEVER"),
+            Err(CommandError::UnknownParameter)
+        );
+        assert_eq!(
+            p("RCPT TO:<ü@b.example>"),
+            Err(CommandError::NonAsciiAddress)
+        );
+        assert!(matches!(
+            parse("RCPT TO:<ü@b.example>".as_bytes(), true),
+            Ok(Command::Rcpt(_))
+        ));
+    }
+}

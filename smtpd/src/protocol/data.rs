@@ -1,0 +1,331 @@
+//! The DATA phase: finding the end of the message, un-stuffing dots, and refusing
+//! anything that could be read two ways.
+//!
+//! Owns: RFC 5321 §4.1.1.4 (end of data is `CRLF.CRLF`), §4.5.2 (transparency:
+//! a leading dot is removed), §2.3.8 (lines end with CRLF only), and the size and
+//! line-length limits. Must not: allocate beyond the message limit, or decide what
+//! happens to the message.
+//!
+//! SMTP smuggling (CVE-2023-51764, -51765, -51766): servers that also accept `\n.\n`
+//! or `\r.\r` as the end of data can be made to see a second, forged message inside
+//! the first one. Here the message ends **only** at `CRLF.CRLF`; a bare CR or LF
+//! anywhere makes the whole message refused once the real end arrives, so whatever
+//! was hidden after a fake terminator is neither stored nor run as commands.
+//!
+//! The scanner is a small byte-level state machine with a memchr fast path: ordinary
+//! text between line endings is copied in one slice, so the cost per byte is a
+//! vectorised search plus a memcpy.
+
+/// Where the scanner is within the current line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// At the start of a line (after CRLF, or right after the DATA command).
+    LineStart,
+    /// A `.` at the start of a line, not yet copied (it may be stuffing, or the end).
+    Dot,
+    /// `.` then CR at the start of a line: the end, if LF follows.
+    DotCr,
+    /// Inside a line.
+    Text,
+    /// A CR inside a line: a line end if LF follows.
+    Cr,
+}
+
+/// Why a complete message is refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataError {
+    /// Over `max_message_bytes` (after un-stuffing).
+    TooBig,
+    /// A bare CR or a bare LF somewhere in the message.
+    BareLineEnding,
+    /// A line over `max_line_bytes`.
+    LineTooLong,
+}
+
+/// What [`DataReceiver::feed`] found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// All input consumed; the message goes on.
+    More,
+    /// The end of data was found after `consumed` bytes of this input.
+    Done { consumed: usize },
+}
+
+/// Receives one message body.
+#[derive(Debug)]
+pub struct DataReceiver {
+    state: State,
+    body: Vec<u8>,
+    /// Octets of the current line so far, excluding the line ending.
+    line_bytes: usize,
+    /// Total octets after un-stuffing, counted even when no longer kept.
+    size: usize,
+    max_message_bytes: usize,
+    max_line_bytes: usize,
+    /// The first reason the message will be refused; once set, nothing more is kept.
+    error: Option<DataError>,
+}
+
+impl DataReceiver {
+    pub fn new(max_message_bytes: usize, max_line_bytes: usize) -> Self {
+        Self {
+            state: State::LineStart,
+            body: Vec::new(),
+            line_bytes: 0,
+            size: 0,
+            max_message_bytes,
+            max_line_bytes,
+            error: None,
+        }
+    }
+
+    /// Consumes input up to and including the end-of-data line, if present.
+    pub fn feed(&mut self, input: &[u8]) -> Progress {
+        let mut i = 0;
+        while let Some(&byte) = input.get(i) {
+            match self.state {
+                State::Text => {
+                    // Fast path: copy the run of ordinary bytes in one go.
+                    let rest = input.get(i..).unwrap_or_default();
+                    let run = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
+                    if run > 0 {
+                        self.text(rest.get(..run).unwrap_or_default());
+                        i += run;
+                        continue;
+                    }
+                    i += 1;
+                    if byte == b'\r' {
+                        self.state = State::Cr;
+                    } else {
+                        self.bare(b"\n");
+                    }
+                }
+                State::LineStart => {
+                    i += 1;
+                    match byte {
+                        b'.' => self.state = State::Dot,
+                        b'\r' => self.state = State::Cr,
+                        b'\n' => self.bare(b"\n"),
+                        other => {
+                            self.state = State::Text;
+                            self.text(&[other]);
+                        }
+                    }
+                }
+                State::Dot => {
+                    i += 1;
+                    // RFC 5321 §4.5.2: the leading dot of a non-end line is dropped.
+                    match byte {
+                        b'\r' => self.state = State::DotCr,
+                        b'\n' => self.bare(b"\n"),
+                        other => {
+                            self.state = State::Text;
+                            self.text(&[other]);
+                        }
+                    }
+                }
+                State::DotCr => {
+                    if byte == b'\n' {
+                        self.state = State::LineStart;
+                        return Progress::Done { consumed: i + 1 };
+                    }
+                    // `.` CR and something else: the CR was bare. Re-read the byte
+                    // as the character after a CR inside a line.
+                    self.state = State::Cr;
+                }
+                State::Cr => {
+                    if byte == b'\n' {
+                        i += 1;
+                        self.keep(b"\r\n");
+                        self.line_bytes = 0;
+                        self.state = State::LineStart;
+                    } else {
+                        // Bare CR; the byte is looked at again as line text.
+                        self.bare(b"\r");
+                    }
+                }
+            }
+        }
+        Progress::More
+    }
+
+    /// The message once the end was seen: the body, or why it is refused.
+    pub fn finish(self) -> Result<Vec<u8>, DataError> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok(self.body),
+        }
+    }
+
+    /// Line text (no CR or LF).
+    fn text(&mut self, bytes: &[u8]) {
+        self.line_bytes = self.line_bytes.saturating_add(bytes.len());
+        if self.line_bytes > self.max_line_bytes {
+            self.fail(DataError::LineTooLong);
+        }
+        self.keep(bytes);
+    }
+
+    /// A CR or LF that is not part of a CRLF pair. The line goes on: a bare LF is
+    /// not a line end here, which is exactly what defeats `\n.\n` smuggling.
+    fn bare(&mut self, byte: &'static [u8]) {
+        self.fail(DataError::BareLineEnding);
+        self.state = State::Text;
+        self.text(byte);
+    }
+
+    fn keep(&mut self, bytes: &[u8]) {
+        self.size = self.size.saturating_add(bytes.len());
+        if self.size > self.max_message_bytes {
+            self.fail(DataError::TooBig);
+        }
+        if self.error.is_none() {
+            self.body.extend_from_slice(bytes);
+        }
+    }
+
+    fn fail(&mut self, error: DataError) {
+        // Size wins over the other reasons: a client that sent too much must learn
+        // that (552) rather than a format complaint.
+        if self.error.is_none() || error == DataError::TooBig {
+            self.error = Some(error);
+        }
+        // A refused message is not kept: free its memory now.
+        self.body = Vec::new();
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    /// Feeds all of `input` at once; returns (consumed, result).
+    fn run(input: &[u8]) -> (Option<usize>, Result<Vec<u8>, DataError>) {
+        run_with(input, 1 << 20, 1000)
+    }
+
+    fn run_with(
+        input: &[u8],
+        max: usize,
+        line: usize,
+    ) -> (Option<usize>, Result<Vec<u8>, DataError>) {
+        let mut r = DataReceiver::new(max, line);
+        match r.feed(input) {
+            Progress::Done { consumed } => (Some(consumed), r.finish()),
+            Progress::More => (None, r.finish()),
+        }
+    }
+
+    #[test]
+    fn ends_at_crlf_dot_crlf_and_keeps_the_last_crlf() {
+        let input = b"Subject: x\r\n\r\nhello\r\n.\r\nQUIT\r\n";
+        let (consumed, body) = run(input);
+        assert_eq!(consumed, Some(input.len() - 6));
+        assert_eq!(body.unwrap(), b"Subject: x\r\n\r\nhello\r\n");
+    }
+
+    #[test]
+    fn empty_message() {
+        assert_eq!(run(b".\r\n"), (Some(3), Ok(Vec::new())));
+    }
+
+    #[test]
+    fn dot_stuffing_is_removed() {
+        let (_, body) = run(b"..leading\r\n...\r\n.x\r\n.\r\n");
+        assert_eq!(body.unwrap(), b".leading\r\n..\r\nx\r\n");
+    }
+
+    #[test]
+    fn dots_inside_lines_are_kept() {
+        let (_, body) = run(b"a.b\r\n a .\r\n.\r\n");
+        assert_eq!(body.unwrap(), b"a.b\r\n a .\r\n");
+    }
+
+    #[test]
+    fn smuggling_terminators_do_not_end_the_message() {
+        for fake in [
+            &b"\n.\n"[..],
+            b"\r.\r",
+            b"\n.\r\n",
+            b"\r\n.\n",
+            b"\r\n.\r",
+            b"\r.\r\n",
+            b"\n.\r",
+        ] {
+            let mut input = b"Subject: x\r\n\r\nhi".to_vec();
+            input.extend_from_slice(fake);
+            input.extend_from_slice(b"MAIL FROM:<evil@x>\r\nRCPT TO:<v@example.com>\r\nDATA\r\n");
+            let end_at = input.len() + 6;
+            input.extend_from_slice(b"x\r\n.\r\nNOOP\r\n");
+            let (consumed, body) = run(&input);
+            assert_eq!(consumed, Some(end_at), "{fake:?}");
+            assert_eq!(body, Err(DataError::BareLineEnding), "{fake:?}");
+        }
+    }
+
+    #[test]
+    fn bare_lf_or_cr_anywhere_is_refused() {
+        for input in [
+            &b"a\nb\r\n.\r\n"[..],
+            b"a\rb\r\n.\r\n",
+            b"\n\r\n.\r\n",
+            b"a\r\r\n.\r\n",
+        ] {
+            assert_eq!(run(input).1, Err(DataError::BareLineEnding), "{input:?}");
+        }
+    }
+
+    #[test]
+    fn size_limit_counts_unstuffed_octets_and_wins() {
+        assert_eq!(
+            run_with(b"12345678\r\n.\r\n", 10, 100).1.unwrap(),
+            b"12345678\r\n"
+        );
+        assert_eq!(
+            run_with(b"123456789\r\n.\r\n", 10, 100).1,
+            Err(DataError::TooBig)
+        );
+        assert_eq!(
+            run_with(b"..23456789\r\n.\r\n", 11, 100).1.unwrap(),
+            b".23456789\r\n"
+        );
+        assert_eq!(
+            run_with(b"a\nb123456789\r\n.\r\n", 10, 100).1,
+            Err(DataError::TooBig)
+        );
+    }
+
+    #[test]
+    fn long_lines_are_refused() {
+        assert!(run_with(b"1234\r\n.\r\n", 100, 4).1.is_ok());
+        assert_eq!(
+            run_with(b"12345\r\n.\r\n", 100, 4).1,
+            Err(DataError::LineTooLong)
+        );
+    }
+
+    #[test]
+    fn refused_messages_hold_no_memory() {
+        let mut r = DataReceiver::new(100, 1000);
+        r.feed(&[b'x'; 200]);
+        assert_eq!(r.body.capacity(), 0);
+        assert_eq!(r.feed(b"\r\n.\r\n"), Progress::Done { consumed: 5 });
+        assert_eq!(r.finish(), Err(DataError::TooBig));
+    }
+
+    #[test]
+    fn byte_at_a_time_gives_the_same_result() {
+        let input = b"..a\r\n\r\nb.\r\n.\r\n";
+        let mut r = DataReceiver::new(1000, 1000);
+        let mut done = None;
+        for (i, b) in input.iter().enumerate() {
+            if let Progress::Done { consumed } = r.feed(&[*b]) {
+                assert_eq!(consumed, 1);
+                done = Some(i + 1);
+            }
+        }
+        assert_eq!(done, Some(input.len()));
+        assert_eq!(r.finish().unwrap(), b".a\r\n\r\nb.\r\n");
+    }
+}

@@ -1,0 +1,277 @@
+//! The reply table: every reply this server sends, with its code, enhanced status
+//! code and text, in one place.
+//!
+//! Owns: the wire form of replies (RFC 5321 §4.2, multi-line replies §4.2.1) and the
+//! enhanced status codes (RFC 2034, RFC 3463) carried by every reply after the
+//! greeting, except the greeting, EHLO/HELO and 354, which RFC 2034 §4 exempts.
+//! Must not: decide which reply applies; the session does that.
+
+use std::io::Write;
+
+use crate::handoff::QueueId;
+
+/// One reply. Handlers name a variant; nobody writes reply bytes by hand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reply {
+    /// 220 banner.
+    Greeting,
+    /// 250 to HELO.
+    Helo,
+    /// 250 MAIL accepted.
+    SenderOk,
+    /// 250 RCPT accepted.
+    RecipientOk,
+    /// 354 go ahead with the message.
+    StartData,
+    /// 250 after the message was committed.
+    Queued(QueueId),
+    /// 250 to RSET and NOOP.
+    Ok,
+    /// 221 to QUIT.
+    Closing,
+    /// 252 to VRFY: we do not verify addresses (RFC 5321 §3.5.3).
+    CannotVerify,
+    /// 214 to HELP.
+    Help,
+    /// 421: the client was silent too long.
+    Timeout,
+    /// 421: the server is shutting down.
+    ShuttingDown,
+    /// 421: too many connections.
+    TooBusy,
+    /// 451: the store could not commit the message; the client should retry.
+    StoreFailed,
+    /// 452: more recipients than `limits.max_recipients` (RFC 5321 §4.5.3.1.10).
+    TooManyRecipients,
+    /// 500: unknown command.
+    Unrecognized,
+    /// 500: command line longer than 512 octets (RFC 5321 §4.5.3.1.4).
+    LineTooLong,
+    /// 501: arguments where none belong, or missing/malformed ones.
+    SyntaxError,
+    /// 501: EHLO/HELO without a usable domain.
+    HeloSyntax,
+    /// 501: malformed MAIL FROM path.
+    BadSender,
+    /// 501: malformed RCPT TO path.
+    BadRecipient,
+    /// 502: a command we know but do not offer.
+    NotImplemented,
+    /// 503: MAIL before EHLO/HELO.
+    NeedHelo,
+    /// 503: MAIL inside a transaction.
+    NestedMail,
+    /// 503: RCPT or DATA without MAIL.
+    NeedMail,
+    /// 503: DATA without any RCPT.
+    NeedRcpt,
+    /// 550: a recipient domain this server does not accept mail for.
+    RelayDenied,
+    /// 550: the message had bare CR or LF line endings (SMTP smuggling defence).
+    BareLineEnding,
+    /// 550: a message line longer than `limits.max_data_line_bytes`.
+    DataLineTooLong,
+    /// 552: the message (or its declared SIZE) is over `limits.max_message_bytes`.
+    MessageTooBig,
+    /// 553: a non-ASCII address without SMTPUTF8 (RFC 6531 §3.5).
+    NonAsciiAddress,
+    /// 554: DATA when every recipient was refused (RFC 5321 §3.3).
+    NoValidRecipients,
+    /// 555: a MAIL/RCPT parameter we do not support (RFC 5321 §4.1.1.11).
+    UnknownParameter,
+}
+
+impl Reply {
+    /// A 4xx or 5xx reply (counted as a client error in the session summary).
+    pub fn is_error(self) -> bool {
+        !matches!(
+            self,
+            Self::Greeting
+                | Self::Helo
+                | Self::SenderOk
+                | Self::RecipientOk
+                | Self::StartData
+                | Self::Queued(_)
+                | Self::Ok
+                | Self::Closing
+                | Self::CannotVerify
+                | Self::Help
+        )
+    }
+
+    /// Appends the reply, CRLF-terminated, to `out`.
+    pub fn write(self, hostname: &str, out: &mut Vec<u8>) {
+        // Writing to a Vec cannot fail.
+        let _ = match self {
+            Self::Greeting => write!(out, "220 {hostname} ESMTP smtpd ready\r\n"),
+            Self::Helo => write!(out, "250 {hostname}\r\n"),
+            Self::Queued(id) => write!(out, "250 2.0.0 OK queued as {id}\r\n"),
+            Self::Closing => write!(out, "221 2.0.0 {hostname} closing connection\r\n"),
+            Self::Timeout => write!(out, "421 4.4.2 {hostname} Error: timeout exceeded\r\n"),
+            Self::ShuttingDown => write!(out, "421 4.3.2 {hostname} Service shutting down\r\n"),
+            Self::TooBusy => write!(
+                out,
+                "421 4.7.0 {hostname} Too many connections, try again later\r\n"
+            ),
+            fixed => {
+                out.extend_from_slice(fixed.fixed_text().as_bytes());
+                Ok(())
+            }
+        };
+    }
+
+    /// The wire text of replies that carry no variable part.
+    fn fixed_text(self) -> &'static str {
+        match self {
+            Self::SenderOk => "250 2.1.0 Sender OK\r\n",
+            Self::RecipientOk => "250 2.1.5 Recipient OK\r\n",
+            Self::StartData => "354 End data with <CR><LF>.<CR><LF>\r\n",
+            Self::Ok => "250 2.0.0 OK\r\n",
+            Self::CannotVerify => {
+                "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery\r\n"
+            }
+            Self::Help => {
+                "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\r\n"
+            }
+            Self::StoreFailed => "451 4.3.0 Temporary storage failure, try again later\r\n",
+            Self::TooManyRecipients => "452 4.5.3 Too many recipients\r\n",
+            Self::Unrecognized => "500 5.5.2 Error: command not recognized\r\n",
+            Self::LineTooLong => "500 5.5.2 Error: line too long\r\n",
+            Self::SyntaxError => "501 5.5.4 Syntax error in parameters or arguments\r\n",
+            Self::HeloSyntax => "501 5.5.4 Syntax: EHLO hostname\r\n",
+            Self::BadSender => "501 5.1.7 Bad sender address syntax\r\n",
+            Self::BadRecipient => "501 5.1.3 Bad recipient address syntax\r\n",
+            Self::NotImplemented => "502 5.5.1 Error: command not implemented\r\n",
+            Self::NeedHelo => "503 5.5.1 Error: send HELO/EHLO first\r\n",
+            Self::NestedMail => "503 5.5.1 Error: nested MAIL command\r\n",
+            Self::NeedMail => "503 5.5.1 Error: need MAIL command\r\n",
+            Self::NeedRcpt => "503 5.5.1 Error: need RCPT command\r\n",
+            Self::RelayDenied => "550 5.7.1 Relay access denied\r\n",
+            Self::BareLineEnding => {
+                "550 5.6.0 Message contains bare CR or LF; lines must end with CRLF (RFC 5321 2.3.8)\r\n"
+            }
+            Self::DataLineTooLong => "550 5.6.0 Message contains a line that is too long\r\n",
+            Self::MessageTooBig => "552 5.3.4 Message size exceeds fixed maximum message size\r\n",
+            Self::NonAsciiAddress => {
+                "553 5.6.7 Non-ASCII address requires the SMTPUTF8 parameter\r\n"
+            }
+            Self::NoValidRecipients => "554 5.5.1 Error: no valid recipients\r\n",
+            Self::UnknownParameter => "555 5.5.4 Unsupported MAIL/RCPT parameter\r\n",
+            // Variants with a variable part are written by `write`.
+            Self::Greeting
+            | Self::Helo
+            | Self::Queued(_)
+            | Self::Closing
+            | Self::Timeout
+            | Self::ShuttingDown
+            | Self::TooBusy => "",
+        }
+    }
+}
+
+/// The EHLO reply (RFC 5321 §4.1.1.1): greeting line, then one extension per line.
+pub fn write_ehlo(hostname: &str, client: &str, max_message_bytes: usize, out: &mut Vec<u8>) {
+    let _ = write!(
+        out,
+        "250-{hostname} greets {client}\r\n\
+         250-PIPELINING\r\n\
+         250-SIZE {max_message_bytes}\r\n\
+         250-8BITMIME\r\n\
+         250-ENHANCEDSTATUSCODES\r\n\
+         250 SMTPUTF8\r\n"
+    );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const ALL: &[Reply] = &[
+        Reply::Greeting,
+        Reply::Helo,
+        Reply::SenderOk,
+        Reply::RecipientOk,
+        Reply::StartData,
+        Reply::Queued(QueueId([0xab; 16])),
+        Reply::Ok,
+        Reply::Closing,
+        Reply::CannotVerify,
+        Reply::Help,
+        Reply::Timeout,
+        Reply::ShuttingDown,
+        Reply::TooBusy,
+        Reply::StoreFailed,
+        Reply::TooManyRecipients,
+        Reply::Unrecognized,
+        Reply::LineTooLong,
+        Reply::SyntaxError,
+        Reply::HeloSyntax,
+        Reply::BadSender,
+        Reply::BadRecipient,
+        Reply::NotImplemented,
+        Reply::NeedHelo,
+        Reply::NestedMail,
+        Reply::NeedMail,
+        Reply::NeedRcpt,
+        Reply::RelayDenied,
+        Reply::BareLineEnding,
+        Reply::DataLineTooLong,
+        Reply::MessageTooBig,
+        Reply::NonAsciiAddress,
+        Reply::NoValidRecipients,
+        Reply::UnknownParameter,
+    ];
+
+    /// RFC 2034 §4: every reply but 220/HELO/354 carries `class.subject.detail`
+    /// whose class digit equals the reply code's first digit.
+    #[test]
+    fn every_reply_is_one_crlf_line_with_a_matching_enhanced_code() {
+        for &reply in ALL {
+            let mut out = Vec::new();
+            reply.write("mx.test", &mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.ends_with("\r\n"), "{reply:?}");
+            assert_eq!(text.matches("\r\n").count(), 1, "{reply:?}");
+            let code = &text[..3];
+            assert!(code.bytes().all(|b| b.is_ascii_digit()), "{reply:?}");
+            assert_eq!(text.as_bytes()[3], b' ', "{reply:?}");
+            if matches!(reply, Reply::Greeting | Reply::Helo | Reply::StartData) {
+                continue;
+            }
+            let enhanced = text[4..].split(' ').next().unwrap();
+            let parts: Vec<&str> = enhanced.split('.').collect();
+            assert_eq!(parts.len(), 3, "{reply:?}: {text}");
+            assert_eq!(parts[0], &code[..1], "{reply:?}: {text}");
+        }
+    }
+
+    #[test]
+    fn queued_reply_carries_the_id() {
+        let mut out = Vec::new();
+        Reply::Queued(QueueId([0x01; 16])).write("h", &mut out);
+        assert_eq!(
+            out,
+            b"250 2.0.0 OK queued as 01010101010101010101010101010101\r\n"
+        );
+    }
+
+    #[test]
+    fn ehlo_lists_the_extensions_and_ends_with_a_final_line() {
+        let mut out = Vec::new();
+        write_ehlo("mx.test", "client.example", 1000, &mut out);
+        let text = String::from_utf8(out).unwrap();
+        let lines: Vec<&str> = text.split_terminator("\r\n").collect();
+        assert_eq!(lines[0], "250-mx.test greets client.example");
+        assert!(lines.contains(&"250-SIZE 1000"));
+        for ext in ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"] {
+            assert!(lines.contains(&format!("250-{ext}").as_str()), "{ext}");
+        }
+        assert_eq!(*lines.last().unwrap(), "250 SMTPUTF8");
+        assert!(
+            lines[..lines.len() - 1]
+                .iter()
+                .all(|l| l.starts_with("250-"))
+        );
+    }
+}

@@ -1,0 +1,502 @@
+//! Transcript tests for the session: every rule, replayed through the same driver
+//! the reactor uses (pending input, feed until no progress, commit answered at once).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::sync::Arc;
+
+use proptest::prelude::*;
+
+use super::*;
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        hostname: "mx.test".into(),
+        max_message_bytes: 1000,
+        max_recipients: 3,
+        max_data_line_bytes: 100,
+        domains: DomainPolicy::parse(&["example.com".into(), "*.example.net".into()]).unwrap(),
+    }
+}
+
+#[derive(Debug, PartialEq, Eq)]
+struct Run {
+    out: Vec<u8>,
+    messages: Vec<Envelope>,
+    closed: bool,
+    phase: Phase,
+}
+
+impl Run {
+    /// Each reply line's code and enhanced code (or the whole line when short).
+    fn codes(&self) -> Vec<String> {
+        String::from_utf8_lossy(&self.out)
+            .split_terminator("\r\n")
+            .map(|l| l.get(..9).unwrap_or(l).trim_end().to_string())
+            .collect()
+    }
+}
+
+/// Drives a session like the reactor does; `store` answers each message.
+fn drive_with(
+    config: SessionConfig,
+    chunks: &[&[u8]],
+    mut store: impl FnMut(usize) -> Result<QueueId, StoreFailed>,
+) -> Run {
+    let mut session = Session::new(Arc::new(config), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut out = Vec::new();
+    session.greet(&mut out);
+    let mut pending = Vec::new();
+    let mut messages = Vec::new();
+    let mut closed = false;
+    'chunks: for chunk in chunks {
+        pending.extend_from_slice(chunk);
+        loop {
+            let fed = session.feed(&pending, &mut out);
+            assert!(fed.consumed <= pending.len());
+            pending.drain(..fed.consumed);
+            // Bounded memory: unconsumed input never exceeds one command line.
+            if session.phase() == Phase::Command {
+                assert!(
+                    pending.len() < MAX_COMMAND_LINE_BYTES,
+                    "pending {}",
+                    pending.len()
+                );
+            }
+            match fed.event {
+                Some(Event::Message(envelope)) => {
+                    assert_eq!(session.phase(), Phase::Storing);
+                    assert!(!session.wants_read());
+                    let result = store(messages.len());
+                    messages.push(envelope);
+                    session.on_stored(result, &mut out);
+                }
+                Some(Event::Close) => {
+                    closed = true;
+                    break 'chunks;
+                }
+                None if fed.consumed == 0 => break,
+                None => {}
+            }
+        }
+    }
+    Run {
+        out,
+        messages,
+        closed,
+        phase: session.phase(),
+    }
+}
+
+fn drive(chunks: &[&[u8]]) -> Run {
+    drive_with(config(), chunks, |n| Ok(QueueId([n as u8; 16])))
+}
+
+fn one(input: &str) -> Run {
+    drive(&[input.as_bytes()])
+}
+
+const TXN: &str =
+    "EHLO client.example\r\nMAIL FROM:<a@sender.example>\r\nRCPT TO:<b@example.com>\r\nDATA\r\n";
+
+#[test]
+fn a_whole_pipelined_transaction_is_answered_in_order() {
+    let run = one(&format!("{TXN}Subject: hi\r\n\r\nbody\r\n.\r\nQUIT\r\n"));
+    assert_eq!(
+        run.codes(),
+        [
+            "220 mx.te",
+            "250-mx.te",
+            "250-PIPEL",
+            "250-SIZE",
+            "250-8BITM",
+            "250-ENHAN",
+            "250 SMTPU",
+            "250 2.1.0",
+            "250 2.1.5",
+            "354 End d",
+            "250 2.0.0",
+            "221 2.0.0",
+        ]
+    );
+    assert!(run.closed);
+    assert_eq!(run.phase, Phase::Closed);
+    let m = &run.messages[0];
+    assert_eq!(m.mail_from, "a@sender.example");
+    assert_eq!(m.rcpt_to, ["b@example.com"]);
+    assert_eq!(m.data, b"Subject: hi\r\n\r\nbody\r\n");
+    assert_eq!(m.helo, "client.example");
+    assert!(m.esmtp && !m.smtputf8 && !m.body_8bit && !m.is_tls);
+    let text = String::from_utf8(run.out).unwrap();
+    assert!(text.contains("250 2.0.0 OK queued as 00000000000000000000000000000000\r\n"));
+}
+
+#[test]
+fn helo_sessions_are_not_esmtp() {
+    let run = one("HELO c\r\nMAIL FROM:<>\r\nRCPT TO:<x@example.com>\r\nDATA\r\n.\r\n");
+    assert_eq!(run.codes()[1], "250 mx.te");
+    let m = &run.messages[0];
+    assert!(!m.esmtp);
+    assert_eq!(m.mail_from, "");
+    assert_eq!(m.data, b"");
+}
+
+#[test]
+fn sequence_errors_are_503() {
+    let run = one(
+        "MAIL FROM:<a@b.example>\r\nEHLO c\r\nRCPT TO:<x@example.com>\r\nDATA\r\n\
+         MAIL FROM:<a@b.example>\r\nDATA\r\nMAIL FROM:<a@b.example>\r\n",
+    );
+    let codes = run.codes();
+    assert_eq!(codes[1], "503 5.5.1"); // MAIL before EHLO
+    assert_eq!(codes[8], "503 5.5.1"); // RCPT before MAIL
+    assert_eq!(codes[9], "503 5.5.1"); // DATA before MAIL
+    assert_eq!(codes[10], "250 2.1.0");
+    assert_eq!(codes[11], "503 5.5.1"); // DATA before RCPT
+    assert_eq!(codes[12], "503 5.5.1"); // nested MAIL
+    assert!(String::from_utf8_lossy(&run.out).contains("nested MAIL"));
+}
+
+#[test]
+fn simple_commands() {
+    let run = one(
+        "EHLO c\r\nNOOP hello\r\nRSET\r\nVRFY bob\r\nHELP\r\nEXPN list\r\nFOO\r\nDATA x\r\nEHLO\r\n",
+    );
+    let codes = run.codes();
+    assert_eq!(
+        codes[7..],
+        [
+            "250 2.0.0",
+            "250 2.0.0",
+            "252 2.5.0",
+            "214 2.0.0",
+            "502 5.5.1",
+            "500 5.5.2",
+            "501 5.5.4",
+            "501 5.5.4"
+        ]
+    );
+}
+
+#[test]
+fn foreign_domains_are_relay_denied_and_data_then_says_554() {
+    let run = one(
+        "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@other.org>\r\nRCPT TO:<y@example.net>\r\n\
+         RCPT TO:<postmaster>\r\nRCPT TO:<z@Sub.Example.NET>\r\nRCPT TO:<q@EXAMPLE.com>\r\nDATA\r\n.\r\n",
+    );
+    let codes = run.codes();
+    assert_eq!(
+        &codes[8..13],
+        [
+            "550 5.7.1",
+            "550 5.7.1",
+            "250 2.1.5",
+            "250 2.1.5",
+            "250 2.1.5"
+        ]
+    );
+    assert_eq!(
+        run.messages[0].rcpt_to,
+        ["postmaster", "z@sub.example.net", "q@example.com"]
+    );
+
+    let run = one("EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@other.org>\r\nDATA\r\n");
+    assert_eq!(run.codes().last().unwrap(), "554 5.5.1");
+}
+
+#[test]
+fn recipients_over_the_limit_get_452_and_the_first_are_kept() {
+    let run = one(
+        "EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<1@example.com>\r\nRCPT TO:<2@example.com>\r\n\
+         RCPT TO:<1@EXAMPLE.COM>\r\nRCPT TO:<3@example.com>\r\nRCPT TO:<4@example.com>\r\nDATA\r\n.\r\n",
+    );
+    let codes = run.codes();
+    assert_eq!(
+        &codes[8..13],
+        [
+            "250 2.1.5",
+            "250 2.1.5",
+            "250 2.1.5",
+            "250 2.1.5",
+            "452 4.5.3"
+        ]
+    );
+    assert_eq!(
+        run.messages[0].rcpt_to,
+        ["1@example.com", "2@example.com", "3@example.com"]
+    );
+}
+
+#[test]
+fn size_over_the_limit_leaves_the_session_as_it_was() {
+    let run = one(
+        "EHLO c\r\nMAIL FROM:<a@b.example> SIZE=1001\r\nRCPT TO:<x@example.com>\r\n\
+         MAIL FROM:<a@b.example> SIZE=1000\r\nRCPT TO:<x@example.com>\r\n",
+    );
+    assert_eq!(
+        &run.codes()[7..],
+        ["552 5.3.4", "503 5.5.1", "250 2.1.0", "250 2.1.5"]
+    );
+}
+
+#[test]
+fn parameter_and_path_errors() {
+    let run = one(
+        "EHLO c\r\nMAIL FROM:<a@b.example> FOO=1\r\nMAIL FROM:<a@b.example\r\nMAIL FROM:<a@b.example>\r\n\
+         RCPT TO:<x\x01y@example.com>\r\nRCPT TO:<>\r\nRCPT TO:<ü@example.com>\r\n",
+    );
+    assert_eq!(
+        &run.codes()[7..],
+        [
+            "555 5.5.4",
+            "501 5.1.7",
+            "250 2.1.0",
+            "501 5.1.3",
+            "501 5.1.3",
+            "553 5.6.7"
+        ]
+    );
+}
+
+#[test]
+fn smtputf8_and_8bitmime_reach_the_envelope() {
+    let run = one(
+        "EHLO c\r\nMAIL FROM:<ä@b.example> SMTPUTF8 BODY=8BITMIME\r\nRCPT TO:<ü@example.com>\r\nDATA\r\nh\u{e9}\r\n.\r\n",
+    );
+    let m = &run.messages[0];
+    assert!(m.smtputf8 && m.body_8bit);
+    assert_eq!(m.rcpt_to, ["ü@example.com"]);
+    assert_eq!(m.data, "h\u{e9}\r\n".as_bytes());
+}
+
+#[test]
+fn oversized_body_gets_552_and_the_connection_stays_usable() {
+    let big = "x".repeat(99);
+    let body: String = (0..12).map(|_| format!("{big}\r\n")).collect(); // 1212 octets
+    let run = one(&format!("{TXN}{body}.\r\nMAIL FROM:<a@b.example>\r\n"));
+    let codes = run.codes();
+    assert_eq!(&codes[codes.len() - 2..], ["552 5.3.4", "250 2.1.0"]);
+    assert!(run.messages.is_empty());
+}
+
+#[test]
+fn long_data_lines_refuse_the_message() {
+    let run = one(&format!("{TXN}{}\r\n.\r\nNOOP\r\n", "y".repeat(101)));
+    assert_eq!(
+        &run.codes()[run.codes().len() - 2..],
+        ["550 5.6.0", "250 2.0.0"]
+    );
+    assert!(run.messages.is_empty());
+}
+
+#[test]
+fn smuggled_commands_after_a_bare_lf_terminator_are_message_text() {
+    for fake in ["\n.\n", "\r.\r", "\n.\r\n", "\r\n.\n", "\r.\r\n"] {
+        let input = format!(
+            "{TXN}Subject: x\r\n\r\nhi{fake}MAIL FROM:<evil@x.example>\r\nRCPT TO:<v@example.com>\r\nDATA\r\nsmuggled\r\n.\r\nNOOP\r\n"
+        );
+        let run = one(&input);
+        let codes = run.codes();
+        // One reply for the whole message, then the NOOP.
+        assert_eq!(
+            &codes[codes.len() - 3..],
+            ["354 End d", "550 5.6.0", "250 2.0.0"],
+            "{fake:?}"
+        );
+        assert!(run.messages.is_empty(), "{fake:?}");
+    }
+}
+
+#[test]
+fn command_lines_over_512_octets_get_500_and_the_session_goes_on() {
+    let long = format!("NOOP {}\r\n", "a".repeat(507)); // 514 octets
+    let exact = format!("NOOP {}\r\n", "a".repeat(505)); // 512 octets
+    let run = one(&format!("EHLO c\r\n{long}{exact}NOOP\r\n"));
+    assert_eq!(&run.codes()[7..], ["500 5.5.2", "250 2.0.0", "250 2.0.0"]);
+
+    // A huge line without an end, arriving in pieces: memory stays bounded
+    // (asserted by `drive`) and one 500 comes when the line finally ends.
+    let chunk = vec![b'z'; 4096];
+    let mut chunks: Vec<&[u8]> = vec![b"EHLO c\r\n"];
+    chunks.extend(std::iter::repeat_n(&chunk[..], 10));
+    chunks.push(b"\r\nNOOP\r\n");
+    let run = drive(&chunks);
+    assert_eq!(&run.codes()[7..], ["500 5.5.2", "250 2.0.0"]);
+}
+
+#[test]
+fn bare_lf_command_lines_are_tolerated() {
+    let run = one("EHLO c\nNOOP\n");
+    assert_eq!(run.codes().last().unwrap(), "250 2.0.0");
+}
+
+#[test]
+fn store_failure_is_451_and_the_next_message_works() {
+    let run = drive_with(
+        config(),
+        &[format!("{TXN}one\r\n.\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<b@example.com>\r\nDATA\r\ntwo\r\n.\r\n").as_bytes()],
+        |n| if n == 0 { Err(StoreFailed) } else { Ok(QueueId([7; 16])) },
+    );
+    let codes = run.codes();
+    assert!(codes.contains(&"451 4.3.0".to_string()));
+    assert_eq!(codes.last().unwrap(), "250 2.0.0");
+    assert_eq!(run.messages.len(), 2);
+}
+
+#[test]
+fn input_behind_a_message_waits_for_the_commit() {
+    let mut session = Session::new(Arc::new(config()), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut out = Vec::new();
+    let input = format!("{TXN}x\r\n.\r\nNOOP\r\n");
+    let fed = session.feed(input.as_bytes(), &mut out);
+    assert!(matches!(fed.event, Some(Event::Message(_))));
+    assert_eq!(&input.as_bytes()[fed.consumed..], b"NOOP\r\n");
+    assert!(!session.wants_read());
+    assert!(session.in_transaction());
+    // Nothing is read while storing.
+    let again = session.feed(b"NOOP\r\n", &mut out);
+    assert_eq!(again.consumed, 0);
+    assert!(!String::from_utf8_lossy(&out).contains("250 2.0.0 OK queued"));
+    session.on_stored(Ok(QueueId([1; 16])), &mut out);
+    assert!(session.wants_read());
+    assert!(!session.in_transaction());
+    assert!(
+        String::from_utf8_lossy(&out).ends_with("queued as 01010101010101010101010101010101\r\n")
+    );
+}
+
+#[test]
+fn timeout_and_shutdown_close_with_421() {
+    for (f, code) in [
+        (
+            Session::on_timeout as fn(&mut Session, &mut Vec<u8>),
+            "421 4.4.2",
+        ),
+        (Session::on_shutdown, "421 4.3.2"),
+    ] {
+        let mut session = Session::new(Arc::new(config()), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        let mut out = Vec::new();
+        f(&mut session, &mut out);
+        assert!(String::from_utf8_lossy(&out).starts_with(code));
+        assert_eq!(session.phase(), Phase::Closed);
+        assert!(!session.wants_read());
+        // Said once only.
+        f(&mut session, &mut out);
+        assert_eq!(out.iter().filter(|&&b| b == b'\n').count(), 1);
+    }
+}
+
+#[test]
+fn quit_stops_processing_pipelined_input() {
+    let run = one("EHLO c\r\nQUIT\r\nNOOP\r\n");
+    assert!(run.closed);
+    assert_eq!(run.codes().last().unwrap(), "221 2.0.0");
+}
+
+#[test]
+fn ehlo_resets_the_transaction_and_tls_resets_everything() {
+    let run = one("EHLO c\r\nMAIL FROM:<a@b.example>\r\nEHLO c\r\nRCPT TO:<x@example.com>\r\n");
+    assert_eq!(run.codes().last().unwrap(), "503 5.5.1");
+
+    let mut session = Session::new(Arc::new(config()), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut out = Vec::new();
+    session.feed(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n", &mut out);
+    assert!(session.in_transaction());
+    session.set_tls(true);
+    assert!(!session.in_transaction());
+    out.clear();
+    session.feed(b"MAIL FROM:<a@b.example>\r\n", &mut out);
+    assert!(out.starts_with(b"503 5.5.1"));
+    session.feed(
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.com>\r\nDATA\r\n.\r\n",
+        &mut out,
+    );
+}
+
+#[test]
+fn summary_counts_commands_and_messages() {
+    let mut session = Session::new(Arc::new(config()), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut out = Vec::new();
+    session.feed(format!("{TXN}x\r\n.\r\n").as_bytes(), &mut out);
+    session.on_stored(Ok(QueueId([0; 16])), &mut out);
+    session.feed(b"BOGUS\r\n", &mut out);
+    assert_eq!(
+        session.summary().to_string(),
+        "helo=client.example commands=5 messages=1 refused=0 errors=1"
+    );
+}
+
+/// Pieces of client input, good and bad, that transcripts are made of.
+const PIECES: &[&str] = &[
+    "EHLO client.example\r\n",
+    "HELO c\r\n",
+    "MAIL FROM:<a@b.example>\r\n",
+    "MAIL FROM:<a@b.example> SIZE=5000\r\n",
+    "MAIL FROM:<> BODY=8BITMIME SMTPUTF8\r\n",
+    "RCPT TO:<x@example.com>\r\n",
+    "RCPT TO:<y@a.example.net>\r\n",
+    "RCPT TO:<z@other.org>\r\n",
+    "RCPT TO:<bad\r\n",
+    "DATA\r\n",
+    "Subject: s\r\n\r\nline\r\n..dot\r\n.\r\n",
+    "bare\nlf\r\n.\r\n",
+    "\r\n.\r\n",
+    ".\r\n",
+    "RSET\r\n",
+    "NOOP\r\n",
+    "VRFY x\r\n",
+    "nonsense\r\n",
+    "QUIT\r\n",
+    "\n",
+    "\r",
+    ".",
+];
+
+fn transcript() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![
+            8 => (0..PIECES.len()).prop_map(|i| PIECES[i].as_bytes().to_vec()),
+            1 => prop::collection::vec(any::<u8>(), 0..40),
+            1 => (0usize..700).prop_map(|n| vec![b'q'; n]),
+        ],
+        0..30,
+    )
+    .prop_map(|parts| parts.concat())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
+
+    /// RFC 2920 pipelining and TCP segmentation: however the bytes are split into
+    /// reads, the replies, the messages and the end state are the same.
+    #[test]
+    fn any_split_of_the_input_gives_the_same_session(
+        input in transcript(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..12),
+    ) {
+        let whole = drive(&[&input]);
+        let mut points: Vec<usize> = cuts.iter().map(|c| c.index(input.len() + 1)).collect();
+        points.sort_unstable();
+        let mut chunks = Vec::new();
+        let mut last = 0;
+        for p in points {
+            chunks.push(&input[last..p]);
+            last = p;
+        }
+        chunks.push(&input[last..]);
+        let split = drive(&chunks);
+        prop_assert_eq!(&whole, &split);
+
+        let bytewise: Vec<&[u8]> = input.chunks(1).collect();
+        prop_assert_eq!(&whole, &drive(&bytewise));
+    }
+
+    /// No input makes the session panic, and every reply is a well-formed line.
+    #[test]
+    fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..2000)) {
+        let run = drive(&[&input]);
+        for line in String::from_utf8_lossy(&run.out).split_terminator("\r\n") {
+            prop_assert!(line.len() >= 3 && line.as_bytes()[..3].iter().all(u8::is_ascii_digit));
+        }
+    }
+}
