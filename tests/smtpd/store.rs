@@ -1,0 +1,158 @@
+//! The store as consumers see it: the `new_mail` columns of a committed message
+//! (schema/sqlite/0001_new_mail.sql), one row per recipient, and a failing commit
+//! answered with `451 4.3.0` (nothing acknowledged, the session goes on).
+
+use crate::support::{HOSTNAME, Server, assert_mail_blob, simple_message};
+
+#[test]
+fn columns_hold_envelope_headers_and_raw_message() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.cmd_expect("HELO client.test", 250, "");
+    let msg: &[u8] = b"From: Alice <alice@example.org>\r\n\
+To: Bob <bob@example.com>\r\n\
+Subject: Columns test\r\n\
+Message-ID: <abc123@client.test>\r\n\
+MIME-Version: 1.0\r\n\
+Content-Type: text/plain; charset=utf-8\r\n\
+\r\n\
+Hello Bob.\r\n";
+    let before = chrono::Utc::now().naive_utc();
+    let id = c.deliver(
+        "alice@example.org",
+        &["bob@example.com", "carol@example.com"],
+        msg,
+    );
+    let after = chrono::Utc::now().naive_utc();
+    let rows = server.rows_for(&id);
+    assert_eq!(rows.len(), 2, "one row per recipient");
+    let mut recipients: Vec<&str> = rows.iter().map(|r| r.recipient.as_str()).collect();
+    recipients.sort();
+    assert_eq!(recipients, ["bob@example.com", "carol@example.com"]);
+    for r in &rows {
+        assert_eq!(r.hash, id);
+        assert_eq!(r.from, "alice@example.org");
+        assert_eq!(r.return_path, "alice@example.org");
+        assert_eq!(r.to, "bob@example.com", "address of the To: header");
+        assert_eq!(r.subject, "Columns test");
+        assert_eq!(r.charset.to_ascii_lowercase(), "utf-8");
+        assert!(
+            r.content_type
+                .to_ascii_lowercase()
+                .starts_with("text/plain"),
+            "{:?}",
+            r.content_type
+        );
+        assert_eq!(r.ip_addr, "127.0.0.1");
+        assert_eq!(r.is_tls, 0);
+        assert!(
+            r.message_id.contains("abc123@client.test"),
+            "{:?}",
+            r.message_id
+        );
+        assert_eq!(r.helo, "client.test");
+        assert_eq!(r.size, msg.len() as i64);
+        assert_mail_blob(&r.mail, "client.test", msg);
+        let received = String::from_utf8_lossy(&r.mail[..r.mail.len() - msg.len()]);
+        assert!(
+            received.contains(HOSTNAME),
+            "Received: names our host: {received:?}"
+        );
+        let date = chrono::NaiveDateTime::parse_from_str(&r.date, "%Y-%m-%d %H:%M:%S")
+            .unwrap_or_else(|e| panic!("date {:?} is not 'YYYY-MM-DD HH:MM:SS': {e}", r.date));
+        let slack = chrono::TimeDelta::seconds(5);
+        assert!(
+            date >= before - slack && date <= after + slack,
+            "date {date} not within [{before}, {after}] (UTC)"
+        );
+        assert_eq!(r.body, "", "body '' marks the raw message in `mail`");
+    }
+}
+
+#[test]
+fn encoded_subject_is_decoded_and_missing_headers_have_defaults() {
+    let server = Server::start();
+    let mut c = server.ehlo_client();
+    let msg: &[u8] = b"Subject: =?utf-8?q?caf=C3=A9?=\r\n\r\nno other headers\r\n";
+    let id = c.deliver("a@b.example", &["x@example.com"], msg);
+    let rows = server.rows_for(&id);
+    assert_eq!(rows.len(), 1);
+    let r = &rows[0];
+    assert_eq!(r.subject, "café");
+    assert_eq!(r.to, "x@example.com", "no To: header: the recipient");
+    assert!(
+        !r.message_id.is_empty(),
+        "a Message-ID is made up when missing"
+    );
+    assert_mail_blob(&r.mail, "client.test", msg);
+}
+
+#[test]
+fn headerless_junk_message_is_stored() {
+    let server = Server::start();
+    let mut c = server.ehlo_client();
+    let msg: &[u8] = b"\xff\xfe not a header\r\n: neither\r\n\x01\x02\x7f\r\n";
+    let id = c.deliver("a@b.example", &["x@example.com"], msg);
+    assert_mail_blob(&server.rows_for(&id)[0].mail, "client.test", msg);
+}
+
+#[test]
+fn duplicate_recipients_are_stored_once() {
+    let server = Server::start();
+    let mut c = server.ehlo_client();
+    c.cmd_expect("MAIL FROM:<a@b.example>", 250, "2.1.0");
+    c.cmd_expect("RCPT TO:<x@example.com>", 250, "2.1.5");
+    c.cmd_expect("RCPT TO:<x@example.com>", 250, "2.1.5");
+    c.cmd_expect("DATA", 354, "");
+    c.send(&simple_message("dup"));
+    c.send(b".\r\n");
+    let id = c.read_reply().queue_id();
+    assert_eq!(server.rows_for(&id).len(), 1);
+}
+
+#[test]
+fn store_failure_gets_451_and_the_next_message_is_stored() {
+    let server = Server::start();
+    // Make the store fail for some recipients, from outside, while it runs.
+    server
+        .db()
+        .execute_batch(
+            "CREATE TRIGGER fail BEFORE INSERT ON new_mail WHEN NEW.recipient LIKE 'fail%' \
+             BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+        )
+        .expect("create trigger");
+    let mut c = server.ehlo_client();
+    let r = c.transaction(
+        "a@b.example",
+        &["fail@example.com"],
+        &simple_message("fails"),
+    );
+    r.assert(451, "4.3.0");
+    assert_eq!(server.row_count(), 0);
+    // A message with a failing and a good recipient is all-or-nothing.
+    let r = c.transaction(
+        "a@b.example",
+        &["ok@example.com", "fail2@example.com"],
+        &simple_message("half"),
+    );
+    r.assert(451, "4.3.0");
+    assert_eq!(server.row_count(), 0, "a failed message leaves no row");
+    // The session goes on, and so does the store.
+    let msg = simple_message("works");
+    let id = c.deliver("a@b.example", &["ok@example.com"], &msg);
+    let rows = server.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].hash, id);
+    assert_eq!(rows[0].recipient, "ok@example.com");
+    assert_mail_blob(&rows[0].mail, "client.test", &msg);
+    // And on a new connection.
+    let mut d = server.ehlo_client();
+    d.transaction(
+        "a@b.example",
+        &["fail@example.com"],
+        &simple_message("again"),
+    )
+    .assert(451, "4.3.0");
+    d.deliver("a@b.example", &["ok2@example.com"], &simple_message("ok2"));
+    assert_eq!(server.row_count(), 2);
+}
