@@ -1,6 +1,7 @@
 //! `smtpd`: parse the command line and config, open the store, start the reactors,
 //! wait for a signal, drain, exit.
 
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -57,7 +58,11 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
                 .with_writer(std::sync::Mutex::new(file))
                 .init();
         }
-        None => builder.with_writer(std::io::stderr).init(),
+        // Colours only for a person at a terminal, not in log files or journald.
+        None => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .with_writer(std::io::stderr)
+            .init(),
     }
     Ok(())
 }

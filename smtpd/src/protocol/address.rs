@@ -107,6 +107,9 @@ pub fn parse_path(path: &[u8]) -> Result<Mailbox, PathError> {
     }
     let inner = strip_source_route(inner)?;
     let text = std::str::from_utf8(inner).map_err(|_| PathError::Syntax)?;
+    if text.chars().any(char::is_control) {
+        return Err(PathError::Syntax); // C1 controls (U+0080..U+009F)
+    }
     if text.is_empty() {
         return Ok(Mailbox {
             text: String::new(),
@@ -275,6 +278,7 @@ mod tests {
     fn control_characters_and_nul_are_refused() {
         for bad in [
             "<a\x01b@c.example>",
+            "<a\u{85}b@c.example>",
             "<a@c.exam\x00ple>",
             "<a\tb@c.example>",
             "<a@c\x7f>",

@@ -138,9 +138,11 @@ fn helo_argument(arg: &[u8]) -> Result<String, CommandError> {
     if arg.is_empty() || arg.len() > 255 || arg.iter().any(|&b| b <= b' ' || b == 0x7f) {
         return Err(CommandError::HeloSyntax);
     }
-    std::str::from_utf8(arg)
-        .map(str::to_owned)
-        .map_err(|_| CommandError::HeloSyntax)
+    match std::str::from_utf8(arg) {
+        // C1 controls (U+0080..U+009F) are as unwelcome in a header as C0 ones.
+        Ok(name) if !name.chars().any(char::is_control) => Ok(name.to_owned()),
+        _ => Err(CommandError::HeloSyntax),
+    }
 }
 
 /// Strips `keyword` (e.g. `FROM:`) case-insensitively from the argument.
@@ -287,6 +289,8 @@ mod tests {
         assert_eq!(p("EHLO"), Err(CommandError::HeloSyntax));
         assert_eq!(p("EHLO   "), Err(CommandError::HeloSyntax));
         assert_eq!(p("HELO a\x01b"), Err(CommandError::HeloSyntax));
+        // Found by the `command` fuzz target: a UTF-8 encoded C1 control.
+        assert_eq!(p("HELO ~~~@\u{9f}@@to"), Err(CommandError::HeloSyntax));
         assert_eq!(p("DATA now"), Err(CommandError::Syntax));
         assert_eq!(p("RSET x"), Err(CommandError::Syntax));
         assert_eq!(p("VRFY"), Err(CommandError::Syntax));
