@@ -139,7 +139,8 @@ fn bare_lf_or_cr_inside_a_line_rejects_the_message() {
         b"Subject: x\r\n\r\nhello\nworld\r\n".as_slice(),
         b"Subject: x\r\n\r\nhello\rworld\r\n",
         b"Subject: x\nX: y\r\n\r\nbody\r\n",
-        b"Subject: x\r\n\r\nends with bare lf\n",
+        // A bare LF right before the real terminator's CRLF.
+        b"Subject: x\r\n\r\nends with bare lf\n\r\n",
     ] {
         let r = c.transaction("a@b.example", &["x@example.com"], body);
         assert!(

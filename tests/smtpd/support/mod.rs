@@ -363,6 +363,10 @@ pub fn run_smtpd_to_exit(args: &[String], cwd: &Path, timeout: Duration) -> (i32
 /// A missing program is a test FAILURE naming it (scripts/test installs them all).
 pub fn run_tool(cmd: &mut Command, timeout: Duration) -> Output {
     let program = cmd.get_program().to_string_lossy().into_owned();
+    let shown_args: Vec<String> = cmd
+        .get_args()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let mut child = match cmd
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -398,7 +402,7 @@ pub fn run_tool(cmd: &mut Command, timeout: Duration) -> Output {
             let stdout = out_t.join().unwrap_or_default();
             let stderr = err_t.join().unwrap_or_default();
             panic!(
-                "`{program}` did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
+                "`{program} {shown_args:?}` did not finish within {timeout:?}\nstdout:\n{}\nstderr:\n{}",
                 String::from_utf8_lossy(&stdout),
                 String::from_utf8_lossy(&stderr)
             );
