@@ -346,3 +346,35 @@ fn prop_any_body_any_split_is_stored_exactly() {
         panic!("{e}");
     }
 }
+
+#[test]
+fn client_vanishing_mid_data_stores_nothing_and_server_carries_on() {
+    let server = Server::start();
+    {
+        let mut c = server.ehlo_client();
+        c.cmd_expect("MAIL FROM:<a@b.example>", 250, "2.1.0");
+        c.cmd_expect("RCPT TO:<x@example.com>", 250, "2.1.5");
+        c.cmd_expect("DATA", 354, "");
+        c.send(b"Subject: cut\r\n\r\nhalf a message\r\n");
+        // Dropped here: EOF in the middle of DATA.
+    }
+    {
+        // And one that resets the connection right after the final dot.
+        let mut c = server.ehlo_client();
+        c.cmd_expect("MAIL FROM:<a@b.example>", 250, "2.1.0");
+        c.cmd_expect("RCPT TO:<y@example.com>", 250, "2.1.5");
+        c.cmd_expect("DATA", 354, "");
+        c.send(b"Subject: gone\r\n\r\nbye\r\n.\r\n");
+        let _ = c.stream().shutdown(std::net::Shutdown::Both);
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let mut c = server.ehlo_client();
+    let id = c.deliver("a@b.example", &["z@example.com"], &simple_message("after"));
+    let rows = server.rows();
+    // The cut message is never stored; the one completed before the reset may be.
+    assert!(
+        rows.iter().all(|r| r.recipient != "x@example.com"),
+        "{rows:?}"
+    );
+    assert!(rows.iter().any(|r| r.hash == id));
+}

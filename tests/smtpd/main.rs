@@ -13,6 +13,7 @@
 //! - [`lifecycle`]: signals and graceful shutdown, SIGKILL durability, the default
 //!   no-argument run, configuration errors.
 //! - [`clients`]: Python `smtplib`, `swaks` and `curl` against the server.
+//! - [`transcripts`]: the golden transcripts in `transcripts/`, replayed live.
 //!
 //! Every test is bounded in time (reads time out, loops are bounded, servers are
 //! killed on drop), and only the default-run test uses a fixed port (2525).
@@ -27,3 +28,4 @@ mod lifecycle;
 mod limits;
 mod replies;
 mod store;
+mod transcripts;

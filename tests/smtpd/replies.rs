@@ -483,3 +483,40 @@ fn null_sender_is_accepted_and_stored_as_empty() {
     assert_eq!(rows.len(), 1);
     assert_eq!(rows[0].from, "");
 }
+
+#[test]
+fn rset_mid_transaction_forgets_recipients() {
+    let server = Server::start();
+    let mut c = server.ehlo_client();
+    c.cmd_expect("MAIL FROM:<a@b.example>", 250, "2.1.0");
+    c.cmd_expect("RCPT TO:<forgotten@example.com>", 250, "2.1.5");
+    c.cmd_expect("RSET", 250, "2.0.0");
+    let id = c.deliver(
+        "c@d.example",
+        &["kept@example.com"],
+        &simple_message("rset"),
+    );
+    let rows = server.rows();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].hash, id);
+    assert_eq!(rows[0].recipient, "kept@example.com");
+    assert_eq!(rows[0].from, "c@d.example");
+}
+
+#[test]
+fn second_ehlo_resets_the_transaction() {
+    // RFC 5321 §4.1.4: a later EHLO clears state exactly as RSET does.
+    let server = Server::start();
+    let mut c = server.ehlo_client();
+    c.cmd_expect("MAIL FROM:<a@b.example>", 250, "2.1.0");
+    c.cmd_expect("RCPT TO:<x@example.com>", 250, "2.1.5");
+    c.ehlo("again.test");
+    c.cmd_expect("RCPT TO:<x@example.com>", 503, "5.5.1");
+    let id = c.deliver("a@b.example", &["y@example.com"], &simple_message("again"));
+    let rows = server.rows_for(&id);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(
+        rows[0].helo, "again.test",
+        "the latest EHLO name is recorded"
+    );
+}
