@@ -901,12 +901,3 @@ pub fn assert_mail_blob(mail: &[u8], helo: &str, data: &[u8]) {
         }
     }
 }
-
-/// Config text for a server with short timeouts, etc.: a helper so tests read well.
-pub fn toml_section(section: &str, kv: &[(&str, &str)]) -> String {
-    let mut s = format!("[{section}]\n");
-    for (k, v) in kv {
-        let _ = writeln!(s, "{k} = {v}");
-    }
-    s
-}
