@@ -1,61 +1,50 @@
-//! STUB (uncommitted) — replaced by the store branch.
-#![allow(dead_code, unused_variables, clippy::all)]
-use crate::handoff::{QueueId, Submission};
-#[derive(Debug, Clone)]
-pub enum StoreUrl {
-    Sqlite(std::path::PathBuf),
-}
-#[derive(Debug)]
-pub struct StoreUrlError;
-impl std::fmt::Display for StoreUrlError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("bad")
-    }
-}
-impl std::str::FromStr for StoreUrl {
-    type Err = StoreUrlError;
-    fn from_str(s: &str) -> Result<Self, StoreUrlError> {
-        Ok(StoreUrl::Sqlite(s.trim_start_matches("sqlite:").into()))
-    }
-}
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Synchronous {
-    Full,
-    Normal,
-}
-impl std::str::FromStr for Synchronous {
-    type Err = StoreUrlError;
-    fn from_str(s: &str) -> Result<Self, StoreUrlError> {
-        Ok(Synchronous::Full)
-    }
-}
-pub struct StageConfig {
-    pub batch_max_messages: usize,
-    pub batch_max_delay: std::time::Duration,
-    pub queue_capacity: usize,
-    pub hostname: String,
-    pub synchronous: Synchronous,
-}
-#[derive(Debug)]
-pub struct StoreError;
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("bad")
-    }
-}
-impl std::error::Error for StoreError {}
-pub struct StorageStage(crossbeam_channel::Sender<Submission>);
-impl StorageStage {
-    pub fn start(url: &StoreUrl, config: StageConfig) -> Result<StorageStage, StoreError> {
-        todo!()
-    }
-    pub fn sender(&self) -> crossbeam_channel::Sender<Submission> {
-        self.0.clone()
-    }
-    pub fn join(self) -> Result<(), StoreError> {
-        Ok(())
-    }
-}
-pub fn new_queue_id(now: std::time::SystemTime) -> QueueId {
-    QueueId([0; 16])
+//! The storage stage: the only part of smtpd that talks to a database.
+//!
+//! Owns: committing complete messages (group commit) and answering each one only
+//! after its commit; extracting the indexed header fields; the schema migrations.
+//! Must not: run on an event loop, or acknowledge anything it has not committed.
+//!
+//! - [`url`]: `--store` URLs and the durability setting.
+//! - [`stage`]: the committer thread and its batching.
+//! - [`sqlite`]: the embedded SQLite store.
+//! - [`row`]: a message's column values and `Received:` header.
+//! - [`queue_id`]: time-ordered unique ids.
+
+use std::path::PathBuf;
+
+mod queue_id;
+mod row;
+mod sqlite;
+mod stage;
+mod url;
+
+pub use queue_id::new_queue_id;
+pub use row::MailRow;
+pub use stage::{StageConfig, StageStats, StorageStage};
+pub use url::{StoreUrl, StoreUrlError, Synchronous, SynchronousError};
+
+/// The store cannot be used (at start) or the committer died.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create directory {path}: {source}")]
+    CreateDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot open SQLite database {path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("SQLite database {path} cannot use WAL mode (journal_mode is {mode})")]
+    NotWal { path: PathBuf, mode: String },
+    #[error("schema migration {version} failed: {source}")]
+    Migrate {
+        version: i64,
+        source: rusqlite::Error,
+    },
+    #[error("cannot start the committer thread: {0}")]
+    Spawn(std::io::Error),
+    #[error("the committer thread panicked")]
+    CommitterPanicked,
 }

@@ -1,0 +1,368 @@
+//! What goes into `new_mail` for one message: the `Received:` trace header and the
+//! indexed header fields, extracted here on the committer thread, never on an event
+//! loop.
+//!
+//! Owns: the column values (see `schema/README.md` for their meaning) and the
+//! RFC 5321 §4.4 trace header. Must not: fail. Whatever bytes a client sent, a row
+//! can be written: unparsable headers give empty columns, never an error, because the
+//! raw message in `mail` is what counts.
+
+use std::io::Write;
+use std::net::IpAddr;
+use std::time::SystemTime;
+
+use chrono::{DateTime, Utc};
+use mail_parser::{Address, Message, MessageParser, MimeHeaders};
+
+use crate::handoff::{Envelope, QueueId};
+
+/// Above this size only the header section is parsed, and attachments are counted
+/// by a plain scan: a full MIME parse of a 10 MiB message would stall every other
+/// message waiting for the same commit.
+const FULL_PARSE_MAX_BYTES: usize = 1024 * 1024;
+/// Column widths kept compatible with Guerrilla's `varchar(255)` columns.
+const MAX_TEXT_CHARS: usize = 255;
+
+/// One message, ready to be written as one row per recipient.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MailRow {
+    pub hash: String,
+    /// `YYYY-MM-DD HH:MM:SS`, UTC.
+    pub date: String,
+    pub from: String,
+    /// The first address of the `To:` header, if any (else each row's recipient).
+    pub to_header: Option<String>,
+    pub subject: String,
+    pub charset: String,
+    pub content_type: String,
+    pub has_attach: i64,
+    pub message_id: String,
+    pub reply_to: String,
+    pub sender: String,
+    pub helo: String,
+    pub ip_addr: String,
+    pub is_tls: bool,
+    /// Octets of the message as received (without the `Received:` header).
+    pub size: i64,
+    /// `Received:` header + the message exactly as received.
+    pub mail: Vec<u8>,
+    pub recipients: Vec<String>,
+}
+
+impl MailRow {
+    pub fn new(envelope: Envelope, id: QueueId, received_at: SystemTime, hostname: &str) -> Self {
+        let hash = id.to_string();
+        let at: DateTime<Utc> = received_at.into();
+        let headers = Headers::extract(&envelope.data);
+        let mut mail = Vec::with_capacity(envelope.data.len() + 256);
+        write_received(&mut mail, &envelope, &hash, &at, hostname);
+        mail.extend_from_slice(&envelope.data);
+        let message_id = headers
+            .message_id
+            .unwrap_or_else(|| format!("{hash}@{hostname}"));
+        Self {
+            date: at.format("%Y-%m-%d %H:%M:%S").to_string(),
+            from: envelope.mail_from,
+            to_header: headers.to,
+            subject: headers.subject,
+            charset: headers.charset,
+            content_type: headers.content_type,
+            has_attach: headers.attachments,
+            message_id,
+            reply_to: headers.reply_to,
+            sender: headers.sender,
+            helo: envelope.helo,
+            ip_addr: canonical_ip(envelope.peer).to_string(),
+            is_tls: envelope.is_tls,
+            size: i64::try_from(envelope.data.len()).unwrap_or(i64::MAX),
+            mail,
+            recipients: envelope.rcpt_to,
+            hash,
+        }
+    }
+}
+
+/// `::ffff:192.0.2.1` (an IPv4 client on a dual-stack socket) is stored as
+/// `192.0.2.1`, so one client has one spelling.
+fn canonical_ip(ip: IpAddr) -> IpAddr {
+    ip.to_canonical()
+}
+
+/// RFC 5321 §4.4 trace header, RFC 5322 §3.6.7 syntax; `with` keywords from
+/// RFC 3848 and RFC 6531 §3.7.3. The `for` clause names the recipient only when there
+/// is exactly one, so a copy never reveals the other recipients.
+fn write_received(out: &mut Vec<u8>, e: &Envelope, hash: &str, at: &DateTime<Utc>, hostname: &str) {
+    let protocol = match (e.smtputf8, e.esmtp, e.is_tls) {
+        (true, _, false) => "UTF8SMTP",
+        (true, _, true) => "UTF8SMTPS",
+        (false, true, true) => "ESMTPS",
+        (false, true, false) => "ESMTP",
+        (false, false, true) => "SMTPS",
+        (false, false, false) => "SMTP",
+    };
+    let ip = canonical_ip(e.peer);
+    let literal = match ip {
+        IpAddr::V4(v4) => format!("[{v4}]"),
+        IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
+    };
+    // The protocol core admits only printable HELO names; this guards the header
+    // against any other producer of envelopes.
+    let helo: String = e
+        .helo
+        .chars()
+        .map(|c| if c.is_control() || c == ' ' { '?' } else { c })
+        .collect();
+    let date = at.to_rfc2822();
+    let _ = write!(
+        out,
+        "Received: from {helo} ({literal})\r\n\tby {hostname} with {protocol} id {hash}"
+    );
+    let _ = match e.rcpt_to.as_slice() {
+        [only] => write!(out, "\r\n\tfor <{only}>; {date}\r\n"),
+        _ => write!(out, ";\r\n\t{date}\r\n"),
+    };
+}
+
+/// The header fields the indexed columns hold.
+#[derive(Debug, Default)]
+struct Headers {
+    subject: String,
+    to: Option<String>,
+    charset: String,
+    content_type: String,
+    attachments: i64,
+    message_id: Option<String>,
+    reply_to: String,
+    sender: String,
+}
+
+impl Headers {
+    fn extract(data: &[u8]) -> Self {
+        let parser = MessageParser::default();
+        let large = data.len() > FULL_PARSE_MAX_BYTES;
+        let parsed = if large {
+            parser.parse_headers(data)
+        } else {
+            parser.parse(data)
+        };
+        let Some(message) = parsed else {
+            return Self {
+                content_type: "text/plain".into(),
+                ..Self::default()
+            };
+        };
+        let attachments = if large {
+            count_attachment_dispositions(data)
+        } else {
+            i64::try_from(message.attachment_count()).unwrap_or(i64::MAX)
+        };
+        Self::from_message(&message, attachments)
+    }
+
+    fn from_message(message: &Message<'_>, attachments: i64) -> Self {
+        let (content_type, charset) = match message.content_type() {
+            Some(ct) => (
+                match ct.subtype() {
+                    Some(sub) => format!("{}/{}", ct.ctype(), sub),
+                    None => ct.ctype().to_owned(),
+                },
+                ct.attribute("charset").unwrap_or_default().to_owned(),
+            ),
+            // RFC 2045 §5.2: no Content-Type means text/plain; charset=us-ascii.
+            None => ("text/plain".to_owned(), String::new()),
+        };
+        Self {
+            subject: clip(message.subject().unwrap_or_default()),
+            to: first_address(message.to()),
+            charset: clip(&charset.to_ascii_lowercase()),
+            content_type: clip(&content_type.to_ascii_lowercase()),
+            attachments,
+            message_id: message.message_id().map(clip),
+            reply_to: first_address(message.reply_to()).unwrap_or_default(),
+            sender: first_address(message.sender()).unwrap_or_default(),
+        }
+    }
+}
+
+fn first_address(address: Option<&Address<'_>>) -> Option<String> {
+    address
+        .and_then(|a| a.first())
+        .and_then(|a| a.address())
+        .map(clip)
+}
+
+/// At most 255 characters, no control characters (they are never meaningful in
+/// these columns and would only confuse the applications that display them).
+fn clip(s: &str) -> String {
+    s.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_TEXT_CHARS)
+        .collect()
+}
+
+/// Best-effort attachment count for messages too large to parse in full.
+fn count_attachment_dispositions(data: &[u8]) -> i64 {
+    let finder = memchr::memmem::Finder::new(b"attachment");
+    let count = data
+        .split(|&b| b == b'\n')
+        .filter(|line| {
+            line.len() >= 20
+                && line
+                    .get(..20)
+                    .is_some_and(|h| h.eq_ignore_ascii_case(b"content-disposition:"))
+                && finder.find(&line.to_ascii_lowercase()).is_some()
+        })
+        .count();
+    i64::try_from(count).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::net::{Ipv4Addr, Ipv6Addr};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    fn envelope(data: &[u8], rcpts: &[&str]) -> Envelope {
+        Envelope {
+            mail_from: "sender@example.org".into(),
+            rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
+            data: data.to_vec(),
+            helo: "client.example".into(),
+            esmtp: true,
+            smtputf8: false,
+            body_8bit: false,
+            peer: IpAddr::V4(Ipv4Addr::new(192, 0, 2, 7)),
+            is_tls: false,
+        }
+    }
+
+    /// 2026-11-22 10:00:00 UTC, a Sunday.
+    fn at() -> SystemTime {
+        UNIX_EPOCH + Duration::from_secs(1_795_341_600)
+    }
+
+    fn row(e: Envelope) -> MailRow {
+        MailRow::new(e, QueueId([0xab; 16]), at(), "mx.test")
+    }
+
+    const HASH: &str = "abababababababababababababababab";
+
+    #[test]
+    fn received_header_for_one_recipient_then_the_message_byte_exact() {
+        let data = b"Subject: hi\r\n\r\nbody\r\n";
+        let r = row(envelope(data, &["rcpt@example.com"]));
+        let expected = format!(
+            "Received: from client.example ([192.0.2.7])\r\n\tby mx.test with ESMTP id {HASH}\r\n\
+             \tfor <rcpt@example.com>; Sun, 22 Nov 2026 10:00:00 +0000\r\nSubject: hi\r\n\r\nbody\r\n"
+        );
+        assert_eq!(String::from_utf8(r.mail).unwrap(), expected);
+        assert_eq!(r.date, "2026-11-22 10:00:00");
+        assert_eq!(r.size, data.len() as i64);
+        assert_eq!(r.ip_addr, "192.0.2.7");
+    }
+
+    #[test]
+    fn received_header_variants() {
+        let mut e = envelope(b"x\r\n", &["a@example.com", "b@example.com"]);
+        e.esmtp = false;
+        e.peer = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
+        let text = String::from_utf8(row(e.clone()).mail).unwrap();
+        assert!(text.starts_with(&format!(
+            "Received: from client.example ([IPv6:2001:db8::1])\r\n\tby mx.test with SMTP id {HASH};\r\n\tSun, 22 Nov 2026"
+        )));
+        assert!(!text.contains("a@example.com"));
+        for (esmtp, tls, utf8, proto) in [
+            (true, true, false, "ESMTPS"),
+            (true, false, true, "UTF8SMTP"),
+            (true, true, true, "UTF8SMTPS"),
+        ] {
+            e.esmtp = esmtp;
+            e.is_tls = tls;
+            e.smtputf8 = utf8;
+            let text = String::from_utf8(row(e.clone()).mail).unwrap();
+            assert!(
+                text.contains(&format!(" with {proto} id ")),
+                "{proto}: {text}"
+            );
+        }
+        // IPv4-mapped IPv6 is stored as IPv4.
+        e.peer = IpAddr::V6(Ipv4Addr::new(192, 0, 2, 9).to_ipv6_mapped());
+        let r = row(e);
+        assert_eq!(r.ip_addr, "192.0.2.9");
+        assert!(String::from_utf8(r.mail).unwrap().contains("([192.0.2.9])"));
+    }
+
+    #[test]
+    fn helo_cannot_inject_header_lines() {
+        let mut e = envelope(b"x\r\n", &["a@example.com"]);
+        e.helo = "evil\r\nX-Injected: 1".into();
+        let text = String::from_utf8(row(e).mail).unwrap();
+        assert!(!text.contains("\r\nX-Injected"));
+        assert!(text.starts_with("Received: from evil??X-Injected:?1 ("));
+    }
+
+    #[test]
+    fn header_fields() {
+        let data = b"From: Alice <alice@example.org>\r\nTo: \"Bob\" <bob@example.com>, carol@example.com\r\n\
+Reply-To: replies@example.org\r\nSender: list@example.org\r\nMessage-ID: <abc.123@example.org>\r\n\
+Subject: =?UTF-8?B?SGVsbG8gd8O2cmxk?=\r\nContent-Type: text/plain; charset=\"UTF-8\"\r\n\r\nhi\r\n";
+        let r = row(envelope(data, &["bob@example.com"]));
+        assert_eq!(r.subject, "Hello wörld");
+        assert_eq!(r.to_header.as_deref(), Some("bob@example.com"));
+        assert_eq!(r.reply_to, "replies@example.org");
+        assert_eq!(r.sender, "list@example.org");
+        assert_eq!(r.message_id, "abc.123@example.org");
+        assert_eq!(r.content_type, "text/plain");
+        assert_eq!(r.charset, "utf-8");
+        assert_eq!(r.has_attach, 0);
+        assert_eq!(r.from, "sender@example.org");
+    }
+
+    #[test]
+    fn multipart_attachments_are_counted() {
+        let data = b"Subject: files\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+--b1\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\nsee attached\r\n\
+--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"a.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0=\r\n\
+--b1\r\nContent-Type: image/png\r\nContent-Disposition: attachment; filename=\"b.png\"\r\n\r\nxx\r\n--b1--\r\n";
+        let r = row(envelope(data, &["x@example.com"]));
+        assert_eq!(r.content_type, "multipart/mixed");
+        assert_eq!(r.has_attach, 2);
+        assert_eq!(count_attachment_dispositions(data), 2);
+    }
+
+    #[test]
+    fn missing_headers_get_defaults() {
+        let r = row(envelope(b"", &["x@example.com"]));
+        assert_eq!(r.subject, "");
+        assert_eq!(r.to_header, None);
+        assert_eq!(r.content_type, "text/plain");
+        assert_eq!(r.message_id, format!("{HASH}@mx.test"));
+        let r = row(envelope(
+            b"just a body line, no headers\r\n",
+            &["x@example.com"],
+        ));
+        assert_eq!(r.content_type, "text/plain");
+    }
+
+    #[test]
+    fn long_subjects_are_clipped_to_255_characters() {
+        let data = format!("Subject: {}\r\n\r\n", "ü".repeat(400));
+        let r = row(envelope(data.as_bytes(), &["x@example.com"]));
+        assert_eq!(r.subject.chars().count(), 255);
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+        /// Whatever a client sends, a row comes out and `mail` ends with it exactly.
+        #[test]
+        fn any_bytes_give_a_row(data in prop::collection::vec(any::<u8>(), 0..3000)) {
+            let r = row(envelope(&data, &["x@example.com"]));
+            prop_assert!(r.mail.ends_with(&data));
+            prop_assert!(r.subject.chars().count() <= 255);
+        }
+    }
+}

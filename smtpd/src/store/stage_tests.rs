@@ -1,0 +1,297 @@
+//! The storage stage against a real SQLite file.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crossbeam_channel::Receiver;
+use rusqlite::Connection;
+
+use super::*;
+use crate::handoff::{Completion, CompletionSink, ConnKey, Envelope, Submission};
+
+struct Sink {
+    sink: Arc<CompletionSink>,
+    rx: Receiver<Completion>,
+    _poll: mio::Poll,
+}
+
+fn sink() -> Sink {
+    let poll = mio::Poll::new().unwrap();
+    let waker = mio::Waker::new(poll.registry(), mio::Token(0)).unwrap();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    Sink {
+        sink: Arc::new(CompletionSink::new(tx, waker)),
+        rx,
+        _poll: poll,
+    }
+}
+
+fn config(batch: usize, delay_ms: u64) -> StageConfig {
+    StageConfig {
+        batch_max_messages: batch,
+        batch_max_delay: Duration::from_millis(delay_ms),
+        queue_capacity: 1024,
+        hostname: "mx.test".into(),
+        synchronous: Synchronous::Full,
+    }
+}
+
+fn envelope(n: usize, rcpts: &[&str]) -> Envelope {
+    Envelope {
+        mail_from: format!("s{n}@example.org"),
+        rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
+        data: format!("Subject: message {n}\r\n\r\nbody {n}\r\n..\r\n").into_bytes(),
+        helo: "client.example".into(),
+        esmtp: true,
+        smtputf8: false,
+        body_8bit: false,
+        peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
+        is_tls: false,
+    }
+}
+
+fn submit(stage: &StorageStage, sink: &Sink, slot: usize, envelope: Envelope) {
+    stage
+        .sender()
+        .send(Submission {
+            envelope,
+            received_at: SystemTime::now(),
+            conn: ConnKey {
+                slot,
+                generation: 0,
+            },
+            reply: Arc::clone(&sink.sink),
+        })
+        .unwrap();
+}
+
+fn recv(sink: &Sink) -> Completion {
+    sink.rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("no completion")
+}
+
+fn db(path: &Path) -> Connection {
+    Connection::open(path).unwrap()
+}
+
+fn start(path: &Path, config: StageConfig) -> StorageStage {
+    StorageStage::start(&StoreUrl::Sqlite(path.to_owned()), config).unwrap()
+}
+
+#[test]
+fn a_batch_from_two_reactors_is_stored_byte_exact_and_each_reactor_answered() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sub/dir/mail.sqlite");
+    let stage = start(&path, config(64, 200));
+    let (a, b) = (sink(), sink());
+    submit(
+        &stage,
+        &a,
+        1,
+        envelope(1, &["x@example.com", "y@example.com"]),
+    );
+    submit(&stage, &b, 2, envelope(2, &["z@example.com"]));
+    submit(&stage, &a, 3, envelope(3, &["x@example.com"]));
+    let mut from_a = [recv(&a), recv(&a)];
+    from_a.sort_by_key(|c| c.conn.slot);
+    let from_b = recv(&b);
+    assert_eq!(from_a[0].conn.slot, 1);
+    assert_eq!(from_a[1].conn.slot, 3);
+    assert_eq!(from_b.conn.slot, 2);
+    assert_eq!(
+        stage
+            .stats()
+            .batches
+            .load(std::sync::atomic::Ordering::Relaxed),
+        1
+    );
+
+    let db = db(&path);
+    let id1 = from_a[0].result.unwrap().to_string();
+    let rows: Vec<(String, Vec<u8>, String, String, i64)> = db
+        .prepare("SELECT recipient, mail, subject, \"to\", size FROM new_mail WHERE hash = ?1 ORDER BY recipient")
+        .unwrap()
+        .query_map([&id1], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[0].0, "x@example.com");
+    assert_eq!(rows[1].0, "y@example.com");
+    let data = envelope(1, &[]).data;
+    for (rcpt, mail, subject, to, size) in &rows {
+        assert!(mail.starts_with(
+            b"Received: from client.example ([127.0.0.1])\r\n\tby mx.test with ESMTP id "
+        ));
+        assert!(mail.ends_with(&data));
+        assert_eq!(subject, "message 1");
+        assert_eq!(to, rcpt); // no To: header: the recipient
+        assert_eq!(*size, data.len() as i64);
+    }
+    let total: i64 = db
+        .query_row("SELECT count(*) FROM new_mail", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(total, 4);
+    drop(stage.sender());
+    stage.join().unwrap();
+}
+
+#[test]
+fn migrations_apply_once_and_wal_is_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.sqlite");
+    start(&path, config(1, 0)).join().unwrap();
+    start(&path, config(1, 0)).join().unwrap();
+    let db = db(&path);
+    let versions: Vec<i64> = db
+        .prepare("SELECT version FROM schema_migrations")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(versions, [1]);
+    let mode: String = db
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(mode, "wal");
+}
+
+#[test]
+fn a_failing_message_gets_451_the_rest_of_its_batch_is_stored_and_the_stage_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.sqlite");
+    let stage = start(&path, config(64, 300));
+    db(&path)
+        .execute_batch(
+            "CREATE TRIGGER fail BEFORE INSERT ON new_mail WHEN NEW.recipient LIKE 'fail%' \
+             BEGIN SELECT RAISE(ABORT, 'boom'); END;",
+        )
+        .unwrap();
+    let s = sink();
+    submit(&stage, &s, 1, envelope(1, &["ok1@example.com"]));
+    submit(&stage, &s, 2, envelope(2, &["fail@example.com"]));
+    submit(
+        &stage,
+        &s,
+        3,
+        envelope(3, &["ok3@example.com", "fail2@example.com"]),
+    );
+    submit(&stage, &s, 4, envelope(4, &["ok4@example.com"]));
+    let mut results: Vec<Completion> = (0..4).map(|_| recv(&s)).collect();
+    results.sort_by_key(|c| c.conn.slot);
+    assert!(results[0].result.is_ok());
+    assert_eq!(results[1].result, Err(StoreFailed));
+    assert_eq!(results[2].result, Err(StoreFailed)); // all of a message, or none
+    assert!(results[3].result.is_ok());
+    let stored: Vec<String> = db(&path)
+        .prepare("SELECT recipient FROM new_mail ORDER BY recipient")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(stored, ["ok1@example.com", "ok4@example.com"]);
+
+    // Still working afterwards.
+    submit(&stage, &s, 5, envelope(5, &["later@example.com"]));
+    assert!(recv(&s).result.is_ok());
+    stage.join().unwrap();
+}
+
+#[test]
+fn messages_sent_together_commit_in_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("b.sqlite");
+    let stage = start(&path, config(50, 2000));
+    let s = sink();
+    for n in 0..50 {
+        submit(&stage, &s, n, envelope(n, &["x@example.com"]));
+    }
+    for _ in 0..50 {
+        assert!(recv(&s).result.is_ok());
+    }
+    let stats = stage.stats();
+    assert_eq!(stats.batches.load(std::sync::atomic::Ordering::Relaxed), 1);
+    assert_eq!(
+        stats.messages.load(std::sync::atomic::Ordering::Relaxed),
+        50
+    );
+    stage.join().unwrap();
+}
+
+#[test]
+fn join_commits_and_answers_everything_submitted() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("j.sqlite");
+    // A long delay: only the end of input can close the batch early.
+    let stage = start(&path, config(1000, 60_000));
+    let s = sink();
+    for n in 0..20 {
+        submit(&stage, &s, n, envelope(n, &["x@example.com"]));
+    }
+    let started = std::time::Instant::now();
+    stage.join().unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    assert_eq!(s.rx.try_iter().filter(|c| c.result.is_ok()).count(), 20);
+    let n: i64 = db(&path)
+        .query_row("SELECT count(*) FROM new_mail", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(n, 20);
+}
+
+#[test]
+fn an_unopenable_store_fails_the_start() {
+    let err = StorageStage::start(
+        &StoreUrl::Sqlite("/proc/nonexistent/x.sqlite".into()),
+        config(1, 0),
+    )
+    .err()
+    .expect("start should fail");
+    assert!(err.to_string().contains("/proc/nonexistent"), "{err}");
+}
+
+/// The queries documented in schema/README.md use the indexes they claim to.
+#[test]
+fn documented_consumer_queries_use_the_indexes() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.sqlite");
+    start(&path, config(1, 0)).join().unwrap();
+    let db = db(&path);
+    let plan = |sql: &str| -> String {
+        db.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+            .unwrap()
+            .query_map([], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+            .join(" | ")
+    };
+    let newest = plan(
+        "SELECT mail_id, date, \"from\", subject FROM new_mail WHERE recipient = 'a@example.com' \
+         ORDER BY date DESC LIMIT 20",
+    );
+    assert!(
+        newest.contains("USING INDEX new_mail_recipient_date"),
+        "{newest}"
+    );
+    assert!(!newest.contains("TEMP B-TREE"), "{newest}");
+    let by_hash =
+        plan("SELECT mail FROM new_mail WHERE hash = 'x' AND recipient = 'a@example.com'");
+    assert!(
+        by_hash.contains("USING INDEX new_mail_hash_recipient"),
+        "{by_hash}"
+    );
+    let by_id = plan("SELECT mail FROM new_mail WHERE mail_id = 1");
+    assert!(by_id.contains("USING INTEGER PRIMARY KEY"), "{by_id}");
+    let purge = plan("DELETE FROM new_mail WHERE date < '2026-01-01 00:00:00'");
+    assert!(
+        purge.contains("USING COVERING INDEX new_mail_date")
+            || purge.contains("USING INDEX new_mail_date"),
+        "{purge}"
+    );
+}
