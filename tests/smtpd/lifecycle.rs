@@ -460,3 +460,33 @@ fn unopenable_store_exits_1_without_hanging() {
     assert!(stderr.contains("smtpd:"), "an error is printed: {stderr}");
     assert!(!stderr.contains("listening on"), "{stderr}");
 }
+
+#[test]
+fn second_signal_exits_at_once() {
+    // A transaction in DATA would hold a graceful shutdown for the whole grace
+    // period (10 s by default); a second signal must not wait for it.
+    let mut server = Server::start();
+    let mut c = server.ehlo_client();
+    c.cmd_expect("MAIL FROM:<a@b.example>", 250, "2.1.0");
+    c.cmd_expect("RCPT TO:<x@example.com>", 250, "2.1.5");
+    c.cmd_expect("DATA", 354, "");
+    c.send(b"Subject: stalled\r\n\r\nnot finished");
+    server.term();
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        server.wait_exit(Duration::ZERO).is_none(),
+        "exited while a transaction was in DATA, before the grace period"
+    );
+    let start = Instant::now();
+    server.term();
+    let status = server
+        .wait_exit(Duration::from_secs(3))
+        .unwrap_or_else(|| panic!("no exit within 3 s of the second signal"));
+    assert!(
+        status.code().is_some(),
+        "exited by itself, not killed: {status}"
+    );
+    assert!(start.elapsed() < Duration::from_secs(3));
+    // Nothing was acknowledged, nothing stored.
+    assert_eq!(server.row_count(), 0);
+}

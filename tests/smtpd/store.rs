@@ -156,3 +156,28 @@ fn store_failure_gets_451_and_the_next_message_is_stored() {
     d.deliver("a@b.example", &["ok2@example.com"], &simple_message("ok2"));
     assert_eq!(server.row_count(), 2);
 }
+
+#[test]
+fn synchronous_normal_and_small_batches_store_everything() {
+    let server = Server::with_config(
+        "[store]\nsynchronous = \"normal\"\nbatch_max_messages = 2\nbatch_max_delay_us = 0\nqueue_capacity = 1\n",
+    );
+    let mut c = server.ehlo_client();
+    // 10 pipelined messages through a queue of one and batches of two.
+    let mut wire = Vec::new();
+    for i in 0..10 {
+        wire.extend_from_slice(
+            format!("MAIL FROM:<a@b.example>\r\nRCPT TO:<r{i}@example.com>\r\nDATA\r\n").as_bytes(),
+        );
+        wire.extend_from_slice(&simple_message(&format!("small batch {i}")));
+        wire.extend_from_slice(b".\r\n");
+    }
+    c.send(&wire);
+    for _ in 0..10 {
+        c.expect(250, "2.1.0");
+        c.expect(250, "2.1.5");
+        c.expect(354, "");
+        c.read_reply().queue_id();
+    }
+    assert_eq!(server.row_count(), 10);
+}
