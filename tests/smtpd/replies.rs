@@ -520,3 +520,31 @@ fn second_ehlo_resets_the_transaction() {
         "the latest EHLO name is recorded"
     );
 }
+
+#[test]
+fn address_literal_helo_quoted_local_part_and_source_route_are_accepted() {
+    // RFC 5321 §4.1.3 (address literals), §4.1.2 (quoted local parts), and
+    // Appendix C (source routes: accept and ignore). Real clients send all three.
+    let server = Server::start();
+    let mut c = server.client();
+    c.ehlo("[127.0.0.1]");
+    c.cmd_expect("MAIL FROM:<a@[127.0.0.1]>", 250, "2.1.0");
+    c.cmd_expect("RCPT TO:<\"john doe\"@example.com>", 250, "2.1.5");
+    c.cmd_expect("RCPT TO:<@relay.example:routed@example.com>", 250, "2.1.5");
+    c.cmd_expect("DATA", 354, "");
+    c.send(&simple_message("literals"));
+    c.send(b".\r\n");
+    let id = c.read_reply().queue_id();
+    let rows = server.rows_for(&id);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.helo == "[127.0.0.1]"));
+    assert!(
+        rows.iter().any(|r| r.recipient.contains("john doe")),
+        "{rows:?}"
+    );
+    assert!(
+        rows.iter()
+            .any(|r| r.recipient.ends_with("routed@example.com")),
+        "{rows:?}"
+    );
+}
