@@ -213,7 +213,7 @@ impl Reactor {
         let _ = conn.flush();
         self.wheel.schedule(
             ConnKey { slot, generation },
-            now + self.config.command_timeout,
+            now + self.config.shortest_timeout(),
         );
         conn.timer_armed = true;
         entry.insert(conn);
@@ -349,7 +349,11 @@ impl Reactor {
             };
             let deadline = conn.last_active + timeout;
             if now < deadline {
-                self.wheel.schedule(key, deadline);
+                // The phase may change before the deadline (a client entering DATA
+                // with a shorter data timeout): check again no later than the
+                // shortest timeout from now, which no future deadline can precede.
+                self.wheel
+                    .schedule(key, deadline.min(now + self.config.shortest_timeout()));
                 conn.timer_armed = true;
                 continue;
             }

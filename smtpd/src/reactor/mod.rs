@@ -42,6 +42,14 @@ pub struct ReactorConfig {
     pub hostname: String,
 }
 
+impl ReactorConfig {
+    /// The shortest of the per-phase timeouts: how long a connection's timer may
+    /// sleep without possibly missing a deadline after a phase change.
+    pub fn shortest_timeout(&self) -> Duration {
+        self.command_timeout.min(self.data_timeout)
+    }
+}
+
 /// State every reactor and the signal handler share.
 #[derive(Debug, Default)]
 pub struct Shared {
