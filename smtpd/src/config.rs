@@ -18,6 +18,8 @@ use std::time::Duration;
 use serde::Deserialize;
 
 use crate::protocol::DomainPolicy;
+use crate::store::cache::{CacheConfig, CacheMode};
+use crate::store::retention::RetentionConfig;
 use crate::store::{StoreUrl, Synchronous};
 
 /// The listen address with no `--listen`, `-p` or `server.listen`: loopback only, so a
@@ -64,9 +66,16 @@ pub struct Cli {
     /// Address to listen on (repeatable); replaces server.listen.
     #[arg(long = "listen", value_name = "ADDR:PORT")]
     pub listen: Vec<String>,
-    /// Store URL: sqlite:PATH (default sqlite:./data/smtpd.sqlite).
+    /// Store URL: sqlite:PATH (default sqlite:./data/smtpd.sqlite) or
+    /// mysql://USER:PASS@HOST:PORT/DB (add ?socket=PATH for a unix socket).
     #[arg(long = "store", value_name = "URL")]
     pub store: Option<String>,
+    /// Create or update the MySQL schema at start (schema/mysql/*.sql).
+    #[arg(long = "migrate")]
+    pub migrate: bool,
+    /// Redis cache: redis://HOST:PORT[/DB]; replaces redis.url.
+    #[arg(long = "redis", value_name = "URL")]
+    pub redis: Option<String>,
     /// Name used in the greeting, the EHLO reply and Received: headers.
     #[arg(long = "hostname", value_name = "NAME")]
     pub hostname: Option<String>,
@@ -101,7 +110,31 @@ pub struct FileConfig {
     #[serde(default)]
     pub store: RawStore,
     #[serde(default)]
+    pub redis: RawRedis,
+    #[serde(default)]
+    pub retention: RawRetention,
+    #[serde(default)]
     pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRedis {
+    pub url: Option<String>,
+    pub mode: Option<String>,
+    pub ttl_secs: Option<u64>,
+    pub inbox_max: Option<usize>,
+    pub key_prefix: Option<String>,
+    pub compress_min_bytes: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetention {
+    pub max_age_hours: Option<u64>,
+    pub max_total_bytes: Option<u64>,
+    pub interval_secs: Option<u64>,
+    pub batch_rows: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -139,6 +172,7 @@ pub struct RawStore {
     pub batch_max_delay_us: Option<u64>,
     pub queue_capacity: Option<usize>,
     pub synchronous: Option<String>,
+    pub migrate: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -179,6 +213,18 @@ pub const DEFAULT_BATCH_MAX_DELAY_US: u64 = 2_000;
 /// (and their connections stop reading) instead of buffering without bound.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
 
+/// Redis: a day of recent mail in the cache.
+pub const DEFAULT_REDIS_TTL_SECS: u64 = 86_400;
+/// Redis: entries kept per inbox list.
+pub const DEFAULT_REDIS_INBOX_MAX: usize = 100;
+pub const DEFAULT_REDIS_KEY_PREFIX: &str = "smtpd:";
+/// Redis: below 4 KiB gzip saves little and costs CPU on the commit path.
+pub const DEFAULT_REDIS_COMPRESS_MIN_BYTES: usize = 4096;
+/// Retention: one purge run a minute.
+pub const DEFAULT_RETENTION_INTERVAL_SECS: u64 = 60;
+/// Retention: rows per DELETE, small enough to hold the write lock only briefly.
+pub const DEFAULT_RETENTION_BATCH_ROWS: usize = 1000;
+
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -201,6 +247,9 @@ pub struct Config {
     pub batch_max_delay: Duration,
     pub queue_capacity: usize,
     pub synchronous: Synchronous,
+    pub migrate: bool,
+    pub cache: Option<CacheConfig>,
+    pub retention: RetentionConfig,
     pub verbose: bool,
     pub log_file: Option<PathBuf>,
 }
@@ -222,6 +271,8 @@ impl Config {
             limits,
             timeouts,
             store,
+            redis,
+            retention,
             log,
         } = file;
 
@@ -349,6 +400,10 @@ impl Config {
             })?,
         };
 
+        let migrate = cli.migrate || store.migrate.unwrap_or(false);
+        let cache = build_cache(redis, cli)?;
+        let retention = build_retention(retention)?;
+
         let verbose = cli.verbose || log.verbose.unwrap_or(false);
         let log_file = cli
             .log_file
@@ -374,10 +429,70 @@ impl Config {
             batch_max_delay: Duration::from_micros(batch_delay_us),
             queue_capacity,
             synchronous,
+            migrate,
+            cache,
+            retention,
             verbose,
             log_file,
         })
     }
+}
+
+fn build_cache(redis: RawRedis, cli: &Cli) -> Result<Option<CacheConfig>, ConfigError> {
+    let Some(url) = cli.redis.clone().or(redis.url).filter(|u| !u.is_empty()) else {
+        return Ok(None);
+    };
+    CacheConfig::check_url(&url).map_err(|e| invalid("redis.url", format!("{url:?}: {e}")))?;
+    let mode = match redis.mode.as_deref() {
+        None | Some("cache") => CacheMode::Cache,
+        Some("guerrilla") => CacheMode::Guerrilla,
+        Some(other) => {
+            return Err(invalid(
+                "redis.mode",
+                format!("{other:?}: expected \"cache\" or \"guerrilla\""),
+            ));
+        }
+    };
+    let ttl_secs = redis.ttl_secs.unwrap_or(DEFAULT_REDIS_TTL_SECS);
+    check_range("redis.ttl_secs", ttl_secs as usize, 1, 365 * 86_400)?;
+    let inbox_max = redis.inbox_max.unwrap_or(DEFAULT_REDIS_INBOX_MAX);
+    check_range("redis.inbox_max", inbox_max, 1, 1_000_000)?;
+    let key_prefix = redis
+        .key_prefix
+        .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_string());
+    if key_prefix.len() > 64 || key_prefix.chars().any(|c| c.is_control() || c == ' ') {
+        return Err(invalid(
+            "redis.key_prefix",
+            "at most 64 characters, no spaces or control characters",
+        ));
+    }
+    let compress_min_bytes = redis
+        .compress_min_bytes
+        .unwrap_or(DEFAULT_REDIS_COMPRESS_MIN_BYTES);
+    check_range("redis.compress_min_bytes", compress_min_bytes, 0, 1 << 30)?;
+    Ok(Some(CacheConfig {
+        url,
+        mode,
+        ttl_secs,
+        inbox_max,
+        key_prefix,
+        compress_min_bytes,
+    }))
+}
+
+fn build_retention(raw: RawRetention) -> Result<RetentionConfig, ConfigError> {
+    let hours = raw.max_age_hours.unwrap_or(0);
+    check_range("retention.max_age_hours", hours as usize, 0, 24 * 365 * 100)?;
+    let interval = raw.interval_secs.unwrap_or(DEFAULT_RETENTION_INTERVAL_SECS);
+    check_range("retention.interval_secs", interval as usize, 1, 86_400)?;
+    let batch_rows = raw.batch_rows.unwrap_or(DEFAULT_RETENTION_BATCH_ROWS);
+    check_range("retention.batch_rows", batch_rows, 1, 1_000_000)?;
+    Ok(RetentionConfig {
+        max_age: (hours > 0).then(|| Duration::from_secs(hours * 3600)),
+        max_total_bytes: raw.max_total_bytes.filter(|&b| b > 0),
+        interval: Duration::from_secs(interval),
+        batch_rows,
+    })
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {

@@ -76,6 +76,9 @@ fn run(config: Config) -> anyhow::Result<()> {
             queue_capacity: config.queue_capacity,
             hostname: config.hostname.clone(),
             synchronous: config.synchronous,
+            migrate: config.migrate,
+            cache: config.cache.clone(),
+            retention: config.retention.clone(),
         },
     )
     .context("cannot open the store")?;
@@ -90,7 +93,8 @@ fn run(config: Config) -> anyhow::Result<()> {
     info!(
         hostname = %config.hostname,
         threads = config.threads,
-        store = ?config.store_url,
+        store = %config.store_url,
+        redis = config.cache.as_ref().map_or_else(|| "-".to_string(), |c| c.display_url()),
         domains = ?config.accept_domains,
         max_clients = config.max_clients,
         "smtpd started"

@@ -6,13 +6,22 @@
 //!
 //! - [`url`]: `--store` URLs and the durability setting.
 //! - [`stage`]: the committer thread and its batching.
+//! - [`backend`]: SQLite or MySQL behind one interface; commit failure kinds.
 //! - [`sqlite`]: the embedded SQLite store.
+//! - [`mysql`]: MySQL/MariaDB (mysql_async on the committer's tokio runtime).
+//! - [`cache`]: the Redis cache written after each commit (or, in Guerrilla mode,
+//!   holding the bodies as part of the commit).
+//! - [`retention`]: the background purge of old mail.
 //! - [`row`]: a message's column values and `Received:` header.
 //! - [`queue_id`]: time-ordered unique ids.
 
 use std::path::PathBuf;
 
+mod backend;
+pub mod cache;
+mod mysql;
 mod queue_id;
+pub mod retention;
 mod row;
 mod sqlite;
 mod stage;
@@ -21,7 +30,7 @@ mod url;
 pub use queue_id::new_queue_id;
 pub use row::MailRow;
 pub use stage::{StageConfig, StageStats, StorageStage};
-pub use url::{StoreUrl, StoreUrlError, Synchronous, SynchronousError};
+pub use url::{MysqlUrl, StoreUrl, StoreUrlError, Synchronous, SynchronousError};
 
 /// The store cannot be used (at start) or the committer died.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +50,19 @@ pub enum StoreError {
     #[error("schema migration {version} failed: {source}")]
     Migrate {
         version: i64,
-        source: rusqlite::Error,
+        source: Box<dyn std::error::Error + Send + Sync>,
     },
+    #[error("MySQL: {0}")]
+    Mysql(String),
+    #[error(
+        "the database schema is at version {found}, this smtpd needs {expected}: \
+         start once with --migrate (or apply schema/mysql/*.sql by hand)"
+    )]
+    SchemaOutdated { found: u32, expected: u32 },
+    #[error("Redis: {0}")]
+    Redis(String),
+    #[error("cannot start the storage runtime: {0}")]
+    Runtime(std::io::Error),
     #[error("cannot start the committer thread: {0}")]
     Spawn(std::io::Error),
     #[error("the committer thread panicked")]

@@ -33,6 +33,9 @@ pub struct MailRow {
     /// The first address of the `To:` header, if any (else each row's recipient).
     pub to_header: Option<String>,
     pub subject: String,
+    /// Storage marker: `""` (message in `mail`) or `"redis"` (Guerrilla mode: the
+    /// message lives only in Redis and `mail` is empty).
+    pub body: &'static str,
     pub charset: String,
     pub content_type: String,
     pub has_attach: i64,
@@ -59,12 +62,13 @@ impl MailRow {
         mail.extend_from_slice(&envelope.data);
         let message_id = headers
             .message_id
-            .unwrap_or_else(|| format!("{hash}@{hostname}"));
+            .unwrap_or_else(|| clip(&format!("{hash}@{hostname}")));
         Self {
             date: at.format("%Y-%m-%d %H:%M:%S").to_string(),
             from: envelope.mail_from,
             to_header: headers.to,
             subject: headers.subject,
+            body: "",
             charset: headers.charset,
             content_type: headers.content_type,
             has_attach: headers.attachments,

@@ -30,7 +30,7 @@ const INSERT: &str = r#"INSERT INTO new_mail
   (date, "from", "to", subject, body, charset, mail, spam_score, hash, content_type,
    recipient, has_attach, ip_addr, return_path, is_tls, message_id, reply_to, sender,
    helo, size)
-VALUES (?1, ?2, ?3, ?4, '', ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?2, ?12, ?13, ?14, ?15, ?16, ?17)"#;
+VALUES (?1, ?2, ?3, ?4, ?18, ?5, ?6, 0, ?7, ?8, ?9, ?10, ?11, ?2, ?12, ?13, ?14, ?15, ?16, ?17)"#;
 
 pub struct SqliteStore {
     conn: Connection,
@@ -78,7 +78,10 @@ impl SqliteStore {
     }
 
     fn migrate(&mut self) -> Result<(), StoreError> {
-        let migrate = |version, source| StoreError::Migrate { version, source };
+        let migrate = |version, source: rusqlite::Error| StoreError::Migrate {
+            version,
+            source: Box::new(source),
+        };
         self.conn
             .execute_batch(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (
@@ -114,6 +117,33 @@ impl SqliteStore {
         Ok(())
     }
 
+    /// Which of these queue ids are stored.
+    pub fn committed(
+        &mut self,
+        hashes: &[String],
+    ) -> rusqlite::Result<std::collections::HashSet<String>> {
+        let mut found = std::collections::HashSet::new();
+        let mut query = self
+            .conn
+            .prepare_cached("SELECT 1 FROM new_mail WHERE hash = ?1 LIMIT 1")?;
+        for hash in hashes {
+            if query.exists([hash])? {
+                found.insert(hash.clone());
+            }
+        }
+        Ok(found)
+    }
+
+    /// A second connection to the same file, for the retention thread.
+    pub fn open_side_connection(path: &Path) -> rusqlite::Result<Connection> {
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(BUSY_TIMEOUT)?;
+        Ok(conn)
+    }
+
     /// Writes every message of the batch, one row per recipient, in one transaction.
     /// Either all rows are committed or none.
     pub fn insert_batch(&mut self, rows: &[MailRow]) -> rusqlite::Result<()> {
@@ -142,6 +172,7 @@ impl SqliteStore {
                         row.sender,
                         row.helo,
                         row.size,
+                        row.body,
                     ])?;
                 }
             }

@@ -15,14 +15,27 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
+use tokio::runtime::Runtime;
 use tracing::{debug, error, warn};
 
 use super::StoreError;
+use super::backend::{Backend, CommitError};
+use super::cache::{CacheConfig, CacheMode, RedisCache};
+use super::mysql::MysqlStore;
 use super::queue_id::new_queue_id;
+use super::retention::{Retention, RetentionConfig};
 use super::row::MailRow;
 use super::sqlite::SqliteStore;
 use super::url::{StoreUrl, Synchronous};
 use crate::handoff::{Completion, CompletionSink, ConnKey, QueueId, StoreFailed, Submission};
+
+/// After a COMMIT whose answer was lost, how long the committer keeps asking the
+/// database whether the batch is there before giving up (and answering 451, with
+/// the risk of a duplicate when the client retries).
+const RESOLVE_DEADLINE: Duration = Duration::from_secs(15);
+const RESOLVE_PAUSE: Duration = Duration::from_millis(250);
+/// MySQL connections of the committer (one is busy at a time; one spare).
+const MYSQL_POOL_MAX: usize = 2;
 
 /// How the stage batches and where it writes.
 #[derive(Debug, Clone)]
@@ -36,6 +49,27 @@ pub struct StageConfig {
     /// For the `Received:` header and generated Message-IDs.
     pub hostname: String,
     pub synchronous: Synchronous,
+    /// MySQL: create or update the schema at start (`--migrate`).
+    pub migrate: bool,
+    /// Redis, when configured (`--redis`).
+    pub cache: Option<CacheConfig>,
+    pub retention: RetentionConfig,
+}
+
+impl StageConfig {
+    /// The embedded defaults, for tests and tools.
+    pub fn new(hostname: &str) -> Self {
+        Self {
+            batch_max_messages: 256,
+            batch_max_delay: Duration::from_millis(2),
+            queue_capacity: 4096,
+            hostname: hostname.to_owned(),
+            synchronous: Synchronous::Full,
+            migrate: false,
+            cache: None,
+            retention: RetentionConfig::default(),
+        }
+    }
 }
 
 /// Counters for tests, logs and benchmarks.
@@ -47,6 +81,8 @@ pub struct StageStats {
     pub messages: AtomicU64,
     /// Messages answered 451.
     pub failed: AtomicU64,
+    /// Batches whose cache write failed after the commit (cache mode: mail safe).
+    pub cache_errors: AtomicU64,
 }
 
 /// The running stage.
@@ -54,19 +90,33 @@ pub struct StorageStage {
     tx: Sender<Submission>,
     thread: JoinHandle<()>,
     stats: Arc<StageStats>,
+    retention: Option<Retention>,
 }
 
 impl StorageStage {
     /// Opens the store on the calling thread (so a store that cannot be opened
     /// fails the start, not the first message) and starts the committer.
     pub fn start(url: &StoreUrl, config: StageConfig) -> Result<Self, StoreError> {
-        let store = match url {
-            StoreUrl::Sqlite(path) => SqliteStore::open(path, config.synchronous)?,
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(StoreError::Runtime)?;
+        let backend = match url {
+            StoreUrl::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path, config.synchronous)?),
+            StoreUrl::Mysql(url) => Backend::Mysql(rt.block_on(MysqlStore::open(
+                url,
+                config.migrate,
+                MYSQL_POOL_MAX,
+            ))?),
         };
+        let cache = config.cache.clone().map(RedisCache::new).transpose()?;
+        let retention = Retention::start(url, config.retention.clone())?;
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
         let stats = Arc::new(StageStats::default());
         let committer = Committer {
-            store,
+            rt,
+            backend: Some(backend),
+            cache,
             rx,
             config,
             stats: Arc::clone(&stats),
@@ -75,7 +125,12 @@ impl StorageStage {
             .name("store-commit".into())
             .spawn(move || committer.run())
             .map_err(StoreError::Spawn)?;
-        Ok(Self { tx, thread, stats })
+        Ok(Self {
+            tx,
+            thread,
+            stats,
+            retention,
+        })
     }
 
     /// Where reactors send complete messages.
@@ -87,10 +142,18 @@ impl StorageStage {
         Arc::clone(&self.stats)
     }
 
+    /// Rows deleted by retention so far.
+    pub fn retention_deleted(&self) -> u64 {
+        self.retention.as_ref().map_or(0, Retention::deleted)
+    }
+
     /// Commits and answers everything already submitted, then stops. Call after
     /// every other sender is gone (the reactors have exited).
     pub fn join(self) -> Result<(), StoreError> {
         drop(self.tx);
+        if let Some(r) = self.retention {
+            r.stop();
+        }
         self.thread
             .join()
             .map_err(|_| StoreError::CommitterPanicked)
@@ -98,7 +161,9 @@ impl StorageStage {
 }
 
 struct Committer {
-    store: SqliteStore,
+    rt: Runtime,
+    backend: Option<Backend>,
+    cache: Option<RedisCache>,
     rx: Receiver<Submission>,
     config: StageConfig,
     stats: Arc<StageStats>,
@@ -119,6 +184,9 @@ impl Committer {
                 }
             }
             self.commit(&mut batch);
+        }
+        if let Some(backend) = self.backend.take() {
+            backend.close(&self.rt);
         }
         debug!("storage stage drained");
     }
@@ -143,30 +211,16 @@ impl Committer {
             ));
             waiting.push((id, conn, reply));
         }
-        let results: Vec<Result<QueueId, StoreFailed>> = match self.store.insert_batch(&rows) {
-            Ok(()) => waiting.iter().map(|(id, _, _)| Ok(*id)).collect(),
-            Err(e) if rows.len() == 1 => {
-                error!(error = %e, "commit failed; answering 451");
-                vec![Err(StoreFailed)]
-            }
-            Err(e) => {
-                // One bad message must not cost the others their delivery: retry
-                // each on its own (rare, so the extra fsyncs do not matter).
-                warn!(error = %e, messages = rows.len(), "batch commit failed; retrying one by one");
-                rows.iter()
-                    .zip(&waiting)
-                    .map(|(row, (id, _, _))| {
-                        match self.store.insert_batch(std::slice::from_ref(row)) {
-                            Ok(()) => Ok(*id),
-                            Err(e) => {
-                                error!(error = %e, id = %id, "commit failed; answering 451");
-                                Err(StoreFailed)
-                            }
-                        }
-                    })
-                    .collect()
-            }
+        let guerrilla = self
+            .cache
+            .as_ref()
+            .is_some_and(|c| c.mode() == CacheMode::Guerrilla);
+        let results = if guerrilla && !self.write_bodies_to_redis(&mut rows) {
+            vec![Err(StoreFailed); rows.len()]
+        } else {
+            self.insert(&rows, &waiting)
         };
+        self.update_cache(&rows, &results, guerrilla);
         let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
         if ok > 0 {
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
@@ -176,6 +230,118 @@ impl Committer {
             .failed
             .fetch_add(results.len() as u64 - ok, Ordering::Relaxed);
         answer(waiting.into_iter().zip(results));
+    }
+
+    /// Guerrilla mode: the bodies go to Redis first; the rows keep metadata only.
+    /// Returns false when Redis failed (the batch is answered 451, nothing stored).
+    fn write_bodies_to_redis(&mut self, rows: &mut [MailRow]) -> bool {
+        let Some(cache) = self.cache.as_mut() else {
+            return true;
+        };
+        let refs: Vec<&MailRow> = rows.iter().collect();
+        if let Err(e) = self.rt.block_on(cache.write(&refs, true, false)) {
+            error!(error = %e, messages = rows.len(), "Guerrilla mode: Redis write failed; answering 451");
+            return false;
+        }
+        for row in rows.iter_mut() {
+            row.mail = Vec::new();
+            row.body = "redis";
+        }
+        true
+    }
+
+    /// Commits the rows; on failure works out, message by message, what is stored.
+    fn insert(
+        &mut self,
+        rows: &[MailRow],
+        waiting: &[(QueueId, ConnKey, Arc<CompletionSink>)],
+    ) -> Vec<Result<QueueId, StoreFailed>> {
+        let Some(backend) = self.backend.as_mut() else {
+            return vec![Err(StoreFailed); rows.len()];
+        };
+        let all_ok = || waiting.iter().map(|(id, _, _)| Ok(*id)).collect();
+        match backend.insert_batch(&self.rt, rows) {
+            Ok(()) => all_ok(),
+            Err(CommitError::Rejected(e)) if rows.len() > 1 => {
+                // One bad message must not cost the others their delivery: retry
+                // each on its own (rare, so the extra fsyncs do not matter).
+                warn!(error = %e, messages = rows.len(), "batch commit failed; retrying one by one");
+                rows.iter()
+                    .zip(waiting)
+                    .map(|(row, (id, _, _))| {
+                        match backend.insert_batch(&self.rt, std::slice::from_ref(row)) {
+                            Ok(()) => Ok(*id),
+                            Err(e) => {
+                                error!(error = %e, id = %id, "commit failed; answering 451");
+                                Err(StoreFailed)
+                            }
+                        }
+                    })
+                    .collect()
+            }
+            Err(CommitError::Ambiguous(e)) => {
+                warn!(error = %e, messages = rows.len(), "commit outcome unknown; asking the database");
+                let hashes: Vec<String> = rows.iter().map(|r| r.hash.clone()).collect();
+                let stored = resolve(backend, &self.rt, &hashes);
+                waiting
+                    .iter()
+                    .zip(&hashes)
+                    .map(|((id, _, _), h)| match &stored {
+                        Some(set) if set.contains(h) => Ok(*id),
+                        _ => Err(StoreFailed),
+                    })
+                    .collect()
+            }
+            Err(e) => {
+                error!(error = %e, messages = rows.len(), "commit failed; answering 451");
+                vec![Err(StoreFailed); rows.len()]
+            }
+        }
+    }
+
+    /// After the commit: bodies (cache mode), inbox lists and notifications for
+    /// what was committed. A failure here costs cache misses, not mail.
+    fn update_cache(
+        &mut self,
+        rows: &[MailRow],
+        results: &[Result<QueueId, StoreFailed>],
+        guerrilla: bool,
+    ) {
+        let Some(cache) = self.cache.as_mut() else {
+            return;
+        };
+        let committed: Vec<&MailRow> = rows
+            .iter()
+            .zip(results)
+            .filter(|(_, r)| r.is_ok())
+            .map(|(row, _)| row)
+            .collect();
+        if committed.is_empty() {
+            return;
+        }
+        if let Err(e) = self.rt.block_on(cache.write(&committed, !guerrilla, true)) {
+            self.stats.cache_errors.fetch_add(1, Ordering::Relaxed);
+            warn!(error = %e, messages = committed.len(), "cache update failed after commit (mail is stored)");
+        }
+    }
+}
+
+/// Asks the database which of `hashes` it holds, retrying while it is unreachable.
+fn resolve(
+    backend: &mut Backend,
+    rt: &Runtime,
+    hashes: &[String],
+) -> Option<std::collections::HashSet<String>> {
+    let deadline = Instant::now() + RESOLVE_DEADLINE;
+    loop {
+        match backend.committed(rt, hashes) {
+            Ok(set) => return Some(set),
+            Err(e) if Instant::now() >= deadline => {
+                error!(error = %e, messages = hashes.len(), "cannot learn whether the batch was committed; answering 451");
+                return None;
+            }
+            Err(_) => std::thread::sleep(RESOLVE_PAUSE),
+        }
     }
 }
 

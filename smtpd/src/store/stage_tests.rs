@@ -36,6 +36,9 @@ fn config(batch: usize, delay_ms: u64) -> StageConfig {
         queue_capacity: 1024,
         hostname: "mx.test".into(),
         synchronous: Synchronous::Full,
+        migrate: false,
+        cache: None,
+        retention: crate::store::retention::RetentionConfig::default(),
     }
 }
 

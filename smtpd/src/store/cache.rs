@@ -1,0 +1,231 @@
+//! The Redis cache: recent messages, per-recipient inboxes, new-mail notifications.
+//!
+//! Owns: the Redis keys and channels (documented in `schema/README.md`), written in
+//! one pipeline per batch on the committer's tokio runtime, compression of large
+//! bodies, and reconnecting with backoff. Must not: be the only copy of a message
+//! unless the operator chose Guerrilla mode, where the body write is part of the
+//! commit (no `250` before it succeeds).
+//!
+//! Keys (prefix `smtpd:` by default):
+//! - `<prefix>mail:<hash>`: the message as in `new_mail.mail` (gzip when that saves
+//!   at least 10% on messages of `compress_min_bytes` or more: the value then
+//!   starts with the gzip magic `1f 8b`, which no RFC 5322 message starts with),
+//!   expiring after `ttl_secs`;
+//! - `<prefix>inbox:<recipient>`: list of hashes, newest first, at most
+//!   `inbox_max`, expiring `ttl_secs` after the last arrival;
+//! - channel `<prefix>new:<recipient>`: the hash of each new message.
+
+use std::io::Write;
+use std::time::{Duration, Instant};
+
+use flate2::Compression;
+use flate2::write::GzEncoder;
+use redis::aio::MultiplexedConnection;
+use tokio::time::timeout;
+use tracing::{info, warn};
+
+use super::StoreError;
+use super::row::MailRow;
+
+/// A Redis round trip longer than this is a failure (cache mode: logged and
+/// counted; Guerrilla mode: 451).
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Where message bodies live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheMode {
+    /// The database holds everything; Redis is a cache written after the commit,
+    /// and a Redis outage costs cache misses, never mail.
+    Cache,
+    /// Guerrilla SMTPd's mode: bodies only in Redis (with the TTL), the database row
+    /// holds metadata with `body = 'redis'`. Redis is then part of the commit.
+    Guerrilla,
+}
+
+#[derive(Debug, Clone)]
+pub struct CacheConfig {
+    /// `redis://host:port[/db]`, validated.
+    pub url: String,
+    pub mode: CacheMode,
+    pub ttl_secs: u64,
+    pub inbox_max: usize,
+    pub key_prefix: String,
+    /// 0 = never compress.
+    pub compress_min_bytes: usize,
+}
+
+impl CacheConfig {
+    /// The URL without its password, for logs.
+    pub fn display_url(&self) -> String {
+        match (self.url.find("://"), self.url.rfind('@')) {
+            (Some(scheme), Some(at)) if scheme + 3 <= at => format!(
+                "{}://***{}",
+                self.url.get(..scheme).unwrap_or_default(),
+                self.url.get(at..).unwrap_or_default()
+            ),
+            _ => self.url.clone(),
+        }
+    }
+
+    /// Checks that `url` is a Redis URL (used by config validation).
+    pub fn check_url(url: &str) -> Result<(), String> {
+        redis::Client::open(url)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+}
+
+pub struct RedisCache {
+    client: redis::Client,
+    conn: Option<MultiplexedConnection>,
+    config: CacheConfig,
+    down_until: Option<Instant>,
+    backoff: Duration,
+}
+
+impl RedisCache {
+    pub fn new(config: CacheConfig) -> Result<Self, StoreError> {
+        let client = redis::Client::open(config.url.as_str())
+            .map_err(|e| StoreError::Redis(e.to_string()))?;
+        Ok(Self {
+            client,
+            conn: None,
+            config,
+            down_until: None,
+            backoff: BACKOFF_MIN,
+        })
+    }
+
+    pub fn mode(&self) -> CacheMode {
+        self.config.mode
+    }
+
+    /// Writes bodies (`bodies`) and/or inbox entries and notifications (`notify`)
+    /// for the rows, in one pipeline.
+    pub async fn write(
+        &mut self,
+        rows: &[&MailRow],
+        bodies: bool,
+        notify: bool,
+    ) -> Result<(), String> {
+        let now = Instant::now();
+        if self.down_until.is_some_and(|t| now < t) {
+            return Err("Redis down, retrying after backoff".into());
+        }
+        let result = self.try_write(rows, bodies, notify).await;
+        match &result {
+            Ok(()) => {
+                if self.down_until.take().is_some() {
+                    info!("Redis reachable again");
+                }
+                self.backoff = BACKOFF_MIN;
+            }
+            Err(e) => {
+                // Drop the connection: the next attempt reconnects.
+                self.conn = None;
+                self.down_until = Some(now + self.backoff);
+                warn!(error = %e, backoff_ms = self.backoff.as_millis() as u64, "Redis write failed");
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+            }
+        }
+        result
+    }
+
+    async fn try_write(
+        &mut self,
+        rows: &[&MailRow],
+        bodies: bool,
+        notify: bool,
+    ) -> Result<(), String> {
+        let conn = match &mut self.conn {
+            Some(c) => c,
+            None => {
+                let c = timeout(OP_TIMEOUT, self.client.get_multiplexed_async_connection())
+                    .await
+                    .map_err(|_| "connect timed out".to_string())?
+                    .map_err(|e| e.to_string())?;
+                self.conn.insert(c)
+            }
+        };
+        let cfg = &self.config;
+        let ttl = cfg.ttl_secs;
+        let mut pipe = redis::pipe();
+        for row in rows {
+            if bodies {
+                let key = format!("{}mail:{}", cfg.key_prefix, row.hash);
+                match compress(&row.mail, cfg.compress_min_bytes) {
+                    Some(gz) => pipe.cmd("SET").arg(key).arg(gz),
+                    None => pipe.cmd("SET").arg(key).arg(&row.mail[..]),
+                }
+                .arg("EX")
+                .arg(ttl)
+                .ignore();
+            }
+            if notify {
+                for recipient in &row.recipients {
+                    let inbox = format!("{}inbox:{recipient}", cfg.key_prefix);
+                    pipe.cmd("LPUSH").arg(&inbox).arg(&row.hash).ignore();
+                    pipe.cmd("LTRIM")
+                        .arg(&inbox)
+                        .arg(0)
+                        .arg(cfg.inbox_max.saturating_sub(1))
+                        .ignore();
+                    pipe.cmd("EXPIRE").arg(&inbox).arg(ttl).ignore();
+                    pipe.cmd("PUBLISH")
+                        .arg(format!("{}new:{recipient}", cfg.key_prefix))
+                        .arg(&row.hash)
+                        .ignore();
+                }
+            }
+        }
+        timeout(OP_TIMEOUT, pipe.query_async::<()>(conn))
+            .await
+            .map_err(|_| "pipeline timed out".to_string())?
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// gzip (fast level) when the message is large enough and it saves ≥ 10%.
+fn compress(data: &[u8], min_bytes: usize) -> Option<Vec<u8>> {
+    if min_bytes == 0 || data.len() < min_bytes {
+        return None;
+    }
+    let mut encoder = GzEncoder::new(Vec::with_capacity(data.len() / 2), Compression::fast());
+    encoder.write_all(data).ok()?;
+    let gz = encoder.finish().ok()?;
+    (gz.len() < data.len() - data.len() / 10).then_some(gz)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use std::io::Read;
+
+    use super::*;
+
+    #[test]
+    fn compression_only_when_large_and_worth_it() {
+        let text = b"Subject: hello\r\n\r\n".repeat(500);
+        assert!(compress(&text, 0).is_none());
+        assert!(compress(&text, text.len() + 1).is_none());
+        let gz = compress(&text, 4096).unwrap();
+        assert_eq!(&gz[..2], &[0x1f, 0x8b]);
+        let mut back = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut back)
+            .unwrap();
+        assert_eq!(back, text);
+        // Incompressible data is stored as is.
+        let mut noise = vec![0u8; 8192];
+        getrandom::fill(&mut noise).unwrap();
+        assert!(compress(&noise, 4096).is_none());
+    }
+
+    #[test]
+    fn urls_are_checked() {
+        assert!(CacheConfig::check_url("redis://127.0.0.1:6379/2").is_ok());
+        assert!(CacheConfig::check_url("http://x").is_err());
+    }
+}

@@ -1,0 +1,340 @@
+//! The production store: MySQL or MariaDB through mysql_async.
+//!
+//! Owns: the connection pool, multi-row prepared INSERTs inside one transaction per
+//! batch, schema migrations (`schema/mysql/*.sql`, only with `--migrate`; otherwise
+//! the schema version is checked at start), reconnecting with backoff, and telling a
+//! failed commit that certainly did not happen from one that may have.
+//! Must not: run on an event loop. It runs on the committer thread, driven by that
+//! thread's current-thread tokio runtime.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, Value};
+use tokio::time::timeout;
+use tracing::{info, warn};
+
+use super::StoreError;
+use super::backend::CommitError;
+use super::row::MailRow;
+use super::url::MysqlUrl;
+
+const MIGRATIONS: &[(u32, &str, &str)] = &[(
+    1,
+    "0001_new_mail",
+    include_str!("../../../schema/mysql/0001_new_mail.sql"),
+)];
+
+/// Any single database round trip longer than this counts as a failure: the
+/// clients are waiting, and a hung server must turn into 451s, not into silence.
+const OP_TIMEOUT: Duration = Duration::from_secs(10);
+/// Rows per INSERT statement, and bytes per statement (kept well under MySQL's
+/// default 64 MiB / MariaDB's 16 MiB `max_allowed_packet`).
+const ROWS_PER_INSERT: usize = 64;
+const BYTES_PER_INSERT: usize = 4 * 1024 * 1024;
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+const COLUMNS: &str = "(date, `from`, `to`, subject, body, charset, mail, spam_score, hash, \
+    content_type, recipient, has_attach, ip_addr, return_path, is_tls, message_id, reply_to, \
+    sender, helo, size)";
+const ROW_PLACEHOLDERS: &str = "(?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+
+pub struct MysqlStore {
+    pool: Pool,
+    /// While set and in the future, the database is considered down: batches fail
+    /// fast (451) instead of each waiting for a connect timeout.
+    down_until: Option<Instant>,
+    backoff: Duration,
+    /// INSERT statement text by row count (the statement cache is per connection).
+    insert_sql: Vec<String>,
+}
+
+impl MysqlStore {
+    /// Connects, then migrates (`migrate`) or checks the schema version.
+    pub async fn open(url: &MysqlUrl, migrate: bool, pool_max: usize) -> Result<Self, StoreError> {
+        let opts = Opts::from_url(url.as_str()).map_err(|e| StoreError::Mysql(e.to_string()))?;
+        let constraints = PoolConstraints::new(1, pool_max.max(1)).unwrap_or_default();
+        let opts = OptsBuilder::from_opts(opts)
+            .pool_opts(PoolOpts::default().with_constraints(constraints))
+            .stmt_cache_size(ROWS_PER_INSERT + 8)
+            .init(vec!["SET time_zone = '+00:00'"]);
+        let pool = Pool::new(opts);
+        let mut store = Self {
+            pool,
+            down_until: None,
+            backoff: BACKOFF_MIN,
+            insert_sql: (0..=ROWS_PER_INSERT)
+                .map(|n| {
+                    let rows = vec![ROW_PLACEHOLDERS; n].join(", ");
+                    format!("INSERT INTO new_mail {COLUMNS} VALUES {rows}")
+                })
+                .collect(),
+        };
+        let mut conn = timeout(OP_TIMEOUT, store.pool.get_conn())
+            .await
+            .map_err(|_| StoreError::Mysql("connect timed out".into()))?
+            .map_err(|e| StoreError::Mysql(e.to_string()))?;
+        if migrate {
+            store.migrate(&mut conn).await?;
+        }
+        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
+        let found: Option<u32> = conn
+            .query_first("SELECT MAX(version) FROM schema_migrations")
+            .await
+            .unwrap_or(None);
+        if found.unwrap_or(0) < latest {
+            return Err(StoreError::SchemaOutdated {
+                found: found.unwrap_or(0),
+                expected: latest,
+            });
+        }
+        drop(conn);
+        let _ = &mut store;
+        Ok(store)
+    }
+
+    async fn migrate(&self, conn: &mut mysql_async::Conn) -> Result<(), StoreError> {
+        let fail = |version: u32| {
+            move |e: mysql_async::Error| StoreError::Migrate {
+                version: i64::from(version),
+                source: Box::new(e),
+            }
+        };
+        conn.query_drop(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (
+               version    INT UNSIGNED NOT NULL PRIMARY KEY,
+               name       VARCHAR(255) NOT NULL,
+               applied_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP
+             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+        )
+        .await
+        .map_err(fail(0))?;
+        // Several nodes may start at once: one migrates, the others wait.
+        conn.query_drop("SELECT GET_LOCK('smtpd_migrate', 60)")
+            .await
+            .map_err(fail(0))?;
+        for &(version, name, sql) in MIGRATIONS {
+            let applied: Option<u32> = conn
+                .exec_first(
+                    "SELECT version FROM schema_migrations WHERE version = ?",
+                    (version,),
+                )
+                .await
+                .map_err(fail(version))?;
+            if applied.is_some() {
+                continue;
+            }
+            // DDL commits implicitly in MySQL, so a migration is a list of
+            // idempotent statements, recorded once all have run.
+            for statement in split_statements(sql) {
+                conn.query_drop(statement).await.map_err(fail(version))?;
+            }
+            conn.exec_drop(
+                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+                (version, name),
+            )
+            .await
+            .map_err(fail(version))?;
+            info!(version, name, "schema migration applied");
+        }
+        conn.query_drop("SELECT RELEASE_LOCK('smtpd_migrate')")
+            .await
+            .map_err(fail(0))?;
+        Ok(())
+    }
+
+    /// Writes the batch in one transaction.
+    pub async fn insert_batch(&mut self, rows: &[MailRow]) -> Result<(), CommitError> {
+        let now = Instant::now();
+        if self.down_until.is_some_and(|t| now < t) {
+            return Err(CommitError::Unavailable(
+                "database down, retrying after backoff".into(),
+            ));
+        }
+        match self.try_insert(rows).await {
+            Err(CommitError::Unavailable(e)) => {
+                self.down_until = Some(now + self.backoff);
+                warn!(error = %e, backoff_ms = self.backoff.as_millis() as u64, "database unavailable");
+                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                Err(CommitError::Unavailable(e))
+            }
+            other => {
+                if other.is_ok() && self.down_until.take().is_some() {
+                    info!("database reachable again");
+                }
+                if other.is_ok() {
+                    self.backoff = BACKOFF_MIN;
+                }
+                other
+            }
+        }
+    }
+
+    async fn try_insert(&mut self, rows: &[MailRow]) -> Result<(), CommitError> {
+        let unavailable = |e: String| CommitError::Unavailable(e);
+        let mut conn = timeout(OP_TIMEOUT, self.pool.get_conn())
+            .await
+            .map_err(|_| unavailable("connect timed out".into()))?
+            .map_err(|e| unavailable(e.to_string()))?;
+        let mut tx = timeout(OP_TIMEOUT, conn.start_transaction(TxOpts::default()))
+            .await
+            .map_err(|_| unavailable("BEGIN timed out".into()))?
+            .map_err(classify_before_commit)?;
+        // Before COMMIT is sent, any failure leaves nothing behind: the server rolls
+        // back a transaction whose connection is lost.
+        let mut params: Vec<Value> = Vec::new();
+        let mut count = 0;
+        let mut bytes = 0;
+        for row in rows {
+            for recipient in &row.recipients {
+                push_row(&mut params, row, recipient);
+                count += 1;
+                bytes += row.mail.len() + 512;
+                if count == ROWS_PER_INSERT || bytes >= BYTES_PER_INSERT {
+                    self.flush(&mut tx, &mut params, count).await?;
+                    count = 0;
+                    bytes = 0;
+                }
+            }
+        }
+        if count > 0 {
+            self.flush(&mut tx, &mut params, count).await?;
+        }
+        // From here on the outcome may be unknown to us if the reply is lost.
+        match timeout(OP_TIMEOUT, tx.commit()).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(mysql_async::Error::Server(e))) => Err(CommitError::Rejected(e.to_string())),
+            Ok(Err(e)) => Err(CommitError::Ambiguous(e.to_string())),
+            Err(_) => Err(CommitError::Ambiguous("COMMIT timed out".into())),
+        }
+    }
+
+    async fn flush(
+        &self,
+        tx: &mut mysql_async::Transaction<'_>,
+        params: &mut Vec<Value>,
+        count: usize,
+    ) -> Result<(), CommitError> {
+        let sql = self
+            .insert_sql
+            .get(count)
+            .ok_or_else(|| CommitError::Rejected("bad chunk size".into()))?;
+        let values = std::mem::take(params);
+        timeout(OP_TIMEOUT, tx.exec_drop(sql.as_str(), values))
+            .await
+            .map_err(|_| CommitError::Unavailable("INSERT timed out".into()))?
+            .map_err(classify_before_commit)
+    }
+
+    /// Which of these queue ids are stored: resolves a commit whose outcome was lost.
+    pub async fn committed(&mut self, hashes: &[String]) -> Result<HashSet<String>, CommitError> {
+        let mut conn = timeout(OP_TIMEOUT, self.pool.get_conn())
+            .await
+            .map_err(|_| CommitError::Unavailable("connect timed out".into()))?
+            .map_err(|e| CommitError::Unavailable(e.to_string()))?;
+        let mut found = HashSet::new();
+        for chunk in hashes.chunks(256) {
+            let marks = vec!["?"; chunk.len()].join(",");
+            let sql = format!("SELECT DISTINCT hash FROM new_mail WHERE hash IN ({marks})");
+            let rows: Vec<String> = timeout(OP_TIMEOUT, conn.exec(sql, chunk.to_vec()))
+                .await
+                .map_err(|_| CommitError::Unavailable("query timed out".into()))?
+                .map_err(|e| CommitError::Unavailable(e.to_string()))?;
+            found.extend(rows);
+        }
+        Ok(found)
+    }
+
+    pub async fn close(self) {
+        let _ = timeout(Duration::from_secs(2), self.pool.disconnect()).await;
+    }
+}
+
+fn push_row(params: &mut Vec<Value>, row: &MailRow, recipient: &str) {
+    let text = |s: &str| Value::Bytes(s.as_bytes().to_vec());
+    params.extend([
+        text(&row.date),
+        text(&row.from),
+        text(row.to_header.as_deref().unwrap_or(recipient)),
+        text(&row.subject),
+        text(row.body),
+        text(&row.charset),
+        Value::Bytes(row.mail.clone()),
+        text(&row.hash),
+        text(&row.content_type),
+        text(recipient),
+        Value::Int(row.has_attach),
+        text(&row.ip_addr),
+        text(&row.from),
+        Value::Int(i64::from(row.is_tls)),
+        text(&row.message_id),
+        text(&row.reply_to),
+        text(&row.sender),
+        text(&row.helo),
+        Value::Int(row.size),
+    ]);
+}
+
+/// A failure before COMMIT was sent: nothing was committed. Server errors are
+/// about the data (per-message retry may help); anything else is the connection.
+fn classify_before_commit(e: mysql_async::Error) -> CommitError {
+    match e {
+        mysql_async::Error::Server(e) => CommitError::Rejected(e.to_string()),
+        other => CommitError::Unavailable(other.to_string()),
+    }
+}
+
+/// Splits a migration file into statements at `;` line ends, dropping comments.
+fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("--") || trimmed.is_empty() {
+            continue;
+        }
+        let code = match line.find(" -- ") {
+            Some(i) => line.get(..i).unwrap_or(line),
+            None => line,
+        };
+        current.push_str(code);
+        current.push('\n');
+        if code.trim_end().ends_with(';') {
+            out.push(
+                std::mem::take(&mut current)
+                    .trim()
+                    .trim_end_matches(';')
+                    .to_owned(),
+            );
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_files_split_into_statements_without_comments() {
+        let statements = split_statements(MIGRATIONS[0].2);
+        assert_eq!(statements.len(), 1);
+        assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS new_mail"));
+        assert!(!statements[0].contains("--"));
+        assert!(statements[0].contains("KEY new_mail_recipient_date (recipient, date)"));
+        // `--` inside a comment column text would be cut: the file has none.
+        assert!(statements[0].ends_with("COLLATE=utf8mb4_unicode_ci"));
+    }
+
+    #[test]
+    fn insert_statements_have_one_placeholder_per_value() {
+        let row_values = 19;
+        assert_eq!(ROW_PLACEHOLDERS.matches('?').count(), row_values);
+        assert_eq!(COLUMNS.matches(',').count() + 1, row_values + 1); // + spam_score
+    }
+}
