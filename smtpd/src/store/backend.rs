@@ -21,6 +21,10 @@ pub enum CommitError {
     /// The database could not be reached or the connection broke before COMMIT was
     /// sent: not committed.
     Unavailable(String),
+    /// The database is known to be down (a recent attempt failed and the backoff
+    /// has not elapsed): not tried, not committed. Logged quietly: the failure that
+    /// started the backoff was logged already.
+    Down,
     /// COMMIT was sent but its answer was lost: maybe committed. Resolved by asking
     /// the database which queue ids it has.
     Ambiguous(String),
@@ -31,6 +35,7 @@ impl std::fmt::Display for CommitError {
         match self {
             Self::Rejected(e) => write!(f, "rejected: {e}"),
             Self::Unavailable(e) => write!(f, "unavailable: {e}"),
+            Self::Down => write!(f, "database down, waiting before the next attempt"),
             Self::Ambiguous(e) => write!(f, "outcome unknown: {e}"),
         }
     }

@@ -77,6 +77,24 @@ impl CacheConfig {
     }
 }
 
+/// Why a cache write did not happen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CacheError {
+    /// Redis failed recently and the backoff has not elapsed: not tried.
+    Down,
+    /// The write was tried and failed (the connection is dropped and rebuilt).
+    Failed(String),
+}
+
+impl std::fmt::Display for CacheError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Down => f.write_str("Redis down, waiting before the next attempt"),
+            Self::Failed(e) => f.write_str(e),
+        }
+    }
+}
+
 pub struct RedisCache {
     client: redis::Client,
     conn: Option<MultiplexedConnection>,
@@ -109,10 +127,10 @@ impl RedisCache {
         rows: &[&MailRow],
         bodies: bool,
         notify: bool,
-    ) -> Result<(), String> {
+    ) -> Result<(), CacheError> {
         let now = Instant::now();
         if self.down_until.is_some_and(|t| now < t) {
-            return Err("Redis down, retrying after backoff".into());
+            return Err(CacheError::Down);
         }
         let result = self.try_write(rows, bodies, notify).await;
         match &result {
@@ -130,7 +148,7 @@ impl RedisCache {
                 self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
             }
         }
-        result
+        result.map_err(CacheError::Failed)
     }
 
     async fn try_write(

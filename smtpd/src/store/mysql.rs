@@ -149,9 +149,7 @@ impl MysqlStore {
     pub async fn insert_batch(&mut self, rows: &[MailRow]) -> Result<(), CommitError> {
         let now = Instant::now();
         if self.down_until.is_some_and(|t| now < t) {
-            return Err(CommitError::Unavailable(
-                "database down, retrying after backoff".into(),
-            ));
+            return Err(CommitError::Down);
         }
         match self.try_insert(rows).await {
             Err(CommitError::Unavailable(e)) => {

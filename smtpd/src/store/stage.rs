@@ -20,7 +20,7 @@ use tracing::{debug, error, warn};
 
 use super::StoreError;
 use super::backend::{Backend, CommitError};
-use super::cache::{CacheConfig, CacheMode, RedisCache};
+use super::cache::{CacheConfig, CacheError, CacheMode, RedisCache};
 use super::mysql::MysqlStore;
 use super::queue_id::new_queue_id;
 use super::retention::{Retention, RetentionConfig};
@@ -292,6 +292,10 @@ impl Committer {
                     })
                     .collect()
             }
+            Err(CommitError::Down) => {
+                debug!(messages = rows.len(), "database down; answering 451");
+                vec![Err(StoreFailed); rows.len()]
+            }
             Err(e) => {
                 error!(error = %e, messages = rows.len(), "commit failed; answering 451");
                 vec![Err(StoreFailed); rows.len()]
@@ -319,9 +323,20 @@ impl Committer {
         if committed.is_empty() {
             return;
         }
-        if let Err(e) = self.rt.block_on(cache.write(&committed, !guerrilla, true)) {
-            self.stats.cache_errors.fetch_add(1, Ordering::Relaxed);
-            warn!(error = %e, messages = committed.len(), "cache update failed after commit (mail is stored)");
+        match self.rt.block_on(cache.write(&committed, !guerrilla, true)) {
+            Ok(()) => {}
+            Err(CacheError::Down) => {
+                self.stats.cache_errors.fetch_add(1, Ordering::Relaxed);
+                debug!(
+                    messages = committed.len(),
+                    "Redis down; cache not updated (mail is stored)"
+                );
+            }
+            Err(e) => {
+                // The cache logged the failure itself.
+                self.stats.cache_errors.fetch_add(1, Ordering::Relaxed);
+                debug!(error = %e, messages = committed.len(), "cache not updated (mail is stored)");
+            }
         }
     }
 }
