@@ -245,6 +245,12 @@ impl Session {
         self.close_with(Reply::Timeout, out);
     }
 
+    /// The server could not take the message in time (the store fell behind and the
+    /// connection's input was paused): 451, so the client retries later.
+    pub fn on_store_timeout(&mut self, out: &mut Vec<u8>) {
+        self.close_with(Reply::StoreFailed, out);
+    }
+
     /// The server is shutting down.
     pub fn on_shutdown(&mut self, out: &mut Vec<u8>) {
         self.close_with(Reply::ShuttingDown, out);

@@ -500,3 +500,15 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_store_timeout_mid_data_is_451_and_closes() {
+    let mut session = Session::new(Arc::new(config()), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut out = Vec::new();
+    session.feed(format!("{TXN}partial body").as_bytes(), &mut out);
+    assert_eq!(session.phase(), Phase::Data);
+    out.clear();
+    session.on_store_timeout(&mut out);
+    assert!(out.starts_with(b"451 4.3.0"));
+    assert_eq!(session.phase(), Phase::Closed);
+}

@@ -58,6 +58,9 @@ pub struct Connection {
     pub draining: bool,
     /// The peer has sent EOF.
     pub peer_closed: bool,
+    /// Reading is paused mid-DATA because the storage queue is full: the message
+    /// stays in the client's socket, not in our memory, until the store catches up.
+    pub paused_for_store: bool,
 }
 
 impl Connection {
@@ -81,13 +84,17 @@ impl Connection {
             closing: false,
             draining: false,
             peer_closed: false,
+            paused_for_store: false,
         }
     }
 
-    /// Whether reading more input now makes sense.
-    fn can_read(&self) -> bool {
+    /// Whether reading more input now makes sense. `store_backlog`: the storage
+    /// queue is full, so message data is left unread (back-pressure).
+    fn can_read(&mut self, store_backlog: bool) -> bool {
+        self.paused_for_store = store_backlog && self.session.phase() == Phase::Data;
         !self.closing
             && !self.peer_closed
+            && !self.paused_for_store
             && self.session.wants_read()
             && self.out.len() < MAX_PENDING_OUT_BYTES
     }
@@ -142,14 +149,19 @@ impl Connection {
 
     /// Feeds held-back input, then reads until the socket would block or the
     /// session stops taking input. `scratch` is the reactor's shared read buffer.
-    pub fn read(&mut self, scratch: &mut [u8], now: Instant) -> io::Result<Outcome> {
+    pub fn read(
+        &mut self,
+        scratch: &mut [u8],
+        now: Instant,
+        store_backlog: bool,
+    ) -> io::Result<Outcome> {
         // Held-back input first, so bytes stay in order.
         if let o @ Outcome::Submit(_) = self.feed_pending() {
             self.unread_input = !self.peer_closed;
             return Ok(o);
         }
         loop {
-            if !self.can_read() {
+            if !self.can_read(store_backlog) {
                 self.unread_input = !self.peer_closed && !self.closing;
                 return Ok(Outcome::Idle);
             }

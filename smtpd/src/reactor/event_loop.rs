@@ -239,7 +239,8 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        match conn.read(&mut self.scratch, now) {
+        let backlog = !self.stalled.is_empty();
+        match conn.read(&mut self.scratch, now, backlog) {
             Ok(Outcome::Idle) => {}
             Ok(Outcome::Submit(envelope)) => {
                 let key = ConnKey {
@@ -293,6 +294,9 @@ impl Reactor {
     }
 
     fn retry_stalled(&mut self, now: Instant) {
+        if self.stalled.is_empty() {
+            return;
+        }
         while let Some(s) = self.stalled.pop_front() {
             match self.submit.try_send(s) {
                 Ok(()) => {}
@@ -302,6 +306,18 @@ impl Reactor {
                 }
                 Err(TrySendError::Disconnected(s)) => self.complete(s.conn, Err(StoreFailed), now),
             }
+        }
+        // The queue has room again: connections paused mid-DATA read on. Rare
+        // (only after the store fell behind), so a scan of the slab is fine.
+        let paused: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.paused_for_store)
+            .map(|(slot, _)| slot)
+            .collect();
+        for slot in paused {
+            self.read(slot, now);
+            self.after_io(slot);
         }
     }
 
@@ -357,7 +373,14 @@ impl Reactor {
                 conn.timer_armed = true;
                 continue;
             }
-            if !conn.closing {
+            if !conn.closing && conn.paused_for_store {
+                // Our fault, not the client's: it was the store that kept us from
+                // reading. 451 tells it to try again later.
+                conn.session.on_store_timeout(&mut conn.out);
+                conn.closing = true;
+                let _ = conn.flush();
+                debug!(peer = %conn.peer, "timeout while paused for the store");
+            } else if !conn.closing {
                 conn.session.on_timeout(&mut conn.out);
                 conn.closing = true;
                 // One attempt: a client that stopped reading gets no more of our time.
