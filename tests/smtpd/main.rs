@@ -14,6 +14,8 @@
 //!   no-argument run, configuration errors.
 //! - [`clients`]: Python `smtplib`, `swaks` and `curl` against the server.
 //! - [`transcripts`]: the golden transcripts in `transcripts/`, replayed live.
+//! - [`mariadb`], [`redis_cache`], [`faults`], [`retention`]: the production stores
+//!   against private MariaDB and Redis instances ([`support::services`]).
 //!
 //! Every test is bounded in time (reads time out, loops are bounded, servers are
 //! killed on drop), and only the default-run test uses a fixed port (2525).
@@ -24,8 +26,12 @@ mod support;
 
 mod clients;
 mod data;
+mod faults;
 mod lifecycle;
 mod limits;
+mod mariadb;
+mod redis_cache;
 mod replies;
+mod retention;
 mod store;
 mod transcripts;

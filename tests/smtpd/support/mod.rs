@@ -23,6 +23,8 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use tempfile::TempDir;
 
+pub mod services;
+
 /// The server binary under test, built by cargo for this test crate.
 pub const SMTPD: &str = env!("CARGO_BIN_EXE_smtpd");
 /// How long a server may take to print `smtpd: listening on ...`.
@@ -60,25 +62,32 @@ pub struct Opts {
     pub config: Option<String>,
     /// Flags after the defaults (`--listen 127.0.0.1:0 --store ... --hostname mx.test`).
     pub args: Vec<String>,
+    /// A store URL instead of the temp dir's SQLite file (e.g. a MariaDB URL).
+    pub store: Option<String>,
 }
 
 impl Opts {
     pub fn config(toml: &str) -> Opts {
         Opts {
             config: Some(toml.to_string()),
-            args: Vec::new(),
+            ..Opts::default()
         }
     }
 
     pub fn args(args: &[&str]) -> Opts {
         Opts {
-            config: None,
             args: args.iter().map(|s| s.to_string()).collect(),
+            ..Opts::default()
         }
     }
 
     pub fn arg(mut self, a: &str) -> Opts {
         self.args.push(a.to_string());
+        self
+    }
+
+    pub fn store(mut self, url: &str) -> Opts {
+        self.store = Some(url.to_string());
         self
     }
 }
@@ -104,7 +113,9 @@ impl Server {
             "--listen".into(),
             "127.0.0.1:0".into(),
             "--store".into(),
-            format!("sqlite:{}", db_path.display()),
+            opts.store
+                .clone()
+                .unwrap_or_else(|| format!("sqlite:{}", db_path.display())),
             "--hostname".into(),
             HOSTNAME.into(),
         ];

@@ -1,0 +1,122 @@
+//! The MySQL/MariaDB store against a private MariaDB: migrations, rows byte-exact,
+//! TCP and unix-socket URLs.
+
+use crate::support::services::Mariadb;
+use crate::support::{Opts, Server, assert_mail_blob, run_smtpd_to_exit, simple_message};
+
+fn mysql_server(db: &Mariadb, extra: &[&str]) -> Server {
+    let mut opts = Opts::default().store(&db.url());
+    for a in extra {
+        opts = opts.arg(a);
+    }
+    Server::start_with(opts)
+}
+
+#[test]
+fn an_unmigrated_database_stops_the_start_and_names_migrate() {
+    let db = Mariadb::start();
+    let dir = tempfile::tempdir().unwrap();
+    let args: Vec<String> = ["--listen", "127.0.0.1:0", "--store", &db.url()]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    let (code, stderr) = run_smtpd_to_exit(&args, dir.path(), std::time::Duration::from_secs(30));
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("--migrate"), "{stderr}");
+}
+
+#[test]
+fn migrate_creates_the_schema_and_messages_land_byte_exact() {
+    let db = Mariadb::start();
+    let server = mysql_server(&db, &["--migrate"]);
+    assert_eq!(db.column("SELECT version FROM schema_migrations"), ["1"]);
+    // The URL in the log never shows the password.
+    assert!(!server.stderr().contains(":pw@"), "{}", server.stderr());
+
+    let mut c = server.client();
+    c.ehlo("client.example");
+    let data = simple_message("über MySQL");
+    let id1 = c.deliver(
+        "sender@example.org",
+        &["a@example.com", "b@example.com"],
+        &data,
+    );
+    let big: Vec<u8> = format!(
+        "Subject: big\r\n\r\n{}",
+        "0123456789012345678901234567890123456789\r\n".repeat(5_000)
+    )
+    .into_bytes();
+    let id2 = c.deliver("", &["a@example.com"], &big);
+    c.quit();
+
+    let rows = db.query(&format!(
+        "SELECT recipient, mail, subject, `from`, ip_addr, body, size, hash FROM new_mail \
+         WHERE hash = '{id1}' ORDER BY recipient"
+    ));
+    assert_eq!(rows.len(), 2);
+    for (row, rcpt) in rows.iter().zip(["a@example.com", "b@example.com"]) {
+        assert_eq!(row[0], rcpt.as_bytes());
+        assert_mail_blob(&row[1], "client.example", &data);
+        assert_eq!(String::from_utf8_lossy(&row[2]), "über MySQL");
+        assert_eq!(row[3], b"sender@example.org");
+        assert_eq!(row[4], b"127.0.0.1");
+        assert_eq!(row[5], b"");
+        assert_eq!(row[6], data.len().to_string().as_bytes());
+    }
+    let big_rows = db.query(&format!(
+        "SELECT mail, `from` FROM new_mail WHERE hash = '{id2}'"
+    ));
+    assert_eq!(big_rows.len(), 1);
+    assert_mail_blob(&big_rows[0][0], "client.example", &big);
+    assert_eq!(big_rows[0][1], b"");
+    drop(server);
+
+    // Migrated once: a second start needs no --migrate.
+    let server = mysql_server(&db, &[]);
+    let mut c = server.client();
+    c.ehlo("client.example");
+    c.deliver(
+        "s@example.org",
+        &["c@example.com"],
+        &simple_message("again"),
+    );
+    assert_eq!(db.count("SELECT COUNT(*) FROM new_mail"), 4);
+    assert_eq!(db.column("SELECT COUNT(*) FROM schema_migrations"), ["1"]);
+}
+
+#[test]
+fn a_unix_socket_url_works() {
+    let db = Mariadb::start();
+    let server = Server::start_with(Opts::default().store(&db.socket_url()).arg("--migrate"));
+    let mut c = server.client();
+    c.ehlo("client.example");
+    let id = c.deliver(
+        "s@example.org",
+        &["x@example.com"],
+        &simple_message("socket"),
+    );
+    assert_eq!(
+        db.column(&format!(
+            "SELECT recipient FROM new_mail WHERE hash = '{id}'"
+        )),
+        ["x@example.com"]
+    );
+}
+
+#[test]
+fn a_bad_mysql_url_is_a_configuration_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in [
+        "mysql://u:p@127.0.0.1:notaport/db",
+        "mysql://u:p@127.0.0.1:3306",
+    ] {
+        let args: Vec<String> = ["--listen", "127.0.0.1:0", "--store", url]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        let (code, stderr) =
+            run_smtpd_to_exit(&args, dir.path(), std::time::Duration::from_secs(10));
+        assert_eq!(code, 2, "{url}: {stderr}");
+        assert!(stderr.contains("store.url"), "{url}: {stderr}");
+    }
+}

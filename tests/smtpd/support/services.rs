@@ -1,0 +1,328 @@
+//! Private MariaDB and Redis instances for the tests: each test starts its own, in
+//! its own temp dir, on a free loopback port, and dropping it stops it. They never
+//! touch (or need) a system service. The binaries come from Debian's
+//! `mariadb-server` and `redis-server` packages, which `scripts/test` installs.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mysql_async::prelude::Queryable;
+use tempfile::TempDir;
+
+/// How long a service may take to accept connections.
+const SERVICE_START: Duration = Duration::from_secs(30);
+pub const DB_USER: &str = "smtpd";
+pub const DB_PASSWORD: &str = "pw";
+pub const DB_NAME: &str = "mail";
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+fn find_binary(names: &[&str]) -> PathBuf {
+    for name in names {
+        for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
+            let p = Path::new(dir).join(name);
+            if p.exists() {
+                return p;
+            }
+        }
+    }
+    panic!(
+        "none of {names:?} is installed: run scripts/test (it installs mariadb-server and redis-server)"
+    );
+}
+
+fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SERVICE_START;
+    while !ready() {
+        assert!(
+            Instant::now() < deadline,
+            "{what} did not start within {SERVICE_START:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// MariaDB
+// ---------------------------------------------------------------------------------
+
+/// A private MariaDB server with a database [`DB_NAME`] and a password user.
+pub struct Mariadb {
+    dir: TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Mariadb {
+    pub fn start() -> Mariadb {
+        let dir = tempfile::tempdir().expect("temp dir");
+        // Its own tmpdir: concurrent bootstraps sharing /tmp collide on temp table
+        // names ("Error on delete of '/tmp/#sql-temptable-…'").
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).expect("tmp dir");
+        let install = Command::new(find_binary(&["mariadb-install-db", "mysql_install_db"]))
+            .args([
+                "--no-defaults",
+                &format!("--datadir={}", dir.path().join("data").display()),
+                "--user=root",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+                &format!("--tmpdir={}", tmp.display()),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run mariadb-install-db");
+        assert!(
+            install.status.success(),
+            "mariadb-install-db failed: {}",
+            String::from_utf8_lossy(&install.stderr)
+        );
+        let mut db = Mariadb {
+            dir,
+            port: free_port(),
+            child: None,
+        };
+        db.start_again();
+        db.root_sql(&format!(
+            "CREATE DATABASE {DB_NAME};
+             CREATE USER '{DB_USER}'@'localhost' IDENTIFIED BY '{DB_PASSWORD}';
+             CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}';
+             GRANT ALL ON *.* TO '{DB_USER}'@'localhost';
+             GRANT ALL ON *.* TO '{DB_USER}'@'127.0.0.1';"
+        ));
+        db
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.path().join("mysqld.sock")
+    }
+
+    /// `mysql://smtpd:pw@127.0.0.1:PORT/mail`
+    pub fn url(&self) -> String {
+        format!(
+            "mysql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{}/{DB_NAME}",
+            self.port
+        )
+    }
+
+    /// The same database over the unix socket.
+    pub fn socket_url(&self) -> String {
+        format!(
+            "mysql://{DB_USER}:{DB_PASSWORD}@localhost/{DB_NAME}?socket={}",
+            self.socket().display()
+        )
+    }
+
+    /// (Re)starts the server on the same datadir, port and socket.
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::File::create(self.dir.path().join("mariadb.log")).expect("log file");
+        let child = Command::new(find_binary(&["mariadbd", "mysqld"]))
+            .args([
+                "--no-defaults",
+                &format!("--datadir={}", self.dir.path().join("data").display()),
+                &format!("--socket={}", self.socket().display()),
+                &format!("--port={}", self.port),
+                &format!(
+                    "--pid-file={}",
+                    self.dir.path().join("mariadb.pid").display()
+                ),
+                &format!("--tmpdir={}", self.dir.path().join("tmp").display()),
+                "--bind-address=127.0.0.1",
+                "--user=root",
+                "--skip-name-resolve",
+                "--innodb-buffer-pool-size=32M",
+                "--innodb-log-file-size=16M",
+                "--max-connections=200",
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn mariadbd");
+        self.child = Some(child);
+        let socket = self.socket();
+        let port = self.port;
+        wait_until("mariadbd", || {
+            socket.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+    }
+
+    /// Stops the server: SIGTERM (a clean shutdown) or SIGKILL (a crash; InnoDB
+    /// recovers committed transactions at the next start).
+    pub fn stop(&mut self, kill: bool) {
+        if let Some(mut child) = self.child.take() {
+            super::signal_pid(child.id(), if kill { "KILL" } else { "TERM" });
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while child.try_wait().ok().flatten().is_none() {
+                if Instant::now() > deadline {
+                    let _ = child.kill();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.wait();
+        }
+    }
+
+    fn root_sql(&self, sql: &str) {
+        let out = Command::new(find_binary(&["mariadb", "mysql"]))
+            .args([
+                &format!("--socket={}", self.socket().display()),
+                "-uroot",
+                "-e",
+                sql,
+            ])
+            .output()
+            .expect("run mariadb client");
+        assert!(
+            out.status.success(),
+            "{sql}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    /// Runs a query as the test user and returns every value as bytes (NULL → empty).
+    pub fn query(&self, sql: &str) -> Vec<Vec<Vec<u8>>> {
+        let url = self.url();
+        let sql = sql.to_string();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async move {
+            let pool = mysql_async::Pool::new(url.as_str());
+            let mut conn = tokio::time::timeout(Duration::from_secs(10), pool.get_conn())
+                .await
+                .expect("connect timed out")
+                .expect("connect");
+            let rows: Vec<mysql_async::Row> = conn.query(sql).await.expect("query");
+            let out = rows
+                .into_iter()
+                .map(|row| {
+                    (0..row.len())
+                        .map(|i| match row.as_ref(i) {
+                            Some(mysql_async::Value::Bytes(b)) => b.clone(),
+                            Some(mysql_async::Value::NULL) | None => Vec::new(),
+                            Some(v) => v.as_sql(true).trim_matches('\'').as_bytes().to_vec(),
+                        })
+                        .collect()
+                })
+                .collect();
+            drop(conn);
+            let _ = pool.disconnect().await;
+            out
+        })
+    }
+
+    /// A one-column query as strings.
+    pub fn column(&self, sql: &str) -> Vec<String> {
+        self.query(sql)
+            .into_iter()
+            .map(|r| String::from_utf8_lossy(r.first().map_or(&[][..], |v| v)).into_owned())
+            .collect()
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        self.column(sql)
+            .first()
+            .and_then(|v| v.parse().ok())
+            .expect("a number")
+    }
+}
+
+impl Drop for Mariadb {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------
+// Redis
+// ---------------------------------------------------------------------------------
+
+/// A private redis-server, no persistence.
+pub struct Redis {
+    dir: TempDir,
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let mut r = Redis {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            child: None,
+        };
+        r.start_again();
+        r
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn start_again(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new(find_binary(&["redis-server"]))
+            .args([
+                "--port",
+                &self.port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                &self.dir.path().display().to_string(),
+            ])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn redis-server");
+        self.child = Some(child);
+        let url = self.url();
+        wait_until("redis-server", || {
+            redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+                .is_ok()
+        });
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn conn(&self) -> redis::Connection {
+        let conn = redis::Client::open(self.url().as_str())
+            .expect("client")
+            .get_connection_with_timeout(Duration::from_secs(5))
+            .expect("connect to redis");
+        conn.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        conn
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
