@@ -181,3 +181,49 @@ fn synchronous_normal_and_small_batches_store_everything() {
     }
     assert_eq!(server.row_count(), 10);
 }
+
+/// Back-pressure: when the store falls behind and its queue is full, the server
+/// stops reading message data instead of buffering it; a client left waiting that
+/// way past its DATA timeout is told 451 (our fault, try later), not 421. The
+/// messages already taken are stored once the store catches up.
+#[test]
+fn a_full_store_queue_pauses_data_and_a_paused_client_gets_451() {
+    let server = Server::with_config(
+        "[server]\nthreads = 1\n[store]\nqueue_capacity = 1\nbatch_max_messages = 1\n\
+         [timeouts]\ndata_secs = 1\ncommand_secs = 30\n",
+    );
+    // Hold SQLite's write lock: the committer blocks on its first message.
+    let lock = server.db();
+    lock.execute_batch("BEGIN IMMEDIATE").unwrap();
+
+    // A is being committed (blocked), B waits in the queue, C is held back by
+    // the reactor: from now on the reactor reads no message data.
+    let mut senders: Vec<crate::support::Client> = Vec::new();
+    for name in ["a", "b", "c"] {
+        let mut c = server.client();
+        c.ehlo("client.example");
+        c.cmd_expect("MAIL FROM:<s@example.org>", 250, "2.1.0");
+        c.cmd_expect(&format!("RCPT TO:<{name}@example.com>"), 250, "2.1.5");
+        c.cmd_expect("DATA", 354, "");
+        c.send(&[simple_message(name), b".\r\n".to_vec()].concat());
+        senders.push(c);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let mut d = server.client();
+    d.ehlo("client.example");
+    d.cmd_expect("MAIL FROM:<s@example.org>", 250, "2.1.0");
+    d.cmd_expect("RCPT TO:<d@example.com>", 250, "2.1.5");
+    d.cmd_expect("DATA", 354, "");
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    d.send(b"Subject: paused\r\n\r\nwaiting for the store");
+    d.expect(451, "4.3.0");
+    d.expect_closed();
+
+    lock.execute_batch("ROLLBACK").unwrap();
+    for c in &mut senders {
+        c.expect(250, "2.0.0");
+    }
+    let stored: Vec<String> = server.rows().into_iter().map(|r| r.recipient).collect();
+    assert_eq!(stored.len(), 3, "{stored:?}");
+    assert!(!stored.contains(&"d@example.com".to_string()));
+}
