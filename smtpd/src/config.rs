@@ -13,6 +13,7 @@ use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -110,11 +111,22 @@ pub struct FileConfig {
     #[serde(default)]
     pub store: RawStore,
     #[serde(default)]
+    pub tls: RawTls,
+    #[serde(default)]
     pub redis: RawRedis,
     #[serde(default)]
     pub retention: RawRetention,
     #[serde(default)]
     pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    pub cert: Option<PathBuf>,
+    pub key: Option<PathBuf>,
+    pub require: Option<bool>,
+    pub implicit_listen: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -248,6 +260,13 @@ pub struct Config {
     pub queue_capacity: usize,
     pub synchronous: Synchronous,
     pub migrate: bool,
+    /// The certificate and key files, when TLS is configured (SIGHUP reloads them).
+    pub tls_files: Option<(PathBuf, PathBuf)>,
+    /// Loaded at start: a bad certificate is a configuration error.
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    pub require_tls: bool,
+    /// Listeners where TLS starts at connect (port 465 style).
+    pub implicit_tls_listen: Vec<SocketAddr>,
     pub cache: Option<CacheConfig>,
     pub retention: RetentionConfig,
     pub verbose: bool,
@@ -271,6 +290,7 @@ impl Config {
             limits,
             timeouts,
             store,
+            tls,
             redis,
             retention,
             log,
@@ -401,6 +421,41 @@ impl Config {
         };
 
         let migrate = cli.migrate || store.migrate.unwrap_or(false);
+        let (tls_files, tls_config) = match (tls.cert, tls.key) {
+            (None, None) => (None, None),
+            (Some(cert), Some(key)) => {
+                let loaded = crate::tls::load(&cert, &key).map_err(|e| {
+                    invalid(
+                        if matches!(e, crate::tls::TlsError::Key { .. }) {
+                            "tls.key"
+                        } else {
+                            "tls.cert"
+                        },
+                        e,
+                    )
+                })?;
+                (Some((cert, key)), Some(loaded))
+            }
+            (Some(_), None) => return Err(invalid("tls.key", "tls.cert needs tls.key")),
+            (None, Some(_)) => return Err(invalid("tls.cert", "tls.key needs tls.cert")),
+        };
+        let require_tls = tls.require.unwrap_or(false);
+        if require_tls && tls_config.is_none() {
+            return Err(invalid("tls.require", "needs tls.cert and tls.key"));
+        }
+        let mut implicit_tls_listen = Vec::new();
+        for raw in tls.implicit_listen.unwrap_or_default() {
+            let addr: SocketAddr = raw.parse().map_err(|_| {
+                invalid(
+                    "tls.implicit_listen",
+                    format!("{raw:?} is not an ADDR:PORT"),
+                )
+            })?;
+            implicit_tls_listen.push(addr);
+        }
+        if !implicit_tls_listen.is_empty() && tls_config.is_none() {
+            return Err(invalid("tls.implicit_listen", "needs tls.cert and tls.key"));
+        }
         let cache = build_cache(redis, cli)?;
         let retention = build_retention(retention)?;
 
@@ -430,6 +485,10 @@ impl Config {
             queue_capacity,
             synchronous,
             migrate,
+            tls_files,
+            tls: tls_config,
+            require_tls,
+            implicit_tls_listen,
             cache,
             retention,
             verbose,

@@ -11,6 +11,7 @@
 //!   transaction (group commit), extract the indexed header fields, and report back.
 //! - [`handoff`]: the plain values that cross between those three.
 //! - [`config`]: the TOML file and command line, validated into one `Config`.
+//! - [`tls`]: certificate loading and the reloadable rustls configuration.
 
 #![forbid(unsafe_code)]
 
@@ -19,3 +20,4 @@ pub mod handoff;
 pub mod protocol;
 pub mod reactor;
 pub mod store;
+pub mod tls;

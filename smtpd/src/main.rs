@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 
 use anyhow::Context;
 use clap::Parser;
-use signal_hook::consts::{SIGINT, SIGTERM};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{info, warn};
 
 use smtpd::config::{Cli, Config};
@@ -83,12 +83,25 @@ fn run(config: Config) -> anyhow::Result<()> {
     )
     .context("cannot open the store")?;
 
+    // Plain (STARTTLS) listeners first, then implicit-TLS ones: the reactor tells
+    // them apart by index.
+    let all_listen: Vec<_> = config
+        .listen
+        .iter()
+        .chain(&config.implicit_tls_listen)
+        .copied()
+        .collect();
     let (listeners, bound) =
-        reactor::listener::bind_all(&config.listen, config.threads, config.listen_backlog)?;
-    for addr in &bound {
+        reactor::listener::bind_all(&all_listen, config.threads, config.listen_backlog)?;
+    for (i, addr) in bound.iter().enumerate() {
         // Tests and scripts look for this exact phrase to learn the bound port.
-        eprintln!("smtpd: listening on {addr}");
-        info!(%addr, "listening");
+        if i < config.listen.len() {
+            eprintln!("smtpd: listening on {addr}");
+            info!(%addr, "listening");
+        } else {
+            eprintln!("smtpd: listening on {addr} (implicit TLS)");
+            info!(%addr, "listening, implicit TLS");
+        }
     }
     info!(
         hostname = %config.hostname,
@@ -106,6 +119,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         max_recipients: config.max_recipients,
         max_data_line_bytes: config.max_data_line_bytes,
         domains: config.domains.clone(),
+        starttls: config.tls.is_some(),
+        require_tls: config.require_tls,
     });
     let reactor_config = Arc::new(ReactorConfig {
         command_timeout: config.command_timeout,
@@ -113,8 +128,12 @@ fn run(config: Config) -> anyhow::Result<()> {
         shutdown_grace: config.shutdown_grace,
         max_clients: config.max_clients,
         hostname: config.hostname.clone(),
+        implicit_tls_from: config.listen.len(),
     });
-    let shared = Arc::new(Shared::default());
+    let shared = Arc::new(Shared {
+        tls: smtpd::tls::TlsSlot::new(config.tls.clone()),
+        ..Shared::default()
+    });
     let mut handles = Vec::with_capacity(listeners.len());
     for (id, thread_listeners) in listeners.into_iter().enumerate() {
         handles.push(reactor::spawn(
@@ -129,13 +148,18 @@ fn run(config: Config) -> anyhow::Result<()> {
 
     let sinks: Vec<_> = handles.iter().map(|h| Arc::clone(&h.sink)).collect();
     let signal_shared = Arc::clone(&shared);
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT])
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
+    let tls_files = config.tls_files.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {
             let mut seen = 0;
             for signal in signals.forever() {
+                if signal == SIGHUP {
+                    reload_tls(tls_files.as_ref(), &signal_shared);
+                    continue;
+                }
                 seen += 1;
                 if seen > 1 {
                     // A second signal: the operator wants out now. Only messages not
@@ -166,4 +190,20 @@ fn run(config: Config) -> anyhow::Result<()> {
         .context("storage stage failed while draining")?;
     info!("smtpd stopped");
     Ok(())
+}
+
+/// SIGHUP: reads the certificate and key again. New TLS sessions use them; open
+/// connections are not disturbed. A bad file keeps the old configuration.
+fn reload_tls(files: Option<&(std::path::PathBuf, std::path::PathBuf)>, shared: &Shared) {
+    let Some((cert, key)) = files else {
+        info!("SIGHUP: no TLS configured, nothing to reload");
+        return;
+    };
+    match smtpd::tls::load(cert, key) {
+        Ok(config) => {
+            shared.tls.set(config);
+            info!(cert = %cert.display(), "SIGHUP: TLS certificate reloaded");
+        }
+        Err(e) => warn!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate"),
+    }
 }

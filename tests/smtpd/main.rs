@@ -34,4 +34,5 @@ mod redis_cache;
 mod replies;
 mod retention;
 mod store;
+mod tls;
 mod transcripts;

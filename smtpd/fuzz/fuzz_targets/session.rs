@@ -19,6 +19,8 @@ fuzz_target!(|input: (Vec<u16>, &[u8])| {
         max_data_line_bytes: 256,
         domains: DomainPolicy::parse(&["example.com".into(), "*.example.net".into()])
             .unwrap_or(DomainPolicy::Any),
+        starttls: true,
+        require_tls: false,
     });
     let mut session = Session::new(config, IpAddr::V4(Ipv4Addr::LOCALHOST));
     let mut out = Vec::new();
@@ -45,6 +47,11 @@ fuzz_target!(|input: (Vec<u16>, &[u8])| {
                     session.on_stored(Ok(QueueId([0; 16])), &mut out);
                 }
                 Some(Event::Close) => break 'reads,
+                Some(Event::StartTls) => {
+                    // The reactor drops the rest of the read and switches to TLS.
+                    pending.clear();
+                    session.set_tls(true);
+                }
                 None if fed.consumed == 0 => break,
                 None => {}
             }

@@ -25,6 +25,8 @@ pub enum Command {
     Quit,
     Vrfy,
     Help,
+    /// RFC 3207.
+    StartTls,
     /// A command we recognise but do not offer (502).
     NotImplemented,
 }
@@ -96,6 +98,8 @@ pub fn parse(line: &[u8], smtputf8: bool) -> Result<Command, CommandError> {
     } else if verb_is(b"NOOP") {
         // RFC 5321 §4.1.1.9: a string argument is allowed and ignored.
         Ok(Command::Noop)
+    } else if verb_is(b"STARTTLS") {
+        no_argument(arg, Command::StartTls)
     } else if verb_is(b"HELP") {
         Ok(Command::Help)
     } else if verb_is(b"VRFY") {
@@ -104,17 +108,9 @@ pub fn parse(line: &[u8], smtputf8: bool) -> Result<Command, CommandError> {
         } else {
             Ok(Command::Vrfy)
         }
-    } else if [
-        &b"EXPN"[..],
-        b"TURN",
-        b"ETRN",
-        b"ATRN",
-        b"BDAT",
-        b"AUTH",
-        b"STARTTLS",
-    ]
-    .iter()
-    .any(|v| verb_is(v))
+    } else if [&b"EXPN"[..], b"TURN", b"ETRN", b"ATRN", b"BDAT", b"AUTH"]
+        .iter()
+        .any(|v| verb_is(v))
     {
         Ok(Command::NotImplemented)
     } else {
@@ -272,16 +268,11 @@ mod tests {
         assert_eq!(p(""), Err(CommandError::Unrecognized));
         assert_eq!(p("MAILFROM:<a@b.c>"), Err(CommandError::Unrecognized));
         assert_eq!(p("DA\0TA"), Err(CommandError::Unrecognized));
-        for verb in [
-            "EXPN x",
-            "TURN",
-            "ETRN x",
-            "BDAT 10 LAST",
-            "AUTH PLAIN",
-            "STARTTLS",
-        ] {
+        for verb in ["EXPN x", "TURN", "ETRN x", "BDAT 10 LAST", "AUTH PLAIN"] {
             assert_eq!(p(verb), Ok(Command::NotImplemented), "{verb}");
         }
+        assert_eq!(p("STARTTLS"), Ok(Command::StartTls));
+        assert_eq!(p("starttls now"), Err(CommandError::Syntax));
     }
 
     #[test]

@@ -79,6 +79,14 @@ pub enum Reply {
     NoValidRecipients,
     /// 555: a MAIL/RCPT parameter we do not support (RFC 5321 §4.1.1.11).
     UnknownParameter,
+    /// 220 to STARTTLS: the TLS handshake follows (RFC 3207 §4).
+    TlsReady,
+    /// 503: STARTTLS inside TLS.
+    TlsAlreadyActive,
+    /// 503: STARTTLS inside a mail transaction.
+    TransactionInProgress,
+    /// 530: this server requires TLS before mail (RFC 3207 §4).
+    TlsRequired,
 }
 
 impl Reply {
@@ -96,6 +104,7 @@ impl Reply {
                 | Self::Closing
                 | Self::CannotVerify
                 | Self::Help
+                | Self::TlsReady
         )
     }
 
@@ -157,6 +166,10 @@ impl Reply {
             }
             Self::NoValidRecipients => "554 5.5.1 Error: no valid recipients\r\n",
             Self::UnknownParameter => "555 5.5.4 Unsupported MAIL/RCPT parameter\r\n",
+            Self::TlsReady => "220 2.0.0 Ready to start TLS\r\n",
+            Self::TlsAlreadyActive => "503 5.5.1 Error: TLS already active\r\n",
+            Self::TransactionInProgress => "503 5.5.1 Error: MAIL transaction in progress\r\n",
+            Self::TlsRequired => "530 5.7.0 Must issue a STARTTLS command first\r\n",
             // Variants with a variable part are written by `write`.
             Self::Greeting
             | Self::Helo
@@ -170,16 +183,26 @@ impl Reply {
 }
 
 /// The EHLO reply (RFC 5321 §4.1.1.1): greeting line, then one extension per line.
-pub fn write_ehlo(hostname: &str, client: &str, max_message_bytes: usize, out: &mut Vec<u8>) {
+/// STARTTLS is listed only when offered and not yet in effect (RFC 3207 §4.2).
+pub fn write_ehlo(
+    hostname: &str,
+    client: &str,
+    max_message_bytes: usize,
+    starttls: bool,
+    out: &mut Vec<u8>,
+) {
     let _ = write!(
         out,
         "250-{hostname} greets {client}\r\n\
          250-PIPELINING\r\n\
          250-SIZE {max_message_bytes}\r\n\
          250-8BITMIME\r\n\
-         250-ENHANCEDSTATUSCODES\r\n\
-         250 SMTPUTF8\r\n"
+         250-ENHANCEDSTATUSCODES\r\n"
     );
+    if starttls {
+        out.extend_from_slice(b"250-STARTTLS\r\n");
+    }
+    out.extend_from_slice(b"250 SMTPUTF8\r\n");
 }
 
 #[cfg(test)]
@@ -221,6 +244,10 @@ mod tests {
         Reply::NonAsciiAddress,
         Reply::NoValidRecipients,
         Reply::UnknownParameter,
+        Reply::TlsReady,
+        Reply::TlsAlreadyActive,
+        Reply::TransactionInProgress,
+        Reply::TlsRequired,
     ];
 
     /// RFC 2034 §4: every reply but 220/HELO/354 carries `class.subject.detail`
@@ -259,7 +286,7 @@ mod tests {
     #[test]
     fn ehlo_lists_the_extensions_and_ends_with_a_final_line() {
         let mut out = Vec::new();
-        write_ehlo("mx.test", "client.example", 1000, &mut out);
+        write_ehlo("mx.test", "client.example", 1000, false, &mut out);
         let text = String::from_utf8(out).unwrap();
         let lines: Vec<&str> = text.split_terminator("\r\n").collect();
         assert_eq!(lines[0], "250-mx.test greets client.example");

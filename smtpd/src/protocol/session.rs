@@ -35,6 +35,10 @@ pub struct SessionConfig {
     pub max_data_line_bytes: usize,
     /// Recipient domains we accept mail for.
     pub domains: DomainPolicy,
+    /// STARTTLS is offered (a certificate is configured).
+    pub starttls: bool,
+    /// MAIL, RCPT and DATA need TLS first (530 5.7.0).
+    pub require_tls: bool,
 }
 
 /// Where the session is.
@@ -58,6 +62,10 @@ pub enum Event {
     Message(Envelope),
     /// The client said QUIT: close once the replies are written.
     Close,
+    /// The client said STARTTLS and got 220: write the replies, then start the TLS
+    /// handshake. Everything after the STARTTLS line was consumed and must be
+    /// dropped (RFC 3207 §4.2 / CVE-2011-0411: no plaintext command survives).
+    StartTls,
 }
 
 /// The result of [`Session::feed`].
@@ -186,8 +194,13 @@ impl Session {
                     let line = rest.get(..newline).unwrap_or_default();
                     let line = line.strip_suffix(b"\r").unwrap_or(line);
                     if let Some(event) = self.command(line, out) {
+                        let consumed = if event == Event::StartTls {
+                            input.len()
+                        } else {
+                            pos
+                        };
                         return Fed {
-                            consumed: pos,
+                            consumed,
                             event: Some(event),
                         };
                     }
@@ -292,6 +305,7 @@ impl Session {
                     &self.config.hostname,
                     &name,
                     self.config.max_message_bytes,
+                    self.config.starttls && !self.tls,
                     out,
                 );
                 // RFC 5321 §4.1.4: EHLO mid-session is an implicit RSET.
@@ -304,9 +318,21 @@ impl Session {
                 self.transaction = None;
                 Reply::Helo
             }
+            Command::Mail(_) | Command::Rcpt(_) | Command::Data
+                if self.config.require_tls && !self.tls =>
+            {
+                Reply::TlsRequired
+            }
             Command::Mail(mail) => self.mail(mail),
             Command::Rcpt(recipient) => self.rcpt(recipient),
             Command::Data => self.data(),
+            Command::StartTls if !self.config.starttls => Reply::NotImplemented,
+            Command::StartTls if self.tls => Reply::TlsAlreadyActive,
+            Command::StartTls if self.transaction.is_some() => Reply::TransactionInProgress,
+            Command::StartTls => {
+                self.reply(Reply::TlsReady, out);
+                return Some(Event::StartTls);
+            }
             Command::Rset => {
                 self.transaction = None;
                 Reply::Ok

@@ -16,6 +16,16 @@ fn config() -> SessionConfig {
         max_recipients: 3,
         max_data_line_bytes: 100,
         domains: DomainPolicy::parse(&["example.com".into(), "*.example.net".into()]).unwrap(),
+        starttls: false,
+        require_tls: false,
+    }
+}
+
+fn tls_config(require: bool) -> SessionConfig {
+    SessionConfig {
+        starttls: true,
+        require_tls: require,
+        ..config()
     }
 }
 
@@ -74,6 +84,10 @@ fn drive_with(
                 Some(Event::Close) => {
                     closed = true;
                     break 'chunks;
+                }
+                Some(Event::StartTls) => {
+                    pending.clear();
+                    session.set_tls(true);
                 }
                 None if fed.consumed == 0 => break,
                 None => {}
@@ -511,4 +525,74 @@ fn a_store_timeout_mid_data_is_451_and_closes() {
     session.on_store_timeout(&mut out);
     assert!(out.starts_with(b"451 4.3.0"));
     assert_eq!(session.phase(), Phase::Closed);
+}
+
+#[test]
+fn starttls_is_advertised_only_when_offered_and_not_yet_active() {
+    assert!(!String::from_utf8_lossy(&one("EHLO c\r\n").out).contains("STARTTLS"));
+    let mut session = Session::new(Arc::new(tls_config(false)), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut out = Vec::new();
+    session.feed(b"EHLO c\r\n", &mut out);
+    assert!(String::from_utf8_lossy(&out).contains("250-STARTTLS\r\n"));
+    session.set_tls(true);
+    out.clear();
+    session.feed(b"EHLO c\r\n", &mut out);
+    assert!(!String::from_utf8_lossy(&out).contains("STARTTLS"));
+}
+
+/// CVE-2011-0411: commands pipelined after STARTTLS in the same read are consumed
+/// (so the reactor drops them) and never answered.
+#[test]
+fn starttls_consumes_everything_pipelined_after_it() {
+    let mut session = Session::new(Arc::new(tls_config(false)), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut out = Vec::new();
+    let input = b"EHLO c\r\nSTARTTLS\r\nMAIL FROM:<evil@x.example>\r\nRCPT TO:<v@example.com>\r\n";
+    let fed = session.feed(input, &mut out);
+    assert_eq!(fed.event, Some(Event::StartTls));
+    assert_eq!(fed.consumed, input.len());
+    let text = String::from_utf8(out).unwrap();
+    assert!(text.ends_with("220 2.0.0 Ready to start TLS\r\n"), "{text}");
+    assert!(!text.contains("2.1.0"));
+}
+
+#[test]
+fn starttls_errors() {
+    // Not offered.
+    assert_eq!(
+        one("EHLO c\r\nSTARTTLS\r\n").codes().last().unwrap(),
+        "502 5.5.1"
+    );
+    let mut session = Session::new(Arc::new(tls_config(false)), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut out = Vec::new();
+    // Inside a transaction.
+    session.feed(
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nSTARTTLS\r\n",
+        &mut out,
+    );
+    assert!(
+        String::from_utf8_lossy(&out)
+            .ends_with("503 5.5.1 Error: MAIL transaction in progress\r\n")
+    );
+    // Twice.
+    session.set_tls(true);
+    out.clear();
+    session.feed(b"EHLO c\r\nSTARTTLS\r\n", &mut out);
+    assert!(String::from_utf8_lossy(&out).ends_with("503 5.5.1 Error: TLS already active\r\n"));
+}
+
+#[test]
+fn required_tls_refuses_mail_before_starttls() {
+    let mut session = Session::new(Arc::new(tls_config(true)), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut out = Vec::new();
+    session.feed(
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.com>\r\nNOOP\r\n",
+        &mut out,
+    );
+    let text = String::from_utf8(out).unwrap();
+    assert_eq!(text.matches("530 5.7.0").count(), 2, "{text}");
+    assert!(text.ends_with("250 2.0.0 OK\r\n"));
+    session.set_tls(true);
+    let mut out = Vec::new();
+    session.feed(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n", &mut out);
+    assert!(String::from_utf8_lossy(&out).ends_with("250 2.1.0 Sender OK\r\n"));
 }

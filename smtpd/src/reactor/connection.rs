@@ -12,6 +12,7 @@
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Instant;
 
 use mio::net::TcpStream;
@@ -61,6 +62,14 @@ pub struct Connection {
     /// Reading is paused mid-DATA because the storage queue is full: the message
     /// stays in the client's socket, not in our memory, until the store catches up.
     pub paused_for_store: bool,
+    /// The TLS layer once STARTTLS (or an implicit-TLS listener) started it: rustls
+    /// driven by hand on the non-blocking socket. Boxed: most connections never
+    /// use TLS and must stay small when idle.
+    tls: Option<Box<rustls::ServerConnection>>,
+    /// The configuration STARTTLS will use (None: STARTTLS is not offered).
+    tls_config: Option<Arc<rustls::ServerConfig>>,
+    /// The session said STARTTLS: start TLS once the 220 is written.
+    start_tls: bool,
 }
 
 impl Connection {
@@ -85,7 +94,34 @@ impl Connection {
             draining: false,
             peer_closed: false,
             paused_for_store: false,
+            tls: None,
+            tls_config: None,
+            start_tls: false,
         }
+    }
+
+    /// Offers STARTTLS with this configuration.
+    pub fn with_tls_config(mut self, config: Option<Arc<rustls::ServerConfig>>) -> Self {
+        self.tls_config = config;
+        self
+    }
+
+    /// Starts TLS right away (an implicit-TLS listener): the greeting is sent
+    /// through it once the handshake is done.
+    pub fn start_tls_now(&mut self) -> io::Result<()> {
+        let config = self
+            .tls_config
+            .clone()
+            .ok_or_else(|| io::Error::other("no TLS configuration"))?;
+        let tls = rustls::ServerConnection::new(config).map_err(io::Error::other)?;
+        self.tls = Some(Box::new(tls));
+        self.session.set_tls(true);
+        Ok(())
+    }
+
+    /// Replies (plaintext or TLS records) are waiting to be written.
+    pub fn has_output(&self) -> bool {
+        !self.out.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// Whether reading more input now makes sense. `store_backlog`: the storage
@@ -118,6 +154,13 @@ impl Connection {
                 Some(Event::Close) => {
                     self.closing = true;
                     break;
+                }
+                Some(Event::StartTls) => {
+                    // The session consumed the rest of this input: pipelined
+                    // plaintext after STARTTLS is dropped, never executed.
+                    self.start_tls = true;
+                    self.pending_in.clear();
+                    return outcome;
                 }
                 None if fed.consumed == 0 => break,
                 None => {}
@@ -165,7 +208,11 @@ impl Connection {
                 self.unread_input = !self.peer_closed && !self.closing;
                 return Ok(Outcome::Idle);
             }
-            let n = match self.stream.read(scratch) {
+            if std::mem::take(&mut self.start_tls) {
+                self.begin_tls()?;
+                continue;
+            }
+            let n = match self.read_plain(scratch) {
                 Ok(0) => {
                     self.peer_closed = true;
                     self.unread_input = false;
@@ -199,8 +246,60 @@ impl Connection {
         }
     }
 
+    /// After `220 Ready to start TLS`: write that reply in plaintext, then switch
+    /// the connection to TLS and reset the session (RFC 3207 §4.2).
+    fn begin_tls(&mut self) -> io::Result<()> {
+        self.flush()?;
+        if !self.out.is_empty() {
+            // The 220 did not fit into an empty socket buffer: give up on a client
+            // this slow rather than mix plaintext into the TLS stream.
+            return Err(io::Error::other("STARTTLS reply could not be written"));
+        }
+        self.start_tls_now()
+    }
+
+    /// Reads plaintext: straight from the socket, or decrypted by rustls (feeding
+    /// it TLS records and writing back what the handshake needs).
+    fn read_plain(&mut self, scratch: &mut [u8]) -> io::Result<usize> {
+        let Self { tls, stream, .. } = self;
+        let Some(tls) = tls.as_deref_mut() else {
+            return stream.read(scratch);
+        };
+        loop {
+            match tls.reader().read(scratch) {
+                // 0: the peer sent close_notify.
+                Ok(n) => return Ok(n),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
+            }
+            if tls.read_tls(stream)? == 0 {
+                return Ok(0);
+            }
+            if let Err(e) = tls.process_new_packets() {
+                // Tell the peer why (the alert is queued by rustls), best effort.
+                let _ = tls.write_tls(stream);
+                return Err(io::Error::new(io::ErrorKind::InvalidData, e));
+            }
+            write_tls(tls, stream)?;
+        }
+    }
+
     /// Writes pending replies until done or the socket would block.
     pub fn flush(&mut self) -> io::Result<()> {
+        if let Some(tls) = self.tls.as_deref_mut() {
+            while !self.out.is_empty() {
+                let n = tls.writer().write(&self.out)?;
+                self.out.drain(..n.min(self.out.len()));
+                if n == 0 || write_tls(tls, &mut self.stream)? {
+                    break;
+                }
+            }
+            write_tls(tls, &mut self.stream)?;
+            if self.out.is_empty() && self.out.capacity() > KEEP_BUFFER_BYTES {
+                self.out = Vec::new();
+            }
+            return Ok(());
+        }
         let mut written = 0;
         let result = loop {
             let Some(rest) = self.out.get(written..) else {
@@ -227,7 +326,7 @@ impl Connection {
     /// True once everything that must be said has been written and the connection
     /// can go.
     pub fn finished(&self) -> bool {
-        if !self.out.is_empty() {
+        if self.has_output() {
             // A peer that is gone makes the write fail; one that stops reading is
             // closed by its timeout.
             return false;
@@ -240,4 +339,20 @@ impl Connection {
             // answered: a half-closed client may be waiting for its 250.
             || (self.peer_closed && phase != Phase::Storing)
     }
+}
+
+/// Writes queued TLS records until rustls has none or the socket would block.
+/// Returns true when the socket would block (the rest goes on the next writable
+/// event).
+fn write_tls(tls: &mut rustls::ServerConnection, stream: &mut TcpStream) -> io::Result<bool> {
+    while tls.wants_write() {
+        match tls.write_tls(stream) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(false)
 }

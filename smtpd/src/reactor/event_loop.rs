@@ -167,7 +167,7 @@ impl Reactor {
                 return;
             };
             match listener.accept() {
-                Ok((stream, peer)) => self.admit(stream, peer, now),
+                Ok((stream, peer)) => self.admit(stream, peer, index, now),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
@@ -180,7 +180,7 @@ impl Reactor {
         }
     }
 
-    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, now: Instant) {
+    fn admit(&mut self, mut stream: TcpStream, peer: SocketAddr, index: usize, now: Instant) {
         let clients = self.shared.clients.fetch_add(1, Ordering::AcqRel);
         if clients >= self.config.max_clients {
             self.shared.clients.fetch_sub(1, Ordering::AcqRel);
@@ -208,7 +208,20 @@ impl Reactor {
         let generation = self.next_generation;
         self.next_generation += 1;
         let session = Session::new(Arc::clone(&self.session_config), peer.ip());
-        let mut conn = Connection::new(stream, session, peer, generation, now);
+        let implicit_tls = index >= self.config.implicit_tls_from;
+        let tls_config = if implicit_tls || self.session_config.starttls {
+            self.shared.tls.get()
+        } else {
+            None
+        };
+        let mut conn =
+            Connection::new(stream, session, peer, generation, now).with_tls_config(tls_config);
+        if implicit_tls && let Err(e) = conn.start_tls_now() {
+            self.shared.clients.fetch_sub(1, Ordering::AcqRel);
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            warn!(%peer, error = %e, "cannot start TLS");
+            return;
+        }
         conn.session.greet(&mut conn.out);
         let _ = conn.flush();
         self.wheel.schedule(
@@ -224,7 +237,7 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        if writable && !conn.out.is_empty() && conn.flush().is_err() {
+        if writable && conn.has_output() && conn.flush().is_err() {
             self.close(slot);
             return;
         }
@@ -265,7 +278,7 @@ impl Reactor {
             conn.session.on_shutdown(&mut conn.out);
             conn.closing = true;
         }
-        if !conn.out.is_empty() && conn.flush().is_err() {
+        if conn.has_output() && conn.flush().is_err() {
             self.close(slot);
             return;
         }

@@ -40,6 +40,8 @@ pub struct ReactorConfig {
     pub max_clients: usize,
     /// For the `421` sent when the server is full.
     pub hostname: String,
+    /// Listeners from this index on start TLS at connect (implicit TLS).
+    pub implicit_tls_from: usize,
 }
 
 impl ReactorConfig {
@@ -57,6 +59,8 @@ pub struct Shared {
     pub clients: AtomicUsize,
     /// Set once on SIGTERM/SIGINT; each reactor then stops accepting and drains.
     pub shutdown: AtomicBool,
+    /// The TLS configuration new STARTTLS handshakes use; SIGHUP replaces it.
+    pub tls: crate::tls::TlsSlot,
 }
 
 /// A running reactor thread and the way to wake it.
