@@ -166,6 +166,11 @@ pub struct RawLimits {
     pub max_message_bytes: Option<usize>,
     pub max_recipients: Option<usize>,
     pub max_data_line_bytes: Option<usize>,
+    pub max_errors: Option<u32>,
+    pub max_junk_commands: Option<u32>,
+    pub max_connections_per_ip: Option<u32>,
+    pub max_connection_rate_per_ip: Option<u32>,
+    pub exempt_loopback: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -237,6 +242,13 @@ pub const DEFAULT_RETENTION_INTERVAL_SECS: u64 = 60;
 /// Retention: rows per DELETE, small enough to hold the write lock only briefly.
 pub const DEFAULT_RETENTION_BATCH_ROWS: usize = 1000;
 
+/// Postfix's `smtpd_hard_error_limit`.
+pub const DEFAULT_MAX_ERRORS: u32 = 20;
+/// Postfix's `smtpd_junk_command_limit`.
+pub const DEFAULT_MAX_JUNK_COMMANDS: u32 = 100;
+/// Postfix's `smtpd_client_connection_count_limit`.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 50;
+
 /// A complete, validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
@@ -251,6 +263,9 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub max_recipients: usize,
     pub max_data_line_bytes: usize,
+    pub max_errors: u32,
+    pub max_junk_commands: u32,
+    pub client_limits: crate::reactor::limits::LimitsConfig,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -375,6 +390,39 @@ impl Config {
             1 << 30,
         )?;
 
+        let max_errors = limits.max_errors.unwrap_or(DEFAULT_MAX_ERRORS);
+        check_range("limits.max_errors", max_errors as usize, 1, 100_000)?;
+        let max_junk_commands = limits
+            .max_junk_commands
+            .unwrap_or(DEFAULT_MAX_JUNK_COMMANDS);
+        check_range(
+            "limits.max_junk_commands",
+            max_junk_commands as usize,
+            1,
+            1_000_000,
+        )?;
+        let max_connections_per_ip = limits
+            .max_connections_per_ip
+            .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP);
+        check_range(
+            "limits.max_connections_per_ip",
+            max_connections_per_ip as usize,
+            0,
+            1_000_000,
+        )?;
+        let max_connection_rate_per_ip = limits.max_connection_rate_per_ip.unwrap_or(0);
+        check_range(
+            "limits.max_connection_rate_per_ip",
+            max_connection_rate_per_ip as usize,
+            0,
+            10_000_000,
+        )?;
+        let client_limits = crate::reactor::limits::LimitsConfig {
+            max_connections_per_ip,
+            max_connection_rate_per_ip,
+            exempt_loopback: limits.exempt_loopback.unwrap_or(true),
+        };
+
         let command_secs = timeouts.command_secs.unwrap_or(DEFAULT_COMMAND_SECS);
         check_range("timeouts.command_secs", command_secs as usize, 1, 86_400)?;
         let data_secs = timeouts.data_secs.unwrap_or(DEFAULT_DATA_SECS);
@@ -476,6 +524,9 @@ impl Config {
             max_message_bytes,
             max_recipients,
             max_data_line_bytes,
+            max_errors,
+            max_junk_commands,
+            client_limits,
             command_timeout: Duration::from_secs(command_secs),
             data_timeout: Duration::from_secs(data_secs),
             shutdown_grace: Duration::from_secs(grace_secs),

@@ -91,6 +91,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         .chain(&config.implicit_tls_listen)
         .copied()
         .collect();
+    raise_fd_limit(config.max_clients);
     let (listeners, bound) =
         reactor::listener::bind_all(&all_listen, config.threads, config.listen_backlog)?;
     for (i, addr) in bound.iter().enumerate() {
@@ -121,6 +122,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         domains: config.domains.clone(),
         starttls: config.tls.is_some(),
         require_tls: config.require_tls,
+        max_errors: config.max_errors,
+        max_junk_commands: config.max_junk_commands,
     });
     let reactor_config = Arc::new(ReactorConfig {
         command_timeout: config.command_timeout,
@@ -132,6 +135,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     });
     let shared = Arc::new(Shared {
         tls: smtpd::tls::TlsSlot::new(config.tls.clone()),
+        client_limits: Some(reactor::limits::ClientLimits::new(config.client_limits)),
         ..Shared::default()
     });
     let mut handles = Vec::with_capacity(listeners.len());
@@ -205,5 +209,26 @@ fn reload_tls(files: Option<&(std::path::PathBuf, std::path::PathBuf)>, shared: 
             info!(cert = %cert.display(), "SIGHUP: TLS certificate reloaded");
         }
         Err(e) => warn!(error = %e, "SIGHUP: TLS reload failed; keeping the old certificate"),
+    }
+}
+
+/// Every connection is a file descriptor: raise the soft RLIMIT_NOFILE to the hard
+/// limit (as nginx and Postfix's master do), and say so when even that is below
+/// what `max_clients` needs.
+fn raise_fd_limit(max_clients: usize) {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => {
+            let needed = max_clients as u64 + 256;
+            if limit < needed {
+                warn!(
+                    limit,
+                    max_clients,
+                    "open-file limit is below max_clients + 256; connections beyond it fail to accept"
+                );
+            } else {
+                info!(limit, "open-file limit");
+            }
+        }
+        Err(e) => warn!(error = %e, "cannot raise the open-file limit"),
     }
 }

@@ -27,6 +27,7 @@ mod support;
 mod clients;
 mod data;
 mod faults;
+mod hostile;
 mod lifecycle;
 mod limits;
 mod mariadb;

@@ -21,6 +21,8 @@ fuzz_target!(|input: (Vec<u16>, &[u8])| {
             .unwrap_or(DomainPolicy::Any),
         starttls: true,
         require_tls: false,
+        max_errors: 20,
+        max_junk_commands: 100,
     });
     let mut session = Session::new(config, IpAddr::V4(Ipv4Addr::LOCALHOST));
     let mut out = Vec::new();

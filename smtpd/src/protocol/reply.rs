@@ -39,6 +39,12 @@ pub enum Reply {
     ShuttingDown,
     /// 421: too many connections.
     TooBusy,
+    /// 421: too many connections from this client's address.
+    TooManyFromIp,
+    /// 421: too many new connections from this address in the last minute.
+    RateLimited,
+    /// 421: too many errors, or too many commands without mail.
+    TooManyErrors,
     /// 451: the store could not commit the message; the client should retry.
     StoreFailed,
     /// 452: more recipients than `limits.max_recipients` (RFC 5321 §4.5.3.1.10).
@@ -122,6 +128,18 @@ impl Reply {
                 out,
                 "421 4.7.0 {hostname} Too many connections, try again later\r\n"
             ),
+            Self::TooManyFromIp => write!(
+                out,
+                "421 4.7.0 {hostname} Too many connections from your address\r\n"
+            ),
+            Self::RateLimited => write!(
+                out,
+                "421 4.7.0 {hostname} Connection rate limit exceeded, try again later\r\n"
+            ),
+            Self::TooManyErrors => write!(
+                out,
+                "421 4.7.0 {hostname} Error: too many errors or commands without mail\r\n"
+            ),
             fixed => {
                 out.extend_from_slice(fixed.fixed_text().as_bytes());
                 Ok(())
@@ -177,7 +195,10 @@ impl Reply {
             | Self::Closing
             | Self::Timeout
             | Self::ShuttingDown
-            | Self::TooBusy => "",
+            | Self::TooBusy
+            | Self::TooManyFromIp
+            | Self::RateLimited
+            | Self::TooManyErrors => "",
         }
     }
 }
@@ -224,6 +245,9 @@ mod tests {
         Reply::Timeout,
         Reply::ShuttingDown,
         Reply::TooBusy,
+        Reply::TooManyFromIp,
+        Reply::RateLimited,
+        Reply::TooManyErrors,
         Reply::StoreFailed,
         Reply::TooManyRecipients,
         Reply::Unrecognized,

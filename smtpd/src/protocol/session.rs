@@ -39,6 +39,12 @@ pub struct SessionConfig {
     pub starttls: bool,
     /// MAIL, RCPT and DATA need TLS first (530 5.7.0).
     pub require_tls: bool,
+    /// More 4xx/5xx replies than this in one session → 421 and close (Postfix's
+    /// `smtpd_hard_error_limit`).
+    pub max_errors: u32,
+    /// More NOOP/RSET/VRFY/HELP/EHLO… without an accepted message → 421 and close
+    /// (Postfix's `smtpd_junk_command_limit`).
+    pub max_junk_commands: u32,
 }
 
 /// Where the session is.
@@ -95,6 +101,8 @@ struct Transaction {
 #[derive(Debug, Default, Clone, Copy)]
 struct Counters {
     commands: u32,
+    /// Commands that move no mail, since the last accepted message.
+    junk: u32,
     messages: u32,
     refused_messages: u32,
     errors: u32,
@@ -244,6 +252,7 @@ impl Session {
         match result {
             Ok(id) => {
                 self.counters.messages += 1;
+                self.counters.junk = 0;
                 self.reply(Reply::Queued(id), out);
             }
             Err(StoreFailed) => {
@@ -289,6 +298,18 @@ impl Session {
     }
 
     fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Event> {
+        let event = self.execute(line, out);
+        if event.is_none()
+            && (self.counters.errors > self.config.max_errors
+                || self.counters.junk > self.config.max_junk_commands)
+        {
+            self.close_with(Reply::TooManyErrors, out);
+            return Some(Event::Close);
+        }
+        event
+    }
+
+    fn execute(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Event> {
         self.counters.commands = self.counters.commands.saturating_add(1);
         let smtputf8 = self.transaction.as_ref().is_some_and(|t| t.mail.smtputf8);
         let command = match command::parse(line, smtputf8) {
@@ -299,6 +320,18 @@ impl Session {
                 return None;
             }
         };
+        if matches!(
+            command,
+            Command::Ehlo(_)
+                | Command::Helo(_)
+                | Command::Noop
+                | Command::Rset
+                | Command::Vrfy
+                | Command::Help
+                | Command::NotImplemented
+        ) {
+            self.counters.junk = self.counters.junk.saturating_add(1);
+        }
         let reply = match command {
             Command::Ehlo(name) => {
                 reply::write_ehlo(

@@ -18,6 +18,8 @@ fn config() -> SessionConfig {
         domains: DomainPolicy::parse(&["example.com".into(), "*.example.net".into()]).unwrap(),
         starttls: false,
         require_tls: false,
+        max_errors: 20,
+        max_junk_commands: 100,
     }
 }
 
@@ -595,4 +597,28 @@ fn required_tls_refuses_mail_before_starttls() {
     let mut out = Vec::new();
     session.feed(b"EHLO c\r\nMAIL FROM:<a@b.example>\r\n", &mut out);
     assert!(String::from_utf8_lossy(&out).ends_with("250 2.1.0 Sender OK\r\n"));
+}
+
+#[test]
+fn too_many_errors_end_the_session_with_421() {
+    let bad = "BOGUS\r\n".repeat(21);
+    let run = one(&format!("EHLO c\r\n{bad}NOOP\r\n"));
+    assert!(run.closed);
+    let codes = run.codes();
+    assert_eq!(codes.iter().filter(|c| c.starts_with("500")).count(), 21);
+    assert_eq!(codes.last().unwrap(), "421 4.7.0");
+}
+
+#[test]
+fn too_many_commands_without_mail_end_the_session_and_mail_resets_the_count() {
+    let noops = "NOOP\r\n".repeat(60);
+    // 60 + message + 60: the accepted message resets the count.
+    let run = one(&format!(
+        "EHLO c\r\n{noops}MAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.com>\r\nDATA\r\nx\r\n.\r\n{noops}"
+    ));
+    assert!(!run.closed);
+    assert_eq!(run.messages.len(), 1);
+    let run = one(&format!("EHLO c\r\n{noops}{noops}"));
+    assert!(run.closed);
+    assert_eq!(run.codes().last().unwrap(), "421 4.7.0");
 }

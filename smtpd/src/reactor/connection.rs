@@ -226,10 +226,10 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            self.last_active = now;
             let Some(input) = scratch.get(..n) else {
                 return Ok(Outcome::Idle);
             };
+            let before = self.pending_in.len() + n;
             let outcome = if self.pending_in.is_empty() {
                 self.feed(input)
             } else {
@@ -238,6 +238,13 @@ impl Connection {
                 held.extend_from_slice(input);
                 self.feed(&held)
             };
+            // Timeouts count from the last *progress*: a byte that only extends an
+            // unfinished command line does not reset the clock, so a client
+            // dribbling a command one byte at a time (slowloris) still times out
+            // (Postfix's smtpd_per_record_deadline). Message data always counts.
+            if self.pending_in.len() < before {
+                self.last_active = now;
+            }
             if let Outcome::Submit(_) = outcome {
                 // The socket may hold more (pipelined) input: come back for it.
                 self.unread_input = true;

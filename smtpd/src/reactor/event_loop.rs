@@ -24,11 +24,13 @@ use slab::Slab;
 use tracing::{debug, error, warn};
 
 use super::connection::{Connection, Outcome};
+use super::limits::Refusal;
 use super::timer::{TICK, TimerWheel};
 use super::{ReactorConfig, Shared};
 use crate::handoff::{
     Completion, CompletionSink, ConnKey, Envelope, QueueId, StoreFailed, Submission,
 };
+use crate::protocol::reply::Reply;
 use crate::protocol::{self, Phase, Session, SessionConfig};
 
 pub const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -191,6 +193,20 @@ impl Reactor {
             debug!(%peer, "connection refused: max_clients reached");
             return;
         }
+        if let Some(limits) = &self.shared.client_limits
+            && let Err(refusal) = limits.admit(peer.ip(), now)
+        {
+            self.shared.clients.fetch_sub(1, Ordering::AcqRel);
+            let mut reply = Vec::with_capacity(96);
+            match refusal {
+                Refusal::TooManyFromIp => Reply::TooManyFromIp,
+                Refusal::RateLimited => Reply::RateLimited,
+            }
+            .write(&self.config.hostname, &mut reply);
+            let _ = stream.write(&reply);
+            debug!(%peer, ?refusal, "connection refused by per-IP limit");
+            return;
+        }
         // Replies are small and each one is awaited by the client: Nagle would only
         // add latency.
         let _ = stream.set_nodelay(true);
@@ -202,6 +218,7 @@ impl Reactor {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             self.shared.clients.fetch_sub(1, Ordering::AcqRel);
+            self.release_ip(peer.ip());
             warn!(%peer, error = %e, "cannot register connection");
             return;
         }
@@ -218,6 +235,7 @@ impl Reactor {
             Connection::new(stream, session, peer, generation, now).with_tls_config(tls_config);
         if implicit_tls && let Err(e) = conn.start_tls_now() {
             self.shared.clients.fetch_sub(1, Ordering::AcqRel);
+            self.release_ip(peer.ip());
             let _ = self.poll.registry().deregister(&mut conn.stream);
             warn!(%peer, error = %e, "cannot start TLS");
             return;
@@ -437,10 +455,17 @@ impl Reactor {
         self.stalled.clear();
     }
 
+    fn release_ip(&self, ip: std::net::IpAddr) {
+        if let Some(limits) = &self.shared.client_limits {
+            limits.release(ip);
+        }
+    }
+
     fn close(&mut self, slot: usize) {
         if let Some(mut conn) = self.conns.try_remove(slot) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.shared.clients.fetch_sub(1, Ordering::AcqRel);
+            self.release_ip(conn.peer.ip());
             debug!(reactor = self.id, peer = %conn.peer, summary = %conn.session.summary(), "disconnect");
         }
     }

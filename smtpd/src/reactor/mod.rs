@@ -13,6 +13,7 @@
 
 pub mod connection;
 pub mod event_loop;
+pub mod limits;
 pub mod listener;
 pub mod timer;
 
@@ -61,6 +62,8 @@ pub struct Shared {
     pub shutdown: AtomicBool,
     /// The TLS configuration new STARTTLS handshakes use; SIGHUP replaces it.
     pub tls: crate::tls::TlsSlot,
+    /// Per-IP connection counts and rates.
+    pub client_limits: Option<limits::ClientLimits>,
 }
 
 /// A running reactor thread and the way to wake it.

@@ -1,0 +1,202 @@
+//! Hostile and careless clients: per-IP connection and rate limits, error and junk
+//! command limits, a slowloris that dribbles a command, and 10,000 idle connections
+//! held while a normal client still gets its mail through.
+
+use std::io::Write;
+use std::net::TcpStream;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use crate::support::{Client, Server, simple_message};
+
+const LIMITED: &str = "[limits]\nexempt_loopback = false\n";
+
+#[test]
+fn concurrent_connections_per_ip_are_limited() {
+    let server = Server::with_config(&format!("{LIMITED}max_connections_per_ip = 2\n"));
+    let a = server.client();
+    let _b = server.client();
+    let mut c = Client::connect(server.addr);
+    let r = c.read_reply();
+    r.assert(421, "4.7.0");
+    assert!(r.text().contains("from your address"), "{}", r.text());
+    c.expect_closed();
+    drop(a);
+    // The slot frees once the server has seen the close.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let mut d = Client::connect(server.addr);
+        if d.read_reply().code == 220 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+#[test]
+fn connection_rate_per_ip_is_limited() {
+    let server = Server::with_config(&format!("{LIMITED}max_connection_rate_per_ip = 3\n"));
+    for _ in 0..3 {
+        let mut c = server.client();
+        c.quit();
+    }
+    let mut c = Client::connect(server.addr);
+    let r = c.read_reply();
+    r.assert(421, "4.7.0");
+    assert!(r.text().contains("rate"), "{}", r.text());
+}
+
+#[test]
+fn loopback_clients_are_exempt_by_default() {
+    // The default per-IP limit is 50; 60 local connections are all served.
+    let server = Server::start();
+    let clients: Vec<Client> = (0..60).map(|_| server.client()).collect();
+    assert_eq!(clients.len(), 60);
+}
+
+#[test]
+fn too_many_errors_end_the_session() {
+    let server = Server::with_config("[limits]\nmax_errors = 3\n");
+    let mut c = server.client();
+    c.ehlo("client.example");
+    for _ in 0..3 {
+        c.cmd_expect("BOGUS", 500, "5.5.2");
+    }
+    // The error over the limit is answered, then the session ends.
+    c.cmd_expect("BOGUS", 500, "5.5.2");
+    c.expect(421, "4.7.0");
+    c.expect_closed();
+}
+
+#[test]
+fn too_many_commands_without_mail_end_the_session() {
+    let server = Server::with_config("[limits]\nmax_junk_commands = 5\n");
+    let mut c = server.client();
+    c.ehlo("client.example"); // 1
+    for _ in 0..4 {
+        c.cmd_expect("NOOP", 250, "2.0.0");
+    }
+    c.cmd_expect("RSET", 250, "2.0.0");
+    c.expect(421, "4.7.0");
+    c.expect_closed();
+}
+
+/// A client that sends a command one byte at a time, never finishing the line,
+/// is timed out (the clock runs from the last complete command), while another
+/// client is served normally at the same time.
+#[test]
+fn a_slowloris_is_timed_out_while_others_are_served() {
+    let server = Server::with_config("[timeouts]\ncommand_secs = 2\n");
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut normal = server.client();
+    normal.ehlo("client.example");
+    let mut i = 0;
+    let closed_at = loop {
+        // One byte of an endless command line every ~500 ms.
+        if slow.write_all(b"x").is_err() {
+            break started.elapsed();
+        }
+        let mut buf = [0u8; 512];
+        match std::io::Read::read(&mut slow, &mut buf) {
+            Ok(0) => break started.elapsed(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        if i % 2 == 0 {
+            normal.deliver(
+                "s@example.org",
+                &["x@example.com"],
+                &simple_message("meanwhile"),
+            );
+        }
+        i += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "slowloris never timed out"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("421 4.4.2"), "{text}");
+    assert!(closed_at < Duration::from_secs(6), "took {closed_at:?}");
+    assert!(server.row_count() >= 1);
+}
+
+/// 10,000 idle connections (held by a Python client with a raised file limit) do
+/// not keep a normal client from sending mail.
+#[test]
+fn ten_thousand_idle_connections_and_a_normal_client_still_delivers() {
+    let server = Server::with_config("[server]\nmax_clients = 10100\n");
+    let script = r#"
+import socket, sys, time, resource
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+port, n = int(sys.argv[1]), int(sys.argv[2])
+socks = []
+for i in range(n):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.connect(("127.0.0.1", port))
+    socks.append(s)
+print("open", len(socks), flush=True)
+time.sleep(float(sys.argv[3]))
+greeted = 0
+for s in socks:
+    s.settimeout(5)
+    if s.recv(100).startswith(b"220"):
+        greeted += 1
+print("greeted", greeted, flush=True)
+"#;
+    let mut holder = Command::new("python3")
+        .args(["-c", script, &server.port().to_string(), "10000", "6"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait until the server holds them all.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let fds = || {
+        std::fs::read_dir(format!("/proc/{}/fd", server.pid()))
+            .map(|d| d.count())
+            .unwrap_or(0)
+    };
+    while fds() < 10_000 {
+        assert!(Instant::now() < deadline, "only {} descriptors open", fds());
+        assert!(
+            holder.try_wait().unwrap().is_none(),
+            "the holder exited early"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let rss_kib = std::fs::read_to_string(format!("/proc/{}/status", server.pid()))
+        .unwrap()
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    // A few KiB per idle connection at most (measured: well under 1 KiB).
+    assert!(
+        rss_kib < 64 * 1024,
+        "RSS {rss_kib} KiB with 10,000 idle connections"
+    );
+    let mut c = server.client();
+    c.ehlo("client.example");
+    let started = Instant::now();
+    c.deliver(
+        "s@example.org",
+        &["x@example.com"],
+        &simple_message("through the crowd"),
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    c.quit();
+    let status = holder.wait().unwrap();
+    let mut stdout = String::new();
+    std::io::Read::read_to_string(&mut holder.stdout.take().unwrap(), &mut stdout).unwrap();
+    assert!(status.success(), "{stdout}");
+    assert!(stdout.contains("greeted 10000"), "{stdout}");
+}
