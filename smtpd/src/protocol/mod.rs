@@ -12,12 +12,14 @@
 //! - [`address`]: paths (`<local@domain>`).
 //! - [`data`]: the message body scanner.
 //! - [`domains`]: which recipient domains are accepted.
+//! - [`proxy`]: the HAProxy PROXY header (v1/v2) a load balancer sends first.
 //! - [`reply`]: every reply's code, enhanced code and text.
 
 pub mod address;
 pub mod command;
 pub mod data;
 pub mod domains;
+pub mod proxy;
 pub mod reply;
 pub mod session;
 
