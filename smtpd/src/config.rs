@@ -113,6 +113,8 @@ pub struct FileConfig {
     #[serde(default)]
     pub tls: RawTls,
     #[serde(default)]
+    pub proxy: RawProxy,
+    #[serde(default)]
     pub redis: RawRedis,
     #[serde(default)]
     pub retention: RawRetention,
@@ -127,6 +129,13 @@ pub struct RawTls {
     pub key: Option<PathBuf>,
     pub require: Option<bool>,
     pub implicit_listen: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProxy {
+    pub listen: Option<Vec<String>>,
+    pub trusted_networks: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -282,6 +291,10 @@ pub struct Config {
     pub require_tls: bool,
     /// Listeners where TLS starts at connect (port 465 style).
     pub implicit_tls_listen: Vec<SocketAddr>,
+    /// Listeners behind a load balancer: a PROXY v1/v2 header comes first.
+    pub proxy_listen: Vec<SocketAddr>,
+    /// The load balancers allowed to connect to `proxy_listen`.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     pub cache: Option<CacheConfig>,
     pub retention: RetentionConfig,
     pub verbose: bool,
@@ -306,6 +319,7 @@ impl Config {
             timeouts,
             store,
             tls,
+            proxy,
             redis,
             retention,
             log,
@@ -487,6 +501,33 @@ impl Config {
             (Some(_), None) => return Err(invalid("tls.key", "tls.cert needs tls.key")),
             (None, Some(_)) => return Err(invalid("tls.cert", "tls.key needs tls.cert")),
         };
+        let mut proxy_listen = Vec::new();
+        for raw in proxy.listen.unwrap_or_default() {
+            proxy_listen
+                .push(raw.parse::<SocketAddr>().map_err(|_| {
+                    invalid("proxy.listen", format!("{raw:?} is not an ADDR:PORT"))
+                })?);
+        }
+        let mut trusted_proxies = Vec::new();
+        for raw in proxy.trusted_networks.unwrap_or_default() {
+            // A bare address means that one host.
+            let net = raw
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| raw.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                .map_err(|_| {
+                    invalid(
+                        "proxy.trusted_networks",
+                        format!("{raw:?} is not a network (e.g. 10.0.0.0/8) or address"),
+                    )
+                })?;
+            trusted_proxies.push(net);
+        }
+        if !proxy_listen.is_empty() && trusted_proxies.is_empty() {
+            return Err(invalid(
+                "proxy.trusted_networks",
+                "is empty: list the load balancers allowed to send PROXY headers",
+            ));
+        }
         let require_tls = tls.require.unwrap_or(false);
         if require_tls && tls_config.is_none() {
             return Err(invalid("tls.require", "needs tls.cert and tls.key"));
@@ -540,6 +581,8 @@ impl Config {
             tls: tls_config,
             require_tls,
             implicit_tls_listen,
+            proxy_listen,
+            trusted_proxies,
             cache,
             retention,
             verbose,

@@ -89,19 +89,25 @@ fn run(config: Config) -> anyhow::Result<()> {
         .listen
         .iter()
         .chain(&config.implicit_tls_listen)
+        .chain(&config.proxy_listen)
         .copied()
         .collect();
+    let implicit_tls_from = config.listen.len();
+    let proxy_from = implicit_tls_from + config.implicit_tls_listen.len();
     raise_fd_limit(config.max_clients);
     let (listeners, bound) =
         reactor::listener::bind_all(&all_listen, config.threads, config.listen_backlog)?;
     for (i, addr) in bound.iter().enumerate() {
         // Tests and scripts look for this exact phrase to learn the bound port.
-        if i < config.listen.len() {
+        if i < implicit_tls_from {
             eprintln!("smtpd: listening on {addr}");
             info!(%addr, "listening");
-        } else {
+        } else if i < proxy_from {
             eprintln!("smtpd: listening on {addr} (implicit TLS)");
             info!(%addr, "listening, implicit TLS");
+        } else {
+            eprintln!("smtpd: listening on {addr} (PROXY protocol)");
+            info!(%addr, "listening, PROXY protocol");
         }
     }
     info!(
@@ -131,7 +137,9 @@ fn run(config: Config) -> anyhow::Result<()> {
         shutdown_grace: config.shutdown_grace,
         max_clients: config.max_clients,
         hostname: config.hostname.clone(),
-        implicit_tls_from: config.listen.len(),
+        implicit_tls_from,
+        proxy_from,
+        trusted_proxies: config.trusted_proxies.clone(),
     });
     let shared = Arc::new(Shared {
         tls: smtpd::tls::TlsSlot::new(config.tls.clone()),

@@ -31,6 +31,7 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod mariadb;
+mod proxy;
 mod redis_cache;
 mod replies;
 mod retention;

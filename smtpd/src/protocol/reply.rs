@@ -45,6 +45,9 @@ pub enum Reply {
     RateLimited,
     /// 421: too many errors, or too many commands without mail.
     TooManyErrors,
+    /// 421: a connection to a PROXY protocol listener from outside the trusted
+    /// proxy networks.
+    UntrustedProxy,
     /// 451: the store could not commit the message; the client should retry.
     StoreFailed,
     /// 452: more recipients than `limits.max_recipients` (RFC 5321 §4.5.3.1.10).
@@ -136,6 +139,10 @@ impl Reply {
                 out,
                 "421 4.7.0 {hostname} Connection rate limit exceeded, try again later\r\n"
             ),
+            Self::UntrustedProxy => write!(
+                out,
+                "421 4.7.0 {hostname} This port accepts connections from trusted proxies only\r\n"
+            ),
             Self::TooManyErrors => write!(
                 out,
                 "421 4.7.0 {hostname} Error: too many errors or commands without mail\r\n"
@@ -198,7 +205,8 @@ impl Reply {
             | Self::TooBusy
             | Self::TooManyFromIp
             | Self::RateLimited
-            | Self::TooManyErrors => "",
+            | Self::TooManyErrors
+            | Self::UntrustedProxy => "",
         }
     }
 }
@@ -248,6 +256,7 @@ mod tests {
         Reply::TooManyFromIp,
         Reply::RateLimited,
         Reply::TooManyErrors,
+        Reply::UntrustedProxy,
         Reply::StoreFailed,
         Reply::TooManyRecipients,
         Reply::Unrecognized,

@@ -139,6 +139,11 @@ impl Session {
         }
     }
 
+    /// The client's real address, learned from a PROXY protocol header.
+    pub fn set_peer(&mut self, peer: IpAddr) {
+        self.peer = peer;
+    }
+
     /// The 220 banner, written once when the connection opens.
     pub fn greet(&mut self, out: &mut Vec<u8>) {
         self.reply(Reply::Greeting, out);

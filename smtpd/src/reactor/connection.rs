@@ -70,6 +70,21 @@ pub struct Connection {
     tls_config: Option<Arc<rustls::ServerConfig>>,
     /// The session said STARTTLS: start TLS once the 220 is written.
     start_tls: bool,
+    /// A PROXY protocol listener: the first bytes must be the header, and nothing
+    /// is said (no banner) until it has arrived.
+    pub awaiting_proxy: bool,
+    /// The address counted against the per-IP limits (released at close).
+    pub counted_ip: Option<std::net::IpAddr>,
+}
+
+/// Progress on a PROXY protocol header.
+pub enum ProxyStep {
+    /// More bytes needed.
+    Waiting,
+    /// The header arrived (its bytes are consumed; what followed is kept).
+    Done(crate::protocol::proxy::ProxyHeader),
+    /// Not a valid header, or the peer closed first.
+    Failed(String),
 }
 
 impl Connection {
@@ -97,6 +112,45 @@ impl Connection {
             tls: None,
             tls_config: None,
             start_tls: false,
+            awaiting_proxy: false,
+            counted_ip: None,
+        }
+    }
+
+    /// Reads the PROXY protocol header (v1 or v2) that a trusted load balancer
+    /// sends before anything else.
+    pub fn read_proxy_header(&mut self, scratch: &mut [u8], now: Instant) -> io::Result<ProxyStep> {
+        use crate::protocol::proxy::{self, MAX_PROXY_HEADER_BYTES, ProxyParse};
+        loop {
+            // Never read past the longest header: what follows belongs to SMTP.
+            let room = MAX_PROXY_HEADER_BYTES
+                .saturating_sub(self.pending_in.len())
+                .max(1);
+            let buf = scratch
+                .get_mut(..room.min(scratch.len()))
+                .unwrap_or_default();
+            match self.stream.read(buf) {
+                Ok(0) => return Ok(ProxyStep::Failed("closed before the PROXY header".into())),
+                Ok(n) => {
+                    self.last_active = now;
+                    self.pending_in
+                        .extend_from_slice(buf.get(..n).unwrap_or_default());
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            return Ok(match proxy::parse(&self.pending_in) {
+                Ok(ProxyParse::Incomplete) => ProxyStep::Waiting,
+                Ok(ProxyParse::Done { header, consumed }) => {
+                    self.pending_in.drain(..consumed.min(self.pending_in.len()));
+                    self.awaiting_proxy = false;
+                    // Bytes after the header may be waiting in the socket too.
+                    self.unread_input = true;
+                    ProxyStep::Done(header)
+                }
+                Err(e) => ProxyStep::Failed(e.to_string()),
+            });
         }
     }
 

@@ -23,13 +23,14 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, error, warn};
 
-use super::connection::{Connection, Outcome};
+use super::connection::{Connection, Outcome, ProxyStep};
 use super::limits::Refusal;
 use super::timer::{TICK, TimerWheel};
 use super::{ReactorConfig, Shared};
 use crate::handoff::{
     Completion, CompletionSink, ConnKey, Envelope, QueueId, StoreFailed, Submission,
 };
+use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::reply::Reply;
 use crate::protocol::{self, Phase, Session, SessionConfig};
 
@@ -193,18 +194,29 @@ impl Reactor {
             debug!(%peer, "connection refused: max_clients reached");
             return;
         }
-        if let Some(limits) = &self.shared.client_limits
-            && let Err(refusal) = limits.admit(peer.ip(), now)
+        let behind_proxy = index >= self.config.proxy_from;
+        if behind_proxy
+            && !self
+                .config
+                .trusted_proxies
+                .iter()
+                .any(|net| net.contains(&peer.ip().to_canonical()))
         {
+            // A PROXY header from anyone else could forge the client address.
             self.shared.clients.fetch_sub(1, Ordering::AcqRel);
             let mut reply = Vec::with_capacity(96);
-            match refusal {
-                Refusal::TooManyFromIp => Reply::TooManyFromIp,
-                Refusal::RateLimited => Reply::RateLimited,
-            }
-            .write(&self.config.hostname, &mut reply);
+            Reply::UntrustedProxy.write(&self.config.hostname, &mut reply);
             let _ = stream.write(&reply);
-            debug!(%peer, ?refusal, "connection refused by per-IP limit");
+            debug!(%peer, "connection refused: not a trusted proxy");
+            return;
+        }
+        // Behind a proxy the real address is known only after the header.
+        if !behind_proxy && let Err(refusal) = count_ip(&self.shared, peer.ip(), now) {
+            self.shared.clients.fetch_sub(1, Ordering::AcqRel);
+            let mut reply = Vec::with_capacity(96);
+            refusal.write(&self.config.hostname, &mut reply);
+            let _ = stream.write(&reply);
+            debug!(%peer, "connection refused by per-IP limit");
             return;
         }
         // Replies are small and each one is awaited by the client: Nagle would only
@@ -218,14 +230,16 @@ impl Reactor {
             Interest::READABLE | Interest::WRITABLE,
         ) {
             self.shared.clients.fetch_sub(1, Ordering::AcqRel);
-            self.release_ip(peer.ip());
+            if !behind_proxy {
+                self.release_ip(peer.ip());
+            }
             warn!(%peer, error = %e, "cannot register connection");
             return;
         }
         let generation = self.next_generation;
         self.next_generation += 1;
         let session = Session::new(Arc::clone(&self.session_config), peer.ip());
-        let implicit_tls = index >= self.config.implicit_tls_from;
+        let implicit_tls = index >= self.config.implicit_tls_from && !behind_proxy;
         let tls_config = if implicit_tls || self.session_config.starttls {
             self.shared.tls.get()
         } else {
@@ -233,6 +247,9 @@ impl Reactor {
         };
         let mut conn =
             Connection::new(stream, session, peer, generation, now).with_tls_config(tls_config);
+        if !behind_proxy {
+            conn.counted_ip = Some(peer.ip());
+        }
         if implicit_tls && let Err(e) = conn.start_tls_now() {
             self.shared.clients.fetch_sub(1, Ordering::AcqRel);
             self.release_ip(peer.ip());
@@ -240,8 +257,12 @@ impl Reactor {
             warn!(%peer, error = %e, "cannot start TLS");
             return;
         }
-        conn.session.greet(&mut conn.out);
-        let _ = conn.flush();
+        if behind_proxy {
+            conn.awaiting_proxy = true;
+        } else {
+            conn.session.greet(&mut conn.out);
+            let _ = conn.flush();
+        }
         self.wheel.schedule(
             ConnKey { slot, generation },
             now + self.config.shortest_timeout(),
@@ -267,6 +288,9 @@ impl Reactor {
 
     /// Reads from the connection and submits a completed message, if any.
     fn read(&mut self, slot: usize, now: Instant) {
+        if self.conns.get(slot).is_some_and(|c| c.awaiting_proxy) && !self.read_proxy(slot, now) {
+            return;
+        }
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -455,6 +479,45 @@ impl Reactor {
         self.stalled.clear();
     }
 
+    /// A PROXY listener's connection: read the header, then take the real client
+    /// address for everything (limits, Received:, ip_addr) and greet.
+    fn read_proxy(&mut self, slot: usize, now: Instant) -> bool {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return false;
+        };
+        let step = match conn.read_proxy_header(&mut self.scratch, now) {
+            Ok(step) => step,
+            Err(e) => ProxyStep::Failed(e.to_string()),
+        };
+        match step {
+            ProxyStep::Waiting => false,
+            ProxyStep::Failed(reason) => {
+                debug!(peer = %conn.peer, %reason, "bad PROXY header");
+                conn.closing = true;
+                false
+            }
+            ProxyStep::Done(header) => {
+                if let ProxyHeader::Proxied { source, .. } = header {
+                    conn.peer = source;
+                    conn.session.set_peer(source.ip());
+                }
+                let ip = conn.peer.ip();
+                match count_ip(&self.shared, ip, now) {
+                    Ok(()) => {
+                        conn.counted_ip = Some(ip);
+                        conn.session.greet(&mut conn.out);
+                        true
+                    }
+                    Err(reply) => {
+                        reply.write(&self.config.hostname, &mut conn.out);
+                        conn.closing = true;
+                        false
+                    }
+                }
+            }
+        }
+    }
+
     fn release_ip(&self, ip: std::net::IpAddr) {
         if let Some(limits) = &self.shared.client_limits {
             limits.release(ip);
@@ -465,8 +528,22 @@ impl Reactor {
         if let Some(mut conn) = self.conns.try_remove(slot) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.shared.clients.fetch_sub(1, Ordering::AcqRel);
-            self.release_ip(conn.peer.ip());
+            if let Some(ip) = conn.counted_ip {
+                self.release_ip(ip);
+            }
             debug!(reactor = self.id, peer = %conn.peer, summary = %conn.session.summary(), "disconnect");
         }
+    }
+}
+
+/// Counts a connection from `ip` against the per-IP limits, or gives the reply that
+/// refuses it.
+fn count_ip(shared: &Shared, ip: std::net::IpAddr, now: Instant) -> Result<(), Reply> {
+    match &shared.client_limits {
+        Some(limits) => limits.admit(ip, now).map_err(|refusal| match refusal {
+            Refusal::TooManyFromIp => Reply::TooManyFromIp,
+            Refusal::RateLimited => Reply::RateLimited,
+        }),
+        None => Ok(()),
     }
 }

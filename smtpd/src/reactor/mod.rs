@@ -41,8 +41,13 @@ pub struct ReactorConfig {
     pub max_clients: usize,
     /// For the `421` sent when the server is full.
     pub hostname: String,
-    /// Listeners from this index on start TLS at connect (implicit TLS).
+    /// Listeners from this index on start TLS at connect (implicit TLS)...
     pub implicit_tls_from: usize,
+    /// ...and from this index on expect a PROXY protocol header first.
+    pub proxy_from: usize,
+    /// Who may send a PROXY header (a load balancer); others are refused on
+    /// PROXY listeners.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 impl ReactorConfig {
