@@ -113,6 +113,9 @@ const V1_TCP4: &[u8] = b"TCP4";
 const V1_TCP6: &[u8] = b"TCP6";
 const V1_UNKNOWN: &[u8] = b"UNKNOWN";
 
+/// One step of the v1 parser: `Ok(None)` when the input ends before the step does.
+type Step<T> = Result<Option<T>, ProxyError>;
+
 /// `input` starts with [`V1_PREFIX`].
 fn parse_v1(input: &[u8]) -> Result<ProxyParse, ProxyError> {
     // Only the first 107 bytes can belong to a header; a line that has not ended
@@ -126,7 +129,7 @@ fn parse_v1(input: &[u8]) -> Result<ProxyParse, ProxyError> {
 }
 
 /// Parses the line in `window`; `Ok(None)` when it ends before the line does.
-fn v1_line(window: &[u8]) -> Result<Option<ProxyParse>, ProxyError> {
+fn v1_line(window: &[u8]) -> Step<ProxyParse> {
     let after_prefix = window.get(V1_PREFIX.len()..).ok_or(ProxyError::Malformed)?;
     let word_len = after_prefix
         .iter()
@@ -193,7 +196,7 @@ fn v1_line(window: &[u8]) -> Result<Option<ProxyParse>, ProxyError> {
 
 /// §2.1: after `UNKNOWN` the receiver ignores everything up to the CRLF (a sender may
 /// still write addresses there).
-fn v1_unknown(window: &[u8], rest: &[u8]) -> Result<Option<ProxyParse>, ProxyError> {
+fn v1_unknown(window: &[u8], rest: &[u8]) -> Step<ProxyParse> {
     let rest = match rest.first() {
         Some(b' ') => {
             let skip = rest
@@ -212,11 +215,7 @@ fn v1_unknown(window: &[u8], rest: &[u8]) -> Result<Option<ProxyParse>, ProxyErr
 
 /// A run of bytes matching `allowed`, then `sep`. `Ok(None)` when the input ends
 /// first; an empty run is returned as such (and then fails to parse as a value).
-fn field<'a>(
-    input: &'a [u8],
-    allowed: fn(u8) -> bool,
-    sep: &[u8],
-) -> Result<Option<(&'a [u8], &'a [u8])>, ProxyError> {
+fn field<'a>(input: &'a [u8], allowed: fn(u8) -> bool, sep: &[u8]) -> Step<(&'a [u8], &'a [u8])> {
     let len = input
         .iter()
         .position(|&b| !allowed(b))
@@ -226,7 +225,7 @@ fn field<'a>(
 }
 
 /// `input` without its leading `sep`; `Ok(None)` when `input` is a strict prefix of it.
-fn separator<'a>(input: &'a [u8], sep: &[u8]) -> Result<Option<&'a [u8]>, ProxyError> {
+fn separator<'a>(input: &'a [u8], sep: &[u8]) -> Step<&'a [u8]> {
     if let Some(rest) = input.strip_prefix(sep) {
         Ok(Some(rest))
     } else if sep.starts_with(input) {
