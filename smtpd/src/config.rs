@@ -180,6 +180,7 @@ pub struct RawLimits {
     pub max_connections_per_ip: Option<u32>,
     pub max_connection_rate_per_ip: Option<u32>,
     pub exempt_loopback: Option<bool>,
+    pub greet_delay_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -275,6 +276,7 @@ pub struct Config {
     pub max_errors: u32,
     pub max_junk_commands: u32,
     pub client_limits: crate::reactor::limits::LimitsConfig,
+    pub greet_delay: Duration,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -431,6 +433,8 @@ impl Config {
             0,
             10_000_000,
         )?;
+        let greet_delay_ms = limits.greet_delay_ms.unwrap_or(0);
+        check_range("limits.greet_delay_ms", greet_delay_ms as usize, 0, 60_000)?;
         let client_limits = crate::reactor::limits::LimitsConfig {
             max_connections_per_ip,
             max_connection_rate_per_ip,
@@ -568,6 +572,7 @@ impl Config {
             max_errors,
             max_junk_commands,
             client_limits,
+            greet_delay: Duration::from_millis(greet_delay_ms),
             command_timeout: Duration::from_secs(command_secs),
             data_timeout: Duration::from_secs(data_secs),
             shutdown_grace: Duration::from_secs(grace_secs),

@@ -137,6 +137,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         shutdown_grace: config.shutdown_grace,
         max_clients: config.max_clients,
         hostname: config.hostname.clone(),
+        greet_delay: config.greet_delay,
         implicit_tls_from,
         proxy_from,
         trusted_proxies: config.trusted_proxies.clone(),

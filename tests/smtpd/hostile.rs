@@ -200,3 +200,29 @@ print("greeted", greeted, flush=True)
     assert!(status.success(), "{stdout}");
     assert!(stdout.contains("greeted 10000"), "{stdout}");
 }
+
+/// With `greet_delay_ms`, a client that talks before the banner is refused; one
+/// that waits gets the 220 after the delay and is served.
+#[test]
+fn clients_that_talk_before_the_greeting_are_refused() {
+    let server = Server::with_config("[limits]\ngreet_delay_ms = 600\n");
+    let mut rude = Client::connect(server.addr);
+    rude.send(b"EHLO spammer.example\r\nMAIL FROM:<s@example.org>\r\n");
+    rude.expect(554, "5.5.1");
+    rude.expect_closed();
+
+    let started = Instant::now();
+    let mut polite = server.client();
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "{:?}",
+        started.elapsed()
+    );
+    polite.ehlo("client.example");
+    polite.deliver(
+        "s@example.org",
+        &["x@example.com"],
+        &simple_message("waited"),
+    );
+    assert_eq!(server.row_count(), 1);
+}

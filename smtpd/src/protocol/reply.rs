@@ -45,6 +45,9 @@ pub enum Reply {
     RateLimited,
     /// 421: too many errors, or too many commands without mail.
     TooManyErrors,
+    /// 554: the client sent commands before the greeting (RFC 5321 §3.1: it must
+    /// wait for the 220).
+    PregreetTalker,
     /// 421: a connection to a PROXY protocol listener from outside the trusted
     /// proxy networks.
     UntrustedProxy,
@@ -139,6 +142,10 @@ impl Reply {
                 out,
                 "421 4.7.0 {hostname} Connection rate limit exceeded, try again later\r\n"
             ),
+            Self::PregreetTalker => write!(
+                out,
+                "554 5.5.1 {hostname} Protocol error: client spoke before the greeting\r\n"
+            ),
             Self::UntrustedProxy => write!(
                 out,
                 "421 4.7.0 {hostname} This port accepts connections from trusted proxies only\r\n"
@@ -206,7 +213,8 @@ impl Reply {
             | Self::TooManyFromIp
             | Self::RateLimited
             | Self::TooManyErrors
-            | Self::UntrustedProxy => "",
+            | Self::UntrustedProxy
+            | Self::PregreetTalker => "",
         }
     }
 }
@@ -257,6 +265,7 @@ mod tests {
         Reply::RateLimited,
         Reply::TooManyErrors,
         Reply::UntrustedProxy,
+        Reply::PregreetTalker,
         Reply::StoreFailed,
         Reply::TooManyRecipients,
         Reply::Unrecognized,

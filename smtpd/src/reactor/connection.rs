@@ -75,6 +75,8 @@ pub struct Connection {
     pub awaiting_proxy: bool,
     /// The address counted against the per-IP limits (released at close).
     pub counted_ip: Option<std::net::IpAddr>,
+    /// The banner is held until then (`limits.greet_delay_ms`).
+    pub greet_at: Option<Instant>,
 }
 
 /// Progress on a PROXY protocol header.
@@ -114,6 +116,24 @@ impl Connection {
             start_tls: false,
             awaiting_proxy: false,
             counted_ip: None,
+            greet_at: None,
+        }
+    }
+
+    /// Before the banner: did the client send anything (or close)? It should be
+    /// waiting for our 220 (RFC 5321 §3.1).
+    pub fn talked_before_greeting(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
+        loop {
+            return match self.stream.read(scratch) {
+                Ok(0) => {
+                    self.peer_closed = true;
+                    Ok(false)
+                }
+                Ok(_) => Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
         }
     }
 

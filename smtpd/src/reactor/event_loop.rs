@@ -257,16 +257,21 @@ impl Reactor {
             warn!(%peer, error = %e, "cannot start TLS");
             return;
         }
-        if behind_proxy {
+        let first_timer = if behind_proxy {
             conn.awaiting_proxy = true;
+            now + self.config.shortest_timeout()
+        } else if self.config.greet_delay > Duration::ZERO {
+            // Hold the banner: a client that talks before it is a spam engine
+            // that does not wait for replies (Postfix postscreen's pregreet test).
+            conn.greet_at = Some(now + self.config.greet_delay);
+            now + self.config.greet_delay
         } else {
             conn.session.greet(&mut conn.out);
             let _ = conn.flush();
-        }
-        self.wheel.schedule(
-            ConnKey { slot, generation },
-            now + self.config.shortest_timeout(),
-        );
+            now + self.config.shortest_timeout()
+        };
+        self.wheel
+            .schedule(ConnKey { slot, generation }, first_timer);
         conn.timer_armed = true;
         entry.insert(conn);
         debug!(reactor = self.id, %peer, "connect");
@@ -289,6 +294,20 @@ impl Reactor {
     /// Reads from the connection and submits a completed message, if any.
     fn read(&mut self, slot: usize, now: Instant) {
         if self.conns.get(slot).is_some_and(|c| c.awaiting_proxy) && !self.read_proxy(slot, now) {
+            return;
+        }
+        if let Some(conn) = self.conns.get_mut(slot)
+            && conn.greet_at.is_some()
+        {
+            match conn.talked_before_greeting(&mut self.scratch) {
+                Ok(false) => {}
+                Ok(true) | Err(_) => {
+                    debug!(peer = %conn.peer, "client spoke before the greeting");
+                    conn.greet_at = None;
+                    Reply::PregreetTalker.write(&self.config.hostname, &mut conn.out);
+                    conn.closing = true;
+                }
+            }
             return;
         }
         let Some(conn) = self.conns.get_mut(slot) else {
@@ -409,6 +428,23 @@ impl Reactor {
                 continue;
             }
             conn.timer_armed = false;
+            if let Some(at) = conn.greet_at {
+                if now >= at {
+                    conn.greet_at = None;
+                    conn.last_active = now;
+                    conn.session.greet(&mut conn.out);
+                    if conn.flush().is_err() {
+                        self.close(key.slot);
+                        continue;
+                    }
+                    self.wheel
+                        .schedule(key, now + self.config.shortest_timeout());
+                } else {
+                    self.wheel.schedule(key, at);
+                }
+                conn.timer_armed = true;
+                continue;
+            }
             let timeout = match conn.session.phase() {
                 Phase::Data => self.config.data_timeout,
                 // The server is the one working; the client is not idle.

@@ -41,6 +41,8 @@ pub struct ReactorConfig {
     pub max_clients: usize,
     /// For the `421` sent when the server is full.
     pub hostname: String,
+    /// The banner waits this long; clients that talk first are refused (0: off).
+    pub greet_delay: Duration,
     /// Listeners from this index on start TLS at connect (implicit TLS)...
     pub implicit_tls_from: usize,
     /// ...and from this index on expect a PROXY protocol header first.
