@@ -181,6 +181,7 @@ pub struct RawLimits {
     pub max_connection_rate_per_ip: Option<u32>,
     pub exempt_loopback: Option<bool>,
     pub greet_delay_ms: Option<u64>,
+    pub max_inflight_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -256,6 +257,9 @@ pub const DEFAULT_RETENTION_BATCH_ROWS: usize = 1000;
 pub const DEFAULT_MAX_ERRORS: u32 = 20;
 /// Postfix's `smtpd_junk_command_limit`.
 pub const DEFAULT_MAX_JUNK_COMMANDS: u32 = 100;
+/// Message bytes held in memory over all connections before new message data
+/// waits in the sockets: 1 GiB.
+pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 1 << 30;
 /// Postfix's `smtpd_client_connection_count_limit`.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 50;
 
@@ -277,6 +281,7 @@ pub struct Config {
     pub max_junk_commands: u32,
     pub client_limits: crate::reactor::limits::LimitsConfig,
     pub greet_delay: Duration,
+    pub max_inflight_bytes: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub shutdown_grace: Duration,
@@ -433,6 +438,15 @@ impl Config {
             0,
             10_000_000,
         )?;
+        let max_inflight_bytes = limits
+            .max_inflight_bytes
+            .unwrap_or(DEFAULT_MAX_INFLIGHT_BYTES);
+        check_range(
+            "limits.max_inflight_bytes",
+            max_inflight_bytes,
+            65_536,
+            usize::MAX,
+        )?;
         let greet_delay_ms = limits.greet_delay_ms.unwrap_or(0);
         check_range("limits.greet_delay_ms", greet_delay_ms as usize, 0, 60_000)?;
         let client_limits = crate::reactor::limits::LimitsConfig {
@@ -573,6 +587,7 @@ impl Config {
             max_junk_commands,
             client_limits,
             greet_delay: Duration::from_millis(greet_delay_ms),
+            max_inflight_bytes,
             command_timeout: Duration::from_secs(command_secs),
             data_timeout: Duration::from_secs(data_secs),
             shutdown_grace: Duration::from_secs(grace_secs),

@@ -138,6 +138,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         max_clients: config.max_clients,
         hostname: config.hostname.clone(),
         greet_delay: config.greet_delay,
+        max_inflight_bytes: config.max_inflight_bytes,
         implicit_tls_from,
         proxy_from,
         trusted_proxies: config.trusted_proxies.clone(),

@@ -226,3 +226,45 @@ fn clients_that_talk_before_the_greeting_are_refused() {
     );
     assert_eq!(server.row_count(), 1);
 }
+
+/// The global budget for message bytes in memory: once it is spent, a new message
+/// is not read (its client waits, then gets 451), while the message already under
+/// way finishes; afterwards new messages flow again.
+#[test]
+fn the_in_flight_memory_budget_pauses_new_messages_not_running_ones() {
+    let server = Server::with_config(
+        "[server]\nthreads = 1\n[limits]\nmax_inflight_bytes = 65536\n[timeouts]\ndata_secs = 2\n",
+    );
+    let mut big = server.client();
+    big.ehlo("client.example");
+    big.cmd_expect("MAIL FROM:<s@example.org>", 250, "2.1.0");
+    big.cmd_expect("RCPT TO:<big@example.com>", 250, "2.1.5");
+    big.cmd_expect("DATA", 354, "");
+    let line = format!("{}\r\n", "x".repeat(998));
+    let body: String = std::iter::repeat_n(line.as_str(), 200).collect(); // ~200 KB
+    big.send(format!("Subject: big\r\n\r\n{body}").as_bytes());
+    std::thread::sleep(Duration::from_millis(300));
+
+    let mut late = server.client();
+    late.ehlo("client.example");
+    late.cmd_expect("MAIL FROM:<s@example.org>", 250, "2.1.0");
+    late.cmd_expect("RCPT TO:<late@example.com>", 250, "2.1.5");
+    late.cmd_expect("DATA", 354, "");
+    late.send(b"Subject: late\r\n\r\nwaiting for memory");
+    // The big message keeps flowing meanwhile (it is not silent for 2 s).
+    std::thread::sleep(Duration::from_millis(1000));
+    big.send(b"more\r\n");
+    late.expect(451, "4.3.0");
+
+    big.send(b".\r\n");
+    big.expect(250, "2.0.0");
+    let mut after = server.client();
+    after.ehlo("client.example");
+    after.deliver(
+        "s@example.org",
+        &["after@example.com"],
+        &simple_message("room again"),
+    );
+    let stored: Vec<String> = server.rows().into_iter().map(|r| r.recipient).collect();
+    assert_eq!(stored, ["big@example.com", "after@example.com"]);
+}

@@ -149,6 +149,11 @@ impl DataReceiver {
         Progress::More
     }
 
+    /// Memory held for the message so far (the global in-flight budget counts it).
+    pub fn buffered_bytes(&self) -> usize {
+        self.body.capacity()
+    }
+
     /// The message once the end was seen: the body, or why it is refused.
     pub fn finish(self) -> Result<Vec<u8>, DataError> {
         match self.error {

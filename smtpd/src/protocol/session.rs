@@ -139,6 +139,11 @@ impl Session {
         }
     }
 
+    /// Memory held for a message being received.
+    pub fn buffered_bytes(&self) -> usize {
+        self.data.as_ref().map_or(0, DataReceiver::buffered_bytes)
+    }
+
     /// The client's real address, learned from a PROXY protocol header.
     pub fn set_peer(&mut self, peer: IpAddr) {
         self.peer = peer;

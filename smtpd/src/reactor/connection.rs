@@ -77,6 +77,10 @@ pub struct Connection {
     pub counted_ip: Option<std::net::IpAddr>,
     /// The banner is held until then (`limits.greet_delay_ms`).
     pub greet_at: Option<Instant>,
+    /// Message bytes of this connection counted in the global in-flight budget.
+    pub charged: usize,
+    /// Size of this connection's message between submission and its answer.
+    pub in_flight: usize,
 }
 
 /// Progress on a PROXY protocol header.
@@ -117,6 +121,8 @@ impl Connection {
             awaiting_proxy: false,
             counted_ip: None,
             greet_at: None,
+            charged: 0,
+            in_flight: 0,
         }
     }
 

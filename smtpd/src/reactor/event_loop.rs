@@ -63,6 +63,8 @@ pub struct Reactor {
     scratch: Box<[u8]>,
     /// Set when shutdown began: connections still open then are closed at this time.
     shutdown_deadline: Option<Instant>,
+    /// Some connection was paused mid-DATA (store backlog or memory budget).
+    paused_any: bool,
 }
 
 impl Reactor {
@@ -102,6 +104,7 @@ impl Reactor {
             sink,
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             shutdown_deadline: None,
+            paused_any: false,
         })
     }
 
@@ -150,6 +153,7 @@ impl Reactor {
             }
             self.drain_completions(now);
             self.retry_stalled(now);
+            self.resume_paused(now);
             self.expire_timers(now);
         }
         // Whatever still waits for room in the storage queue was never answered, so
@@ -313,14 +317,23 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        let backlog = !self.stalled.is_empty();
-        match conn.read(&mut self.scratch, now, backlog) {
-            Ok(Outcome::Idle) => {}
+        // Message data waits in the client's socket while the store is behind,
+        // or while the global budget is spent (then only messages already under
+        // way go on, so they can finish and free memory).
+        let over_budget =
+            self.shared.inflight_bytes.load(Ordering::Relaxed) > self.config.max_inflight_bytes;
+        let pause_data = !self.stalled.is_empty() || (over_budget && conn.charged == 0);
+        let result = conn.read(&mut self.scratch, now, pause_data);
+        self.paused_any |= conn.paused_for_store;
+        match result {
+            Ok(Outcome::Idle) => self.recharge(slot),
             Ok(Outcome::Submit(envelope)) => {
+                conn.in_flight = envelope.data.len();
                 let key = ConnKey {
                     slot,
                     generation: conn.generation,
                 };
+                self.recharge(slot);
                 self.submit(key, envelope, now);
             }
             Err(e) => {
@@ -328,6 +341,24 @@ impl Reactor {
                 self.close(slot);
             }
         }
+    }
+
+    /// Brings the connection's share of the global in-flight budget up to date.
+    fn recharge(&mut self, slot: usize) {
+        let Some(conn) = self.conns.get_mut(slot) else {
+            return;
+        };
+        let now_held = conn.session.buffered_bytes() + conn.in_flight;
+        if now_held > conn.charged {
+            self.shared
+                .inflight_bytes
+                .fetch_add(now_held - conn.charged, Ordering::Relaxed);
+        } else {
+            self.shared
+                .inflight_bytes
+                .fetch_sub(conn.charged - now_held, Ordering::Relaxed);
+        }
+        conn.charged = now_held;
     }
 
     /// Writes what the session said, applies shutdown, closes a finished connection.
@@ -368,9 +399,6 @@ impl Reactor {
     }
 
     fn retry_stalled(&mut self, now: Instant) {
-        if self.stalled.is_empty() {
-            return;
-        }
         while let Some(s) = self.stalled.pop_front() {
             match self.submit.try_send(s) {
                 Ok(()) => {}
@@ -381,8 +409,19 @@ impl Reactor {
                 Err(TrySendError::Disconnected(s)) => self.complete(s.conn, Err(StoreFailed), now),
             }
         }
-        // The queue has room again: connections paused mid-DATA read on. Rare
-        // (only after the store fell behind), so a scan of the slab is fine.
+    }
+
+    /// Connections paused mid-DATA read on once the store queue has room and the
+    /// budget is not spent. Rare (only after the store fell behind or memory ran
+    /// short), so a scan of the slab is fine.
+    fn resume_paused(&mut self, now: Instant) {
+        if !self.paused_any
+            || !self.stalled.is_empty()
+            || self.shared.inflight_bytes.load(Ordering::Relaxed) > self.config.max_inflight_bytes
+        {
+            return;
+        }
+        self.paused_any = false;
         let paused: Vec<usize> = self
             .conns
             .iter()
@@ -410,9 +449,11 @@ impl Reactor {
         if conn.generation != key.generation {
             return; // that client left; its slot serves someone else now
         }
+        conn.in_flight = 0;
         conn.session.on_stored(result, &mut conn.out);
         // Timeouts count from the answer, not from the end of DATA.
         conn.last_active = now;
+        self.recharge(key.slot);
         self.read(key.slot, now);
         self.after_io(key.slot);
     }
@@ -564,6 +605,9 @@ impl Reactor {
         if let Some(mut conn) = self.conns.try_remove(slot) {
             let _ = self.poll.registry().deregister(&mut conn.stream);
             self.shared.clients.fetch_sub(1, Ordering::AcqRel);
+            self.shared
+                .inflight_bytes
+                .fetch_sub(conn.charged, Ordering::Relaxed);
             if let Some(ip) = conn.counted_ip {
                 self.release_ip(ip);
             }

@@ -41,6 +41,9 @@ pub struct ReactorConfig {
     pub max_clients: usize,
     /// For the `421` sent when the server is full.
     pub hostname: String,
+    /// Message bytes held in memory over all connections (being received or
+    /// waiting for the store) above which new message data is not read.
+    pub max_inflight_bytes: usize,
     /// The banner waits this long; clients that talk first are refused (0: off).
     pub greet_delay: Duration,
     /// Listeners from this index on start TLS at connect (implicit TLS)...
@@ -71,6 +74,8 @@ pub struct Shared {
     pub tls: crate::tls::TlsSlot,
     /// Per-IP connection counts and rates.
     pub client_limits: Option<limits::ClientLimits>,
+    /// Message bytes in memory now, over all reactors (see `max_inflight_bytes`).
+    pub inflight_bytes: AtomicUsize,
 }
 
 /// A running reactor thread and the way to wake it.
