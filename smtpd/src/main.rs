@@ -143,9 +143,20 @@ fn run(config: Config) -> anyhow::Result<()> {
         proxy_from,
         trusted_proxies: config.trusted_proxies.clone(),
     });
+    let client_limits = Arc::new(reactor::limits::ClientLimits::new(config.client_limits));
+    if let Some(cache) = &config.cache
+        && config.client_limits.max_connection_rate_per_ip > 0
+    {
+        // Several nodes with one Redis enforce one per-IP rate.
+        reactor::rate_sync::spawn(
+            Arc::clone(&client_limits),
+            cache.url.clone(),
+            cache.key_prefix.clone(),
+        )?;
+    }
     let shared = Arc::new(Shared {
         tls: smtpd::tls::TlsSlot::new(config.tls.clone()),
-        client_limits: Some(reactor::limits::ClientLimits::new(config.client_limits)),
+        client_limits: Some(client_limits),
         ..Shared::default()
     });
     let mut handles = Vec::with_capacity(listeners.len());

@@ -268,3 +268,44 @@ fn the_in_flight_memory_budget_pauses_new_messages_not_running_ones() {
     let stored: Vec<String> = server.rows().into_iter().map(|r| r.recipient).collect();
     assert_eq!(stored, ["big@example.com", "after@example.com"]);
 }
+
+/// With `--redis`, the per-IP connection rate is one limit over several nodes.
+#[test]
+fn the_connection_rate_is_shared_between_nodes_through_redis() {
+    let redis = crate::support::services::Redis::start();
+    let config = "[limits]\nexempt_loopback = false\nmax_connection_rate_per_ip = 4\n";
+    let opts = crate::support::Opts::config(config)
+        .arg("--redis")
+        .arg(&redis.url());
+    let a = Server::start_with(opts.clone());
+    let b = Server::start_with(opts);
+    // The shared counters are per unix minute: do not straddle a boundary.
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if second > 50 {
+        std::thread::sleep(Duration::from_secs(61 - second));
+    }
+    for server in [&a, &a] {
+        let mut c = server.client();
+        c.quit();
+    }
+    std::thread::sleep(Duration::from_millis(1200)); // a reports its 2
+    for server in [&b, &b] {
+        let mut c = server.client();
+        c.quit();
+    }
+    std::thread::sleep(Duration::from_millis(1200)); // b reports, learns a's 2
+    // b has seen only 2 connections itself, but the client made 4 in all.
+    let mut c = Client::connect(b.addr);
+    let r = c.read_reply();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut redis.conn())
+        .unwrap();
+    assert_eq!(r.code, 421, "shared counters: {keys:?}");
+    r.assert(421, "4.7.0");
+    assert!(r.text().contains("rate"), "{}", r.text());
+}

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 /// The rate window.
 const WINDOW: Duration = Duration::from_secs(60);
@@ -38,6 +38,17 @@ struct Counters {
     open: HashMap<IpAddr, u32>,
     rate: HashMap<IpAddr, (Instant, u32)>,
     last_prune: Option<Instant>,
+    /// Shared limits (several nodes, through Redis): new connections per IP not
+    /// yet reported, and what the other nodes counted, per unix minute.
+    unsynced: HashMap<IpAddr, u32>,
+    others: HashMap<IpAddr, (u64, u32)>,
+}
+
+/// The current unix minute: the window shared limits count in.
+pub fn unix_minute() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() / 60)
 }
 
 #[derive(Debug)]
@@ -81,17 +92,60 @@ impl ClientLimits {
         }
         let max_rate = self.config.max_connection_rate_per_ip;
         if max_rate > 0 {
+            let minute = unix_minute();
+            let others = match c.others.get(&ip) {
+                Some(&(m, n)) if m == minute => n,
+                _ => 0,
+            };
             let entry = c.rate.entry(ip).or_insert((now, 0));
             if now.duration_since(entry.0) >= WINDOW {
                 *entry = (now, 0);
             }
-            if entry.1 >= max_rate {
+            if entry.1.saturating_add(others) >= max_rate {
                 return Err(Refusal::RateLimited);
             }
             entry.1 += 1;
+            *c.unsynced.entry(ip).or_insert(0) += 1;
         }
         *c.open.entry(ip).or_insert(0) += 1;
         Ok(())
+    }
+
+    /// This node's count for `ip` in the current window.
+    pub fn local_rate(&self, ip: IpAddr) -> u32 {
+        self.counters
+            .lock()
+            .ok()
+            .and_then(|c| c.rate.get(&ip).map(|&(_, n)| n))
+            .unwrap_or(0)
+    }
+
+    /// New connections per IP since the last call, for the shared counters.
+    pub fn take_unsynced(&self) -> Vec<(IpAddr, u32)> {
+        self.counters
+            .lock()
+            .map(|mut c| c.unsynced.drain().collect())
+            .unwrap_or_default()
+    }
+
+    /// What the shared counter said for `ip` in `minute` after adding `ours`:
+    /// the rest is the other nodes' share.
+    pub fn set_shared(&self, minute: u64, ip: IpAddr, total: u32, ours: u32) {
+        if let Ok(mut c) = self.counters.lock() {
+            let others = total.saturating_sub(ours);
+            if others > 0 {
+                c.others.insert(ip, (minute, others));
+            }
+            let stale: Vec<IpAddr> = c
+                .others
+                .iter()
+                .filter(|(_, (m, _))| *m + 1 < minute)
+                .map(|(ip, _)| *ip)
+                .collect();
+            for ip in stale {
+                c.others.remove(&ip);
+            }
+        }
     }
 
     /// The connection from `ip` closed.

@@ -15,6 +15,7 @@ pub mod connection;
 pub mod event_loop;
 pub mod limits;
 pub mod listener;
+pub mod rate_sync;
 pub mod timer;
 
 use std::io;
@@ -73,7 +74,7 @@ pub struct Shared {
     /// The TLS configuration new STARTTLS handshakes use; SIGHUP replaces it.
     pub tls: crate::tls::TlsSlot,
     /// Per-IP connection counts and rates.
-    pub client_limits: Option<limits::ClientLimits>,
+    pub client_limits: Option<Arc<limits::ClientLimits>>,
     /// Message bytes in memory now, over all reactors (see `max_inflight_bytes`).
     pub inflight_bytes: AtomicUsize,
 }
