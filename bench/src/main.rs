@@ -11,7 +11,7 @@
 //! - `--idle N`: opens N connections, reads each greeting, holds them for `--hold`
 //!   seconds (so the server's RSS can be read), then QUITs.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -50,6 +50,10 @@ struct Args {
     /// Idle mode: seconds to hold the connections.
     #[arg(long, default_value_t = 10)]
     hold: u64,
+    /// Use STARTTLS on every connection (the server certificate is not verified:
+    /// this is a load generator, not a mail client).
+    #[arg(long)]
+    starttls: bool,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -116,17 +120,18 @@ fn send(args: &Args) -> anyhow::Result<()> {
     let mut threads = Vec::new();
     for _ in 0..args.connections {
         let (totals, claimed, stop) = (totals.clone(), claimed.clone(), stop.clone());
-        let (server, size, limit, per_conn, pipelining) = (
+        let (server, size, limit, per_conn, pipelining, starttls) = (
             args.server,
             args.size,
             args.messages,
             args.per_connection,
             args.pipelining,
+            args.starttls,
         );
         threads.push(std::thread::spawn(move || {
             let mut lat = Vec::new();
             'outer: while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let Ok(mut s) = Session::open(server) else {
+                let Ok(mut s) = Session::open(server, starttls) else {
                     totals.failed.fetch_add(1, Ordering::Relaxed);
                     std::thread::sleep(Duration::from_millis(10));
                     continue;
@@ -192,18 +197,22 @@ fn send(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A plain or TLS byte stream.
+trait Stream: Read + Write + Send {}
+impl<T: Read + Write + Send> Stream for T {}
+
 struct Session {
-    reader: BufReader<TcpStream>,
+    reader: BufReader<Box<dyn Stream>>,
     line: String,
 }
 
 impl Session {
-    fn open(server: SocketAddr) -> anyhow::Result<Session> {
+    fn open(server: SocketAddr, starttls: bool) -> anyhow::Result<Session> {
         let stream = TcpStream::connect(server)?;
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         let mut s = Session {
-            reader: BufReader::new(stream),
+            reader: BufReader::new(Box::new(stream.try_clone()?)),
             line: String::new(),
         };
         s.expect(220)?;
@@ -211,6 +220,17 @@ impl Session {
             .get_mut()
             .write_all(b"EHLO bench.example.org\r\n")?;
         s.expect(250)?;
+        if starttls {
+            s.reader.get_mut().write_all(b"STARTTLS\r\n")?;
+            s.expect(220)?;
+            let name = rustls::pki_types::ServerName::try_from("smtp.bench.invalid")?;
+            let conn = rustls::ClientConnection::new(tls_config(), name)?;
+            s.reader = BufReader::new(Box::new(rustls::StreamOwned::new(conn, stream)));
+            s.reader
+                .get_mut()
+                .write_all(b"EHLO bench.example.org\r\n")?;
+            s.expect(250)?;
+        }
         Ok(s)
     }
 
@@ -261,5 +281,76 @@ impl Session {
     fn quit(&mut self) -> anyhow::Result<()> {
         self.reader.get_mut().write_all(b"QUIT\r\n")?;
         self.expect(221)
+    }
+}
+
+/// A client configuration that accepts any server certificate (benchmarks only).
+fn tls_config() -> std::sync::Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
+                .with_safe_default_protocol_versions()
+                .map(|b| {
+                    b.dangerous()
+                        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert(provider)))
+                        .with_no_client_auth()
+                });
+            std::sync::Arc::new(config.unwrap_or_else(|_| {
+                rustls::ClientConfig::builder()
+                    .with_root_certificates(rustls::RootCertStore::empty())
+                    .with_no_client_auth()
+            }))
+        })
+        .clone()
+}
+
+#[derive(Debug)]
+struct AnyCert(std::sync::Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for AnyCert {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &rustls::pki_types::CertificateDer<'_>,
+        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
     }
 }
