@@ -4,16 +4,16 @@
 //! after its commit; extracting the indexed header fields; the schema migrations.
 //! Must not: run on an event loop, or acknowledge anything it has not committed.
 //!
-//! - [`url`]: `--store` URLs and the durability setting.
-//! - [`stage`]: the committer thread and its batching.
-//! - [`backend`]: SQLite or MySQL behind one interface; commit failure kinds.
-//! - [`sqlite`]: the embedded SQLite store.
-//! - [`mysql`]: MySQL/MariaDB (mysql_async on the committer's tokio runtime).
+//! - `url`: `--store` URLs and the durability setting.
+//! - `stage`: the committer thread and its batching.
+//! - `backend`: SQLite or MySQL behind one interface; commit failure kinds.
+//! - `sqlite`: the embedded SQLite store.
+//! - `mysql`: MySQL/MariaDB (mysql_async on the committer's tokio runtime).
 //! - [`cache`]: the Redis cache written after each commit (or, in Guerrilla mode,
 //!   holding the bodies as part of the commit).
 //! - [`retention`]: the background purge of old mail.
-//! - [`row`]: a message's column values and `Received:` header.
-//! - [`queue_id`]: time-ordered unique ids.
+//! - `row`: a message's column values and `Received:` header.
+//! - `queue_id`: time-ordered unique ids.
 
 use std::path::PathBuf;
 
