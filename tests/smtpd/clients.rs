@@ -8,7 +8,7 @@
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{Server, assert_mail_blob, run_tool};
+use crate::support::{Server, assert_mail_blob, kv_value, python_kv, run_tool};
 
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -64,34 +64,13 @@ fn smtplib(server: &Server, mode: &str) -> Vec<(String, String)> {
         format!("BODY = b\"{body_literal}\"\n{SMTPLIB_SCRIPT}"),
     )
     .unwrap();
-    let out = run_tool(
-        Command::new("python3")
-            .arg(&script)
-            .arg(mode)
-            .arg(server.port().to_string()),
-        TOOL_TIMEOUT,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "python3 smtplib {mode} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
+    let script = script.display().to_string();
+    let port = server.port().to_string();
+    python_kv(&[&script, mode, &port], &format!("smtplib {mode}"))
 }
 
 fn value<'a>(out: &'a [(String, String)], key: &str) -> &'a str {
-    out.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("no {key:?} in {out:?}"))
+    kv_value(out, key)
 }
 
 /// The queue ids of the `reply 250 2.0.0 OK queued as <id>` lines.

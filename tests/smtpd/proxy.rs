@@ -3,30 +3,12 @@
 
 use std::io::Write;
 use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::support::{Client, Server, simple_message};
 
 fn proxy_port(server: &Server) -> u16 {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let port = server
-            .stderr()
-            .lines()
-            .find(|l| l.ends_with("(PROXY protocol)"))
-            .and_then(|l| l.split_whitespace().nth(3))
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok());
-        if let Some(port) = port {
-            return port;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no PROXY listening line:\n{}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.listener_port("PROXY protocol")
 }
 
 fn proxied_server(extra: &str) -> (Server, SocketAddr) {

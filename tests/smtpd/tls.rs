@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use crate::support::{Server, run_smtpd_to_exit, run_tool};
+use crate::support::{Server, kv_value, python_kv, run_smtpd_to_exit, run_tool};
 
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -64,26 +64,7 @@ fn tls_server(extra: &str) -> TlsServer {
 }
 
 fn implicit_port(server: &Server) -> u16 {
-    // The line follows the first `listening on` line; give the drain a moment.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let port = server
-            .stderr()
-            .lines()
-            .find(|l| l.starts_with("smtpd: listening on ") && l.ends_with("(implicit TLS)"))
-            .and_then(|l| l.split_whitespace().nth(3))
-            .and_then(|a| a.rsplit(':').next())
-            .and_then(|p| p.parse().ok());
-        if let Some(port) = port {
-            return port;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "no implicit TLS listening line:\n{}",
-            server.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    server.listener_port("implicit TLS")
 }
 
 /// `python3 -c SCRIPT MODE PORT`: prints `key value` lines.
@@ -138,31 +119,11 @@ elif mode == "fingerprint":
 "#;
 
 fn python(mode: &str, port: u16) -> Vec<(String, String)> {
-    let out = run_tool(
-        Command::new("python3").args(["-c", PY, mode, &port.to_string()]),
-        TOOL_TIMEOUT,
-    );
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    assert!(
-        out.status.success(),
-        "python {mode}: {}\n{stdout}\n{}",
-        out.status,
-        String::from_utf8_lossy(&out.stderr)
-    );
-    stdout
-        .lines()
-        .map(|l| {
-            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
-            (k.to_string(), v.to_string())
-        })
-        .collect()
+    python_kv(&["-c", PY, mode, &port.to_string()], mode)
 }
 
 fn value<'a>(kv: &'a [(String, String)], key: &str) -> &'a str {
-    kv.iter()
-        .find(|(k, _)| k == key)
-        .map(|(_, v)| v.as_str())
-        .unwrap_or_else(|| panic!("no {key} in {kv:?}"))
+    kv_value(kv, key)
 }
 
 fn fingerprint(cert: &Path) -> String {

@@ -190,6 +190,31 @@ impl Server {
         self.addr.port()
     }
 
+    /// The port of the listener announced as `smtpd: listening on ADDR (<kind>)`
+    /// (e.g. `implicit TLS`, `PROXY protocol`); waits for the line briefly.
+    pub fn listener_port(&self, kind: &str) -> u16 {
+        let suffix = format!("({kind})");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let port = self
+                .stderr()
+                .lines()
+                .find(|l| l.starts_with(LISTENING_PREFIX) && l.ends_with(&suffix))
+                .and_then(|l| l.split_whitespace().nth(3))
+                .and_then(|a| a.rsplit(':').next())
+                .and_then(|p| p.parse().ok());
+            if let Some(port) = port {
+                return port;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no {suffix} listener:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -368,6 +393,35 @@ pub fn run_smtpd_to_exit(args: &[String], cwd: &Path, timeout: Duration) -> (i32
         )
     });
     (code, stderr)
+}
+
+/// Runs `python3` with `args`; it must succeed. Returns its stdout lines split as
+/// `key value` pairs (the drivers' output convention).
+pub fn python_kv(args: &[&str], what: &str) -> Vec<(String, String)> {
+    let out = run_tool(Command::new("python3").args(args), Duration::from_secs(30));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "python3 {what} failed: {}\nstdout:\n{stdout}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+        .lines()
+        .map(|l| {
+            let (k, v) = l.split_once(' ').unwrap_or((l, ""));
+            (k.to_string(), v.to_string())
+        })
+        .collect()
+}
+
+/// The value of `key` in a [`python_kv`] result.
+#[track_caller]
+pub fn kv_value<'a>(out: &'a [(String, String)], key: &str) -> &'a str {
+    out.iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.as_str())
+        .unwrap_or_else(|| panic!("no {key:?} in {out:?}"))
 }
 
 /// Runs an external program to completion with a deadline, capturing its output.
