@@ -12,6 +12,7 @@
 //! - [`cache`]: the Redis cache written after each commit (or, in Guerrilla mode,
 //!   holding the bodies as part of the commit).
 //! - [`retention`]: the background purge of old mail.
+//! - [`schema`]: opening either store and its migrations (shared with `outbound`).
 //! - `row`: a message's column values and `Received:` header.
 //! - `queue_id`: time-ordered unique ids.
 
@@ -23,6 +24,7 @@ mod mysql;
 mod queue_id;
 pub mod retention;
 mod row;
+pub mod schema;
 mod sqlite;
 mod stage;
 mod url;

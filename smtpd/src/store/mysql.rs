@@ -1,8 +1,8 @@
 //! The production store: MySQL or MariaDB through mysql_async.
 //!
 //! Owns: the connection pool, multi-row prepared INSERTs inside one transaction per
-//! batch, schema migrations (`schema/mysql/*.sql`, only with `--migrate`; otherwise
-//! the schema version is checked at start), reconnecting with backoff, and telling a
+//! batch (migrations, only with `--migrate`, and the version check are `schema`'s),
+//! reconnecting with backoff, and telling a
 //! failed commit that certainly did not happen from one that may have.
 //! Must not: run on an event loop. It runs on the committer thread, driven by that
 //! thread's current-thread tokio runtime.
@@ -11,20 +11,15 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts, TxOpts, Value};
+use mysql_async::{Pool, TxOpts, Value};
 use tokio::time::timeout;
 use tracing::{info, warn};
 
 use super::StoreError;
+use super::schema;
 use super::backend::CommitError;
 use super::row::MailRow;
 use super::url::MysqlUrl;
-
-const MIGRATIONS: &[(u32, &str, &str)] = &[(
-    1,
-    "0001_new_mail",
-    include_str!("../../../schema/mysql/0001_new_mail.sql"),
-)];
 
 /// Any single database round trip longer than this counts as a failure: the
 /// clients are waiting, and a hung server must turn into 451s, not into silence.
@@ -54,14 +49,8 @@ pub struct MysqlStore {
 impl MysqlStore {
     /// Connects, then migrates (`migrate`) or checks the schema version.
     pub async fn open(url: &MysqlUrl, migrate: bool, pool_max: usize) -> Result<Self, StoreError> {
-        let opts = Opts::from_url(url.as_str()).map_err(|e| StoreError::Mysql(e.to_string()))?;
-        let constraints = PoolConstraints::new(1, pool_max.max(1)).unwrap_or_default();
-        let opts = OptsBuilder::from_opts(opts)
-            .pool_opts(PoolOpts::default().with_constraints(constraints))
-            .stmt_cache_size(ROWS_PER_INSERT + 8)
-            .init(vec!["SET time_zone = '+00:00'"]);
-        let pool = Pool::new(opts);
-        let mut store = Self {
+        let pool = schema::open_mysql(url, migrate, pool_max, ROWS_PER_INSERT + 8).await?;
+        Ok(Self {
             pool,
             down_until: None,
             backoff: BACKOFF_MIN,
@@ -71,78 +60,7 @@ impl MysqlStore {
                     format!("INSERT INTO new_mail {COLUMNS} VALUES {rows}")
                 })
                 .collect(),
-        };
-        let mut conn = timeout(OP_TIMEOUT, store.pool.get_conn())
-            .await
-            .map_err(|_| StoreError::Mysql("connect timed out".into()))?
-            .map_err(|e| StoreError::Mysql(e.to_string()))?;
-        if migrate {
-            store.migrate(&mut conn).await?;
-        }
-        let latest = MIGRATIONS.last().map_or(0, |m| m.0);
-        let found: Option<u32> = conn
-            .query_first("SELECT MAX(version) FROM schema_migrations")
-            .await
-            .unwrap_or(None);
-        if found.unwrap_or(0) < latest {
-            return Err(StoreError::SchemaOutdated {
-                found: found.unwrap_or(0),
-                expected: latest,
-            });
-        }
-        drop(conn);
-        let _ = &mut store;
-        Ok(store)
-    }
-
-    async fn migrate(&self, conn: &mut mysql_async::Conn) -> Result<(), StoreError> {
-        let fail = |version: u32| {
-            move |e: mysql_async::Error| StoreError::Migrate {
-                version: i64::from(version),
-                source: Box::new(e),
-            }
-        };
-        conn.query_drop(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (
-               version    INT UNSIGNED NOT NULL PRIMARY KEY,
-               name       VARCHAR(255) NOT NULL,
-               applied_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP
-             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
-        )
-        .await
-        .map_err(fail(0))?;
-        // Several nodes may start at once: one migrates, the others wait.
-        conn.query_drop("SELECT GET_LOCK('smtpd_migrate', 60)")
-            .await
-            .map_err(fail(0))?;
-        for &(version, name, sql) in MIGRATIONS {
-            let applied: Option<u32> = conn
-                .exec_first(
-                    "SELECT version FROM schema_migrations WHERE version = ?",
-                    (version,),
-                )
-                .await
-                .map_err(fail(version))?;
-            if applied.is_some() {
-                continue;
-            }
-            // DDL commits implicitly in MySQL, so a migration is a list of
-            // idempotent statements, recorded once all have run.
-            for statement in split_statements(sql) {
-                conn.query_drop(statement).await.map_err(fail(version))?;
-            }
-            conn.exec_drop(
-                "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
-                (version, name),
-            )
-            .await
-            .map_err(fail(version))?;
-            info!(version, name, "schema migration applied");
-        }
-        conn.query_drop("SELECT RELEASE_LOCK('smtpd_migrate')")
-            .await
-            .map_err(fail(0))?;
-        Ok(())
+        })
     }
 
     /// Writes the batch in one transaction.
@@ -284,50 +202,9 @@ fn classify_before_commit(e: mysql_async::Error) -> CommitError {
     }
 }
 
-/// Splits a migration file into statements at `;` line ends, dropping comments.
-fn split_statements(sql: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut current = String::new();
-    for line in sql.lines() {
-        let trimmed = line.trim();
-        if trimmed.starts_with("--") || trimmed.is_empty() {
-            continue;
-        }
-        let code = match line.find(" -- ") {
-            Some(i) => line.get(..i).unwrap_or(line),
-            None => line,
-        };
-        current.push_str(code);
-        current.push('\n');
-        if code.trim_end().ends_with(';') {
-            out.push(
-                std::mem::take(&mut current)
-                    .trim()
-                    .trim_end_matches(';')
-                    .to_owned(),
-            );
-        }
-    }
-    if !current.trim().is_empty() {
-        out.push(current.trim().to_owned());
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn migration_files_split_into_statements_without_comments() {
-        let statements = split_statements(MIGRATIONS[0].2);
-        assert_eq!(statements.len(), 1);
-        assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS new_mail"));
-        assert!(!statements[0].contains("--"));
-        assert!(statements[0].contains("KEY new_mail_recipient_date (recipient, date)"));
-        // `--` inside a comment column text would be cut: the file has none.
-        assert!(statements[0].ends_with("COLLATE=utf8mb4_unicode_ci"));
-    }
 
     #[test]
     fn insert_statements_have_one_placeholder_per_value() {

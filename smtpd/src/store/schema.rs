@@ -1,0 +1,328 @@
+//! The shared database schema: opening a store and bringing its schema up to date.
+//!
+//! Owns: the migration lists (`schema/sqlite/*.sql`, `schema/mysql/*.sql`), applying
+//! them (each once, recorded in `schema_migrations`), the version check, and how a
+//! connection to either store is opened (WAL and durability for SQLite; UTC session
+//! time zone for MySQL). Both daemons call this, so `smtpd` and `outbound` always
+//! agree on one schema version for one database.
+//! Must not: hold connections or know what the tables are used for.
+
+use std::path::Path;
+use std::time::Duration;
+
+use mysql_async::prelude::Queryable;
+use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use tokio::time::timeout;
+use tracing::info;
+
+use super::StoreError;
+use super::url::{MysqlUrl, Synchronous};
+
+/// SQLite migrations, in order. A released migration is never edited, only
+/// followed by a new one.
+const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
+    (
+        1,
+        "0001_new_mail",
+        include_str!("../../../schema/sqlite/0001_new_mail.sql"),
+    ),
+    (
+        2,
+        "0002_outbound",
+        include_str!("../../../schema/sqlite/0002_outbound.sql"),
+    ),
+];
+
+/// MySQL migrations, in order (same versions as SQLite's).
+pub(super) const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
+    (
+        1,
+        "0001_new_mail",
+        include_str!("../../../schema/mysql/0001_new_mail.sql"),
+    ),
+    (
+        2,
+        "0002_outbound",
+        include_str!("../../../schema/mysql/0002_outbound.sql"),
+    ),
+];
+
+/// How long a statement waits for a lock held by another connection or process
+/// before failing.
+pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Any single MySQL round trip at start longer than this is a failure.
+const MYSQL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Opens (creating it and its directory if needed) the SQLite store in WAL mode with
+/// the given durability, and applies any missing migrations.
+pub fn open_sqlite(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+            path: dir.to_owned(),
+            source,
+        })?;
+    }
+    let open = |source| StoreError::Open {
+        path: path.to_owned(),
+        source,
+    };
+    let mut conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(open)?;
+    conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(open)?;
+    // WAL: readers (the applications) never block the writer, and a commit is
+    // one sequential append plus one fsync.
+    let mode: String = conn
+        .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
+        .map_err(open)?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::NotWal {
+            path: path.to_owned(),
+            mode,
+        });
+    }
+    conn.execute_batch(&format!(
+        "PRAGMA synchronous={};",
+        synchronous.pragma_value()
+    ))
+    .map_err(open)?;
+    migrate_sqlite(&mut conn)?;
+    Ok(conn)
+}
+
+fn migrate_sqlite(conn: &mut Connection) -> Result<(), StoreError> {
+    let migrate = |version, source: rusqlite::Error| StoreError::Migrate {
+        version,
+        source: Box::new(source),
+    };
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+           version    INTEGER PRIMARY KEY,
+           name       TEXT NOT NULL,
+           applied_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%S', 'now'))
+         );",
+    )
+    .map_err(|e| migrate(0, e))?;
+    for &(version, name, sql) in SQLITE_MIGRATIONS {
+        // IMMEDIATE: two processes starting at once serialize here, and the second
+        // sees the first one's record.
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(|e| migrate(version, e))?;
+        let applied: bool = tx
+            .query_row(
+                "SELECT EXISTS (SELECT 1 FROM schema_migrations WHERE version = ?1)",
+                [version],
+                |r| r.get(0),
+            )
+            .map_err(|e| migrate(version, e))?;
+        if !applied {
+            tx.execute_batch(sql).map_err(|e| migrate(version, e))?;
+            tx.execute(
+                "INSERT INTO schema_migrations (version, name) VALUES (?1, ?2)",
+                params![version, name],
+            )
+            .map_err(|e| migrate(version, e))?;
+            info!(version, name, "schema migration applied");
+        }
+        tx.commit().map_err(|e| migrate(version, e))?;
+    }
+    Ok(())
+}
+
+/// A MySQL pool for `url` (at most `pool_max` connections, every session in UTC,
+/// `stmt_cache` prepared statements per connection), after migrating (`migrate`) or
+/// checking that the schema is at the version this build needs.
+pub async fn open_mysql(
+    url: &MysqlUrl,
+    migrate: bool,
+    pool_max: usize,
+    stmt_cache: usize,
+) -> Result<Pool, StoreError> {
+    let opts = Opts::from_url(url.as_str()).map_err(|e| StoreError::Mysql(e.to_string()))?;
+    let constraints = PoolConstraints::new(1, pool_max.max(1)).unwrap_or_default();
+    let opts = OptsBuilder::from_opts(opts)
+        .pool_opts(PoolOpts::default().with_constraints(constraints))
+        .stmt_cache_size(stmt_cache)
+        .init(vec!["SET time_zone = '+00:00'"]);
+    let pool = Pool::new(opts);
+    let mut conn = timeout(MYSQL_CONNECT_TIMEOUT, pool.get_conn())
+        .await
+        .map_err(|_| StoreError::Mysql("connect timed out".into()))?
+        .map_err(|e| StoreError::Mysql(e.to_string()))?;
+    if migrate {
+        migrate_mysql(&mut conn).await?;
+    }
+    let latest = MYSQL_MIGRATIONS.last().map_or(0, |m| m.0);
+    let found: Option<u32> = conn
+        .query_first("SELECT MAX(version) FROM schema_migrations")
+        .await
+        .unwrap_or(None);
+    if found.unwrap_or(0) < latest {
+        return Err(StoreError::SchemaOutdated {
+            found: found.unwrap_or(0),
+            expected: latest,
+        });
+    }
+    Ok(pool)
+}
+
+async fn migrate_mysql(conn: &mut mysql_async::Conn) -> Result<(), StoreError> {
+    let fail = |version: u32| {
+        move |e: mysql_async::Error| StoreError::Migrate {
+            version: i64::from(version),
+            source: Box::new(e),
+        }
+    };
+    conn.query_drop(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+           version    INT UNSIGNED NOT NULL PRIMARY KEY,
+           name       VARCHAR(255) NOT NULL,
+           applied_at DATETIME NOT NULL DEFAULT CURRENT_TIMESTAMP
+         ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+    )
+    .await
+    .map_err(fail(0))?;
+    // Several nodes (of either daemon) may start at once: one migrates, the others
+    // wait and then find every version recorded.
+    conn.query_drop("SELECT GET_LOCK('smtpd_migrate', 60)")
+        .await
+        .map_err(fail(0))?;
+    for &(version, name, sql) in MYSQL_MIGRATIONS {
+        let applied: Option<u32> = conn
+            .exec_first(
+                "SELECT version FROM schema_migrations WHERE version = ?",
+                (version,),
+            )
+            .await
+            .map_err(fail(version))?;
+        if applied.is_some() {
+            continue;
+        }
+        // DDL commits implicitly in MySQL, so a migration is a list of idempotent
+        // statements, recorded once all have run.
+        for statement in split_statements(sql) {
+            conn.query_drop(statement).await.map_err(fail(version))?;
+        }
+        conn.exec_drop(
+            "INSERT INTO schema_migrations (version, name) VALUES (?, ?)",
+            (version, name),
+        )
+        .await
+        .map_err(fail(version))?;
+        info!(version, name, "schema migration applied");
+    }
+    conn.query_drop("SELECT RELEASE_LOCK('smtpd_migrate')")
+        .await
+        .map_err(fail(0))?;
+    Ok(())
+}
+
+/// Splits a migration file into statements at `;` line ends, dropping comments.
+fn split_statements(sql: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut current = String::new();
+    for line in sql.lines() {
+        let trimmed = line.trim();
+        if trimmed.starts_with("--") || trimmed.is_empty() {
+            continue;
+        }
+        let code = match line.find(" -- ") {
+            Some(i) => line.get(..i).unwrap_or(line),
+            None => line,
+        };
+        current.push_str(code);
+        current.push('\n');
+        if code.trim_end().ends_with(';') {
+            out.push(
+                std::mem::take(&mut current)
+                    .trim()
+                    .trim_end_matches(';')
+                    .to_owned(),
+            );
+        }
+    }
+    if !current.trim().is_empty() {
+        out.push(current.trim().to_owned());
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migration_files_split_into_statements_without_comments() {
+        let statements = split_statements(MYSQL_MIGRATIONS[0].2);
+        assert_eq!(statements.len(), 1);
+        assert!(statements[0].starts_with("CREATE TABLE IF NOT EXISTS new_mail"));
+        assert!(!statements[0].contains("--"));
+        assert!(statements[0].contains("KEY new_mail_recipient_date (recipient, date)"));
+        // `--` inside a comment column text would be cut: the file has none.
+        assert!(statements[0].ends_with("COLLATE=utf8mb4_unicode_ci"));
+    }
+
+    #[test]
+    fn outbound_migration_splits_into_its_five_tables() {
+        let statements = split_statements(MYSQL_MIGRATIONS[1].2);
+        let tables: Vec<&str> = statements
+            .iter()
+            .filter_map(|s| s.strip_prefix("CREATE TABLE IF NOT EXISTS "))
+            .filter_map(|s| s.split_whitespace().next())
+            .collect();
+        assert_eq!(
+            tables,
+            [
+                "outbound_queue",
+                "outbound_templates",
+                "outbound_log",
+                "outbound_nodes",
+                "suppression"
+            ]
+        );
+        assert!(statements.iter().all(|s| !s.contains("--")));
+    }
+
+    #[test]
+    fn both_stores_have_the_same_migration_versions() {
+        let sqlite: Vec<(i64, &str)> = SQLITE_MIGRATIONS.iter().map(|m| (m.0, m.1)).collect();
+        let mysql: Vec<(i64, &str)> = MYSQL_MIGRATIONS
+            .iter()
+            .map(|m| (i64::from(m.0), m.1))
+            .collect();
+        assert_eq!(sqlite, mysql);
+    }
+
+    #[test]
+    fn sqlite_migrations_apply_to_a_new_file_and_are_idempotent() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/x.sqlite");
+        drop(open_sqlite(&path, Synchronous::Normal).unwrap());
+        let conn = open_sqlite(&path, Synchronous::Normal).unwrap();
+        let versions: i64 = conn
+            .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(versions, 2);
+        conn.execute(
+            "INSERT INTO outbound_queue (sender, recipient, body) VALUES ('a@x', 'b@y', x'41')",
+            [],
+        )
+        .unwrap();
+        let (state, due): (String, String) = conn
+            .query_row(
+                "SELECT state, next_attempt_at FROM outbound_queue",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        assert_eq!(state, "queued");
+        assert_eq!(due.len(), "2026-01-01 00:00:00.000".len());
+    }
+}
