@@ -1,12 +1,280 @@
-//! `outbound`: the thread-per-core delivery relay.
+//! `outbound`: the thread-per-core delivery relay, and its command-line tools.
 //!
-//! Not built yet: the relay is its own issue (it reads the queue tables that the
-//! MySQL/SQLite stores will hold). Until then this binary refuses to run, so nobody
-//! mistakes it for a working relay.
+//! - `outbound [-c FILE] [--store URL] [--redis URL] [--node-id ID] [--threads N]
+//!   [--transport DOMAIN=HOST:PORT ...] [--resolver HOST:PORT] [-v] [-l FILE]` runs it;
+//! - `outbound enqueue --from ADDR --to ADDR [--to ADDR ...] [--store URL] < message.eml`;
+//! - `outbound stats`, `outbound nodes`, `outbound suppress add|remove|list`.
+//!
+//! Modules: `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
+//! SQL statement), `dispatch` (claims, retries, records), `worker` (a delivery
+//! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`,
+//! `template` (MIME rendering), `tls`.
 
+use std::io::Read;
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use anyhow::Context;
+use chrono::Utc;
+use clap::{Parser, Subcommand};
+
+mod client;
+mod config;
+mod db;
+mod dispatch;
+mod mx;
+mod payload;
+mod queue;
+mod reply;
+mod retry;
+mod template;
+mod tls;
+mod worker;
+
+use config::{Config, RunArgs};
+use queue::Queue;
+
+/// Largest message `outbound enqueue` takes from stdin.
+const MAX_ENQUEUE_BYTES: u64 = 64 * 1024 * 1024;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "outbound",
+    version,
+    about = "Outbound relay: delivers queued messages from the shared database to the recipients' mail servers"
+)]
+struct Cli {
+    /// TOML config file; command-line flags override its values.
+    #[arg(short = 'c', long = "config", value_name = "FILE", global = true)]
+    config: Option<PathBuf>,
+    /// Store URL: sqlite:PATH (default sqlite:./data/smtpd.sqlite) or
+    /// mysql://USER:PASS@HOST:PORT/DB (add ?socket=PATH for a unix socket).
+    #[arg(long = "store", value_name = "URL", global = true)]
+    store: Option<String>,
+    /// Verbose logging (debug level).
+    #[arg(short = 'v', long = "verbose", global = true)]
+    verbose: bool,
+    /// Write logs to FILE instead of stderr.
+    #[arg(short = 'l', long = "log-file", value_name = "FILE", global = true)]
+    log_file: Option<PathBuf>,
+    #[command(flatten)]
+    run: RunArgs,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Queue the message on stdin for each --to recipient.
+    Enqueue {
+        /// Envelope sender ("" for the null sender <>).
+        #[arg(long = "from", value_name = "ADDR")]
+        from: String,
+        /// Envelope recipient (repeatable).
+        #[arg(long = "to", value_name = "ADDR", required = true)]
+        to: Vec<String>,
+        /// Higher is sent first.
+        #[arg(long = "priority", default_value_t = 0)]
+        priority: i64,
+        /// Campaign or category recorded with each row.
+        #[arg(long = "tag")]
+        tag: Option<String>,
+    },
+    /// Queue totals by state, attempts by outcome, and the delivery rate.
+    Stats,
+    /// Relay nodes and whether their heartbeat is recent.
+    Nodes,
+    /// The suppression list: addresses never sent to.
+    Suppress {
+        #[command(subcommand)]
+        action: SuppressAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SuppressAction {
+    /// Add (or update) an address.
+    Add {
+        address: String,
+        #[arg(long = "reason", default_value = "added by hand")]
+        reason: String,
+    },
+    /// Remove an address.
+    Remove { address: String },
+    /// List every address.
+    List,
+}
 
 fn main() -> ExitCode {
-    eprintln!("outbound: the relay is not implemented yet (see the project's open issues)");
-    ExitCode::from(2)
+    let cli = Cli::parse();
+    if let Err(e) = init_logging(cli.verbose, cli.log_file.as_deref()) {
+        eprintln!("outbound: {e:#}");
+        return ExitCode::from(2);
+    }
+    let config = match Config::load(cli.config.as_deref(), cli.store.as_deref(), &cli.run) {
+        Ok(c) => Arc::new(c),
+        Err(e) => {
+            eprintln!("outbound: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("outbound: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    match runtime.block_on(run(cli.command, config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("outbound: {e:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()> {
+    let db = db::Db::open(&config.store, config.migrate)
+        .await
+        .with_context(|| format!("store {}", config.store))?;
+    let mut queue = Queue::new(db);
+    match command {
+        None => {
+            let tls = if config.starttls {
+                Some(Arc::new(
+                    tls::opportunistic_connector().context("TLS setup")?,
+                ))
+            } else {
+                None
+            };
+            return dispatch::run(config, queue, tls).await;
+        }
+        Some(Command::Enqueue {
+            from,
+            to,
+            priority,
+            tag,
+        }) => {
+            let mut body = Vec::new();
+            std::io::stdin()
+                .take(MAX_ENQUEUE_BYTES + 1)
+                .read_to_end(&mut body)
+                .context("reading the message from stdin")?;
+            if body.len() as u64 > MAX_ENQUEUE_BYTES {
+                anyhow::bail!("the message is larger than {MAX_ENQUEUE_BYTES} bytes");
+            }
+            if body.is_empty() {
+                anyhow::bail!("no message on stdin");
+            }
+            let ids = queue
+                .enqueue(&from, &to, &body, priority, tag.as_deref())
+                .await?;
+            for (id, rcpt) in ids.iter().zip(&to) {
+                println!("{id} {rcpt}");
+            }
+        }
+        Some(Command::Stats) => {
+            let now = Utc::now();
+            let s = queue.stats(now).await?;
+            println!("queue:");
+            for (state, n) in &s.by_state {
+                println!("  {state:<11} {n}");
+            }
+            println!("attempts (last minute / all time):");
+            for outcome in ["delivered", "deferred", "failed", "suppressed"] {
+                println!(
+                    "  {outcome:<11} {} / {}",
+                    s.log_last_minute.get(outcome).copied().unwrap_or(0),
+                    s.log_total.get(outcome).copied().unwrap_or(0)
+                );
+            }
+            let delivered = s.log_total.get("delivered").copied().unwrap_or(0);
+            let minute = s.log_last_minute.get("delivered").copied().unwrap_or(0);
+            println!("delivery rate, last minute: {:.1}/s", minute as f64 / 60.0);
+            if let (Some(first), Some(last)) = (s.first_delivery, s.last_delivery) {
+                let secs = (last - first).num_milliseconds() as f64 / 1000.0;
+                if secs > 0.0 {
+                    println!(
+                        "delivery rate, first to last delivery: {:.1}/s ({delivered} in {secs:.1}s)",
+                        delivered as f64 / secs
+                    );
+                }
+            }
+        }
+        Some(Command::Nodes) => {
+            let now = Utc::now();
+            println!(
+                "{:<24} {:<6} {:>8} {:>7}  {:<23}  heartbeat",
+                "node", "state", "pid", "threads", "started"
+            );
+            for n in queue.nodes().await? {
+                let age = n.heartbeat_at.map(|h| now - h);
+                // Alive: a heartbeat within three of the node's own intervals.
+                let alive = age
+                    .is_some_and(|a| a.num_milliseconds() <= n.heartbeat_secs.saturating_mul(3000));
+                println!(
+                    "{:<24} {:<6} {:>8} {:>7}  {:<23}  {}",
+                    n.node_id,
+                    if alive { "alive" } else { "dead" },
+                    n.pid,
+                    n.threads,
+                    n.started_at,
+                    age.map_or("never".to_owned(), |a| format!(
+                        "{:.1}s ago",
+                        a.num_milliseconds() as f64 / 1000.0
+                    ))
+                );
+            }
+        }
+        Some(Command::Suppress { action }) => match action {
+            SuppressAction::Add { address, reason } => {
+                if !address.contains('@') || address.bytes().any(|b| !b.is_ascii_graphic()) {
+                    anyhow::bail!("`{address}` is not an email address");
+                }
+                queue.suppress_add(&address, &reason, "manual").await?;
+                println!("suppressed {}", address.to_ascii_lowercase());
+            }
+            SuppressAction::Remove { address } => {
+                if !queue.suppress_remove(&address).await? {
+                    anyhow::bail!("{address} is not on the suppression list");
+                }
+                println!("removed {}", address.to_ascii_lowercase());
+            }
+            SuppressAction::List => {
+                for [address, reason, source, at] in queue.suppress_list().await? {
+                    println!("{address}\t{source}\t{at}\t{reason}");
+                }
+            }
+        },
+    }
+    queue.close().await;
+    Ok(())
+}
+
+fn init_logging(verbose: bool, file: Option<&std::path::Path>) -> anyhow::Result<()> {
+    let default = if verbose {
+        "outbound=debug,info"
+    } else {
+        "info"
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTBOUND_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    match file {
+        Some(path) => {
+            let f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open log file {}", path.display()))?;
+            builder.with_ansi(false).with_writer(Arc::new(f)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
 }

@@ -68,6 +68,7 @@ CREATE TABLE IF NOT EXISTS outbound_nodes (
   hostname     VARCHAR(255) NOT NULL,
   pid          INT UNSIGNED NOT NULL,
   threads      INT UNSIGNED NOT NULL,
+  heartbeat_secs INT UNSIGNED NOT NULL,  -- the node counts as dead after 3 missed heartbeats
   started_at   TIMESTAMP(3) NOT NULL,
   heartbeat_at TIMESTAMP(3) NOT NULL
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

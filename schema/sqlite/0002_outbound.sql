@@ -70,6 +70,7 @@ CREATE TABLE IF NOT EXISTS outbound_nodes (
   hostname     TEXT    NOT NULL,
   pid          INTEGER NOT NULL,
   threads      INTEGER NOT NULL,
+  heartbeat_secs INTEGER NOT NULL,           -- the node counts as dead after 3 missed heartbeats
   started_at   TEXT    NOT NULL,
   heartbeat_at TEXT    NOT NULL
 );

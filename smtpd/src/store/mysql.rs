@@ -16,9 +16,9 @@ use tokio::time::timeout;
 use tracing::{info, warn};
 
 use super::StoreError;
-use super::schema;
 use super::backend::CommitError;
 use super::row::MailRow;
+use super::schema;
 use super::url::MysqlUrl;
 
 /// Any single database round trip longer than this counts as a failure: the

@@ -4,12 +4,12 @@
 //! migrations are `schema`'s).
 //! Must not: be used from more than the committer thread (SQLite has one writer).
 
-use std::path::Path;
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
+use std::path::Path;
 
 use super::StoreError;
-use super::schema;
 use super::row::MailRow;
+use super::schema;
 use super::url::Synchronous;
 
 const INSERT: &str = r#"INSERT INTO new_mail

@@ -366,14 +366,7 @@ fn drain_stderr(pipe: impl Read, sink: &Mutex<String>, tx: &mpsc::Sender<SocketA
     }
 }
 
-/// `kill -s NAME PID` through `sh` (always present; `/bin/kill` may not be).
-pub fn signal_pid(pid: u32, name: &str) {
-    let status = Command::new("sh")
-        .args(["-c", "kill -s \"$1\" \"$2\"", "sh", name, &pid.to_string()])
-        .status()
-        .expect("run sh -c kill");
-    assert!(status.success(), "kill -s {name} {pid} failed: {status}");
-}
+pub use services::signal_pid;
 
 // ---------------------------------------------------------------------------------
 // Running the binary without a listening server (config errors)

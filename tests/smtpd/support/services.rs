@@ -161,7 +161,7 @@ impl Mariadb {
     /// recovers committed transactions at the next start).
     pub fn stop(&mut self, kill: bool) {
         if let Some(mut child) = self.child.take() {
-            super::signal_pid(child.id(), if kill { "KILL" } else { "TERM" });
+            signal_pid(child.id(), if kill { "KILL" } else { "TERM" });
             let deadline = Instant::now() + Duration::from_secs(30);
             while child.try_wait().ok().flatten().is_none() {
                 if Instant::now() > deadline {
@@ -325,4 +325,13 @@ impl Drop for Redis {
     fn drop(&mut self) {
         self.stop();
     }
+}
+
+/// `kill -s NAME PID` through `sh` (always present; `/bin/kill` may not be).
+pub fn signal_pid(pid: u32, name: &str) {
+    let status = Command::new("sh")
+        .args(["-c", "kill -s \"$1\" \"$2\"", "sh", name, &pid.to_string()])
+        .status()
+        .expect("run sh -c kill");
+    assert!(status.success(), "kill -s {name} {pid} failed: {status}");
 }

@@ -1,0 +1,578 @@
+//! Configuration of the relay: the TOML file and the command line, validated into
+//! one [`Config`].
+//!
+//! Owns: every setting's name, default and bounds. As in `smtpd`, the file layer
+//! has every field optional and refuses unknown ones; command-line flags override
+//! it; every error names its field.
+//! Must not: open sockets or databases.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use smtpd::store::StoreUrl;
+
+use crate::retry::RetryPolicy;
+
+/// The embedded store shared with `smtpd` when nothing else is said.
+pub const DEFAULT_STORE_URL: &str = "sqlite:./data/smtpd.sqlite";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("{field}: {reason}")]
+    Invalid { field: String, reason: String },
+}
+
+fn invalid(field: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
+    ConfigError::Invalid {
+        field: field.into(),
+        reason: reason.to_string(),
+    }
+}
+
+/// Options of the relay itself (`outbound` with no subcommand).
+#[derive(Debug, Default, Clone, clap::Args)]
+pub struct RunArgs {
+    /// Redis for per-domain rate limits shared by several nodes: redis://HOST:PORT[/DB].
+    #[arg(long = "redis", value_name = "URL")]
+    pub redis: Option<String>,
+    /// This node's id in leases and heartbeats (default: the host name).
+    #[arg(long = "node-id", value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Delivery worker threads (default: one per CPU core).
+    #[arg(long = "threads", value_name = "N")]
+    pub threads: Option<usize>,
+    /// Send mail for DOMAIN to HOST:PORT instead of its MX hosts (repeatable).
+    #[arg(long = "transport", value_name = "DOMAIN=HOST:PORT")]
+    pub transport: Vec<String>,
+    /// DNS server for MX lookups (default: /etc/resolv.conf).
+    #[arg(long = "resolver", value_name = "HOST:PORT")]
+    pub resolver: Option<String>,
+    /// Create or update the MySQL schema at start (schema/mysql/*.sql).
+    #[arg(long = "migrate")]
+    pub migrate: bool,
+}
+
+// ---------------------------------------------------------------------------------
+// File layer.
+// ---------------------------------------------------------------------------------
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    store: Option<FileStore>,
+    redis: Option<FileRedis>,
+    relay: Option<FileRelay>,
+    delivery: Option<FileDelivery>,
+    retry: Option<FileRetry>,
+    dns: Option<FileDns>,
+    /// Per-domain limits; the key `default` sets the defaults.
+    #[serde(default)]
+    domains: HashMap<String, FileDomain>,
+    /// DOMAIN = "HOST:PORT".
+    #[serde(default)]
+    transport: HashMap<String, String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileStore {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRedis {
+    url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRelay {
+    node_id: Option<String>,
+    threads: Option<usize>,
+    batch_size: Option<usize>,
+    max_in_flight: Option<usize>,
+    poll_interval_ms: Option<u64>,
+    lease_secs: Option<u64>,
+    heartbeat_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDelivery {
+    helo_name: Option<String>,
+    port: Option<u16>,
+    max_connections: Option<usize>,
+    connect_timeout_secs: Option<u64>,
+    command_timeout_secs: Option<u64>,
+    data_timeout_secs: Option<u64>,
+    idle_timeout_secs: Option<u64>,
+    max_messages_per_connection: Option<u32>,
+    max_recipients_per_transaction: Option<usize>,
+    starttls: Option<bool>,
+    message_id_domain: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileRetry {
+    first_secs: Option<u64>,
+    multiplier: Option<f64>,
+    max_interval_secs: Option<u64>,
+    give_up_secs: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDns {
+    resolver: Option<String>,
+    timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileDomain {
+    max_connections: Option<usize>,
+    messages_per_second: Option<f64>,
+}
+
+// ---------------------------------------------------------------------------------
+// Validated layer.
+// ---------------------------------------------------------------------------------
+
+/// Limits for one destination domain.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DomainLimits {
+    /// Connections open to the domain at once, per node (default 10).
+    pub max_connections: usize,
+    /// Transactions started per second (0 = unlimited, the default); shared by all
+    /// nodes through Redis when `redis.url` is set.
+    pub messages_per_second: f64,
+}
+
+impl Default for DomainLimits {
+    fn default() -> Self {
+        Self {
+            max_connections: 10,
+            messages_per_second: 0.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub store: StoreUrl,
+    pub migrate: bool,
+    pub redis: Option<String>,
+    pub node_id: String,
+    pub threads: usize,
+    /// Rows claimed per query (default 256).
+    pub batch_size: usize,
+    /// Claimed, unfinished recipients per node (default 5,000).
+    pub max_in_flight: usize,
+    /// Wait between claims when the queue had nothing due (default 500 ms).
+    pub poll_interval: Duration,
+    /// A claimed row's lease (default 60 s), renewed by each heartbeat.
+    pub lease: Duration,
+    /// Heartbeat and lease renewal interval (default 5 s).
+    pub heartbeat: Duration,
+    /// On SIGTERM, how long deliveries under way may take (default 30 s).
+    pub shutdown_grace: Duration,
+    pub helo_name: String,
+    /// SMTP port of MX hosts (default 25; other values are for tests).
+    pub port: u16,
+    /// Connections open at once across all domains, per node (default 200).
+    pub max_connections: usize,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+    pub data_timeout: Duration,
+    /// How long an idle connection is kept for the next message (default 5 s).
+    pub idle_timeout: Duration,
+    pub max_messages_per_connection: u32,
+    pub max_recipients_per_transaction: usize,
+    pub starttls: bool,
+    pub message_id_domain: String,
+    pub retry: RetryPolicy,
+    pub resolver: Option<SocketAddr>,
+    pub dns_timeout: Duration,
+    pub default_limits: DomainLimits,
+    pub domain_limits: HashMap<String, DomainLimits>,
+    pub transports: HashMap<String, SocketAddr>,
+}
+
+impl Config {
+    pub fn limits_for(&self, domain: &str) -> DomainLimits {
+        self.domain_limits
+            .get(domain)
+            .copied()
+            .unwrap_or(self.default_limits)
+    }
+
+    /// Reads `path` (if any), applies the command line, validates.
+    pub fn load(
+        path: Option<&Path>,
+        store: Option<&str>,
+        args: &RunArgs,
+    ) -> Result<Self, ConfigError> {
+        let file = match path {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
+            }
+            None => FileConfig::default(),
+        };
+        Self::from_file(file, store, args)
+    }
+
+    fn from_file(
+        file: FileConfig,
+        store: Option<&str>,
+        args: &RunArgs,
+    ) -> Result<Self, ConfigError> {
+        let store_text = store
+            .map(str::to_owned)
+            .or(file.store.and_then(|s| s.url))
+            .unwrap_or_else(|| DEFAULT_STORE_URL.to_owned());
+        let store: StoreUrl = store_text.parse().map_err(|e| invalid("store.url", e))?;
+        let redis = args.redis.clone().or(file.redis.and_then(|r| r.url));
+        if let Some(url) = &redis
+            && !(url.starts_with("redis://") || url.starts_with("unix://"))
+        {
+            return Err(invalid(
+                "redis.url",
+                format!("`{url}` is not redis://HOST:PORT[/DB]"),
+            ));
+        }
+        let relay = file.relay.unwrap_or_default();
+        let delivery = file.delivery.unwrap_or_default();
+        let retry = file.retry.unwrap_or_default();
+        let dns = file.dns.unwrap_or_default();
+        let hostname = system_hostname();
+        let node_id = args
+            .node_id
+            .clone()
+            .or(relay.node_id)
+            .unwrap_or_else(|| hostname.clone());
+        if node_id.is_empty() || node_id.len() > 64 || node_id.chars().any(char::is_control) {
+            return Err(invalid(
+                "relay.node_id",
+                "must be 1 to 64 printable characters",
+            ));
+        }
+        let cores = std::thread::available_parallelism().map_or(1, usize::from);
+        let threads = args.threads.or(relay.threads).unwrap_or(cores);
+        let threads = bounded("relay.threads", threads, 1, 1024)?;
+        let secs = |field: &'static str, v: Option<u64>, default: u64, min: u64, max: u64| {
+            bounded(field, v.unwrap_or(default), min, max).map(Duration::from_secs)
+        };
+        let lease = secs("relay.lease_secs", relay.lease_secs, 60, 1, 86_400)?;
+        let heartbeat = secs("relay.heartbeat_secs", relay.heartbeat_secs, 5, 1, 3_600)?;
+        if heartbeat >= lease {
+            return Err(invalid(
+                "relay.heartbeat_secs",
+                "must be shorter than relay.lease_secs (each heartbeat renews the leases)",
+            ));
+        }
+        let resolver = match args.resolver.clone().or(dns.resolver) {
+            Some(text) => Some(parse_addr(&text).map_err(|e| invalid("dns.resolver", e))?),
+            None => None,
+        };
+        let mut transports = HashMap::new();
+        for (domain, target) in file.transport {
+            let addr =
+                parse_addr(&target).map_err(|e| invalid(format!("transport.{domain}"), e))?;
+            transports.insert(domain.to_ascii_lowercase(), addr);
+        }
+        for spec in &args.transport {
+            let (domain, target) = spec.split_once('=').ok_or_else(|| {
+                invalid("--transport", format!("`{spec}` is not DOMAIN=HOST:PORT"))
+            })?;
+            let addr = parse_addr(target).map_err(|e| invalid("--transport", e))?;
+            transports.insert(domain.trim().to_ascii_lowercase(), addr);
+        }
+        let mut domains = file.domains;
+        let default_limits = domain_limits(
+            "domains.default",
+            domains.remove("default").unwrap_or_default(),
+            DomainLimits::default(),
+        )?;
+        let mut domain_limits = HashMap::new();
+        for (domain, limits) in domains {
+            let field = format!("domains.\"{domain}\"");
+            domain_limits.insert(
+                domain.to_ascii_lowercase(),
+                domain_limits_of(&field, limits, default_limits)?,
+            );
+        }
+        let multiplier = retry.multiplier.unwrap_or(2.0);
+        if !(1.0..=100.0).contains(&multiplier) {
+            return Err(invalid("retry.multiplier", "must be between 1 and 100"));
+        }
+        let helo_name = delivery.helo_name.unwrap_or_else(|| hostname.clone());
+        if helo_name.is_empty() || helo_name.bytes().any(|b| !b.is_ascii_graphic()) {
+            return Err(invalid("delivery.helo_name", "must be a host name"));
+        }
+        Ok(Self {
+            store,
+            migrate: args.migrate,
+            redis,
+            node_id,
+            threads,
+            batch_size: bounded(
+                "relay.batch_size",
+                relay.batch_size.unwrap_or(256),
+                1,
+                10_000,
+            )?,
+            max_in_flight: bounded(
+                "relay.max_in_flight",
+                relay.max_in_flight.unwrap_or(5_000),
+                1,
+                1_000_000,
+            )?,
+            poll_interval: Duration::from_millis(bounded(
+                "relay.poll_interval_ms",
+                relay.poll_interval_ms.unwrap_or(500),
+                10,
+                60_000,
+            )?),
+            lease,
+            heartbeat,
+            shutdown_grace: secs(
+                "relay.shutdown_grace_secs",
+                relay.shutdown_grace_secs,
+                30,
+                0,
+                3_600,
+            )?,
+            message_id_domain: delivery
+                .message_id_domain
+                .unwrap_or_else(|| helo_name.clone()),
+            helo_name,
+            port: delivery.port.unwrap_or(25),
+            max_connections: bounded(
+                "delivery.max_connections",
+                delivery.max_connections.unwrap_or(200),
+                1,
+                100_000,
+            )?,
+            connect_timeout: secs(
+                "delivery.connect_timeout_secs",
+                delivery.connect_timeout_secs,
+                30,
+                1,
+                600,
+            )?,
+            command_timeout: secs(
+                "delivery.command_timeout_secs",
+                delivery.command_timeout_secs,
+                300,
+                1,
+                3_600,
+            )?,
+            data_timeout: secs(
+                "delivery.data_timeout_secs",
+                delivery.data_timeout_secs,
+                600,
+                1,
+                3_600,
+            )?,
+            idle_timeout: secs(
+                "delivery.idle_timeout_secs",
+                delivery.idle_timeout_secs,
+                5,
+                0,
+                300,
+            )?,
+            max_messages_per_connection: bounded(
+                "delivery.max_messages_per_connection",
+                delivery.max_messages_per_connection.unwrap_or(100),
+                1,
+                1_000_000,
+            )?,
+            max_recipients_per_transaction: bounded(
+                "delivery.max_recipients_per_transaction",
+                delivery.max_recipients_per_transaction.unwrap_or(50),
+                1,
+                1_000,
+            )?,
+            starttls: delivery.starttls.unwrap_or(true),
+            retry: RetryPolicy {
+                first: secs("retry.first_secs", retry.first_secs, 300, 1, 86_400)?,
+                multiplier,
+                max_interval: secs(
+                    "retry.max_interval_secs",
+                    retry.max_interval_secs,
+                    14_400,
+                    1,
+                    604_800,
+                )?,
+                give_up_after: secs(
+                    "retry.give_up_secs",
+                    retry.give_up_secs,
+                    432_000,
+                    1,
+                    2_592_000,
+                )?,
+            },
+            resolver,
+            dns_timeout: Duration::from_millis(bounded(
+                "dns.timeout_ms",
+                dns.timeout_ms.unwrap_or(5_000),
+                10,
+                60_000,
+            )?),
+            default_limits,
+            domain_limits,
+            transports,
+        })
+    }
+}
+
+fn domain_limits(
+    field: &str,
+    file: FileDomain,
+    base: DomainLimits,
+) -> Result<DomainLimits, ConfigError> {
+    domain_limits_of(field, file, base)
+}
+
+fn domain_limits_of(
+    field: &str,
+    file: FileDomain,
+    base: DomainLimits,
+) -> Result<DomainLimits, ConfigError> {
+    let max_connections = file.max_connections.unwrap_or(base.max_connections);
+    if !(1..=10_000).contains(&max_connections) {
+        return Err(invalid(
+            format!("{field}.max_connections"),
+            "must be between 1 and 10000",
+        ));
+    }
+    let messages_per_second = file.messages_per_second.unwrap_or(base.messages_per_second);
+    if !(0.0..=1_000_000.0).contains(&messages_per_second) {
+        return Err(invalid(
+            format!("{field}.messages_per_second"),
+            "must be between 0 (unlimited) and 1000000",
+        ));
+    }
+    Ok(DomainLimits {
+        max_connections,
+        messages_per_second,
+    })
+}
+
+fn bounded<T: PartialOrd + fmt::Display + Copy>(
+    field: &str,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            field,
+            format!("must be between {min} and {max}, not {value}"),
+        ));
+    }
+    Ok(value)
+}
+
+/// `HOST:PORT` (a name is resolved once, now).
+fn parse_addr(text: &str) -> Result<SocketAddr, String> {
+    text.to_socket_addrs()
+        .map_err(|e| format!("`{text}` is not HOST:PORT ({e})"))?
+        .next()
+        .ok_or_else(|| format!("`{text}` resolves to no address"))
+}
+
+fn system_hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|s| s.trim().to_owned())
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "localhost".to_owned())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str, args: &RunArgs) -> Result<Config, ConfigError> {
+        Config::from_file(toml::from_str(toml_text).unwrap(), None, args)
+    }
+
+    #[test]
+    fn defaults_are_the_documented_ones() {
+        let c = parse("", &RunArgs::default()).unwrap();
+        assert_eq!(c.store.to_string(), "sqlite:./data/smtpd.sqlite");
+        assert_eq!(c.port, 25);
+        assert_eq!(c.retry, RetryPolicy::default());
+        assert_eq!(c.default_limits, DomainLimits::default());
+        assert!(c.starttls);
+        assert_eq!(c.lease, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn domains_inherit_the_default_section_and_cli_overrides_transport() {
+        let args = RunArgs {
+            transport: vec!["Example.COM=127.0.0.1:2600".into()],
+            threads: Some(3),
+            ..RunArgs::default()
+        };
+        let c = parse(
+            "[domains.default]\nmax_connections = 4\n[domains.\"slow.test\"]\nmessages_per_second = 2.5\n[transport]\n\"example.com\" = \"127.0.0.1:2500\"\n",
+            &args,
+        )
+        .unwrap();
+        assert_eq!(c.limits_for("other.test").max_connections, 4);
+        let slow = c.limits_for("slow.test");
+        assert_eq!((slow.max_connections, slow.messages_per_second), (4, 2.5));
+        assert_eq!(c.transports["example.com"].port(), 2600);
+        assert_eq!(c.threads, 3);
+    }
+
+    #[test]
+    fn errors_name_the_field() {
+        let err = |t: &str| parse(t, &RunArgs::default()).unwrap_err().to_string();
+        assert!(err("[relay]\nthreads = 0").starts_with("relay.threads:"));
+        assert!(
+            err("[relay]\nlease_secs = 5\nheartbeat_secs = 5").starts_with("relay.heartbeat_secs:")
+        );
+        assert!(
+            err("[domains.\"a.test\"]\nmessages_per_second = -1")
+                .starts_with("domains.\"a.test\".messages_per_second:")
+        );
+        assert!(err("[transport]\n\"a.test\" = \"nowhere\"").starts_with("transport.a.test:"));
+        assert!(err("[retry]\nmultiplier = 0.5").starts_with("retry.multiplier:"));
+        let bad = RunArgs {
+            transport: vec!["x".into()],
+            ..RunArgs::default()
+        };
+        assert!(
+            parse("", &bad)
+                .unwrap_err()
+                .to_string()
+                .starts_with("--transport:")
+        );
+        assert!(toml::from_str::<FileConfig>("[relay]\nbogus = 1").is_err());
+    }
+}

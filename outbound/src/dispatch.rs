@@ -1,0 +1,512 @@
+//! The dispatcher: the relay node's only database client and its single claimer.
+//!
+//! Owns: the node's heartbeat and lease renewal, taking over expired leases, claiming
+//! due rows (bounded by `relay.max_in_flight`), the suppression check, turning rows
+//! into jobs (grouping recipients of one domain that share a sender and body;
+//! rendering templates), handing each job to the worker owning its domain (hash of
+//! the domain), applying the retry schedule to deferrals, and recording every
+//! attempt in batches. On SIGTERM/SIGINT it stops claiming, lets deliveries under way
+//! finish (up to `relay.shutdown_grace_secs`) and returns the rest to the queue.
+//! Must not: talk SMTP or DNS.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio::signal::unix::{SignalKind, signal};
+use tokio::sync::mpsc;
+use tokio::time::{Instant, sleep_until};
+use tracing::{debug, info, warn};
+
+use crate::client::Tls;
+use crate::config::Config;
+use crate::payload::Payload;
+use crate::queue::{Attempt, Claimed, Node, Outcome, Queue};
+use crate::retry::Next;
+use crate::template::{Template, render};
+use crate::worker::{self, Job};
+
+/// Recipients share a transaction when domain, sender and body (hash) are equal.
+type GroupKey = (String, String, u64);
+/// A group's shared message and its (queue id, recipient) pairs.
+type Group = (Arc<Payload>, Vec<(i64, String)>);
+
+/// What the dispatcher needs to finish a claimed row.
+struct InFlight {
+    created: DateTime<Utc>,
+    attempts: u32,
+}
+
+pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let (results_tx, mut results) = mpsc::unbounded_channel::<Vec<Attempt>>();
+    let mut jobs = Vec::with_capacity(cfg.threads);
+    let mut threads = Vec::with_capacity(cfg.threads);
+    for index in 0..cfg.threads {
+        let (tx, rx) = mpsc::unbounded_channel();
+        threads.push(worker::spawn(
+            index,
+            cfg.clone(),
+            tls.clone(),
+            rx,
+            results_tx.clone(),
+        )?);
+        jobs.push(tx);
+    }
+    drop(results_tx);
+    let node = Node {
+        node_id: cfg.node_id.clone(),
+        hostname: cfg.helo_name.clone(),
+        pid: i64::from(std::process::id()),
+        threads: i64::try_from(cfg.threads).unwrap_or(0),
+        heartbeat_secs: i64::try_from(cfg.heartbeat.as_secs()).unwrap_or(i64::MAX),
+        started_at: crate::queue::ts(Utc::now()),
+        heartbeat_at: None,
+    };
+    let mut d = Dispatcher {
+        cfg: cfg.clone(),
+        in_flight: HashMap::new(),
+        pending: Vec::new(),
+        jobs,
+    };
+    d.heartbeat(&mut queue, &node).await;
+    info!(node = %cfg.node_id, threads = cfg.threads, store = %cfg.store, "relay running");
+    let mut next_heartbeat = Instant::now() + cfg.heartbeat;
+    let mut next_claim = Instant::now();
+    loop {
+        let now = Instant::now();
+        if now >= next_heartbeat {
+            d.heartbeat(&mut queue, &node).await;
+            next_heartbeat = now + cfg.heartbeat;
+        }
+        if now >= next_claim {
+            let room = cfg.max_in_flight.saturating_sub(d.in_flight.len());
+            if room == 0 {
+                next_claim = now + cfg.poll_interval;
+            } else {
+                let want = room.min(cfg.batch_size);
+                match d.claim(&mut queue, want).await {
+                    // A full batch means more is probably due: claim again at once.
+                    Ok(n) if n == want => next_claim = now,
+                    Ok(_) => next_claim = now + cfg.poll_interval,
+                    Err(e) => {
+                        warn!(error = %e, "claim failed; retrying");
+                        next_claim = now + cfg.poll_interval.max(Duration::from_secs(1));
+                    }
+                }
+            }
+        }
+        d.flush(&mut queue).await;
+        let wake = next_claim.min(next_heartbeat);
+        tokio::select! {
+            biased;
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            got = results.recv() => match got {
+                Some(batch) => d.finish(batch),
+                None => break,
+            },
+            () = sleep_until(wake), if wake > Instant::now() => {}
+        }
+        // Take whatever else has arrived, so one transaction records it all.
+        while let Ok(batch) = results.try_recv() {
+            d.finish(batch);
+        }
+    }
+    info!(
+        in_flight = d.in_flight.len(),
+        "stopping: no new claims; finishing deliveries under way"
+    );
+    d.jobs.clear();
+    let deadline = Instant::now() + cfg.shutdown_grace;
+    while !d.in_flight.is_empty() {
+        tokio::select! {
+            got = results.recv() => match got {
+                Some(batch) => d.finish(batch),
+                None => break,
+            },
+            () = sleep_until(deadline) => break,
+        }
+        while let Ok(batch) = results.try_recv() {
+            d.finish(batch);
+        }
+        d.flush(&mut queue).await;
+    }
+    d.flush(&mut queue).await;
+    match queue.release(Some(&cfg.node_id), None).await {
+        Ok(n) if n > 0 => info!(rows = n, "returned unfinished rows to the queue"),
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "could not return rows; their leases will expire"),
+    }
+    queue.close().await;
+    if d.in_flight.is_empty() {
+        for t in threads {
+            let _ = t.join();
+        }
+    }
+    info!("relay stopped");
+    Ok(())
+}
+
+struct Dispatcher {
+    cfg: Arc<Config>,
+    in_flight: HashMap<i64, InFlight>,
+    /// Attempts waiting to be recorded.
+    pending: Vec<Attempt>,
+    jobs: Vec<mpsc::UnboundedSender<Job>>,
+}
+
+impl Dispatcher {
+    async fn heartbeat(&mut self, queue: &mut Queue, node: &Node) {
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
+        match queue.heartbeat(node, now, now + lease).await {
+            Ok(0) => {}
+            Ok(n) => info!(
+                rows = n,
+                "took back rows whose lease had expired (a node stopped)"
+            ),
+            Err(e) => warn!(error = %e, "heartbeat failed"),
+        }
+    }
+
+    /// Claims and dispatches up to `want` rows; returns how many were claimed.
+    async fn claim(&mut self, queue: &mut Queue, want: usize) -> anyhow::Result<usize> {
+        let now = Utc::now();
+        let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
+        let rows = queue
+            .claim(&self.cfg.node_id, now, now + lease, want)
+            .await?;
+        let claimed = rows.len();
+        if claimed == 0 {
+            return Ok(0);
+        }
+        debug!(claimed, "claimed");
+        let addresses: HashSet<String> = rows
+            .iter()
+            .map(|r| r.recipient.to_ascii_lowercase())
+            .collect();
+        let suppressed = queue.suppressed(&addresses).await?;
+        let template_ids: HashSet<i64> = rows
+            .iter()
+            .filter(|r| r.body.is_none())
+            .filter_map(|r| r.template_id)
+            .collect();
+        let templates = queue.templates(&template_ids).await?;
+        let mut groups: HashMap<GroupKey, Group> = HashMap::new();
+        for row in rows {
+            self.in_flight.insert(
+                row.id,
+                InFlight {
+                    created: row.created,
+                    attempts: row.attempts,
+                },
+            );
+            if suppressed.contains(&row.recipient.to_ascii_lowercase()) {
+                self.local(
+                    &row,
+                    Outcome::Suppressed,
+                    None,
+                    "address is on the suppression list".into(),
+                );
+                continue;
+            }
+            let domain = match check_envelope(&row) {
+                Ok(d) => d,
+                Err((status, text)) => {
+                    self.local(&row, Outcome::Failed, Some(status), text);
+                    continue;
+                }
+            };
+            match message_for(&row, &templates, &self.cfg.message_id_domain) {
+                Ok(Message::Shared(body)) => {
+                    let mut h = DefaultHasher::new();
+                    body.hash(&mut h);
+                    let key = (domain, row.sender.clone(), h.finish());
+                    let entry = groups
+                        .entry(key)
+                        .or_insert_with(|| (Arc::new(Payload::new(&body)), Vec::new()));
+                    entry.1.push((row.id, row.recipient.clone()));
+                }
+                Ok(Message::Own(body)) => {
+                    self.send_job(Job {
+                        domain,
+                        sender: row.sender.clone(),
+                        recipients: vec![(row.id, row.recipient.clone())],
+                        payload: Arc::new(Payload::new(&body)),
+                    });
+                }
+                Err(text) => self.local(&row, Outcome::Failed, Some("5.3.0"), text),
+            }
+        }
+        for ((domain, sender, _), (payload, recipients)) in groups {
+            for chunk in recipients.chunks(self.cfg.max_recipients_per_transaction) {
+                self.send_job(Job {
+                    domain: domain.clone(),
+                    sender: sender.clone(),
+                    recipients: chunk.to_vec(),
+                    payload: payload.clone(),
+                });
+            }
+        }
+        Ok(claimed)
+    }
+
+    fn send_job(&mut self, job: Job) {
+        let mut h = DefaultHasher::new();
+        job.domain.hash(&mut h);
+        let index = usize::try_from(h.finish() % self.jobs.len().max(1) as u64).unwrap_or(0);
+        if let Some(tx) = self.jobs.get(index)
+            && let Err(mpsc::error::SendError(job)) = tx.send(job)
+        {
+            // The worker is gone (it could not start its resolver): defer, so the
+            // rows are not stuck until their lease runs out.
+            let at = Utc::now();
+            let attempts = job
+                .recipients
+                .iter()
+                .map(|(id, rcpt)| Attempt {
+                    queue_id: *id,
+                    recipient: rcpt.clone(),
+                    outcome: Outcome::Deferred,
+                    mx: None,
+                    code: None,
+                    status: Some("4.3.0".into()),
+                    text: "delivery worker unavailable".into(),
+                    at,
+                    next_attempt: None,
+                })
+                .collect();
+            self.finish(attempts);
+        }
+    }
+
+    /// An outcome decided here, without a delivery attempt.
+    fn local(&mut self, row: &Claimed, outcome: Outcome, status: Option<&str>, text: String) {
+        self.finish(vec![Attempt {
+            queue_id: row.id,
+            recipient: row.recipient.clone(),
+            outcome,
+            mx: None,
+            code: None,
+            status: status.map(str::to_owned),
+            text,
+            at: Utc::now(),
+            next_attempt: None,
+        }]);
+    }
+
+    /// Applies the retry schedule to a worker's results and queues them for recording.
+    fn finish(&mut self, batch: Vec<Attempt>) {
+        for mut a in batch {
+            let Some(meta) = self.in_flight.remove(&a.queue_id) else {
+                continue;
+            };
+            if a.outcome == Outcome::Deferred {
+                let attempts = meta.attempts.saturating_add(1);
+                let age = (a.at - meta.created).to_std().unwrap_or_default();
+                match self.cfg.retry.next(attempts, age) {
+                    Next::RetryIn(wait) => {
+                        a.next_attempt =
+                            Some(a.at + chrono::Duration::from_std(wait).unwrap_or_default());
+                    }
+                    Next::GiveUp => {
+                        a.outcome = Outcome::Failed;
+                        a.text = format!(
+                            "gave up after {attempts} attempts over {}: {}",
+                            human(age),
+                            a.text
+                        );
+                        a.status = Some("4.4.7".into());
+                    }
+                }
+            }
+            self.pending.push(a);
+        }
+    }
+
+    async fn flush(&mut self, queue: &mut Queue) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        // Recording must not be lost: retry until it lands. Deliveries carry on
+        // meanwhile; the leases are renewed by the heartbeat.
+        let mut wait = Duration::from_millis(100);
+        loop {
+            match queue.record(&self.cfg.node_id, &batch).await {
+                Ok(ours) => {
+                    let lost = batch.len() as u64 - ours;
+                    if lost > 0 {
+                        warn!(
+                            rows = lost,
+                            "results recorded in the log only: the lease had passed to another node"
+                        );
+                    }
+                    return;
+                }
+                Err(e) => {
+                    warn!(error = %e, rows = batch.len(), "recording attempts failed; retrying");
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+enum Message {
+    /// The row's own body: may be shared with other recipients.
+    Shared(Vec<u8>),
+    /// Rendered for this recipient.
+    Own(Vec<u8>),
+}
+
+fn message_for(
+    row: &Claimed,
+    templates: &HashMap<i64, Result<Template, String>>,
+    id_domain: &str,
+) -> Result<Message, String> {
+    if let Some(body) = &row.body {
+        return Ok(Message::Shared(body.clone()));
+    }
+    let Some(id) = row.template_id else {
+        return Err("row has neither a body nor a template_id".into());
+    };
+    let template = match templates.get(&id) {
+        Some(Ok(t)) => t,
+        Some(Err(e)) => return Err(format!("template {id}: {e}")),
+        None => return Err(format!("template {id} does not exist")),
+    };
+    let params = parse_params(row.params.as_deref()).map_err(|e| format!("params: {e}"))?;
+    render(
+        template,
+        &params,
+        &row.recipient,
+        id_domain,
+        &[],
+        Utc::now(),
+    )
+    .map(Message::Own)
+    .map_err(|e| format!("template {id}: {e}"))
+}
+
+/// `{"UserName": "Ann", "Count": 3}` → tag values (numbers and booleans as text).
+fn parse_params(json: Option<&str>) -> Result<BTreeMap<String, String>, String> {
+    let Some(json) = json.filter(|j| !j.trim().is_empty()) else {
+        return Ok(BTreeMap::new());
+    };
+    let map: BTreeMap<String, serde_json::Value> =
+        serde_json::from_str(json).map_err(|e| format!("not a JSON object of tag values: {e}"))?;
+    Ok(map
+        .into_iter()
+        .map(|(k, v)| {
+            let text = match v {
+                serde_json::Value::String(s) => s,
+                serde_json::Value::Null => String::new(),
+                other => other.to_string(),
+            };
+            (k, text)
+        })
+        .collect())
+}
+
+/// The recipient's domain, lowercased, once sender and recipient are safe to put on
+/// an SMTP command line (a row is application input: a CR/LF or `>` in it would let
+/// it add commands of its own).
+fn check_envelope(row: &Claimed) -> Result<String, (&'static str, String)> {
+    fn safe(address: &str) -> bool {
+        address.len() <= 320
+            && address
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
+    }
+    if !(row.sender.is_empty() || safe(&row.sender) && row.sender.contains('@')) {
+        return Err(("5.1.7", format!("bad sender address {:?}", row.sender)));
+    }
+    let (local, domain) = row.recipient.rsplit_once('@').unwrap_or(("", ""));
+    if !safe(&row.recipient) || local.is_empty() || domain.is_empty() {
+        return Err((
+            "5.1.3",
+            format!("bad recipient address {:?}", row.recipient),
+        ));
+    }
+    Ok(domain.to_ascii_lowercase())
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..=119 => format!("{s}s"),
+        120..=7199 => format!("{}m", s / 60),
+        7200..=172_799 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86_400),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn row(sender: &str, recipient: &str) -> Claimed {
+        Claimed {
+            id: 1,
+            created: Utc::now(),
+            sender: sender.into(),
+            recipient: recipient.into(),
+            body: Some(b"x".to_vec()),
+            template_id: None,
+            params: None,
+            attempts: 0,
+        }
+    }
+
+    #[test]
+    fn envelope_check_refuses_command_injection_and_odd_addresses() {
+        assert_eq!(
+            check_envelope(&row("a@x.test", "b@Y.Test")).unwrap(),
+            "y.test"
+        );
+        assert_eq!(check_envelope(&row("", "b@y.test")).unwrap(), "y.test");
+        for bad in [
+            "b@y.test>\r\nRSET",
+            "b y@test",
+            "no-at",
+            "@y.test",
+            "b@",
+            "b@y.test>",
+        ] {
+            assert_eq!(
+                check_envelope(&row("a@x.test", bad)).unwrap_err().0,
+                "5.1.3",
+                "{bad}"
+            );
+        }
+        for bad in ["a@x\r\n", "a x@y", "nodomain", "<a@x>"] {
+            assert_eq!(
+                check_envelope(&row(bad, "b@y.test")).unwrap_err().0,
+                "5.1.7",
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn params_become_strings() {
+        let p = parse_params(Some(
+            r#"{"UserName": "Ann", "Count": 3, "Vip": true, "X": null}"#,
+        ))
+        .unwrap();
+        assert_eq!(p["UserName"], "Ann");
+        assert_eq!(p["Count"], "3");
+        assert_eq!(p["Vip"], "true");
+        assert_eq!(p["X"], "");
+        assert!(parse_params(Some("[1]")).is_err());
+        assert!(parse_params(None).unwrap().is_empty());
+    }
+}

@@ -1,0 +1,590 @@
+//! The queue tables (`schema/*/0002_outbound.sql`): claiming with leases, recording
+//! attempts, heartbeats, templates, the suppression list, and the read-only views
+//! behind `outbound stats` and `outbound nodes`.
+//!
+//! Owns: every SQL statement the relay runs. Claims are `SELECT … FOR UPDATE SKIP
+//! LOCKED` on MySQL (several nodes claim at once without waiting on each other) and
+//! one `UPDATE … RETURNING` under SQLite's single writer. A claimed row is
+//! `state = 'sending'` with `lease_node`/`lease_until`; results are written only
+//! while the row is still leased to this node (fencing), so a node that lost its
+//! lease cannot overwrite the newer owner's outcome.
+//! Must not: decide outcomes or schedules (the dispatcher does).
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::{DateTime, NaiveDateTime, Utc};
+
+use crate::db::{Db, DbError, Val};
+use crate::template::{Template, TransferEncoding};
+
+/// `YYYY-MM-DD HH:MM:SS.mmm` in UTC: the format of every time column.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S%.3f").to_string()
+}
+
+pub fn parse_ts(text: &str) -> Option<DateTime<Utc>> {
+    NaiveDateTime::parse_from_str(text.trim(), "%Y-%m-%d %H:%M:%S%.f")
+        .ok()
+        .map(|n| n.and_utc())
+}
+
+/// A claimed queue row.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: i64,
+    pub created: DateTime<Utc>,
+    pub sender: String,
+    pub recipient: String,
+    pub body: Option<Vec<u8>>,
+    pub template_id: Option<i64>,
+    pub params: Option<String>,
+    pub attempts: u32,
+}
+
+/// What happened to one recipient in one attempt (the delivery log's `outcome`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    Delivered,
+    Deferred,
+    Failed,
+    Suppressed,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Delivered => "delivered",
+            Self::Deferred => "deferred",
+            Self::Failed => "failed",
+            Self::Suppressed => "suppressed",
+        }
+    }
+}
+
+/// One attempt's record: a delivery-log row and the queue row's new state.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub queue_id: i64,
+    pub recipient: String,
+    pub outcome: Outcome,
+    pub mx: Option<String>,
+    pub code: Option<u16>,
+    pub status: Option<String>,
+    pub text: String,
+    pub at: DateTime<Utc>,
+    /// For `Deferred`: when to try again.
+    pub next_attempt: Option<DateTime<Utc>>,
+}
+
+/// A relay node as its heartbeat row shows it.
+#[derive(Debug, Clone)]
+pub struct Node {
+    pub node_id: String,
+    pub hostname: String,
+    pub pid: i64,
+    pub threads: i64,
+    pub heartbeat_secs: i64,
+    pub started_at: String,
+    pub heartbeat_at: Option<DateTime<Utc>>,
+}
+
+/// What `outbound stats` prints.
+#[derive(Debug, Clone, Default)]
+pub struct Stats {
+    pub by_state: Vec<(String, i64)>,
+    pub log_last_minute: HashMap<String, i64>,
+    pub log_total: HashMap<String, i64>,
+    pub first_delivery: Option<DateTime<Utc>>,
+    pub last_delivery: Option<DateTime<Utc>>,
+}
+
+pub struct Queue {
+    db: Db,
+}
+
+impl Queue {
+    pub fn new(db: Db) -> Self {
+        Self { db }
+    }
+
+    pub async fn close(self) {
+        self.db.close().await;
+    }
+
+    /// Runs `f` in a transaction, rolling back on error.
+    async fn in_tx<T>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut Db) -> Result<T, DbError>,
+    ) -> Result<T, DbError> {
+        self.db.begin().await?;
+        match f(&mut self.db).await {
+            Ok(v) => {
+                if let Err(e) = self.db.commit().await {
+                    self.db.rollback().await;
+                    return Err(e);
+                }
+                Ok(v)
+            }
+            Err(e) => {
+                self.db.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Claims up to `limit` due rows for `node` until `lease_until`.
+    pub async fn claim(
+        &mut self,
+        node: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: usize,
+    ) -> Result<Vec<Claimed>, DbError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let columns = "id, sender, recipient, body, template_id, params, attempts";
+        let rows = if self.db.is_mysql() {
+            let node = node.to_owned();
+            let ids: Vec<i64> = self
+                .in_tx(async |db: &mut Db| {
+                    let rows = db
+                        .query(
+                            "SELECT id FROM outbound_queue \
+                             WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? \
+                             ORDER BY priority DESC, id LIMIT ? FOR UPDATE SKIP LOCKED",
+                            vec![ts(now).into(), limit.into()],
+                        )
+                        .await?;
+                    let ids: Vec<i64> = rows.iter().filter_map(|r| r.first()?.int()).collect();
+                    if !ids.is_empty() {
+                        let mut params: Vec<Val> =
+                            vec![node.as_str().into(), ts(lease_until).into(), ts(now).into()];
+                        params.extend(ids.iter().map(|&i| Val::Int(i)));
+                        db.exec(
+                            &format!(
+                                "UPDATE outbound_queue SET state = 'sending', lease_node = ?, \
+                                 lease_until = ?, updated_at = ? WHERE id IN ({})",
+                                Db::placeholders(ids.len())
+                            ),
+                            params,
+                        )
+                        .await?;
+                    }
+                    Ok(ids)
+                })
+                .await?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let sql = format!(
+                "SELECT {columns}, CAST(created_at AS CHAR) FROM outbound_queue WHERE id IN ({}) \
+                 ORDER BY priority DESC, id",
+                Db::placeholders(ids.len())
+            );
+            self.db
+                .query(&sql, ids.into_iter().map(Val::Int).collect())
+                .await?
+        } else {
+            let sql = format!(
+                "UPDATE outbound_queue SET state = 'sending', lease_node = ?1, lease_until = ?2, \
+                 updated_at = ?3 WHERE id IN (SELECT id FROM outbound_queue \
+                 WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?3 \
+                 ORDER BY priority DESC, id LIMIT ?4) \
+                 RETURNING {columns}, CAST(created_at AS TEXT)"
+            );
+            let params = vec![
+                node.into(),
+                ts(lease_until).into(),
+                ts(now).into(),
+                limit.into(),
+            ];
+            self.in_tx(async |db: &mut Db| db.query(&sql, params).await)
+                .await?
+        };
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let mut it = row.into_iter();
+                let id = it.next()?.int()?;
+                let sender = it.next()?.text().unwrap_or_default();
+                let recipient = it.next()?.text().unwrap_or_default();
+                let body = it.next()?.bytes();
+                let template_id = it.next()?.int();
+                let params = it.next()?.text();
+                let attempts = u32::try_from(it.next()?.int().unwrap_or(0)).unwrap_or(0);
+                let created = it.next()?.text().and_then(|t| parse_ts(&t)).unwrap_or(now);
+                Some(Claimed {
+                    id,
+                    created,
+                    sender,
+                    recipient,
+                    body,
+                    template_id,
+                    params,
+                    attempts,
+                })
+            })
+            .collect())
+    }
+
+    /// Writes attempts: the queue rows' new state (only where this node still holds
+    /// the lease) and the delivery log, in one transaction. Returns how many queue
+    /// rows were still ours.
+    pub async fn record(&mut self, node: &str, attempts: &[Attempt]) -> Result<u64, DbError> {
+        if attempts.is_empty() {
+            return Ok(0);
+        }
+        let node = node.to_owned();
+        self.in_tx(async |db: &mut Db| {
+            let mut ours = 0;
+            for a in attempts {
+                let finished = (a.outcome != Outcome::Deferred).then(|| ts(a.at));
+                let counted = i64::from(a.outcome != Outcome::Suppressed);
+                ours += db
+                    .exec(
+                        "UPDATE outbound_queue SET state = ?, attempts = attempts + ?, \
+                         next_attempt_at = COALESCE(?, next_attempt_at), last_code = ?, \
+                         last_status = ?, last_text = ?, last_mx = ?, lease_node = NULL, \
+                         lease_until = NULL, updated_at = ?, finished_at = ? \
+                         WHERE id = ? AND lease_node = ? AND state = 'sending'",
+                        vec![
+                            a.outcome.as_str().into(),
+                            counted.into(),
+                            a.next_attempt.map(ts).into(),
+                            a.code.map(i64::from).into(),
+                            a.status.clone().into(),
+                            a.text.clone().into(),
+                            a.mx.clone().into(),
+                            ts(a.at).into(),
+                            finished.into(),
+                            a.queue_id.into(),
+                            node.as_str().into(),
+                        ],
+                    )
+                    .await?;
+                db.exec(
+                    "INSERT INTO outbound_log \
+                     (at, queue_id, node_id, recipient, mx, code, status, text, outcome) \
+                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    vec![
+                        ts(a.at).into(),
+                        a.queue_id.into(),
+                        node.as_str().into(),
+                        a.recipient.clone().into(),
+                        a.mx.clone().into(),
+                        a.code.map(i64::from).into(),
+                        a.status.clone().into(),
+                        a.text.clone().into(),
+                        a.outcome.as_str().into(),
+                    ],
+                )
+                .await?;
+            }
+            Ok(ours)
+        })
+        .await
+    }
+
+    /// The heartbeat: this node's row, its leases extended, and everybody's expired
+    /// leases returned to the queue. Returns the number of rows taken back.
+    pub async fn heartbeat(
+        &mut self,
+        node: &Node,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+    ) -> Result<u64, DbError> {
+        self.db
+            .exec(
+                "REPLACE INTO outbound_nodes \
+                 (node_id, hostname, pid, threads, heartbeat_secs, started_at, heartbeat_at) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                vec![
+                    node.node_id.as_str().into(),
+                    node.hostname.as_str().into(),
+                    node.pid.into(),
+                    node.threads.into(),
+                    node.heartbeat_secs.into(),
+                    node.started_at.as_str().into(),
+                    ts(now).into(),
+                ],
+            )
+            .await?;
+        self.db
+            .exec(
+                "UPDATE outbound_queue SET lease_until = ? WHERE state = 'sending' AND lease_node = ?",
+                vec![ts(lease_until).into(), node.node_id.as_str().into()],
+            )
+            .await?;
+        self.release(None, Some(now)).await
+    }
+
+    /// Returns leased rows to the queue: those of `node` (at shutdown), or those
+    /// whose lease ended before `expired_before` (a node that died).
+    pub async fn release(
+        &mut self,
+        node: Option<&str>,
+        expired_before: Option<DateTime<Utc>>,
+    ) -> Result<u64, DbError> {
+        let (condition, value) = match (node, expired_before) {
+            (Some(node), _) => ("lease_node = ?", Val::from(node)),
+            (None, Some(t)) => ("lease_until < ?", Val::from(ts(t))),
+            (None, None) => return Ok(0),
+        };
+        self.db
+            .exec(
+                &format!(
+                    "UPDATE outbound_queue SET \
+                     state = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END, \
+                     lease_node = NULL, lease_until = NULL WHERE state = 'sending' AND {condition}"
+                ),
+                vec![value],
+            )
+            .await
+    }
+
+    /// Templates by id.
+    pub async fn templates(
+        &mut self,
+        ids: &HashSet<i64>,
+    ) -> Result<HashMap<i64, Result<Template, String>>, DbError> {
+        if ids.is_empty() {
+            return Ok(HashMap::new());
+        }
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "SELECT id, from_header, subject, text_body, html_body, text_encoding, \
+                     html_encoding FROM outbound_templates WHERE id IN ({})",
+                    Db::placeholders(ids.len())
+                ),
+                ids.iter().map(|&i| Val::Int(i)).collect(),
+            )
+            .await?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let mut it = row.into_iter();
+            let Some(id) = it.next().and_then(|v| v.int()) else {
+                continue;
+            };
+            let mut next_text = || it.next().and_then(|v| v.text());
+            let from = next_text().unwrap_or_default();
+            let subject = next_text().unwrap_or_default();
+            let text = next_text();
+            let html = next_text();
+            let encodings = (next_text(), next_text());
+            let parse = |e: Option<String>| -> Result<Option<TransferEncoding>, String> {
+                e.map(|e| e.parse::<TransferEncoding>().map_err(|e| e.to_string()))
+                    .transpose()
+            };
+            let template = parse(encodings.0).and_then(|text_encoding| {
+                Ok(Template {
+                    from,
+                    subject,
+                    text,
+                    html,
+                    text_encoding,
+                    html_encoding: parse(encodings.1)?,
+                })
+            });
+            out.insert(id, template);
+        }
+        Ok(out)
+    }
+
+    /// Which of these (lowercased) addresses are on the suppression list.
+    pub async fn suppressed(
+        &mut self,
+        addresses: &HashSet<String>,
+    ) -> Result<HashSet<String>, DbError> {
+        let mut out = HashSet::new();
+        let list: Vec<&String> = addresses.iter().collect();
+        for chunk in list.chunks(500) {
+            let rows = self
+                .db
+                .query(
+                    &format!(
+                        "SELECT address FROM suppression WHERE address IN ({})",
+                        Db::placeholders(chunk.len())
+                    ),
+                    chunk.iter().map(|a| Val::from(a.as_str())).collect(),
+                )
+                .await?;
+            out.extend(
+                rows.into_iter()
+                    .filter_map(|r| r.into_iter().next()?.text()),
+            );
+        }
+        Ok(out)
+    }
+
+    /// Queues `body` for each recipient; returns the new ids.
+    pub async fn enqueue(
+        &mut self,
+        sender: &str,
+        recipients: &[String],
+        body: &[u8],
+        priority: i64,
+        tag: Option<&str>,
+    ) -> Result<Vec<i64>, DbError> {
+        let is_mysql = self.db.is_mysql();
+        self.in_tx(async |db: &mut Db| {
+            let mut ids = Vec::with_capacity(recipients.len());
+            for r in recipients {
+                db.exec(
+                    "INSERT INTO outbound_queue (sender, recipient, body, priority, tag) \
+                     VALUES (?, ?, ?, ?, ?)",
+                    vec![
+                        sender.into(),
+                        r.as_str().into(),
+                        Val::Bytes(body.to_vec()),
+                        priority.into(),
+                        tag.into(),
+                    ],
+                )
+                .await?;
+                let sql = if is_mysql {
+                    "SELECT LAST_INSERT_ID()"
+                } else {
+                    "SELECT last_insert_rowid()"
+                };
+                let rows = db.query(sql, Vec::new()).await?;
+                if let Some(id) = rows.first().and_then(|r| r.first()).and_then(Val::int) {
+                    ids.push(id);
+                }
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
+    pub async fn suppress_add(
+        &mut self,
+        address: &str,
+        reason: &str,
+        source: &str,
+    ) -> Result<(), DbError> {
+        self.db
+            .exec(
+                "REPLACE INTO suppression (address, reason, source, created_at) VALUES (?, ?, ?, ?)",
+                vec![
+                    address.to_ascii_lowercase().into(),
+                    reason.into(),
+                    source.into(),
+                    ts(Utc::now()).into(),
+                ],
+            )
+            .await
+            .map(drop)
+    }
+
+    pub async fn suppress_remove(&mut self, address: &str) -> Result<bool, DbError> {
+        Ok(self
+            .db
+            .exec(
+                "DELETE FROM suppression WHERE address = ?",
+                vec![address.to_ascii_lowercase().into()],
+            )
+            .await?
+            > 0)
+    }
+
+    pub async fn suppress_list(&mut self) -> Result<Vec<[String; 4]>, DbError> {
+        let sql = format!(
+            "SELECT address, reason, source, {} FROM suppression ORDER BY address",
+            self.db.as_text("created_at")
+        );
+        Ok(self
+            .db
+            .query(&sql, Vec::new())
+            .await?
+            .into_iter()
+            .map(|r| {
+                let mut it = r.into_iter().map(|v| v.text().unwrap_or_default());
+                [(); 4].map(|()| it.next().unwrap_or_default())
+            })
+            .collect())
+    }
+
+    pub async fn nodes(&mut self) -> Result<Vec<Node>, DbError> {
+        let sql = format!(
+            "SELECT node_id, hostname, pid, threads, heartbeat_secs, {}, {} FROM outbound_nodes \
+             ORDER BY node_id",
+            self.db.as_text("started_at"),
+            self.db.as_text("heartbeat_at")
+        );
+        Ok(self
+            .db
+            .query(&sql, Vec::new())
+            .await?
+            .into_iter()
+            .filter_map(|r| {
+                let mut it = r.into_iter();
+                Some(Node {
+                    node_id: it.next()?.text()?,
+                    hostname: it.next()?.text().unwrap_or_default(),
+                    pid: it.next()?.int().unwrap_or(0),
+                    threads: it.next()?.int().unwrap_or(0),
+                    heartbeat_secs: it.next()?.int().unwrap_or(0),
+                    started_at: it.next()?.text().unwrap_or_default(),
+                    heartbeat_at: it.next()?.text().and_then(|t| parse_ts(&t)),
+                })
+            })
+            .collect())
+    }
+
+    pub async fn stats(&mut self, now: DateTime<Utc>) -> Result<Stats, DbError> {
+        let pairs = |rows: Vec<Vec<Val>>| -> Vec<(String, i64)> {
+            rows.into_iter()
+                .filter_map(|r| {
+                    let mut it = r.into_iter();
+                    Some((it.next()?.text()?, it.next()?.int()?))
+                })
+                .collect()
+        };
+        let by_state = pairs(
+            self.db
+                .query(
+                    "SELECT state, COUNT(*) FROM outbound_queue GROUP BY state ORDER BY state",
+                    Vec::new(),
+                )
+                .await?,
+        );
+        let minute_ago = ts(now - chrono::Duration::seconds(60));
+        let log_last_minute = pairs(
+            self.db
+                .query(
+                    "SELECT outcome, COUNT(*) FROM outbound_log WHERE at >= ? GROUP BY outcome",
+                    vec![minute_ago.into()],
+                )
+                .await?,
+        )
+        .into_iter()
+        .collect();
+        let log_total = pairs(
+            self.db
+                .query(
+                    "SELECT outcome, COUNT(*) FROM outbound_log GROUP BY outcome",
+                    Vec::new(),
+                )
+                .await?,
+        )
+        .into_iter()
+        .collect();
+        let sql = format!(
+            "SELECT {}, {} FROM outbound_log WHERE outcome = 'delivered'",
+            self.db.as_text("MIN(at)"),
+            self.db.as_text("MAX(at)")
+        );
+        let span = self.db.query(&sql, Vec::new()).await?;
+        let mut it = span.into_iter().next().unwrap_or_default().into_iter();
+        let first_delivery = it.next().and_then(|v| v.text()).and_then(|t| parse_ts(&t));
+        let last_delivery = it.next().and_then(|v| v.text()).and_then(|t| parse_ts(&t));
+        Ok(Stats {
+            by_state,
+            log_last_minute,
+            log_total,
+            first_delivery,
+            last_delivery,
+        })
+    }
+}

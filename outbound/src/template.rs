@@ -1,0 +1,1175 @@
+//! Per-recipient message rendering for outbound templates.
+//!
+//! Owns: `[Tag]` substitution, Content-Transfer-Encoding choice and encoding, header
+//! sanitising (anti-injection), RFC 2047 encoded-words, header folding, MIME structure
+//! (single part or `multipart/alternative`), Message-ID and boundary generation.
+//!
+//! Must not: do I/O, dot-stuff the output (the SMTP client does that on DATA), or panic on
+//! any input — templates and parameters come from the database and from third parties.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
+
+/// RFC 5322 §2.1.1 hard limit for a line, excluding CRLF.
+const MAX_LINE: usize = 998;
+/// RFC 5322 §2.1.1 recommended limit; we fold headers at whitespace beyond it.
+const SOFT_LINE: usize = 78;
+/// Longest tag name recognised by [`fill`].
+const MAX_TAG_LEN: usize = 64;
+/// RFC 2045 §6.8: base64 lines must not exceed 76 characters.
+const B64_LINE: usize = 76;
+/// 45 bytes → 60 base64 chars; plus `=?utf-8?B?` (10) and `?=` (2) gives 72, under the
+/// 75-character encoded-word limit of RFC 2047 §2.
+const EW_MAX_BYTES: usize = 45;
+/// Longest header field name accepted from `extra_headers`; keeps the first line short.
+const MAX_HEADER_NAME: usize = 76;
+/// Headers `render` always writes itself; a duplicate from `extra_headers` would make the
+/// message ambiguous (two Content-Type, two From...), so such extras are dropped.
+const RESERVED_HEADERS: [&str; 8] = [
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+];
+
+/// Content-Transfer-Encoding of one body part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferEncoding {
+    SevenBit,
+    QuotedPrintable,
+    Base64,
+}
+
+impl TransferEncoding {
+    fn header_value(self) -> &'static str {
+        match self {
+            TransferEncoding::SevenBit => "7bit",
+            TransferEncoding::QuotedPrintable => "quoted-printable",
+            TransferEncoding::Base64 => "base64",
+        }
+    }
+}
+
+impl std::str::FromStr for TransferEncoding {
+    type Err = TemplateError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        // Values come from a DB column typed by humans, so tolerate case and padding.
+        let t = s.trim();
+        if t.eq_ignore_ascii_case("7bit") {
+            Ok(TransferEncoding::SevenBit)
+        } else if t.eq_ignore_ascii_case("quoted-printable") {
+            Ok(TransferEncoding::QuotedPrintable)
+        } else if t.eq_ignore_ascii_case("base64") {
+            Ok(TransferEncoding::Base64)
+        } else {
+            Err(TemplateError::BadEncoding(s.to_owned()))
+        }
+    }
+}
+
+/// A message template as stored in the `outbound_templates` table.
+#[derive(Debug, Clone, Default)]
+pub struct Template {
+    /// `From:` header value, e.g. `Example <news@example.com>`; may contain `[Tags]`.
+    pub from: String,
+    /// `Subject:` (may contain `[Tags]`, may be non-ASCII → RFC 2047 encoded-words).
+    pub subject: String,
+    /// Plain-text body (may contain `[Tags]`); None = no text part.
+    pub text: Option<String>,
+    /// HTML body (may contain `[Tags]`); None = no HTML part.
+    pub html: Option<String>,
+    /// Forced encoding for the text part; None = choose automatically.
+    pub text_encoding: Option<TransferEncoding>,
+    /// Forced encoding for the HTML part; None = choose automatically.
+    pub html_encoding: Option<TransferEncoding>,
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum TemplateError {
+    #[error("template has neither a text nor an HTML body")]
+    NoBody,
+    #[error("unknown transfer encoding `{0}` (expected 7bit, quoted-printable or base64)")]
+    BadEncoding(String),
+    #[error("7bit cannot carry this {0} part (non-ASCII or a line over 998 bytes)")]
+    SevenBitUnsuitable(&'static str),
+    #[error("tag [{0}] has no value for this recipient")]
+    MissingTag(String),
+}
+
+fn is_tag_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// Replaces every `[Name]` tag (Name = 1..64 chars of ASCII letters, digits, '_', '-', '.')
+/// with `params["Name"]`. A `[` not starting a valid tag is left as is (e.g. `"[ x ]"`,
+/// `"[]"`, an unterminated `"["`). A valid tag with no entry in params is an error
+/// (MissingTag): the relay must not send `"Hello [UserName]"` to a real person.
+///
+/// Substituted values are not rescanned, so a parameter containing `[Other]` cannot pull in
+/// another recipient field.
+pub fn fill(text: &str, params: &BTreeMap<String, String>) -> Result<String, TemplateError> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(open) = rest.find('[') {
+        out.push_str(&rest[..open]);
+        // Slicing is safe: '[' , ']' and tag bytes are ASCII, hence char boundaries.
+        let after = &rest[open + 1..];
+        let name_len = after
+            .bytes()
+            .take(MAX_TAG_LEN + 1)
+            .take_while(|&b| is_tag_byte(b))
+            .count();
+        if (1..=MAX_TAG_LEN).contains(&name_len) && after.as_bytes().get(name_len) == Some(&b']') {
+            let name = &after[..name_len];
+            match params.get(name) {
+                Some(value) => out.push_str(value),
+                None => return Err(TemplateError::MissingTag(name.to_owned())),
+            }
+            rest = &after[name_len + 1..];
+        } else {
+            // Not a tag: keep the '[' and rescan right after it, so "[`[Name]`" still fills.
+            out.push('[');
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+/// Converts CRLF, lone LF and lone CR to CRLF. Text/* bodies must be in canonical CRLF form
+/// before any transfer encoding (RFC 2045 §6.8), and a lone CR is never legal on the wire.
+fn to_crlf(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + s.len() / 32 + 2);
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                out.push_str("\r\n");
+            }
+            '\n' => out.push_str("\r\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// RFC 2045 §2.7 "7bit data": ASCII, no NUL, lines ≤ 998 octets. Expects CRLF-normalised text.
+fn fits_7bit(normalised: &str) -> bool {
+    normalised.bytes().all(|b| b != 0 && b.is_ascii())
+        && normalised.split("\r\n").all(|line| line.len() <= MAX_LINE)
+}
+
+/// Picks the cheapest correct encoding: 7bit when all bytes are ASCII (no NUL, no bare CR/LF
+/// issues — treat input as text, lines split on \n or \r\n) and every line ≤ 998 octets;
+/// quoted-printable when most bytes (≥ ~80%) are printable ASCII; base64 otherwise.
+pub fn choose_encoding(body: &str) -> TransferEncoding {
+    let normalised = to_crlf(body);
+    if fits_7bit(&normalised) {
+        return TransferEncoding::SevenBit;
+    }
+    let total = normalised.len();
+    let printable = normalised
+        .bytes()
+        .filter(|&b| matches!(b, b'\t' | b'\r' | b'\n' | 0x20..=0x7e))
+        .count();
+    // QP costs 3 bytes per unprintable byte, base64 a flat 4/3: at ~80% printable QP still
+    // wins and stays human-readable, below that base64 is smaller.
+    if printable.saturating_mul(5) >= total.saturating_mul(4) {
+        TransferEncoding::QuotedPrintable
+    } else {
+        TransferEncoding::Base64
+    }
+}
+
+/// Encodes one body part; returns the encoding used and the wire text (CRLF line breaks,
+/// without a guaranteed trailing CRLF).
+fn encode_body(
+    body: &str,
+    forced: Option<TransferEncoding>,
+    part: &'static str,
+) -> Result<(TransferEncoding, String), TemplateError> {
+    let normalised = to_crlf(body);
+    let encoding = forced.unwrap_or_else(|| choose_encoding(&normalised));
+    let encoded = match encoding {
+        TransferEncoding::SevenBit => {
+            if !fits_7bit(&normalised) {
+                return Err(TemplateError::SevenBitUnsuitable(part));
+            }
+            normalised
+        }
+        // Text mode keeps our CRLFs as hard line breaks and soft-wraps at 76 with "=\r\n".
+        TransferEncoding::QuotedPrintable => quoted_printable::encode_to_str(normalised),
+        TransferEncoding::Base64 => wrap_base64(&STANDARD.encode(normalised)),
+    };
+    Ok((encoding, encoded))
+}
+
+fn wrap_base64(b64: &str) -> String {
+    let mut out = String::with_capacity(b64.len() + b64.len() / B64_LINE * 2 + 2);
+    for (i, c) in b64.chars().enumerate() {
+        if i > 0 && i % B64_LINE == 0 {
+            out.push_str("\r\n");
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// Makes a header value safe to emit: CR/LF (and other control characters, which have no
+/// business in a header) become spaces, so a hostile parameter cannot start a new header
+/// line. Leading/trailing whitespace is dropped so folding never leaves blank lines.
+fn sanitize_header_value(value: &str) -> String {
+    let cleaned: String = value
+        .chars()
+        .map(|c| {
+            if c.is_ascii_control() && c != '\t' {
+                ' '
+            } else {
+                c
+            }
+        })
+        .collect();
+    cleaned.trim().to_owned()
+}
+
+/// Splits `value` into RFC 2047 B-encoded words, never splitting a UTF-8 character
+/// (RFC 2047 §5 forbids a word holding a partial character).
+fn encoded_words(value: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut start = 0;
+    let mut end = 0;
+    for (i, c) in value.char_indices() {
+        let next = i + c.len_utf8();
+        if next - start > EW_MAX_BYTES {
+            words.push(encoded_word(&value[start..end]));
+            start = end;
+        }
+        end = next;
+    }
+    if start < end {
+        words.push(encoded_word(&value[start..end]));
+    }
+    words
+}
+
+fn encoded_word(chunk: &str) -> String {
+    format!("=?utf-8?B?{}?=", STANDARD.encode(chunk))
+}
+
+/// Encodes a header value per RFC 2047 (B encoding, utf-8) when it contains non-ASCII;
+/// returns it unchanged otherwise. Used by render and usable by callers.
+///
+/// Encoded-words are separated by CRLF + space (a fold). The value is not sanitised:
+/// callers that take it from untrusted input must strip CR/LF from ASCII values themselves.
+#[allow(dead_code)] // for callers building their own headers (DSNs)
+pub fn encode_header_value(value: &str) -> String {
+    if value.is_ascii() {
+        value.to_owned()
+    } else {
+        encoded_words(value).join("\r\n ")
+    }
+}
+
+/// Like [`encode_header_value`] but separates words with a plain space, leaving line
+/// breaking to [`push_header`] (which folds at those spaces).
+fn encode_unstructured(value: &str) -> String {
+    if value.is_ascii() {
+        value.to_owned()
+    } else {
+        encoded_words(value).join(" ")
+    }
+}
+
+/// Encodes a `From` value: with `Name <addr>` only the display name becomes encoded-words
+/// (an encoded address would be undeliverable); otherwise the whole value is encoded.
+fn encode_from(value: &str) -> String {
+    if value.is_ascii() {
+        return value.to_owned();
+    }
+    if let Some(stripped) = value.strip_suffix('>')
+        && let Some(lt) = stripped.rfind('<')
+    {
+        let addr = &stripped[lt + 1..];
+        if addr.is_ascii() {
+            // Encoded-words are not allowed inside a quoted-string (RFC 2047 §5), so unquote.
+            let name = unquote(value[..lt].trim());
+            if name.is_empty() {
+                return format!("<{addr}>");
+            }
+            return format!("{} <{addr}>", encode_unstructured(&name));
+        }
+    }
+    encode_unstructured(value)
+}
+
+fn unquote(name: &str) -> String {
+    match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
+        Some(inner) => {
+            let mut out = String::with_capacity(inner.len());
+            let mut chars = inner.chars();
+            while let Some(c) = chars.next() {
+                if c == '\\' {
+                    if let Some(escaped) = chars.next() {
+                        out.push(escaped);
+                    }
+                } else {
+                    out.push(c);
+                }
+            }
+            out
+        }
+        None => name.to_owned(),
+    }
+}
+
+/// Splits before every space/tab, so each segment after the first starts with the
+/// whitespace a fold may be inserted in front of (RFC 5322 §2.2.3).
+fn wsp_segments(s: &str) -> Vec<&str> {
+    let mut segments = Vec::new();
+    let mut start = 0;
+    for (i, c) in s.char_indices() {
+        if (c == ' ' || c == '\t') && i > start {
+            segments.push(&s[start..i]);
+            start = i;
+        }
+    }
+    if start < s.len() {
+        segments.push(&s[start..]);
+    }
+    segments
+}
+
+/// Appends `Name: value\r\n`, folding at whitespace past 78 columns and, as a last resort
+/// for a single run longer than 998 octets, breaking it with CRLF + space (which adds a
+/// space on unfolding, but keeps the message transmittable).
+/// `value` must already be free of CR/LF.
+fn push_header(out: &mut String, name: &str, value: &str) {
+    out.push_str(name);
+    out.push(':');
+    let mut line_len = name.len() + 1;
+    // Never fold where the current line is only whitespace: RFC 5322 forbids such lines.
+    let mut line_has_text = true;
+    let padded = format!(" {value}");
+    for (idx, segment) in wsp_segments(&padded).into_iter().enumerate() {
+        // idx 0 is the space after the colon: folding there would leave an empty first line.
+        if idx > 0 && line_has_text && line_len + segment.len() > SOFT_LINE {
+            out.push_str("\r\n");
+            line_len = 0;
+            line_has_text = false;
+        }
+        for c in segment.chars() {
+            let width = c.len_utf8();
+            if line_len + width > MAX_LINE {
+                out.push_str("\r\n ");
+                line_len = 1;
+            }
+            out.push(c);
+            line_len += width;
+            if c != ' ' && c != '\t' {
+                line_has_text = true;
+            }
+        }
+    }
+    out.push_str("\r\n");
+}
+
+/// RFC 5322 field-name: printable ASCII except ':' (anything else could break the header).
+fn extra_header_allowed(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= MAX_HEADER_NAME
+        && name.bytes().all(|b| (33..=126).contains(&b) && b != b':')
+        && !RESERVED_HEADERS
+            .iter()
+            .any(|reserved| reserved.eq_ignore_ascii_case(name))
+}
+
+/// RFC 5322 date-time. Written by hand because chrono's `to_rfc2822` panics for years
+/// outside 0..=9999, and `now` is caller-controlled.
+fn rfc5322_date(now: DateTime<Utc>) -> String {
+    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let day = DAYS
+        .get(now.weekday().num_days_from_monday() as usize)
+        .copied()
+        .unwrap_or("Mon");
+    let month = MONTHS.get(now.month0() as usize).copied().unwrap_or("Jan");
+    let mut out = String::with_capacity(32);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        out,
+        "{day}, {:02} {month} {:04} {:02}:{:02}:{:02} +0000",
+        now.day(),
+        now.year(),
+        now.hour(),
+        now.minute(),
+        now.second()
+    );
+    out
+}
+
+fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// 64 random bits from the OS; if that fails, a process-unique mix of a counter, the clock
+/// and the pid, so Message-IDs stay unique and rendering never fails for lack of entropy.
+fn random_u64() -> u64 {
+    let mut buf = [0u8; 8];
+    match getrandom::fill(&mut buf) {
+        Ok(()) => u64::from_le_bytes(buf),
+        Err(_) => {
+            static COUNTER: AtomicU64 = AtomicU64::new(0);
+            let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let nanos = Utc::now().timestamp_nanos_opt().unwrap_or(0) as u64;
+            let pid = u64::from(std::process::id());
+            // splitmix64 is a bijection, so distinct counters give distinct outputs.
+            splitmix64(count ^ nanos.rotate_left(21) ^ (pid << 40))
+        }
+    }
+}
+
+/// Keeps only characters valid in a dot-atom domain, so the Message-ID stays parseable
+/// whatever the configuration says.
+fn sanitize_id_domain(domain: &str) -> String {
+    let cleaned: String = domain
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '.' | '_'))
+        .take(253)
+        .collect();
+    let trimmed = cleaned.trim_matches('.');
+    if trimmed.is_empty() {
+        "localhost".to_owned()
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+fn message_id(id_domain: &str, now: DateTime<Utc>) -> String {
+    format!(
+        "<{}.{:016x}@{}>",
+        now.timestamp_millis(),
+        random_u64(),
+        sanitize_id_domain(id_domain)
+    )
+}
+
+/// A boundary absent from every part. Candidates share a random prefix and differ in a
+/// fixed-width counter, so each position of the content can rule out at most one of them:
+/// the loop ends after at most `total length + 1` tries even if the content is adversarial.
+fn pick_boundary(parts: &[&str]) -> String {
+    let seed = random_u64();
+    let total = parts.iter().map(|p| p.len() as u64).sum::<u64>();
+    let candidate = |attempt: u64| format!("=_{seed:016x}{attempt:016x}");
+    for attempt in 0..=total {
+        let boundary = candidate(attempt);
+        if !parts.iter().any(|p| p.contains(&boundary)) {
+            return boundary;
+        }
+    }
+    // Unreachable by the pigeonhole argument above; still a valid boundary syntactically.
+    candidate(total.wrapping_add(1))
+}
+
+fn push_part_headers(out: &mut String, content_type: &str, encoding: TransferEncoding) {
+    push_header(
+        out,
+        "Content-Type",
+        &format!("{content_type}; charset=utf-8"),
+    );
+    push_header(out, "Content-Transfer-Encoding", encoding.header_value());
+}
+
+/// Renders the whole message for one recipient: headers + body, CRLF line endings throughout,
+/// ready for SMTP DATA (the caller does dot-stuffing; this must NOT dot-stuff).
+///
+/// Headers, in order: From, To, Subject, Date, Message-ID, MIME-Version, `extra_headers`,
+/// Content-Type, Content-Transfer-Encoding. Tags are filled in from, subject, text and html.
+/// Every header value has CR/LF replaced by spaces (no header injection), non-ASCII is
+/// RFC 2047 encoded (only the display name of `From`), and lines are folded to ≤ 998 octets.
+/// Extra headers with an invalid field name or one of the names written here are dropped;
+/// their values are sanitised and RFC 2047 encoded when non-ASCII, but not tag-filled.
+pub fn render(
+    t: &Template,
+    params: &BTreeMap<String, String>,
+    to: &str,
+    id_domain: &str,
+    extra_headers: &[(String, String)],
+    now: DateTime<Utc>,
+) -> Result<Vec<u8>, TemplateError> {
+    if t.text.is_none() && t.html.is_none() {
+        return Err(TemplateError::NoBody);
+    }
+    let from = sanitize_header_value(&fill(&t.from, params)?);
+    let subject = sanitize_header_value(&fill(&t.subject, params)?);
+    let text = match &t.text {
+        Some(body) => Some(encode_body(&fill(body, params)?, t.text_encoding, "text")?),
+        None => None,
+    };
+    let html = match &t.html {
+        Some(body) => Some(encode_body(&fill(body, params)?, t.html_encoding, "html")?),
+        None => None,
+    };
+
+    let mut out = String::new();
+    push_header(&mut out, "From", &encode_from(&from));
+    push_header(&mut out, "To", &sanitize_header_value(to));
+    push_header(&mut out, "Subject", &encode_unstructured(&subject));
+    push_header(&mut out, "Date", &rfc5322_date(now));
+    push_header(&mut out, "Message-ID", &message_id(id_domain, now));
+    push_header(&mut out, "MIME-Version", "1.0");
+    for (name, value) in extra_headers {
+        if extra_header_allowed(name) {
+            let value = encode_unstructured(&sanitize_header_value(value));
+            push_header(&mut out, name, &value);
+        }
+    }
+
+    match (text, html) {
+        (Some((text_enc, text_body)), Some((html_enc, html_body))) => {
+            let boundary = pick_boundary(&[&text_body, &html_body]);
+            push_header(
+                &mut out,
+                "Content-Type",
+                &format!("multipart/alternative; boundary=\"{boundary}\""),
+            );
+            out.push_str("\r\n");
+            for (content_type, encoding, body) in [
+                ("text/plain", text_enc, text_body),
+                ("text/html", html_enc, html_body),
+            ] {
+                let _ = write!(out, "--{boundary}\r\n");
+                push_part_headers(&mut out, content_type, encoding);
+                out.push_str("\r\n");
+                out.push_str(&body);
+                // This CRLF belongs to the next delimiter (RFC 2046 §5.1.1), so the part's
+                // own trailing line break, if any, is preserved.
+                out.push_str("\r\n");
+            }
+            let _ = write!(out, "--{boundary}--\r\n");
+        }
+        (Some((encoding, body)), None) | (None, Some((encoding, body))) => {
+            let content_type = if t.text.is_some() {
+                "text/plain"
+            } else {
+                "text/html"
+            };
+            push_part_headers(&mut out, content_type, encoding);
+            out.push_str("\r\n");
+            out.push_str(&body);
+            if !body.ends_with("\r\n") {
+                out.push_str("\r\n");
+            }
+        }
+        (None, None) => return Err(TemplateError::NoBody),
+    }
+    Ok(out.into_bytes())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)] // tests may panic by design
+mod tests {
+    use super::*;
+    use chrono::TimeZone as _;
+
+    fn params(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc.with_ymd_and_hms(2026, 11, 28, 10, 11, 40).unwrap()
+    }
+
+    fn template(text: Option<&str>, html: Option<&str>) -> Template {
+        Template {
+            from: "Example <news@example.com>".into(),
+            subject: "Hello [Name]".into(),
+            text: text.map(Into::into),
+            html: html.map(Into::into),
+            ..Template::default()
+        }
+    }
+
+    fn render_simple(t: &Template, p: &BTreeMap<String, String>) -> Vec<u8> {
+        render(t, p, "bob@example.org", "mail.example.com", &[], now()).unwrap()
+    }
+
+    /// Every line ends with CRLF, no bare CR or LF, no line over 998 octets.
+    fn assert_wire_clean(msg: &[u8]) {
+        assert!(msg.ends_with(b"\r\n"), "message must end with CRLF");
+        for (i, &b) in msg.iter().enumerate() {
+            if b == b'\n' {
+                assert!(i > 0 && msg[i - 1] == b'\r', "bare LF at {i}");
+            }
+            if b == b'\r' {
+                assert_eq!(msg.get(i + 1), Some(&b'\n'), "bare CR at {i}");
+            }
+        }
+        for line in msg.split(|&b| b == b'\n') {
+            assert!(line.len() <= MAX_LINE + 1, "line too long: {}", line.len());
+        }
+    }
+
+    /// (header block incl. final CRLF, body)
+    fn split_msg(msg: &[u8]) -> (String, String) {
+        let s = String::from_utf8(msg.to_vec()).unwrap();
+        let i = s.find("\r\n\r\n").unwrap();
+        (s[..i + 2].to_owned(), s[i + 4..].to_owned())
+    }
+
+    /// Unfolded (name, value) pairs, in order.
+    fn headers(block: &str) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for line in block.split("\r\n").filter(|l| !l.is_empty()) {
+            if line.starts_with([' ', '\t']) {
+                out.last_mut().unwrap().1.push_str(line);
+            } else {
+                let (n, v) = line.split_once(':').unwrap();
+                out.push((n.to_owned(), v.to_owned()));
+            }
+        }
+        out.into_iter()
+            .map(|(n, v)| (n, v.trim().to_owned()))
+            .collect()
+    }
+
+    fn header(block: &str, name: &str) -> String {
+        headers(block)
+            .into_iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no {name} header"))
+    }
+
+    fn decode_words(value: &str) -> String {
+        let mut bytes = Vec::new();
+        for word in value.split_whitespace() {
+            assert!(word.len() <= 75, "encoded-word too long: {word}");
+            let b64 = word
+                .strip_prefix("=?utf-8?B?")
+                .and_then(|w| w.strip_suffix("?="))
+                .unwrap_or_else(|| panic!("not an encoded-word: {word}"));
+            bytes.extend(STANDARD.decode(b64).unwrap());
+        }
+        String::from_utf8(bytes).unwrap()
+    }
+
+    fn decode_body(cte: &str, body: &str) -> String {
+        let bytes = match cte {
+            "7bit" => body.as_bytes().to_vec(),
+            "quoted-printable" => {
+                for line in body.split("\r\n") {
+                    assert!(line.len() <= 76, "QP line too long: {line}");
+                }
+                quoted_printable::decode(body, quoted_printable::ParseMode::Strict).unwrap()
+            }
+            "base64" => {
+                for line in body.split("\r\n") {
+                    assert!(line.len() <= 76, "base64 line too long");
+                }
+                STANDARD.decode(body.replace("\r\n", "")).unwrap()
+            }
+            other => panic!("unexpected CTE {other}"),
+        };
+        String::from_utf8(bytes).unwrap()
+    }
+
+    /// Splits a multipart body into (headers, body) per part, checking the close delimiter.
+    fn parts(body: &str, boundary: &str) -> Vec<(String, String)> {
+        let delim = format!("--{boundary}");
+        let pieces: Vec<&str> = body.split(&delim).collect();
+        assert_eq!(pieces.first(), Some(&""), "no preamble expected");
+        assert_eq!(
+            pieces.last(),
+            Some(&"--\r\n"),
+            "close delimiter must end the message"
+        );
+        pieces[1..pieces.len() - 1]
+            .iter()
+            .map(|p| {
+                let p = p
+                    .strip_prefix("\r\n")
+                    .unwrap()
+                    .strip_suffix("\r\n")
+                    .unwrap();
+                let i = p.find("\r\n\r\n").unwrap();
+                (p[..i + 2].to_owned(), p[i + 4..].to_owned())
+            })
+            .collect()
+    }
+
+    const FRENCH: &str = "Bonjour Élodie,\nVoici les nouveautés de la semaine : des crêpes, \
+        du café et un déjeuner à la française. Ça vous intéresse ? Répondez vite !\n";
+    const CJK: &str = "你好，世界。这是一封测试邮件，内容全部是中文字符。\n";
+
+    #[test]
+    fn fill_replaces_tags() {
+        let p = params(&[("Name", "Bob"), ("a.b-c_1", "X")]);
+        assert_eq!(
+            fill("Hi [Name]! [a.b-c_1][Name]", &p).unwrap(),
+            "Hi Bob! XBob"
+        );
+        assert_eq!(fill("", &p).unwrap(), "");
+        assert_eq!(fill("no tags", &p).unwrap(), "no tags");
+    }
+
+    #[test]
+    fn fill_leaves_non_tags() {
+        let p = params(&[("Name", "Bob")]);
+        for s in [
+            "[ x ]", "[]", "end [", "[a b]", "[é]", "[Name", "a]b", "[Na me]",
+        ] {
+            assert_eq!(fill(s, &p).unwrap(), s);
+        }
+        assert_eq!(fill("[[Name]]", &p).unwrap(), "[Bob]");
+        assert_eq!(fill("é[Name]é", &p).unwrap(), "éBobé");
+        let long = format!("[{}]", "a".repeat(65));
+        assert_eq!(fill(&long, &p).unwrap(), long);
+        let max = "a".repeat(64);
+        let p64 = params(&[(&max, "ok")]);
+        assert_eq!(fill(&format!("[{max}]"), &p64).unwrap(), "ok");
+    }
+
+    #[test]
+    fn fill_errors_on_missing_tag() {
+        let p = params(&[("Name", "Bob")]);
+        assert_eq!(
+            fill("Hello [UserName]", &p),
+            Err(TemplateError::MissingTag("UserName".into()))
+        );
+    }
+
+    #[test]
+    fn fill_does_not_rescan_values() {
+        let p = params(&[("Name", "[Secret]")]);
+        assert_eq!(fill("Hi [Name]", &p).unwrap(), "Hi [Secret]");
+    }
+
+    #[test]
+    fn transfer_encoding_from_str() {
+        use TransferEncoding::*;
+        assert_eq!("7bit".parse::<TransferEncoding>(), Ok(SevenBit));
+        assert_eq!(
+            "Quoted-Printable".parse::<TransferEncoding>(),
+            Ok(QuotedPrintable)
+        );
+        assert_eq!(" BASE64 ".parse::<TransferEncoding>(), Ok(Base64));
+        assert_eq!(
+            "8bit".parse::<TransferEncoding>(),
+            Err(TemplateError::BadEncoding("8bit".into()))
+        );
+    }
+
+    #[test]
+    fn choose_encoding_cases() {
+        use TransferEncoding::*;
+        assert_eq!(choose_encoding(""), SevenBit);
+        assert_eq!(choose_encoding("Hello\nworld\r\n"), SevenBit);
+        assert_eq!(choose_encoding(&"a".repeat(998)), SevenBit);
+        assert_eq!(
+            choose_encoding(&format!("x\r\n{}\n", "a".repeat(998))),
+            SevenBit
+        );
+        assert_eq!(choose_encoding(&"a".repeat(999)), QuotedPrintable);
+        assert_eq!(choose_encoding(FRENCH), QuotedPrintable);
+        assert_eq!(
+            choose_encoding("hello\0 world, a NUL in a text"),
+            QuotedPrintable
+        );
+        assert_eq!(choose_encoding(CJK), Base64);
+        // Controls other than NUL are legal 7bit (RFC 2045 §2.7); NUL is not.
+        let controls: String = (1u8..32).map(char::from).collect();
+        assert_eq!(choose_encoding(&controls), SevenBit);
+        let binaryish: String = (0u8..32).map(char::from).collect();
+        assert_eq!(choose_encoding(&binaryish), Base64);
+    }
+
+    #[test]
+    fn render_text_only() {
+        let t = template(Some("Hi [Name],\nline two\n.\n"), None);
+        let p = params(&[("Name", "Bob")]);
+        let extra = vec![
+            (
+                "List-Unsubscribe".to_owned(),
+                "<mailto:u@example.com>".to_owned(),
+            ),
+            ("X-Campaign".to_owned(), "42".to_owned()),
+        ];
+        let msg = render(&t, &p, "bob@example.org", "mail.example.com", &extra, now()).unwrap();
+        assert_wire_clean(&msg);
+        let (h, body) = split_msg(&msg);
+        let names: Vec<String> = headers(&h).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(
+            names,
+            [
+                "From",
+                "To",
+                "Subject",
+                "Date",
+                "Message-ID",
+                "MIME-Version",
+                "List-Unsubscribe",
+                "X-Campaign",
+                "Content-Type",
+                "Content-Transfer-Encoding"
+            ]
+        );
+        assert_eq!(header(&h, "From"), "Example <news@example.com>");
+        assert_eq!(header(&h, "To"), "bob@example.org");
+        assert_eq!(header(&h, "Subject"), "Hello Bob");
+        assert_eq!(header(&h, "Date"), "Sat, 28 Nov 2026 10:11:40 +0000");
+        assert_eq!(header(&h, "MIME-Version"), "1.0");
+        assert_eq!(header(&h, "Content-Type"), "text/plain; charset=utf-8");
+        assert_eq!(header(&h, "Content-Transfer-Encoding"), "7bit");
+        // Normalised to CRLF and, crucially, not dot-stuffed.
+        assert_eq!(body, "Hi Bob,\r\nline two\r\n.\r\n");
+    }
+
+    #[test]
+    fn render_html_only_quoted_printable() {
+        let html = format!("<p>[Name]</p>\n<p>{}</p>\n", FRENCH.replace('\n', " "));
+        let t = template(None, Some(&html));
+        let p = params(&[("Name", "Zoë")]);
+        let msg = render_simple(&t, &p);
+        assert_wire_clean(&msg);
+        let (h, body) = split_msg(&msg);
+        assert_eq!(header(&h, "Content-Type"), "text/html; charset=utf-8");
+        assert_eq!(header(&h, "Content-Transfer-Encoding"), "quoted-printable");
+        assert!(body.is_ascii());
+        let expected = to_crlf(&fill(&html, &p).unwrap());
+        assert_eq!(decode_body("quoted-printable", &body), expected);
+    }
+
+    #[test]
+    fn render_multipart() {
+        let t = template(
+            Some("Hi [Name]\nplain\n"),
+            Some(&format!("<b>[Name]</b>{CJK}")),
+        );
+        let p = params(&[("Name", "Bob")]);
+        let msg = render_simple(&t, &p);
+        assert_wire_clean(&msg);
+        let (h, body) = split_msg(&msg);
+        let ct = header(&h, "Content-Type");
+        let boundary = ct
+            .strip_prefix("multipart/alternative; boundary=\"")
+            .and_then(|b| b.strip_suffix('"'))
+            .unwrap();
+        assert!(!boundary.is_empty() && boundary.len() <= 70);
+        assert!(
+            headers(&h)
+                .iter()
+                .all(|(n, _)| n != "Content-Transfer-Encoding")
+        );
+        let ps = parts(&body, boundary);
+        assert_eq!(ps.len(), 2);
+        let (th, tb) = &ps[0];
+        assert_eq!(header(th, "Content-Type"), "text/plain; charset=utf-8");
+        assert_eq!(header(th, "Content-Transfer-Encoding"), "7bit");
+        assert_eq!(decode_body("7bit", tb), "Hi Bob\r\nplain\r\n");
+        let (hh, hb) = &ps[1];
+        assert_eq!(header(hh, "Content-Type"), "text/html; charset=utf-8");
+        assert_eq!(header(hh, "Content-Transfer-Encoding"), "base64");
+        assert_eq!(
+            decode_body("base64", hb),
+            to_crlf(&format!("<b>Bob</b>{CJK}"))
+        );
+        for (_, b) in &ps {
+            assert!(!b.contains(boundary));
+        }
+    }
+
+    #[test]
+    fn forced_encodings_are_honoured() {
+        let mut t = template(Some("plain ascii\n"), Some("<p>ascii</p>\n"));
+        t.text_encoding = Some(TransferEncoding::Base64);
+        t.html_encoding = Some(TransferEncoding::QuotedPrintable);
+        let msg = render_simple(&t, &params(&[("Name", "x")]));
+        assert_wire_clean(&msg);
+        let (h, body) = split_msg(&msg);
+        let ct = header(&h, "Content-Type");
+        let boundary = ct.split('"').nth(1).unwrap();
+        let ps = parts(&body, boundary);
+        assert_eq!(header(&ps[0].0, "Content-Transfer-Encoding"), "base64");
+        assert_eq!(decode_body("base64", &ps[0].1), "plain ascii\r\n");
+        assert_eq!(
+            header(&ps[1].0, "Content-Transfer-Encoding"),
+            "quoted-printable"
+        );
+        assert_eq!(
+            decode_body("quoted-printable", &ps[1].1),
+            "<p>ascii</p>\r\n"
+        );
+    }
+
+    #[test]
+    fn forced_7bit_on_unsuitable_content_errors() {
+        let p = params(&[("Name", "x")]);
+        let mut t = template(Some("café"), None);
+        t.text_encoding = Some(TransferEncoding::SevenBit);
+        assert_eq!(
+            render_simple_err(&t, &p),
+            TemplateError::SevenBitUnsuitable("text")
+        );
+        let mut t = template(Some("ok"), Some(&"a".repeat(999)));
+        t.html_encoding = Some(TransferEncoding::SevenBit);
+        assert_eq!(
+            render_simple_err(&t, &p),
+            TemplateError::SevenBitUnsuitable("html")
+        );
+    }
+
+    fn render_simple_err(t: &Template, p: &BTreeMap<String, String>) -> TemplateError {
+        render(t, p, "bob@example.org", "example.com", &[], now()).unwrap_err()
+    }
+
+    #[test]
+    fn render_errors() {
+        let p = params(&[]);
+        assert_eq!(
+            render_simple_err(&template(None, None), &p),
+            TemplateError::NoBody
+        );
+        assert_eq!(
+            render_simple_err(&template(Some("x"), None), &p),
+            TemplateError::MissingTag("Name".into())
+        );
+    }
+
+    #[test]
+    fn header_injection_is_impossible() {
+        let evil = "x\r\nBcc: evil@x\nX-Evil: 1\r";
+        let mut t = template(Some("body\n"), None);
+        t.from = "[Name] <news@example.com>".into();
+        let p = params(&[("Name", evil)]);
+        let extra = vec![("X-Tag".to_owned(), evil.to_owned())];
+        let msg = render(&t, &p, "bob@x\r\nBcc: evil@x", "d\r\nBcc: x", &extra, now()).unwrap();
+        assert_wire_clean(&msg);
+        let (h, _) = split_msg(&msg);
+        for line in h.split("\r\n") {
+            let lower = line.to_ascii_lowercase();
+            assert!(
+                !lower.starts_with("bcc:") && !lower.starts_with("x-evil:"),
+                "{line}"
+            );
+        }
+        assert_eq!(header(&h, "Subject"), "Hello x  Bcc: evil@x X-Evil: 1");
+        assert_eq!(headers(&h).len(), 9);
+    }
+
+    #[test]
+    fn non_ascii_subject_round_trips() {
+        let mut t = template(Some("b"), None);
+        for subject in [
+            "Café [Name] ☕",
+            &"Les nouveautés de la semaine, Élodie — 日本語も少し ".repeat(8),
+        ] {
+            t.subject = subject.into();
+            let p = params(&[("Name", "Zoë")]);
+            let msg = render_simple(&t, &p);
+            assert_wire_clean(&msg);
+            let (h, _) = split_msg(&msg);
+            assert!(h.is_ascii());
+            for line in h.split("\r\n") {
+                assert!(line.len() <= 90, "line not folded: {line}");
+            }
+            let expected = sanitize_header_value(&fill(subject, &p).unwrap());
+            assert_eq!(decode_words(&header(&h, "Subject")), expected);
+        }
+    }
+
+    #[test]
+    fn encode_header_value_shape() {
+        assert_eq!(encode_header_value("plain"), "plain");
+        let s = "€".repeat(100);
+        let encoded = encode_header_value(&s);
+        assert!(encoded.contains("\r\n "));
+        assert_eq!(decode_words(&encoded), s);
+    }
+
+    #[test]
+    fn non_ascii_from_encodes_display_name_only() {
+        let mut t = template(Some("b"), None);
+        t.from = "\"Élodie [Name]\" <news@example.com>".into();
+        let msg = render_simple(&t, &params(&[("Name", "Dupont")]));
+        let (h, _) = split_msg(&msg);
+        let from = header(&h, "From");
+        let (name, addr) = from.rsplit_once(' ').unwrap();
+        assert_eq!(addr, "<news@example.com>");
+        assert_eq!(decode_words(name), "Élodie Dupont");
+    }
+
+    #[test]
+    fn long_ascii_headers_are_folded() {
+        let mut t = template(Some("b"), None);
+        t.subject = "word ".repeat(400);
+        let msg = render_simple(&t, &params(&[]));
+        let (h, _) = split_msg(&msg);
+        for line in h.split("\r\n") {
+            assert!(line.len() <= SOFT_LINE, "{}", line.len());
+        }
+        assert_eq!(header(&h, "Subject"), "word ".repeat(400).trim());
+        // No whitespace at all: only the 998 hard limit can be honoured.
+        t.subject = "x".repeat(3000);
+        let msg = render_simple(&t, &params(&[]));
+        assert_wire_clean(&msg);
+        let (h, _) = split_msg(&msg);
+        assert_eq!(header(&h, "Subject").replace(' ', ""), "x".repeat(3000));
+    }
+
+    #[test]
+    fn extra_headers_filtered() {
+        let t = template(Some("b"), None);
+        let extra: Vec<(String, String)> = [
+            ("Bad Name", "1"),
+            ("Bad:Name", "2"),
+            ("", "3"),
+            ("content-type", "text/evil"),
+            ("X-Ok", "Grüße"),
+        ]
+        .iter()
+        .map(|(n, v)| ((*n).to_owned(), (*v).to_owned()))
+        .collect();
+        let msg = render(&t, &params(&[("Name", "x")]), "a@b", "d", &extra, now()).unwrap();
+        let (h, _) = split_msg(&msg);
+        let hs = headers(&h);
+        assert_eq!(hs.len(), 9);
+        assert_eq!(header(&h, "Content-Type"), "text/plain; charset=utf-8");
+        assert_eq!(decode_words(&header(&h, "X-Ok")), "Grüße");
+    }
+
+    #[test]
+    fn message_id_shape() {
+        let t = template(Some("b"), None);
+        let p = params(&[("Name", "x")]);
+        let id = |msg: Vec<u8>| header(&split_msg(&msg).0, "Message-ID");
+        let a = id(render_simple(&t, &p));
+        let b = id(render_simple(&t, &p));
+        assert_ne!(a, b);
+        let inner = a.strip_prefix('<').unwrap().strip_suffix('>').unwrap();
+        let (local, domain) = inner.split_once('@').unwrap();
+        assert_eq!(domain, "mail.example.com");
+        let (ts, hex) = local.split_once('.').unwrap();
+        assert_eq!(ts, now().timestamp_millis().to_string());
+        assert_eq!(hex.len(), 16);
+        assert!(hex.bytes().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(sanitize_id_domain(" <bad domain>\r\n"), "baddomain");
+        assert_eq!(sanitize_id_domain("..."), "localhost");
+    }
+
+    #[test]
+    fn line_endings_normalised() {
+        let t = template(Some("a\nb\r\nc\rd"), None);
+        let msg = render_simple(&t, &params(&[("Name", "x")]));
+        assert_wire_clean(&msg);
+        assert_eq!(split_msg(&msg).1, "a\r\nb\r\nc\r\nd\r\n");
+    }
+
+    #[test]
+    fn boundary_avoids_content() {
+        // Content that literally contains the first candidate forces a second try.
+        let seedless = pick_boundary(&["abc"]);
+        assert!(seedless.starts_with("=_") && seedless.len() == 34);
+        let b = pick_boundary(&["x", "y"]);
+        let part = format!("--{b}\r\n");
+        let b2 = pick_boundary(&[&part, &part]);
+        assert!(!part.contains(&b2));
+    }
+
+    #[test]
+    fn extreme_dates_do_not_panic() {
+        let t = template(Some("b"), None);
+        let p = params(&[("Name", "x")]);
+        for when in [DateTime::<Utc>::MIN_UTC, DateTime::<Utc>::MAX_UTC] {
+            let msg = render(&t, &p, "a@b", "d", &[], when).unwrap();
+            assert_wire_clean(&msg);
+        }
+    }
+
+    /// Cheap deterministic fuzz: hostile mixes of tags, line breaks, NUL and non-ASCII must
+    /// never panic and must always produce a clean wire format that decodes back.
+    #[test]
+    fn fuzz_render_round_trips() {
+        let alphabet = [
+            "a",
+            " ",
+            "\r",
+            "\n",
+            "\r\n",
+            "[",
+            "]",
+            "[N]",
+            "é",
+            "中",
+            "\0",
+            "=",
+            ".",
+            "\t",
+            "--",
+            "=_",
+            "😀",
+            &"z".repeat(300),
+        ];
+        let mut state = 0x1234_5678_9abc_def0_u64;
+        let mut next = |n: usize| {
+            state = splitmix64(state);
+            (state % n as u64) as usize
+        };
+        let mut rendered = 0;
+        for _ in 0..300 {
+            let mut gen_str = |len: usize| -> String {
+                (0..len).map(|_| alphabet[next(alphabet.len())]).collect()
+            };
+            let text = gen_str(40);
+            let html = gen_str(40);
+            let subject = gen_str(10);
+            let value = gen_str(5);
+            let t = Template {
+                from: format!("{} <a@b.c>", gen_str(3)),
+                subject,
+                text: Some(text.clone()),
+                html: Some(html.clone()),
+                ..Template::default()
+            };
+            let p = params(&[("N", &value)]);
+            // The alphabet can assemble real tags such as "`[a]`"; those must fail cleanly.
+            let msg = match render(&t, &p, "to@x", "d", &[], now()) {
+                Err(TemplateError::MissingTag(_)) => continue,
+                other => other.unwrap(),
+            };
+            rendered += 1;
+            assert_wire_clean(&msg);
+            let (h, body) = split_msg(&msg);
+            assert!(h.is_ascii());
+            let ct = header(&h, "Content-Type");
+            let boundary = ct.split('"').nth(1).unwrap();
+            let ps = parts(&body, boundary);
+            assert_eq!(ps.len(), 2);
+            for ((ph, pb), src) in ps.iter().zip([&text, &html]) {
+                let cte = header(ph, "Content-Transfer-Encoding");
+                assert_eq!(decode_body(&cte, pb), to_crlf(&fill(src, &p).unwrap()));
+            }
+        }
+        assert!(rendered > 100, "fuzz mostly hit MissingTag: {rendered}");
+    }
+}

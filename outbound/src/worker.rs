@@ -1,0 +1,496 @@
+//! A delivery worker: one thread, one current-thread tokio runtime, and every
+//! destination domain hashed to it.
+//!
+//! Owns: for its domains, the connection cache (idle sessions reused for the next
+//! message), the per-domain connection limit and message rate, routing (MX lookups
+//! through its own resolver cache), and turning server replies into per-recipient
+//! outcomes. Because a domain always lands on the same worker and the worker runs
+//! on one thread, none of this state is shared or locked.
+//! Must not: touch the database or decide retry times (the dispatcher does).
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use tokio::sync::{Semaphore, mpsc};
+use tokio::task::{JoinSet, LocalSet};
+use tracing::{debug, info, warn};
+
+use crate::client::{ClientError, Endpoint, SmtpClient, Timeouts, Tls, TxOutcome};
+use crate::config::Config;
+use crate::mx::{RouteError, Router};
+use crate::payload::Payload;
+use crate::queue::{Attempt, Outcome};
+use crate::reply::Reply;
+
+/// Reserves the next slot of a domain's shared schedule (GCRA: the key holds the
+/// earliest start of the next transaction, in microseconds of the Redis clock, so
+/// that nodes with skewed clocks still share one schedule). Returns the
+/// milliseconds to wait for the reserved slot.
+const SHARED_SLOT: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local interval = tonumber(ARGV[1])
+local next_free = tonumber(redis.call('GET', KEYS[1]) or '0')
+local start = math.max(next_free, now)
+redis.call('SET', KEYS[1], string.format('%d', start + interval), 'PX', math.floor((start + interval - now) / 1000) + 1000)
+return math.floor((start - now) / 1000)
+";
+
+/// One transaction's worth of work: recipients of one domain sharing sender and body.
+#[derive(Debug)]
+pub struct Job {
+    pub domain: String,
+    pub sender: String,
+    /// (queue id, address)
+    pub recipients: Vec<(i64, String)>,
+    pub payload: Arc<Payload>,
+}
+
+struct Pooled {
+    client: SmtpClient,
+    since: Instant,
+}
+
+struct DomainState {
+    permits: Rc<Semaphore>,
+    /// Earliest start of the next transaction (local rate limit, one token of burst).
+    next_slot: Cell<Instant>,
+    idle: RefCell<Vec<Pooled>>,
+}
+
+struct Worker {
+    index: usize,
+    cfg: Arc<Config>,
+    router: Router,
+    tls: Tls,
+    timeouts: Timeouts,
+    global: Rc<Semaphore>,
+    domains: RefCell<HashMap<String, Rc<DomainState>>>,
+    redis: Option<RefCell<redis::aio::MultiplexedConnection>>,
+    results: mpsc::UnboundedSender<Vec<Attempt>>,
+}
+
+/// Starts worker thread `index`; it runs until `jobs` is closed and its deliveries
+/// have finished.
+pub fn spawn(
+    index: usize,
+    cfg: Arc<Config>,
+    tls: Tls,
+    jobs: mpsc::UnboundedReceiver<Job>,
+    results: mpsc::UnboundedSender<Vec<Attempt>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name(format!("outbound-worker-{index}"))
+        .spawn(move || {
+            let rt = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    warn!(index, error = %e, "worker runtime failed to start");
+                    return;
+                }
+            };
+            LocalSet::new().block_on(&rt, run(index, cfg, tls, jobs, results));
+        })
+}
+
+async fn run(
+    index: usize,
+    cfg: Arc<Config>,
+    tls: Tls,
+    mut jobs: mpsc::UnboundedReceiver<Job>,
+    results: mpsc::UnboundedSender<Vec<Attempt>>,
+) {
+    let router = match Router::new(
+        cfg.resolver,
+        cfg.transports.clone(),
+        cfg.port,
+        cfg.dns_timeout,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            warn!(index, error = %e, "cannot create the DNS resolver; worker stops");
+            return;
+        }
+    };
+    let redis = match &cfg.redis {
+        Some(url) => match connect_redis(url).await {
+            Ok(c) => Some(RefCell::new(c)),
+            Err(e) => {
+                warn!(index, error = %e, "Redis unavailable: rate limits are per node");
+                None
+            }
+        },
+        None => None,
+    };
+    let share = (cfg.max_connections / cfg.threads).max(1);
+    let worker = Rc::new(Worker {
+        index,
+        timeouts: Timeouts {
+            connect: cfg.connect_timeout,
+            command: cfg.command_timeout,
+            data: cfg.data_timeout,
+        },
+        cfg,
+        router,
+        tls,
+        global: Rc::new(Semaphore::new(share)),
+        domains: RefCell::new(HashMap::new()),
+        redis,
+        results,
+    });
+    let reaper = tokio::task::spawn_local(reap_idle(worker.clone()));
+    let mut tasks = JoinSet::new();
+    while let Some(job) = jobs.recv().await {
+        tasks.spawn_local(worker.clone().deliver(job));
+        // Finished tasks are collected as we go so the set stays small.
+        while tasks.try_join_next().is_some() {}
+    }
+    while tasks.join_next().await.is_some() {}
+    reaper.abort();
+    let domains: Vec<Rc<DomainState>> = worker.domains.borrow().values().cloned().collect();
+    for d in domains {
+        let idle: Vec<Pooled> = d.idle.borrow_mut().drain(..).collect();
+        for p in idle {
+            p.client.quit().await;
+        }
+    }
+    debug!(index, "worker finished");
+}
+
+async fn connect_redis(url: &str) -> Result<redis::aio::MultiplexedConnection, redis::RedisError> {
+    let client = redis::Client::open(url)?;
+    tokio::time::timeout(
+        Duration::from_secs(5),
+        client.get_multiplexed_async_connection(),
+    )
+    .await
+    .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))?
+}
+
+/// Closes cached connections idle longer than `delivery.idle_timeout_secs`.
+async fn reap_idle(worker: Rc<Worker>) {
+    let tick = worker
+        .cfg
+        .idle_timeout
+        .clamp(Duration::from_millis(200), Duration::from_secs(1));
+    loop {
+        tokio::time::sleep(tick).await;
+        let domains: Vec<Rc<DomainState>> = worker.domains.borrow().values().cloned().collect();
+        for d in domains {
+            let expired: Vec<Pooled> = {
+                let mut idle = d.idle.borrow_mut();
+                let (old, keep): (Vec<Pooled>, Vec<Pooled>) = idle
+                    .drain(..)
+                    .partition(|p| p.since.elapsed() >= worker.cfg.idle_timeout);
+                *idle = keep;
+                old
+            };
+            for p in expired {
+                tokio::task::spawn_local(p.client.quit());
+            }
+        }
+    }
+}
+
+/// The outcome of trying to get a recipient list through.
+struct Report {
+    outcome: Outcome,
+    mx: Option<String>,
+    code: Option<u16>,
+    status: Option<String>,
+    text: String,
+}
+
+impl Report {
+    fn from_reply(reply: &Reply, mx: &str, outcome: Outcome) -> Self {
+        Self {
+            outcome,
+            mx: Some(mx.to_owned()),
+            code: Some(reply.code),
+            status: reply.status.clone(),
+            text: reply.text.replace('\n', " "),
+        }
+    }
+    fn local(outcome: Outcome, status: Option<&str>, text: String, mx: Option<String>) -> Self {
+        Self {
+            outcome,
+            mx,
+            code: None,
+            status: status.map(str::to_owned),
+            text,
+        }
+    }
+}
+
+fn reply_outcome(reply: &Reply) -> Outcome {
+    if reply.is_permanent() {
+        Outcome::Failed
+    } else if reply.is_positive() {
+        Outcome::Delivered
+    } else {
+        Outcome::Deferred
+    }
+}
+
+impl Worker {
+    fn domain(&self, domain: &str) -> Rc<DomainState> {
+        self.domains
+            .borrow_mut()
+            .entry(domain.to_owned())
+            .or_insert_with(|| {
+                Rc::new(DomainState {
+                    permits: Rc::new(Semaphore::new(self.cfg.limits_for(domain).max_connections)),
+                    next_slot: Cell::new(Instant::now()),
+                    idle: RefCell::new(Vec::new()),
+                })
+            })
+            .clone()
+    }
+
+    async fn deliver(self: Rc<Self>, job: Job) {
+        let state = self.domain(&job.domain);
+        let reports = match (state.permits.acquire().await, self.global.acquire().await) {
+            (Ok(_domain_permit), Ok(_global_permit)) => {
+                self.rate_limit(&job.domain, &state).await;
+                self.attempt(&job, &state).await
+            }
+            _ => vec![Report::local(
+                Outcome::Deferred,
+                Some("4.3.0"),
+                "relay shutting down".into(),
+                None,
+            )],
+        };
+        let at = Utc::now();
+        let attempts: Vec<Attempt> = job
+            .recipients
+            .iter()
+            .enumerate()
+            .map(|(i, (id, rcpt))| {
+                let r = reports.get(i).or(reports.first());
+                Attempt {
+                    queue_id: *id,
+                    recipient: rcpt.clone(),
+                    outcome: r.map_or(Outcome::Deferred, |r| r.outcome),
+                    mx: r.and_then(|r| r.mx.clone()),
+                    code: r.and_then(|r| r.code),
+                    status: r.and_then(|r| r.status.clone()),
+                    text: r.map_or_else(String::new, |r| r.text.clone()),
+                    at,
+                    next_attempt: None,
+                }
+            })
+            .collect();
+        // The dispatcher being gone means we are shutting down; the leases will
+        // expire and the rows be retried.
+        let _ = self.results.send(attempts);
+    }
+
+    /// Waits for the domain's rate limit: Redis-shared when configured (a counter per
+    /// domain and time window), else a local schedule.
+    async fn rate_limit(&self, domain: &str, state: &DomainState) {
+        let rate = self.cfg.limits_for(domain).messages_per_second;
+        if rate <= 0.0 {
+            return;
+        }
+        let interval = Duration::from_secs_f64(1.0 / rate);
+        if let Some(redis) = &self.redis {
+            // The same schedule as below, kept in Redis so that every node draws
+            // from one: each transaction reserves the next free slot.
+            let mut conn = redis.borrow().clone();
+            let wait: Result<i64, _> = redis::Script::new(SHARED_SLOT)
+                .key(format!("outbound:rate:{domain}"))
+                .arg(u64::try_from(interval.as_micros()).unwrap_or(u64::MAX))
+                .invoke_async(&mut conn)
+                .await;
+            match wait {
+                Ok(ms) => {
+                    tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(0))).await;
+                    return;
+                }
+                Err(e) => debug!(error = %e, "Redis rate limit unavailable; using the local one"),
+            }
+        }
+        let now = Instant::now();
+        let slot = state.next_slot.get().max(now);
+        state.next_slot.set(slot + interval);
+        tokio::time::sleep_until(slot.into()).await;
+    }
+
+    /// One attempt for the job's recipients; a report per recipient (or one for all).
+    async fn attempt(&self, job: &Job, state: &DomainState) -> Vec<Report> {
+        let addresses: Vec<String> = job.recipients.iter().map(|(_, a)| a.clone()).collect();
+        // A cached session first; if it turns out dead, a fresh one.
+        let pooled = state.idle.borrow_mut().pop();
+        if let Some(p) = pooled {
+            let mut client = p.client;
+            let mx = client.endpoint.to_string();
+            match client
+                .transaction(&job.sender, &addresses, &job.payload)
+                .await
+            {
+                Ok(outcome) => {
+                    self.keep(client, state);
+                    return reports(&outcome, &mx, addresses.len());
+                }
+                // The message may have arrived: retry later rather than at once.
+                Err(e) if client.data_started => {
+                    warn!(worker = self.index, mx, error = %e, "transaction failed after the message was sent");
+                    return vec![Report::local(
+                        Outcome::Deferred,
+                        Some("4.4.2"),
+                        e.to_string(),
+                        Some(mx),
+                    )];
+                }
+                // A cached session the server has closed meanwhile: a fresh one.
+                Err(e) => debug!(mx, error = %e, "cached connection failed; reconnecting"),
+            }
+        }
+        let hops = match self.router.route(&job.domain).await {
+            Ok(h) => h,
+            Err(RouteError::Permanent { status, text }) => {
+                return vec![Report::local(Outcome::Failed, Some(status), text, None)];
+            }
+            Err(RouteError::Temporary(text)) => {
+                return vec![Report::local(Outcome::Deferred, Some("4.4.3"), text, None)];
+            }
+        };
+        let mut last: Option<Report> = None;
+        let mut all_permanent = true;
+        for endpoint in hops.iter().flat_map(|h| h.endpoints.iter()) {
+            let mx = endpoint.to_string();
+            let mut client = match self.connect(endpoint).await {
+                Ok(c) => c,
+                Err(e) => {
+                    debug!(worker = self.index, mx, error = %e, "connection failed");
+                    let permanent =
+                        matches!(&e, ClientError::Refused { reply, .. } if reply.is_permanent());
+                    all_permanent &= permanent;
+                    last = Some(match e {
+                        ClientError::Refused { reply, .. } => {
+                            Report::from_reply(&reply, &mx, Outcome::Deferred)
+                        }
+                        other => Report::local(
+                            Outcome::Deferred,
+                            Some("4.4.1"),
+                            other.to_string(),
+                            Some(mx),
+                        ),
+                    });
+                    continue;
+                }
+            };
+            if let (Some(limit), true) = (client.ext.size, job.payload.size > 0)
+                && limit > 0
+                && job.payload.size as u64 > limit
+            {
+                let text = format!(
+                    "message of {} octets exceeds {mx}'s limit of {limit}",
+                    job.payload.size
+                );
+                client.quit().await;
+                return vec![Report::local(
+                    Outcome::Failed,
+                    Some("5.3.4"),
+                    text,
+                    Some(mx),
+                )];
+            }
+            match client
+                .transaction(&job.sender, &addresses, &job.payload)
+                .await
+            {
+                Ok(outcome) => {
+                    self.keep(client, state);
+                    return reports(&outcome, &mx, addresses.len());
+                }
+                Err(e) => {
+                    // The session broke mid-transaction. Whether the message got
+                    // through is unknown only if the final dot was sent; either way
+                    // the recipients are retried later, never lost.
+                    warn!(worker = self.index, mx, error = %e, "transaction failed");
+                    return vec![Report::local(
+                        Outcome::Deferred,
+                        Some("4.4.2"),
+                        e.to_string(),
+                        Some(mx),
+                    )];
+                }
+            }
+        }
+        match last {
+            Some(mut r) => {
+                if all_permanent {
+                    r.outcome = Outcome::Failed;
+                }
+                vec![r]
+            }
+            None => vec![Report::local(
+                Outcome::Deferred,
+                Some("4.4.3"),
+                format!("no usable address for {}", job.domain),
+                None,
+            )],
+        }
+    }
+
+    /// Connects with opportunistic STARTTLS; a host whose TLS handshake fails is
+    /// tried once more in plaintext (as Postfix does at its "may" level).
+    async fn connect(&self, endpoint: &Endpoint) -> Result<SmtpClient, ClientError> {
+        let helo = &self.cfg.helo_name;
+        match SmtpClient::connect(endpoint, helo, &self.tls, &self.timeouts).await {
+            Err(ClientError::Tls(e)) => {
+                info!(mx = %endpoint, error = %e, "TLS handshake failed; retrying without TLS");
+                SmtpClient::connect(endpoint, helo, &None, &self.timeouts).await
+            }
+            other => other,
+        }
+    }
+
+    fn keep(&self, client: SmtpClient, state: &DomainState) {
+        if client.transactions < self.cfg.max_messages_per_connection
+            && !self.cfg.idle_timeout.is_zero()
+        {
+            state.idle.borrow_mut().push(Pooled {
+                client,
+                since: Instant::now(),
+            });
+        } else {
+            tokio::task::spawn_local(client.quit());
+        }
+    }
+}
+
+fn reports(outcome: &TxOutcome, mx: &str, recipients: usize) -> Vec<Report> {
+    match outcome {
+        TxOutcome::MailRefused(reply) => vec![Report::from_reply(reply, mx, reply_outcome(reply))],
+        TxOutcome::Done { rcpt, data } => (0..recipients)
+            .map(|i| match rcpt.get(i) {
+                Some(r) if r.is_positive() => match data {
+                    Some(d) => Report::from_reply(d, mx, reply_outcome(d)),
+                    None => Report::local(
+                        Outcome::Deferred,
+                        Some("4.4.2"),
+                        "no reply to DATA".into(),
+                        Some(mx.to_owned()),
+                    ),
+                },
+                Some(r) => Report::from_reply(r, mx, reply_outcome(r)),
+                None => Report::local(
+                    Outcome::Deferred,
+                    Some("4.4.2"),
+                    "no reply to RCPT".into(),
+                    Some(mx.to_owned()),
+                ),
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,28 @@
+//! End-to-end tests of the `outbound` relay: the real binary against real parts
+//! started by the harness — a private MariaDB (or the embedded SQLite file) as the
+//! queue, destination SMTP servers on loopback (`fixtures/smtp_dest.py`, aiosmtpd)
+//! that accept, defer or reject chosen recipients, and an authoritative DNS server
+//! on loopback (`fixtures/dns_server.py`, dnslib) serving the test domains' MX
+//! records to the relay's resolver.
+//!
+//! - [`support`]: the process wrappers (relay, destinations, DNS) and queue helpers.
+//! - [`delivery`]: delivery, grouping and connection reuse, retries, permanent
+//!   failures, giving up, STARTTLS, templates, suppression, the CLI.
+//! - [`routing`]: MX preference and fallback, implicit MX, null MX, NXDOMAIN,
+//!   SERVFAIL.
+//! - [`limits`]: per-domain rate and connection limits, measured at the destination.
+//! - [`nodes`]: two relays sharing one MariaDB queue; a relay killed mid-run.
+//!
+//! Every wait is bounded; every process is killed on drop.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+#[path = "../smtpd/support/services.rs"]
+#[allow(dead_code)]
+mod services;
+mod support;
+
+mod delivery;
+mod limits;
+mod nodes;
+mod routing;
