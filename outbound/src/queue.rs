@@ -261,11 +261,13 @@ impl Queue {
                         ],
                     )
                     .await?;
-                db.exec(
-                    "INSERT INTO outbound_log \
-                     (at, queue_id, node_id, recipient, mx, code, status, text, outcome) \
-                     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    vec![
+            }
+            // The log in multi-row INSERTs: one round trip per 64 attempts.
+            for chunk in attempts.chunks(64) {
+                let rows = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+                let mut params: Vec<Val> = Vec::with_capacity(chunk.len() * 9);
+                for a in chunk {
+                    params.extend([
                         ts(a.at).into(),
                         a.queue_id.into(),
                         node.as_str().into(),
@@ -275,7 +277,15 @@ impl Queue {
                         a.status.clone().into(),
                         a.text.clone().into(),
                         a.outcome.as_str().into(),
-                    ],
+                    ]);
+                }
+                db.exec(
+                    &format!(
+                        "INSERT INTO outbound_log \
+                         (at, queue_id, node_id, recipient, mx, code, status, text, outcome) \
+                         VALUES {rows}"
+                    ),
+                    params,
                 )
                 .await?;
             }

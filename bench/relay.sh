@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Deliveries per second of the outbound relay into a loopback sink (Postfix's
+# smtp-sink, which discards), by number of worker threads.
+#
+#   bench/relay.sh                      # N=2000 recipients over 10 domains, threads 1 2 4, 3 runs
+#   N=5000 THREADS="1 2" RUNS=5 STORE=mariadb bench/relay.sh
+#
+# Each run: a fresh queue (SQLite file, or a private MariaDB with STORE=mariadb)
+# holding N distinct messages (one recipient each, so no grouping: the relay's worst
+# case) to user<i>@d<i%10>.test, every domain routed to the sink with --transport;
+# the relay starts, and the run ends when every row is delivered. Reported: the
+# rate from the first to the last delivery in the delivery log (what
+# `outbound stats` prints), and the wall time including start-up. Bounded: each
+# run stops after 300 s whatever happens.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+N=${N:-2000}
+THREADS=${THREADS:-"1 2 4"}
+RUNS=${RUNS:-3}
+STORE=${STORE:-sqlite}
+
+if ! [ -x /usr/sbin/smtp-sink ]; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix sqlite3 >/dev/null
+fi
+cargo build --release -p outbound >/dev/null 2>&1
+BIN=$PWD/target/release/outbound
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+trap cleanup EXIT
+
+port=$(free_port)
+/usr/sbin/smtp-sink -u nobody 127.0.0.1:"$port" 1024 &
+pids+=($!)
+sleep 0.5
+
+mysql_url=""
+if [ "$STORE" = mariadb ]; then
+    mariadb-install-db --no-defaults --datadir="$work/db" --user=root --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
+    dbport=$(free_port)
+    mariadbd --no-defaults --datadir="$work/db" --socket="$work/db.sock" --port="$dbport" --bind-address=127.0.0.1 \
+        --user=root --innodb-buffer-pool-size=512M --innodb-flush-log-at-trx-commit=1 --skip-grant-tables=0 >"$work/db.log" 2>&1 &
+    pids+=($!)
+    for _ in $(seq 100); do mariadb --no-defaults -S "$work/db.sock" -uroot -e 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
+    mariadb --no-defaults -S "$work/db.sock" -uroot -e "CREATE USER 'b'@'127.0.0.1' IDENTIFIED BY 'b'; GRANT ALL ON *.* TO 'b'@'127.0.0.1';"
+fi
+
+transports=()
+for d in $(seq 0 9); do transports+=(--transport "d$d.test=127.0.0.1:$port"); done
+cat >"$work/relay.toml" <<TOML
+[relay]
+poll_interval_ms = 50
+[delivery]
+helo_name = "bench.test"
+TOML
+
+# N distinct messages, recipient i in domain d(i % 10).
+insert_mysql="INSERT INTO outbound_queue (sender, recipient, body)
+WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $N)
+SELECT 'bench@sender.test', CONCAT('user', i, '@d', i % 10, '.test'),
+       CONCAT('From: bench@sender.test\r\nSubject: message ', i, '\r\n\r\nhello ', i, '\r\n') FROM n"
+insert_sqlite="WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $N)
+INSERT INTO outbound_queue (sender, recipient, body)
+SELECT 'bench@sender.test', 'user' || i || '@d' || (i % 10) || '.test',
+       'From: bench@sender.test' || char(13, 10) || 'Subject: message ' || i || char(13, 10, 13, 10)
+       || 'hello ' || i || char(13, 10) FROM n"
+
+printf '%-8s %-7s %-4s %14s %12s\n' store threads run "deliveries/s" "wall s"
+for t in $THREADS; do
+    for r in $(seq "$RUNS"); do
+        if [ "$STORE" = mariadb ]; then
+            db="run_${t}_$r"
+            mariadb --no-defaults -S "$work/db.sock" -uroot -e "CREATE DATABASE $db"
+            url="mysql://b:b@127.0.0.1:$dbport/$db"
+            "$BIN" --store "$url" --migrate stats >/dev/null 2>&1
+            mariadb --no-defaults -S "$work/db.sock" -uroot "$db" -e "SET SESSION max_recursive_iterations = 1000000; $insert_mysql"
+            count() { mariadb --no-defaults -S "$work/db.sock" -uroot "$db" -N -e "SELECT COUNT(*) FROM outbound_queue WHERE state = 'delivered'"; }
+        else
+            url="sqlite:$work/q_${t}_$r.sqlite"
+            "$BIN" --store "$url" stats >/dev/null 2>&1
+            sqlite3 "$work/q_${t}_$r.sqlite" "$insert_sqlite"
+            count() { sqlite3 "$work/q_${t}_$r.sqlite" "SELECT COUNT(*) FROM outbound_queue WHERE state = 'delivered'"; }
+        fi
+        start=$(date +%s.%N)
+        "$BIN" --store "$url" -c "$work/relay.toml" --threads "$t" "${transports[@]}" 2>"$work/relay.log" &
+        relay=$!
+        deadline=$(( $(date +%s) + 300 ))
+        while [ "$(count)" -lt "$N" ] && [ "$(date +%s)" -lt "$deadline" ]; do sleep 0.1; done
+        end=$(date +%s.%N)
+        kill "$relay"; wait "$relay" || true
+        if [ "$(count)" -lt "$N" ]; then echo "run did not finish: $(count) of $N delivered" >&2; tail -5 "$work/relay.log" >&2; fi
+        rate=$("$BIN" --store "$url" stats 2>/dev/null | sed -n 's/^delivery rate, first to last delivery: \([0-9.]*\)\/s.*/\1/p')
+        printf '%-8s %-7s %-4s %14s %12.2f\n' "$STORE" "$t" "$r" "${rate:-n/a}" "$(echo "$end - $start" | bc)"
+    done
+done
