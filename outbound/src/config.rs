@@ -16,6 +16,7 @@ use serde::Deserialize;
 use smtpd::store::StoreUrl;
 
 use crate::retry::RetryPolicy;
+use crate::verp::Verp;
 
 /// The embedded store shared with `smtpd` when nothing else is said.
 pub const DEFAULT_STORE_URL: &str = "sqlite:./data/smtpd.sqlite";
@@ -76,6 +77,7 @@ struct FileConfig {
     delivery: Option<FileDelivery>,
     retry: Option<FileRetry>,
     dns: Option<FileDns>,
+    bounces: Option<FileBounces>,
     /// Per-domain limits; the key `default` sets the defaults.
     #[serde(default)]
     domains: HashMap<String, FileDomain>,
@@ -139,6 +141,23 @@ struct FileRetry {
 struct FileDns {
     resolver: Option<String>,
     timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileBounces {
+    domain: Option<String>,
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+    bounce_prefix: Option<String>,
+    unsubscribe_prefix: Option<String>,
+    list_unsubscribe: Option<bool>,
+    unsubscribe_url: Option<String>,
+    dsn: Option<bool>,
+    delay_warning_secs: Option<u64>,
+    soft_bounce_limit: Option<u32>,
+    soft_bounce_window_secs: Option<u64>,
+    intake_interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -210,6 +229,29 @@ pub struct Config {
     pub default_limits: DomainLimits,
     pub domain_limits: HashMap<String, DomainLimits>,
     pub transports: HashMap<String, SocketAddr>,
+    pub bounces: Bounces,
+}
+
+/// The bounce loop (`[bounces]`): VERP, DSNs, intake, unsubscribe.
+#[derive(Debug, Clone)]
+pub struct Bounces {
+    /// VERP return paths and unsubscribe addresses; None = plain return paths and
+    /// no bounce intake.
+    pub verp: Option<Verp>,
+    /// Add `List-Unsubscribe` (mailto:, and the URL when set) to every message.
+    pub list_unsubscribe: bool,
+    /// RFC 8058 one-click URL; `?token=<queue id>-<tag>` is appended.
+    pub unsubscribe_url: Option<String>,
+    /// Send the original sender a DSN when a recipient fails (default on).
+    pub dsn: bool,
+    /// Send a "delayed" DSN once a recipient has waited this long (default off).
+    pub delay_warning: Option<Duration>,
+    /// Suppress an address after this many soft bounces ...
+    pub soft_bounce_limit: u32,
+    /// ... within this window.
+    pub soft_bounce_window: Duration,
+    /// How often `new_mail` is read for bounces and unsubscribes.
+    pub intake_interval: Duration,
 }
 
 impl Config {
@@ -326,6 +368,7 @@ impl Config {
         if !(1.0..=100.0).contains(&multiplier) {
             return Err(invalid("retry.multiplier", "must be between 1 and 100"));
         }
+        let bounces = bounces_config(file.bounces.unwrap_or_default())?;
         let helo_name = delivery.helo_name.unwrap_or_else(|| hostname.clone());
         if helo_name.is_empty() || helo_name.bytes().any(|b| !b.is_ascii_graphic()) {
             return Err(invalid("delivery.helo_name", "must be a host name"));
@@ -443,8 +486,110 @@ impl Config {
             default_limits,
             domain_limits,
             transports,
+            bounces,
         })
     }
+}
+
+fn bounces_config(b: FileBounces) -> Result<Bounces, ConfigError> {
+    let key = match (&b.key, &b.key_file) {
+        (Some(_), Some(_)) => return Err(invalid("bounces.key", "give key or key_file, not both")),
+        (Some(k), None) => Some(k.as_bytes().to_vec()),
+        (None, Some(path)) => Some(
+            std::fs::read(path)
+                .map_err(|e| invalid("bounces.key_file", format!("{}: {e}", path.display())))?
+                .trim_ascii()
+                .to_vec(),
+        ),
+        (None, None) => None,
+    };
+    let prefix = |field: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
+        let v = v.unwrap_or_else(|| default.to_owned());
+        if v.is_empty()
+            || v.len() > 32
+            || !v
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+        {
+            return Err(invalid(
+                field,
+                "must be 1 to 32 letters, digits, '-', '_' or '.'",
+            ));
+        }
+        Ok(v)
+    };
+    let bounce_prefix = prefix("bounces.bounce_prefix", b.bounce_prefix, "bounces")?;
+    let unsubscribe_prefix = prefix(
+        "bounces.unsubscribe_prefix",
+        b.unsubscribe_prefix,
+        "unsubscribe",
+    )?;
+    if bounce_prefix.eq_ignore_ascii_case(&unsubscribe_prefix) {
+        return Err(invalid(
+            "bounces.unsubscribe_prefix",
+            "must differ from bounces.bounce_prefix",
+        ));
+    }
+    let verp = match (b.domain, key) {
+        (Some(domain), Some(key)) => {
+            if key.len() < 16 {
+                return Err(invalid(
+                    "bounces.key",
+                    "must be at least 16 bytes (it makes VERP tags unforgeable)",
+                ));
+            }
+            if domain.is_empty()
+                || !domain
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+            {
+                return Err(invalid(
+                    "bounces.domain",
+                    format!("`{domain}` is not a domain name"),
+                ));
+            }
+            Some(Verp::new(
+                &domain,
+                &bounce_prefix,
+                &unsubscribe_prefix,
+                &key,
+            ))
+        }
+        (Some(_), None) => return Err(invalid("bounces.key", "required with bounces.domain")),
+        (None, Some(_)) => return Err(invalid("bounces.domain", "required with bounces.key")),
+        (None, None) => None,
+    };
+    if let Some(url) = &b.unsubscribe_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        return Err(invalid("bounces.unsubscribe_url", "must be an http(s) URL"));
+    }
+    let delay = b.delay_warning_secs.unwrap_or(0);
+    Ok(Bounces {
+        list_unsubscribe: b.list_unsubscribe.unwrap_or(true) && verp.is_some(),
+        verp,
+        unsubscribe_url: b.unsubscribe_url,
+        dsn: b.dsn.unwrap_or(true),
+        delay_warning: (delay > 0).then(|| Duration::from_secs(delay)),
+        soft_bounce_limit: bounded(
+            "bounces.soft_bounce_limit",
+            b.soft_bounce_limit.unwrap_or(3),
+            1,
+            1000,
+        )?,
+        soft_bounce_window: Duration::from_secs(bounded(
+            "bounces.soft_bounce_window_secs",
+            b.soft_bounce_window_secs.unwrap_or(7 * 86_400),
+            60,
+            365 * 86_400,
+        )?),
+        intake_interval: Duration::from_millis(bounded(
+            "bounces.intake_interval_ms",
+            b.intake_interval_ms.unwrap_or(1000),
+            10,
+            3_600_000,
+        )?),
+    })
 }
 
 fn domain_limits(
@@ -574,5 +719,11 @@ mod tests {
                 .starts_with("--transport:")
         );
         assert!(toml::from_str::<FileConfig>("[relay]\nbogus = 1").is_err());
+        assert!(err("[bounces]\ndomain = \"b.test\"").starts_with("bounces.key:"));
+        assert!(err("[bounces]\ndomain = \"b.test\"\nkey = \"short\"").starts_with("bounces.key:"));
+        assert!(err("[bounces]\nkey = \"0123456789abcdef\"").starts_with("bounces.domain:"));
+        assert!(
+            err("[bounces]\nunsubscribe_url = \"ftp://x\"").starts_with("bounces.unsubscribe_url:")
+        );
     }
 }

@@ -23,10 +23,12 @@ use tracing::{debug, info, warn};
 
 use crate::client::Tls;
 use crate::config::Config;
+use crate::dsn;
 use crate::payload::Payload;
-use crate::queue::{Attempt, Claimed, Node, Outcome, Queue};
+use crate::queue::{Attempt, Claimed, Intake, NewRow, Node, Outcome, Queue};
 use crate::retry::Next;
 use crate::template::{Template, render};
+use crate::verp::Kind;
 use crate::worker::{self, Job};
 
 /// Recipients share a transaction when domain, sender and body (hash) are equal.
@@ -38,6 +40,11 @@ type Group = (Arc<Payload>, Vec<(i64, String)>);
 struct InFlight {
     created: DateTime<Utc>,
     attempts: u32,
+    /// The original envelope sender (before VERP), for DSNs.
+    sender: String,
+    /// The message's header section, for DSNs (None for template rows).
+    headers: Option<Vec<u8>>,
+    delay_notified: bool,
 }
 
 pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result<()> {
@@ -71,14 +78,21 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         cfg: cfg.clone(),
         in_flight: HashMap::new(),
         pending: Vec::new(),
+        new_rows: Vec::new(),
+        suppressions: Vec::new(),
         jobs,
     };
     d.heartbeat(&mut queue, &node).await;
     info!(node = %cfg.node_id, threads = cfg.threads, store = %cfg.store, "relay running");
     let mut next_heartbeat = Instant::now() + cfg.heartbeat;
     let mut next_claim = Instant::now();
+    let mut next_intake = Instant::now();
     loop {
         let now = Instant::now();
+        if cfg.bounces.verp.is_some() && now >= next_intake {
+            d.intake(&mut queue).await;
+            next_intake = now + cfg.bounces.intake_interval;
+        }
         if now >= next_heartbeat {
             d.heartbeat(&mut queue, &node).await;
             next_heartbeat = now + cfg.heartbeat;
@@ -101,7 +115,10 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
             }
         }
         d.flush(&mut queue).await;
-        let wake = next_claim.min(next_heartbeat);
+        let mut wake = next_claim.min(next_heartbeat);
+        if cfg.bounces.verp.is_some() {
+            wake = wake.min(next_intake);
+        }
         tokio::select! {
             biased;
             _ = term.recv() => break,
@@ -110,7 +127,9 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
                 Some(batch) => d.finish(batch),
                 None => break,
             },
-            () = sleep_until(wake), if wake > Instant::now() => {}
+            // A wake time already past fires at once: the loop must never wait
+            // on results alone (an idle relay gets none).
+            () = sleep_until(wake) => {}
         }
         // Take whatever else has arrived, so one transaction records it all.
         while let Ok(batch) = results.try_recv() {
@@ -157,6 +176,10 @@ struct Dispatcher {
     in_flight: HashMap<i64, InFlight>,
     /// Attempts waiting to be recorded.
     pending: Vec<Attempt>,
+    /// DSNs to queue, recorded with the attempts that caused them.
+    new_rows: Vec<NewRow>,
+    /// Addresses a server refused as non-existent (hard 5xx at RCPT/DATA).
+    suppressions: Vec<(String, String)>,
     jobs: Vec<mpsc::UnboundedSender<Job>>,
 }
 
@@ -204,6 +227,9 @@ impl Dispatcher {
                 InFlight {
                     created: row.created,
                     attempts: row.attempts,
+                    sender: row.sender.clone(),
+                    headers: row.body.as_deref().map(|b| dsn::header_section(b).to_vec()),
+                    delay_notified: row.delay_notified,
                 },
             );
             if suppressed.contains(&row.recipient.to_ascii_lowercase()) {
@@ -222,11 +248,30 @@ impl Dispatcher {
                     continue;
                 }
             };
-            match message_for(&row, &templates, &self.cfg.message_id_domain) {
+            // VERP: a return path of its own per recipient (never for the null
+            // sender: a DSN must not be bounced).
+            let verp = self
+                .cfg
+                .bounces
+                .verp
+                .as_ref()
+                .filter(|_| !row.sender.is_empty());
+            let envelope_sender =
+                verp.map_or_else(|| row.sender.clone(), |v| v.address(Kind::Bounce, row.id));
+            let unsubscribe = verp
+                .filter(|_| self.cfg.bounces.list_unsubscribe)
+                .map(|v| {
+                    unsubscribe_headers(
+                        &v.address(Kind::Unsubscribe, row.id),
+                        self.cfg.bounces.unsubscribe_url.as_deref(),
+                    )
+                })
+                .unwrap_or_default();
+            match message_for(&row, &templates, &self.cfg.message_id_domain, &unsubscribe) {
                 Ok(Message::Shared(body)) => {
                     let mut h = DefaultHasher::new();
                     body.hash(&mut h);
-                    let key = (domain, row.sender.clone(), h.finish());
+                    let key = (domain, envelope_sender, h.finish());
                     let entry = groups
                         .entry(key)
                         .or_insert_with(|| (Arc::new(Payload::new(&body)), Vec::new()));
@@ -235,7 +280,7 @@ impl Dispatcher {
                 Ok(Message::Own(body)) => {
                     self.send_job(Job {
                         domain,
-                        sender: row.sender.clone(),
+                        sender: envelope_sender,
                         recipients: vec![(row.id, row.recipient.clone())],
                         payload: Arc::new(Payload::new(&body)),
                     });
@@ -279,6 +324,7 @@ impl Dispatcher {
                     text: "delivery worker unavailable".into(),
                     at,
                     next_attempt: None,
+                    delay_notified: false,
                 })
                 .collect();
             self.finish(attempts);
@@ -297,22 +343,28 @@ impl Dispatcher {
             text,
             at: Utc::now(),
             next_attempt: None,
+            delay_notified: false,
         }]);
     }
 
-    /// Applies the retry schedule to a worker's results and queues them for recording.
+    /// Applies the retry schedule to a worker's results, adds the DSNs they call for,
+    /// and queues both for recording.
     fn finish(&mut self, batch: Vec<Attempt>) {
         for mut a in batch {
             let Some(meta) = self.in_flight.remove(&a.queue_id) else {
                 continue;
             };
+            let age = (a.at - meta.created).to_std().unwrap_or_default();
             if a.outcome == Outcome::Deferred {
                 let attempts = meta.attempts.saturating_add(1);
-                let age = (a.at - meta.created).to_std().unwrap_or_default();
                 match self.cfg.retry.next(attempts, age) {
                     Next::RetryIn(wait) => {
                         a.next_attempt =
                             Some(a.at + chrono::Duration::from_std(wait).unwrap_or_default());
+                        let warn_after = self.cfg.bounces.delay_warning;
+                        if warn_after.is_some_and(|w| age >= w) && !meta.delay_notified {
+                            a.delay_notified = self.dsn(&a, &meta, dsn::Action::Delayed);
+                        }
                     }
                     Next::GiveUp => {
                         a.outcome = Outcome::Failed;
@@ -325,20 +377,108 @@ impl Dispatcher {
                     }
                 }
             }
+            if a.outcome == Outcome::Failed {
+                self.dsn(&a, &meta, dsn::Action::Failed);
+                // A server saying the address does not exist is a hard bounce,
+                // whether it says so at RCPT or in a DSN later.
+                if let (Some(code), Some(status)) = (a.code, &a.status)
+                    && code >= 500
+                    && dsn::classify(status, &a.text) == dsn::Class::Hard
+                {
+                    self.suppressions.push((
+                        a.recipient.to_ascii_lowercase(),
+                        format!("hard bounce {code} {status}: {}", a.text),
+                    ));
+                }
+            }
             self.pending.push(a);
         }
     }
 
+    /// Queues a DSN about `a` to the original sender; false when none is due (DSNs
+    /// off, or the null sender: a DSN is never sent about a DSN).
+    fn dsn(&mut self, a: &Attempt, meta: &InFlight, action: dsn::Action) -> bool {
+        if !self.cfg.bounces.dsn || meta.sender.is_empty() {
+            return false;
+        }
+        let to_header = format!("To: <{}>\r\n", a.recipient);
+        let headers = meta.headers.as_deref().unwrap_or(to_header.as_bytes());
+        let diagnostic = match (a.code, &a.status) {
+            (Some(code), Some(status)) => format!("{code} {status} {}", a.text),
+            (Some(code), None) => format!("{code} {}", a.text),
+            (None, _) => a.text.clone(),
+        };
+        let default_status = if action == dsn::Action::Failed {
+            "5.0.0"
+        } else {
+            "4.0.0"
+        };
+        let body = dsn::render(&dsn::Report {
+            reporting_mta: &self.cfg.helo_name,
+            original_sender: &meta.sender,
+            recipient: &a.recipient,
+            action,
+            status: a.status.as_deref().unwrap_or(default_status),
+            remote_mta: a.mx.as_deref(),
+            diagnostic: &diagnostic,
+            diagnostic_is_smtp: a.code.is_some(),
+            arrival: meta.created,
+            now: a.at,
+            original_headers: headers,
+            message_id_domain: &self.cfg.message_id_domain,
+        });
+        self.new_rows.push(NewRow {
+            sender: String::new(),
+            recipient: meta.sender.clone(),
+            body,
+            tag: "dsn",
+        });
+        true
+    }
+
+    /// One pass over new mail to our VERP and unsubscribe addresses.
+    async fn intake(&mut self, queue: &mut Queue) {
+        let Some(verp) = self.cfg.bounces.verp.as_ref() else {
+            return;
+        };
+        let settings = Intake {
+            verp,
+            node: &self.cfg.node_id,
+            dsn: self.cfg.bounces.dsn,
+            soft_limit: self.cfg.bounces.soft_bounce_limit,
+            soft_window: self.cfg.bounces.soft_bounce_window,
+            reporting_mta: &self.cfg.helo_name,
+            id_domain: &self.cfg.message_id_domain,
+        };
+        match queue.intake(&settings, Utc::now()).await {
+            Ok(r) if r.bounces + r.unsubscribes + r.forged > 0 => info!(
+                bounces = r.bounces,
+                unsubscribes = r.unsubscribes,
+                forged = r.forged,
+                suppressed = r.suppressed,
+                "bounce intake"
+            ),
+            Ok(_) => {}
+            // new_mail missing (a relay-only database) or the store is down.
+            Err(e) => debug!(error = %e, "bounce intake failed"),
+        }
+    }
+
     async fn flush(&mut self, queue: &mut Queue) {
-        if self.pending.is_empty() {
+        if self.pending.is_empty() && self.new_rows.is_empty() && self.suppressions.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
+        let new_rows = std::mem::take(&mut self.new_rows);
+        let suppressions = std::mem::take(&mut self.suppressions);
         // Recording must not be lost: retry until it lands. Deliveries carry on
         // meanwhile; the leases are renewed by the heartbeat.
         let mut wait = Duration::from_millis(100);
         loop {
-            match queue.record(&self.cfg.node_id, &batch).await {
+            match queue
+                .record(&self.cfg.node_id, &batch, &new_rows, &suppressions)
+                .await
+            {
                 Ok(ours) => {
                     let lost = batch.len() as u64 - ours;
                     if lost > 0 {
@@ -370,9 +510,19 @@ fn message_for(
     row: &Claimed,
     templates: &HashMap<i64, Result<Template, String>>,
     id_domain: &str,
+    extra_headers: &[(String, String)],
 ) -> Result<Message, String> {
     if let Some(body) = &row.body {
-        return Ok(Message::Shared(body.clone()));
+        if extra_headers.is_empty() {
+            return Ok(Message::Shared(body.clone()));
+        }
+        // Added headers go first, before the message's own.
+        let mut out = Vec::with_capacity(body.len() + 256);
+        for (name, value) in extra_headers {
+            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
+        }
+        out.extend_from_slice(body);
+        return Ok(Message::Shared(out));
     }
     let Some(id) = row.template_id else {
         return Err("row has neither a body nor a template_id".into());
@@ -393,6 +543,31 @@ fn message_for(
     )
     .map(Message::Own)
     .map_err(|e| format!("template {id}: {e}"))
+}
+
+/// `List-Unsubscribe` (RFC 2369) with our unsubscribe address, plus the one-click
+/// URL and `List-Unsubscribe-Post` (RFC 8058) when a URL is configured.
+fn unsubscribe_headers(address: &str, url: Option<&str>) -> Vec<(String, String)> {
+    let mut value = format!("<mailto:{address}?subject=unsubscribe>");
+    let mut headers = Vec::with_capacity(2);
+    if let Some(url) = url {
+        let token = address
+            .split_once('+')
+            .map_or("", |(_, t)| t)
+            .split('@')
+            .next()
+            .unwrap_or("");
+        let sep = if url.contains('?') { '&' } else { '?' };
+        value = format!("<{url}{sep}token={token}>, {value}");
+        headers.push(("List-Unsubscribe".to_owned(), value));
+        headers.push((
+            "List-Unsubscribe-Post".to_owned(),
+            "List-Unsubscribe=One-Click".to_owned(),
+        ));
+    } else {
+        headers.push(("List-Unsubscribe".to_owned(), value));
+    }
+    headers
 }
 
 /// `{"UserName": "Ann", "Count": 3}` → tag values (numbers and booleans as text).
@@ -463,6 +638,7 @@ mod tests {
             template_id: None,
             params: None,
             attempts: 0,
+            delay_notified: false,
         }
     }
 

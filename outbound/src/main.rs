@@ -23,6 +23,7 @@ mod client;
 mod config;
 mod db;
 mod dispatch;
+mod dsn;
 mod mx;
 mod payload;
 mod queue;
@@ -30,6 +31,7 @@ mod reply;
 mod retry;
 mod template;
 mod tls;
+mod verp;
 mod worker;
 
 use config::{Config, RunArgs};

@@ -39,6 +39,7 @@ pub struct Claimed {
     pub template_id: Option<i64>,
     pub params: Option<String>,
     pub attempts: u32,
+    pub delay_notified: bool,
 }
 
 /// What happened to one recipient in one attempt (the delivery log's `outcome`).
@@ -74,6 +75,38 @@ pub struct Attempt {
     pub at: DateTime<Utc>,
     /// For `Deferred`: when to try again.
     pub next_attempt: Option<DateTime<Utc>>,
+    /// A "delayed" DSN went to the sender with this attempt.
+    pub delay_notified: bool,
+}
+
+/// A row to add to the queue (a DSN for an original sender).
+#[derive(Debug, Clone)]
+pub struct NewRow {
+    pub sender: String,
+    pub recipient: String,
+    pub body: Vec<u8>,
+    pub tag: &'static str,
+}
+
+/// What one intake pass did.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct IntakeReport {
+    pub scanned: usize,
+    pub bounces: usize,
+    pub unsubscribes: usize,
+    pub forged: usize,
+    pub suppressed: usize,
+}
+
+/// Settings of an intake pass.
+pub struct Intake<'a> {
+    pub verp: &'a crate::verp::Verp,
+    pub node: &'a str,
+    pub dsn: bool,
+    pub soft_limit: u32,
+    pub soft_window: std::time::Duration,
+    pub reporting_mta: &'a str,
+    pub id_domain: &'a str,
 }
 
 /// A relay node as its heartbeat row shows it.
@@ -100,6 +133,48 @@ pub struct Stats {
 
 pub struct Queue {
     db: Db,
+}
+
+async fn insert_row(db: &mut Db, row: &NewRow) -> Result<u64, DbError> {
+    db.exec(
+        "INSERT INTO outbound_queue (sender, recipient, body, tag) VALUES (?, ?, ?, ?)",
+        vec![
+            row.sender.as_str().into(),
+            row.recipient.as_str().into(),
+            Val::Bytes(row.body.clone()),
+            row.tag.into(),
+        ],
+    )
+    .await
+}
+
+/// Adds an address to the suppression list unless it is there already (the first
+/// reason stays). Returns whether it was added.
+async fn suppress(
+    db: &mut Db,
+    mysql: bool,
+    address: &str,
+    reason: &str,
+    source: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    let ignore = if mysql {
+        "INSERT IGNORE"
+    } else {
+        "INSERT OR IGNORE"
+    };
+    Ok(db
+        .exec(
+            &format!("{ignore} INTO suppression (address, reason, source, created_at) VALUES (?, ?, ?, ?)"),
+            vec![
+                address.to_ascii_lowercase().into(),
+                reason.chars().take(1000).collect::<String>().into(),
+                source.into(),
+                ts(now).into(),
+            ],
+        )
+        .await?
+        > 0)
 }
 
 impl Queue {
@@ -141,7 +216,7 @@ impl Queue {
         limit: usize,
     ) -> Result<Vec<Claimed>, DbError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let columns = "id, sender, recipient, body, template_id, params, attempts";
+        let columns = "id, sender, recipient, body, template_id, params, attempts, delay_notified";
         let rows = if self.db.is_mysql() {
             let node = node.to_owned();
             let ids: Vec<i64> = self
@@ -211,6 +286,7 @@ impl Queue {
                 let template_id = it.next()?.int();
                 let params = it.next()?.text();
                 let attempts = u32::try_from(it.next()?.int().unwrap_or(0)).unwrap_or(0);
+                let delay_notified = it.next()?.int().unwrap_or(0) != 0;
                 let created = it.next()?.text().and_then(|t| parse_ts(&t)).unwrap_or(now);
                 Some(Claimed {
                     id,
@@ -221,6 +297,7 @@ impl Queue {
                     template_id,
                     params,
                     attempts,
+                    delay_notified,
                 })
             })
             .collect())
@@ -229,11 +306,18 @@ impl Queue {
     /// Writes attempts: the queue rows' new state (only where this node still holds
     /// the lease) and the delivery log, in one transaction. Returns how many queue
     /// rows were still ours.
-    pub async fn record(&mut self, node: &str, attempts: &[Attempt]) -> Result<u64, DbError> {
-        if attempts.is_empty() {
+    pub async fn record(
+        &mut self,
+        node: &str,
+        attempts: &[Attempt],
+        new_rows: &[NewRow],
+        suppressions: &[(String, String)],
+    ) -> Result<u64, DbError> {
+        if attempts.is_empty() && new_rows.is_empty() {
             return Ok(0);
         }
         let node = node.to_owned();
+        let mysql = self.db.is_mysql();
         self.in_tx(async |db: &mut Db| {
             let mut ours = 0;
             for a in attempts {
@@ -244,7 +328,8 @@ impl Queue {
                         "UPDATE outbound_queue SET state = ?, attempts = attempts + ?, \
                          next_attempt_at = COALESCE(?, next_attempt_at), last_code = ?, \
                          last_status = ?, last_text = ?, last_mx = ?, lease_node = NULL, \
-                         lease_until = NULL, updated_at = ?, finished_at = ? \
+                         lease_until = NULL, updated_at = ?, finished_at = ?, \
+                         delay_notified = delay_notified + ? \
                          WHERE id = ? AND lease_node = ? AND state = 'sending'",
                         vec![
                             a.outcome.as_str().into(),
@@ -256,6 +341,7 @@ impl Queue {
                             a.mx.clone().into(),
                             ts(a.at).into(),
                             finished.into(),
+                            i64::from(a.delay_notified).into(),
                             a.queue_id.into(),
                             node.as_str().into(),
                         ],
@@ -289,7 +375,193 @@ impl Queue {
                 )
                 .await?;
             }
+            for row in new_rows {
+                insert_row(db, row).await?;
+            }
+            let now = Utc::now();
+            for (address, reason) in suppressions {
+                suppress(db, mysql, address, reason, "bounce", now).await?;
+            }
             Ok(ours)
+        })
+        .await
+    }
+
+    /// Reads `new_mail` past the intake cursor for mail to our VERP and unsubscribe
+    /// addresses and acts on it, all in one transaction with the cursor's advance
+    /// (the cursor row is locked, so nodes take turns and nothing is read twice).
+    pub async fn intake(
+        &mut self,
+        s: &Intake<'_>,
+        now: DateTime<Utc>,
+    ) -> Result<IntakeReport, DbError> {
+        let mysql = self.db.is_mysql();
+        let created = self.db.as_text("created_at");
+        self.in_tx(async |db: &mut Db| {
+            let ignore = if mysql { "INSERT IGNORE" } else { "INSERT OR IGNORE" };
+            db.exec(
+                &format!("{ignore} INTO outbound_intake (name, last_mail_id) VALUES ('new_mail', 0)"),
+                Vec::new(),
+            )
+            .await?;
+            let lock = if mysql { " FOR UPDATE" } else { "" };
+            let cursor = db
+                .query(&format!("SELECT last_mail_id FROM outbound_intake WHERE name = 'new_mail'{lock}"), Vec::new())
+                .await?
+                .first()
+                .and_then(|r| r.first())
+                .and_then(Val::int)
+                .unwrap_or(0);
+            let rows = db
+                .query(
+                    "SELECT mail_id, recipient, mail FROM new_mail WHERE mail_id > ? ORDER BY mail_id LIMIT 200",
+                    vec![cursor.into()],
+                )
+                .await?;
+            let mut report = IntakeReport::default();
+            let mut last = cursor;
+            for row in rows {
+                let mut it = row.into_iter();
+                let (Some(mail_id), Some(address), Some(mail)) = (
+                    it.next().and_then(|v| v.int()),
+                    it.next().and_then(|v| v.text()),
+                    it.next().and_then(Val::bytes),
+                ) else {
+                    continue;
+                };
+                last = last.max(mail_id);
+                report.scanned += 1;
+                if s.verp.kind_of(&address).is_none() {
+                    continue;
+                }
+                let (kind, queue_id) = match s.verp.verify(&address) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        tracing::warn!(mail_id, address, error = %e, "ignoring mail to a VERP address that does not verify");
+                        report.forged += 1;
+                        continue;
+                    }
+                };
+                let original = db
+                    .query(
+                        &format!("SELECT recipient, sender, state, body, {created} FROM outbound_queue WHERE id = ?"),
+                        vec![queue_id.into()],
+                    )
+                    .await?;
+                let Some(mut it) = original.into_iter().next().map(Vec::into_iter) else {
+                    continue;
+                };
+                let recipient = it.next().and_then(|v| v.text()).unwrap_or_default().to_ascii_lowercase();
+                let sender = it.next().and_then(|v| v.text()).unwrap_or_default();
+                let state = it.next().and_then(|v| v.text()).unwrap_or_default();
+                let body = it.next().and_then(Val::bytes).unwrap_or_default();
+                let arrival = it.next().and_then(|v| v.text()).and_then(|t| parse_ts(&t)).unwrap_or(now);
+                match kind {
+                    crate::verp::Kind::Unsubscribe => {
+                        report.unsubscribes += 1;
+                        report.suppressed += suppress(db, mysql, &recipient, "unsubscribe request by mail", "unsubscribe", now).await? as usize;
+                    }
+                    crate::verp::Kind::Bounce => {
+                        let bounce = crate::dsn::parse_bounce(&mail);
+                        if bounce.action.as_deref().is_some_and(|a| a != "failed") {
+                            // "delayed", "relayed", "delivered": not a failure.
+                            continue;
+                        }
+                        report.bounces += 1;
+                        let text = format!("bounced after delivery: {}", bounce.diagnostic);
+                        db.exec(
+                            "INSERT INTO outbound_bounces (at, queue_id, address, class, status, text, mail_id) \
+                             VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            vec![
+                                ts(now).into(),
+                                queue_id.into(),
+                                recipient.as_str().into(),
+                                bounce.class.as_str().into(),
+                                bounce.status.clone().into(),
+                                bounce.diagnostic.clone().into(),
+                                mail_id.into(),
+                            ],
+                        )
+                        .await?;
+                        db.exec(
+                            "UPDATE outbound_queue SET state = 'failed', last_code = NULL, last_status = ?, \
+                             last_text = ?, last_mx = 'bounce', updated_at = ?, finished_at = ? WHERE id = ?",
+                            vec![
+                                bounce.status.clone().into(),
+                                text.as_str().into(),
+                                ts(now).into(),
+                                ts(now).into(),
+                                queue_id.into(),
+                            ],
+                        )
+                        .await?;
+                        db.exec(
+                            "INSERT INTO outbound_log (at, queue_id, node_id, recipient, mx, code, status, text, outcome) \
+                             VALUES (?, ?, ?, ?, 'bounce', NULL, ?, ?, 'failed')",
+                            vec![
+                                ts(now).into(),
+                                queue_id.into(),
+                                s.node.into(),
+                                recipient.as_str().into(),
+                                bounce.status.clone().into(),
+                                text.as_str().into(),
+                            ],
+                        )
+                        .await?;
+                        let status = bounce.status.clone().unwrap_or_else(|| "5.0.0".into());
+                        let suppress_now = match bounce.class {
+                            crate::dsn::Class::Hard => true,
+                            crate::dsn::Class::Policy => false,
+                            crate::dsn::Class::Soft => {
+                                let since = now - chrono::Duration::from_std(s.soft_window).unwrap_or_default();
+                                let soft = db
+                                    .query(
+                                        "SELECT COUNT(*) FROM outbound_bounces WHERE address = ? AND class = 'soft' AND at >= ?",
+                                        vec![recipient.as_str().into(), ts(since).into()],
+                                    )
+                                    .await?
+                                    .first()
+                                    .and_then(|r| r.first())
+                                    .and_then(Val::int)
+                                    .unwrap_or(0);
+                                soft >= i64::from(s.soft_limit)
+                            }
+                        };
+                        if suppress_now {
+                            let reason = format!("{} bounce {status}: {}", bounce.class.as_str(), bounce.diagnostic);
+                            report.suppressed += suppress(db, mysql, &recipient, &reason, "bounce", now).await? as usize;
+                        }
+                        // The sender hears of it once: not again if the relay already
+                        // failed the recipient (and sent its DSN) itself.
+                        if s.dsn && !sender.is_empty() && state != "failed" {
+                            let headers = crate::dsn::header_section(&body);
+                            let dsn = crate::dsn::render(&crate::dsn::Report {
+                                reporting_mta: s.reporting_mta,
+                                original_sender: &sender,
+                                recipient: &recipient,
+                                action: crate::dsn::Action::Failed,
+                                status: &status,
+                                remote_mta: None,
+                                diagnostic: &bounce.diagnostic,
+                                diagnostic_is_smtp: true,
+                                arrival,
+                                now,
+                                original_headers: headers,
+                                message_id_domain: s.id_domain,
+                            });
+                            insert_row(db, &NewRow { sender: String::new(), recipient: sender.clone(), body: dsn, tag: "dsn" }).await?;
+                        }
+                    }
+                }
+            }
+            if last > cursor {
+                db.exec(
+                    "UPDATE outbound_intake SET last_mail_id = ? WHERE name = 'new_mail'",
+                    vec![last.into()],
+                )
+                .await?;
+            }
+            Ok(report)
         })
         .await
     }

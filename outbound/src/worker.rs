@@ -285,6 +285,7 @@ impl Worker {
                     text: r.map_or_else(String::new, |r| r.text.clone()),
                     at,
                     next_attempt: None,
+                    delay_notified: false,
                 }
             })
             .collect();

@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS outbound_queue (
   last_mx         VARCHAR(320)    NULL,
   updated_at      TIMESTAMP(3)    NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
   finished_at     TIMESTAMP(3)    NULL,
+  delay_notified  TINYINT         NOT NULL DEFAULT 0,  -- 1 once a "delayed" DSN went out
   KEY outbound_queue_due (state, next_attempt_at),
   KEY outbound_queue_lease (state, lease_until),
   KEY outbound_queue_recipient (recipient)
@@ -80,3 +81,23 @@ CREATE TABLE IF NOT EXISTS suppression (
   source     VARCHAR(16)  NOT NULL,   -- bounce | unsubscribe | manual
   created_at TIMESTAMP(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3)
 ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- outbound_bounces: every verified bounce that came back (through smtpd, to a VERP
+-- address), classified.
+CREATE TABLE IF NOT EXISTS outbound_bounces (
+  id        BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+  at        TIMESTAMP(3)    NOT NULL,
+  queue_id  BIGINT UNSIGNED NOT NULL,
+  address   VARCHAR(320)    NOT NULL,
+  class     VARCHAR(16)     NOT NULL,   -- hard | soft | policy
+  status    VARCHAR(16)     NULL,
+  text      TEXT            NOT NULL,
+  mail_id   BIGINT UNSIGNED NOT NULL,   -- new_mail.mail_id of the bounce message
+  KEY outbound_bounces_address (address, at)
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4 COLLATE=utf8mb4_unicode_ci;
+
+-- outbound_intake: how far the relay has read new_mail for bounces and unsubscribes.
+CREATE TABLE IF NOT EXISTS outbound_intake (
+  name         VARCHAR(64)     NOT NULL PRIMARY KEY,
+  last_mail_id BIGINT UNSIGNED NOT NULL
+) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4;

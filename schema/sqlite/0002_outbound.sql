@@ -27,6 +27,7 @@ CREATE TABLE IF NOT EXISTS outbound_queue (
   last_mx         TEXT,                       -- last host tried, 'name[ip]:port'
   updated_at      TEXT    NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now')),
   finished_at     TEXT,                       -- set when delivered / failed / suppressed
+  delay_notified  INTEGER NOT NULL DEFAULT 0, -- 1 once a "delayed" DSN went to the sender
   CHECK (body IS NOT NULL OR template_id IS NOT NULL)
 );
 -- The claim: ready rows by state and due time; expired leases by state and lease end.
@@ -81,4 +82,24 @@ CREATE TABLE IF NOT EXISTS suppression (
   reason     TEXT NOT NULL,
   source     TEXT NOT NULL,                   -- bounce | unsubscribe | manual
   created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%d %H:%M:%f', 'now'))
+);
+
+-- outbound_bounces: every verified bounce that came back (through smtpd, to a VERP
+-- address), classified.
+CREATE TABLE IF NOT EXISTS outbound_bounces (
+  id        INTEGER PRIMARY KEY AUTOINCREMENT,
+  at        TEXT    NOT NULL,
+  queue_id  INTEGER NOT NULL,                 -- the outbound_queue row it is about
+  address   TEXT    NOT NULL,                 -- that row's recipient, lowercased
+  class     TEXT    NOT NULL,                 -- hard | soft | policy
+  status    TEXT,                             -- enhanced status code found, e.g. '5.1.1'
+  text      TEXT    NOT NULL,                 -- diagnostic text
+  mail_id   INTEGER NOT NULL                  -- new_mail.mail_id of the bounce message
+);
+CREATE INDEX IF NOT EXISTS outbound_bounces_address ON outbound_bounces (address, at);
+
+-- outbound_intake: how far the relay has read new_mail for bounces and unsubscribes.
+CREATE TABLE IF NOT EXISTS outbound_intake (
+  name         TEXT PRIMARY KEY,
+  last_mail_id INTEGER NOT NULL
 );

@@ -12,6 +12,8 @@
 //!   SERVFAIL.
 //! - [`limits`]: per-domain rate and connection limits, measured at the destination.
 //! - [`nodes`]: two relays sharing one MariaDB queue; a relay killed mid-run.
+//! - [`bounces`]: the bounce loop with `smtpd`: VERP, DSNs both ways, suppression,
+//!   forged bounces, unsubscribe.
 //!
 //! Every wait is bounded; every process is killed on drop.
 
@@ -22,6 +24,7 @@
 mod services;
 mod support;
 
+mod bounces;
 mod delivery;
 mod limits;
 mod nodes;

@@ -20,7 +20,11 @@ fn two_nodes_share_one_queue_without_sending_anything_twice() {
         }
         expected.extend(to);
     }
-    let config = FAST.replace("[relay]\n", "[relay]\nbatch_size = 16\n");
+    // At most 20 rows in flight per node: neither can take the whole queue alone.
+    let config = FAST.replace(
+        "[relay]\n",
+        "[relay]\nbatch_size = 16\nmax_in_flight = 20\n",
+    );
     let transports: Vec<String> = (0..10)
         .flat_map(|d| ["--transport".to_owned(), format!("d{d}.test={}", dest.addr)])
         .collect();

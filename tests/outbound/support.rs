@@ -333,7 +333,8 @@ pub struct Relay {
     dir: TempDir,
 }
 
-/// Config for tests: quick retries, short leases, fast polling.
+/// Config for tests: quick retries, short leases, fast polling, and no DSNs (the
+/// senders' domains are not routable here; `bounces.rs` turns them on).
 pub const FAST: &str = "
 [relay]
 poll_interval_ms = 50
@@ -352,6 +353,8 @@ command_timeout_secs = 10
 idle_timeout_secs = 2
 [dns]
 timeout_ms = 1000
+[bounces]
+dsn = false
 ";
 
 impl Relay {
@@ -455,4 +458,74 @@ pub fn outbound_raw(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+// ---------------------------------------------------------------------------------
+// smtpd, for the bounce loop
+// ---------------------------------------------------------------------------------
+
+/// The `smtpd` binary next to this package's `outbound` (built by `cargo test
+/// --workspace`; built here when only this package's tests were built).
+fn smtpd_binary() -> PathBuf {
+    let path = Path::new(env!("CARGO_BIN_EXE_outbound")).with_file_name("smtpd");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "smtpd", "--bin", "smtpd"])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .unwrap();
+        assert!(status.success(), "cargo build -p smtpd");
+    }
+    path
+}
+
+/// A running `smtpd` on the same store, accepting the bounce domain.
+pub struct Smtpd {
+    child: Child,
+    pub port: u16,
+}
+
+impl Smtpd {
+    pub fn start(store: &Store, accept: &[&str]) -> Smtpd {
+        let port = free_port();
+        let mut cmd = Command::new(smtpd_binary());
+        cmd.args([
+            "--store",
+            &store.url(),
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--hostname",
+            "mx.bounce.test",
+        ]);
+        for d in accept {
+            cmd.args(["--accept-domain", d]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        wait_for("smtpd to listen", START, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        Smtpd { child, port }
+    }
+
+    /// Sends `message` from `from` (`""` = null sender) to `to` with Python's smtplib.
+    pub fn send(&self, from: &str, to: &str, message: &str) {
+        let script = format!(
+            "import smtplib, sys\nwith smtplib.SMTP('127.0.0.1', {}, timeout=30) as s:\n    s.sendmail({:?}, [{:?}], sys.stdin.read().encode())\n",
+            self.port, from, to
+        );
+        python(&script, message);
+    }
+}
+
+impl Drop for Smtpd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
