@@ -1,356 +1,111 @@
-//! `smtp-bench`: a minimal SMTP load generator.
+//! `smtp-bench`: an SMTP load generator for sizing deployments and comparing servers.
 //!
-//! One OS thread per connection (simple and honest for up to a few hundred
-//! connections; the event-driven generator with the full report is its own issue).
-//! Every run is bounded by a message count and a duration, whichever ends first.
+//! Event-driven (tokio, `--threads` worker threads, default 1) so that thousands of
+//! sessions cost little client CPU: on a small machine the generator must not be
+//! the bottleneck it is measuring. Every run is bounded by `--messages` and
+//! `--duration`, whichever ends first.
 //!
-//! Modes:
-//! - `send` (default): `--connections` sessions each send messages of `--size` bytes
-//!   over one connection (or a new connection per message with `--per-connection 1`),
-//!   and the report gives messages/s and end-of-DATA → 250 latency percentiles.
+//! - `send` (default): `--connections` sessions send messages (`--size` bytes, or
+//!   `--size-mix` drawn from a realistic distribution), several per connection or
+//!   `--per-connection N` before reconnecting; `--pipelining` sends MAIL, RCPT and
+//!   DATA in one write; `--starttls` upgrades each session; `--rate` paces the total
+//!   to a target (default: as fast as possible). The report: messages/s, bytes/s,
+//!   reply codes, connection errors, and latency percentiles (p50/p90/p99/p99.9) of
+//!   end-of-DATA → reply and of the whole transaction (MAIL → final reply), from
+//!   hdrhistograms; `--json` prints it as one JSON object.
 //! - `--idle N`: opens N connections, reads each greeting, holds them for `--hold`
 //!   seconds (so the server's RSS can be read), then QUITs.
+//!
+//! Modules: `load` (the sessions), `report` (histograms and output).
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::time::Duration;
 
-use anyhow::{Context, bail};
 use clap::Parser;
 
-#[derive(Parser, Debug)]
+mod load;
+mod report;
+
+#[derive(Parser, Debug, Clone)]
 #[command(name = "smtp-bench", about = "SMTP load generator")]
-struct Args {
+pub struct Args {
     /// Server address.
     #[arg(long, default_value = "127.0.0.1:2525")]
-    server: SocketAddr,
+    pub server: SocketAddr,
     /// Concurrent sessions.
     #[arg(long, default_value_t = 10)]
-    connections: usize,
+    pub connections: usize,
     /// Messages in total (upper bound).
     #[arg(long, default_value_t = 10_000)]
-    messages: u64,
+    pub messages: u64,
     /// Seconds at most.
     #[arg(long, default_value_t = 30)]
-    duration: u64,
-    /// Message size in bytes (approximate, headers included).
+    pub duration: u64,
+    /// Message size in bytes (headers included).
     #[arg(long, default_value_t = 1024)]
-    size: usize,
-    /// Messages per connection before reconnecting (0 = never reconnect).
+    pub size: usize,
+    /// Draw sizes from a mix like real mail instead of --size: 60% 2 KB, 25% 10 KB,
+    /// 10% 50 KB, 4% 200 KB, 1% 1 MB.
+    #[arg(long)]
+    pub size_mix: bool,
+    /// Messages per connection before reconnecting (0 = keep the connection).
     #[arg(long, default_value_t = 0)]
-    per_connection: u64,
+    pub per_connection: u64,
+    /// Recipients per message.
+    #[arg(long, default_value_t = 1)]
+    pub recipients: usize,
     /// Send MAIL, RCPT and DATA in one write (RFC 2920 pipelining).
     #[arg(long)]
-    pipelining: bool,
+    pub pipelining: bool,
+    /// Use STARTTLS on every connection (the certificate is not verified).
+    #[arg(long)]
+    pub starttls: bool,
+    /// Target messages/s in total (0 = as fast as possible).
+    #[arg(long, default_value_t = 0.0)]
+    pub rate: f64,
+    /// Worker threads of the generator.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Recipient domain.
+    #[arg(long, default_value = "example.com")]
+    pub domain: String,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
     /// Idle mode: open this many connections and hold them.
     #[arg(long)]
-    idle: Option<usize>,
+    pub idle: Option<usize>,
     /// Idle mode: seconds to hold the connections.
     #[arg(long, default_value_t = 10)]
-    hold: u64,
-    /// Use STARTTLS on every connection (the server certificate is not verified:
-    /// this is a load generator, not a mail client).
-    #[arg(long)]
-    starttls: bool,
+    pub hold: u64,
 }
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    anyhow::ensure!(args.connections > 0, "--connections must be at least 1");
+    anyhow::ensure!(args.recipients > 0, "--recipients must be at least 1");
+    anyhow::ensure!(
+        (1..=64).contains(&args.threads),
+        "--threads must be 1 to 64"
+    );
+    anyhow::ensure!(
+        args.rate >= 0.0 && args.rate.is_finite(),
+        "--rate must be 0 or more"
+    );
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads)
+        .enable_all()
+        .build()?;
     match args.idle {
-        Some(n) => idle(&args, n),
-        None => send(&args),
-    }
-}
-
-fn idle(args: &Args, n: usize) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut conns = Vec::with_capacity(n);
-    for i in 0..n {
-        let stream = TcpStream::connect(args.server).with_context(|| format!("connection {i}"))?;
-        let mut reader = BufReader::new(stream);
-        let mut line = String::new();
-        reader.read_line(&mut line)?;
-        if !line.starts_with("220") {
-            bail!("connection {i}: greeting {line:?}");
+        Some(n) => runtime.block_on(load::idle(&args, n, Duration::from_secs(args.hold))),
+        None => {
+            let report = runtime.block_on(load::send(args.clone()))?;
+            if args.json {
+                println!("{}", report.json(&args));
+            } else {
+                print!("{}", report.text(&args));
+            }
+            Ok(())
         }
-        conns.push(reader);
-    }
-    println!(
-        "idle: {n} connections open in {:.2}s; holding {}s",
-        started.elapsed().as_secs_f64(),
-        args.hold
-    );
-    std::thread::sleep(Duration::from_secs(args.hold));
-    for mut c in conns {
-        let _ = c.get_mut().write_all(b"QUIT\r\n");
-    }
-    Ok(())
-}
-
-fn message(size: usize, seq: u64) -> Vec<u8> {
-    let mut m = format!(
-        "From: bench <bench@example.org>\r\nTo: <sink@example.com>\r\nSubject: bench {seq}\r\nMessage-ID: <{seq}@bench.example.org>\r\n\r\n"
-    )
-    .into_bytes();
-    let line = b"The quick brown fox jumps over the lazy dog, again and again and again.\r\n";
-    while m.len() + line.len() <= size {
-        m.extend_from_slice(line);
-    }
-    m
-}
-
-struct Totals {
-    sent: AtomicU64,
-    failed: AtomicU64,
-    latencies_us: Mutex<Vec<u64>>,
-}
-
-fn send(args: &Args) -> anyhow::Result<()> {
-    let totals = Arc::new(Totals {
-        sent: AtomicU64::new(0),
-        failed: AtomicU64::new(0),
-        latencies_us: Mutex::new(Vec::new()),
-    });
-    let claimed = Arc::new(AtomicU64::new(0));
-    let stop = Arc::new(AtomicBool::new(false));
-    let deadline = Instant::now() + Duration::from_secs(args.duration);
-    let started = Instant::now();
-    let mut threads = Vec::new();
-    for _ in 0..args.connections {
-        let (totals, claimed, stop) = (totals.clone(), claimed.clone(), stop.clone());
-        let (server, size, limit, per_conn, pipelining, starttls) = (
-            args.server,
-            args.size,
-            args.messages,
-            args.per_connection,
-            args.pipelining,
-            args.starttls,
-        );
-        threads.push(std::thread::spawn(move || {
-            let mut lat = Vec::new();
-            'outer: while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
-                let Ok(mut s) = Session::open(server, starttls) else {
-                    totals.failed.fetch_add(1, Ordering::Relaxed);
-                    std::thread::sleep(Duration::from_millis(10));
-                    continue;
-                };
-                let mut on_this = 0;
-                loop {
-                    let seq = claimed.fetch_add(1, Ordering::Relaxed);
-                    if seq >= limit || Instant::now() >= deadline {
-                        stop.store(true, Ordering::Relaxed);
-                        let _ = s.quit();
-                        break 'outer;
-                    }
-                    match s.transaction(&message(size, seq), pipelining) {
-                        Ok(us) => {
-                            lat.push(us);
-                            totals.sent.fetch_add(1, Ordering::Relaxed);
-                        }
-                        Err(_) => {
-                            totals.failed.fetch_add(1, Ordering::Relaxed);
-                            break;
-                        }
-                    }
-                    on_this += 1;
-                    if per_conn != 0 && on_this >= per_conn {
-                        let _ = s.quit();
-                        break;
-                    }
-                }
-            }
-            if let Ok(mut all) = totals.latencies_us.lock() {
-                all.extend(lat);
-            }
-        }));
-    }
-    for t in threads {
-        let _ = t.join();
-    }
-    let secs = started.elapsed().as_secs_f64();
-    let sent = totals.sent.load(Ordering::Relaxed);
-    let failed = totals.failed.load(Ordering::Relaxed);
-    let mut lat = totals
-        .latencies_us
-        .lock()
-        .map(|l| l.clone())
-        .unwrap_or_default();
-    lat.sort_unstable();
-    let pct = |p: f64| -> u64 {
-        if lat.is_empty() {
-            return 0;
-        }
-        let i = ((lat.len() as f64 - 1.0) * p).round() as usize;
-        lat.get(i).copied().unwrap_or(0)
-    };
-    println!(
-        "sent={sent} failed={failed} secs={secs:.2} msgs_per_s={:.0} MB_per_s={:.2} latency_us(end-of-DATA->250) p50={} p90={} p99={} p99.9={}",
-        sent as f64 / secs,
-        sent as f64 * args.size as f64 / secs / 1e6,
-        pct(0.5),
-        pct(0.9),
-        pct(0.99),
-        pct(0.999)
-    );
-    Ok(())
-}
-
-/// A plain or TLS byte stream.
-trait Stream: Read + Write + Send {}
-impl<T: Read + Write + Send> Stream for T {}
-
-struct Session {
-    reader: BufReader<Box<dyn Stream>>,
-    line: String,
-}
-
-impl Session {
-    fn open(server: SocketAddr, starttls: bool) -> anyhow::Result<Session> {
-        let stream = TcpStream::connect(server)?;
-        stream.set_nodelay(true)?;
-        stream.set_read_timeout(Some(Duration::from_secs(30)))?;
-        let mut s = Session {
-            reader: BufReader::new(Box::new(stream.try_clone()?)),
-            line: String::new(),
-        };
-        s.expect(220)?;
-        s.reader
-            .get_mut()
-            .write_all(b"EHLO bench.example.org\r\n")?;
-        s.expect(250)?;
-        if starttls {
-            s.reader.get_mut().write_all(b"STARTTLS\r\n")?;
-            s.expect(220)?;
-            let name = rustls::pki_types::ServerName::try_from("smtp.bench.invalid")?;
-            let conn = rustls::ClientConnection::new(tls_config(), name)?;
-            s.reader = BufReader::new(Box::new(rustls::StreamOwned::new(conn, stream)));
-            s.reader
-                .get_mut()
-                .write_all(b"EHLO bench.example.org\r\n")?;
-            s.expect(250)?;
-        }
-        Ok(s)
-    }
-
-    /// Reads one (possibly multi-line) reply and checks its code.
-    fn expect(&mut self, code: u16) -> anyhow::Result<()> {
-        loop {
-            self.line.clear();
-            if self.reader.read_line(&mut self.line)? == 0 {
-                bail!("connection closed");
-            }
-            let got: u16 = self.line.get(..3).and_then(|c| c.parse().ok()).unwrap_or(0);
-            if got != code {
-                bail!("expected {code}, got {:?}", self.line);
-            }
-            if self.line.as_bytes().get(3) != Some(&b'-') {
-                return Ok(());
-            }
-        }
-    }
-
-    /// One transaction; returns the end-of-DATA → 250 latency in µs.
-    fn transaction(&mut self, msg: &[u8], pipelining: bool) -> anyhow::Result<u64> {
-        let envelope = b"MAIL FROM:<bench@example.org>\r\nRCPT TO:<sink@example.com>\r\nDATA\r\n";
-        if pipelining {
-            self.reader.get_mut().write_all(envelope)?;
-            self.expect(250)?;
-            self.expect(250)?;
-            self.expect(354)?;
-        } else {
-            for (cmd, code) in [
-                (&b"MAIL FROM:<bench@example.org>\r\n"[..], 250),
-                (b"RCPT TO:<sink@example.com>\r\n", 250),
-                (b"DATA\r\n", 354),
-            ] {
-                self.reader.get_mut().write_all(cmd)?;
-                self.expect(code)?;
-            }
-        }
-        let mut body = Vec::with_capacity(msg.len() + 5);
-        body.extend_from_slice(msg);
-        body.extend_from_slice(b".\r\n");
-        self.reader.get_mut().write_all(&body)?;
-        let t = Instant::now();
-        self.expect(250)?;
-        Ok(t.elapsed().as_micros() as u64)
-    }
-
-    fn quit(&mut self) -> anyhow::Result<()> {
-        self.reader.get_mut().write_all(b"QUIT\r\n")?;
-        self.expect(221)
-    }
-}
-
-/// A client configuration that accepts any server certificate (benchmarks only).
-fn tls_config() -> std::sync::Arc<rustls::ClientConfig> {
-    static CONFIG: std::sync::OnceLock<std::sync::Arc<rustls::ClientConfig>> =
-        std::sync::OnceLock::new();
-    CONFIG
-        .get_or_init(|| {
-            let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
-            let config = rustls::ClientConfig::builder_with_provider(provider.clone())
-                .with_safe_default_protocol_versions()
-                .map(|b| {
-                    b.dangerous()
-                        .with_custom_certificate_verifier(std::sync::Arc::new(AnyCert(provider)))
-                        .with_no_client_auth()
-                });
-            std::sync::Arc::new(config.unwrap_or_else(|_| {
-                rustls::ClientConfig::builder()
-                    .with_root_certificates(rustls::RootCertStore::empty())
-                    .with_no_client_auth()
-            }))
-        })
-        .clone()
-}
-
-#[derive(Debug)]
-struct AnyCert(std::sync::Arc<rustls::crypto::CryptoProvider>);
-
-impl rustls::client::danger::ServerCertVerifier for AnyCert {
-    fn verify_server_cert(
-        &self,
-        _end_entity: &rustls::pki_types::CertificateDer<'_>,
-        _intermediates: &[rustls::pki_types::CertificateDer<'_>],
-        _server_name: &rustls::pki_types::ServerName<'_>,
-        _ocsp_response: &[u8],
-        _now: rustls::pki_types::UnixTime,
-    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
-        Ok(rustls::client::danger::ServerCertVerified::assertion())
-    }
-
-    fn verify_tls12_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls12_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn verify_tls13_signature(
-        &self,
-        message: &[u8],
-        cert: &rustls::pki_types::CertificateDer<'_>,
-        dss: &rustls::DigitallySignedStruct,
-    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
-        rustls::crypto::verify_tls13_signature(
-            message,
-            cert,
-            dss,
-            &self.0.signature_verification_algorithms,
-        )
-    }
-
-    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.0.signature_verification_algorithms.supported_schemes()
     }
 }

@@ -12,6 +12,7 @@
 //! - [`handoff`]: the plain values that cross between those three.
 //! - [`config`]: the TOML file and command line, validated into one `Config`.
 //! - [`tls`]: certificate loading and the reloadable rustls configuration.
+//! - [`tls_client`]: the unverified client TLS configuration (relay, load generator).
 
 #![forbid(unsafe_code)]
 
@@ -21,3 +22,4 @@ pub mod protocol;
 pub mod reactor;
 pub mod store;
 pub mod tls;
+pub mod tls_client;
