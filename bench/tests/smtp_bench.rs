@@ -1,0 +1,197 @@
+//! smtp-bench against a real SMTP server (aiosmtpd's Sink handler, Debian's
+//! python3-aiosmtpd, installed by scripts/test): the report counts what the server
+//! accepted, the modes do what they say, and runs stay bounded.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Sink {
+    child: Child,
+    port: u16,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = Command::new("/usr/bin/python3")
+            .args([
+                "-m",
+                "aiosmtpd",
+                "-n",
+                "-c",
+                "aiosmtpd.handlers.Sink",
+                "-l",
+                &format!("127.0.0.1:{port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("python3 -m aiosmtpd (scripts/test installs python3-aiosmtpd)");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "aiosmtpd did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Sink { child, port }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn bench(sink: &Sink, args: &[&str]) -> serde_json::Value {
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-bench"))
+        .args([
+            "--server",
+            &format!("127.0.0.1:{}", sink.port),
+            "--json",
+            "--duration",
+            "30",
+        ])
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn counts_what_the_server_accepted_in_every_mode() {
+    let sink = Sink::start();
+    let r = bench(
+        &sink,
+        &["--connections", "5", "--messages", "300", "--size", "2048"],
+    );
+    assert_eq!(r["messages"], 300);
+    assert_eq!(r["replies"]["250"], 300);
+    assert_eq!(r["sessions_opened"], 5);
+    assert_eq!(r["connection_errors"], 0);
+    for key in ["p50", "p90", "p99", "p99.9", "max"] {
+        assert!(r["eod_latency_ms"][key].as_f64().unwrap() > 0.0, "{r}");
+        assert!(
+            r["transaction_latency_ms"][key].as_f64().unwrap()
+                >= r["eod_latency_ms"][key].as_f64().unwrap() * 0.5
+        );
+    }
+    assert!(r["bytes_per_s"].as_f64().unwrap() > r["messages_per_s"].as_f64().unwrap() * 2000.0);
+
+    // Pipelined, several recipients, a new connection per message.
+    let r = bench(
+        &sink,
+        &[
+            "--connections",
+            "4",
+            "--messages",
+            "40",
+            "--pipelining",
+            "--recipients",
+            "3",
+            "--per-connection",
+            "1",
+        ],
+    );
+    assert_eq!(r["messages"], 40);
+    assert_eq!(r["sessions_opened"], 40);
+    assert_eq!(r["pipelining"], true);
+
+    // The size mix and a target rate: 60 messages at 100/s take about 0.6 s.
+    let r = bench(
+        &sink,
+        &[
+            "--connections",
+            "4",
+            "--messages",
+            "60",
+            "--size-mix",
+            "--rate",
+            "100",
+        ],
+    );
+    assert_eq!(r["messages"], 60);
+    assert_eq!(r["size"], "mix");
+    let elapsed = r["elapsed_s"].as_f64().unwrap();
+    assert!((0.55..5.0).contains(&elapsed), "{elapsed}");
+}
+
+#[test]
+fn stops_at_the_duration_and_reports_connection_errors() {
+    let sink = Sink::start();
+    let started = Instant::now();
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-bench"))
+        .args([
+            "--server",
+            &format!("127.0.0.1:{}", sink.port),
+            "--json",
+            "--duration",
+            "1",
+            "--messages",
+            "100000000",
+            "--rate",
+            "50",
+        ])
+        .output()
+        .unwrap();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let n = r["messages"].as_u64().unwrap();
+    assert!((20..=80).contains(&n), "{n} messages in 1 s at 50/s");
+
+    // Nothing listening: every attempt is a connection error, and the run still ends.
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-bench"))
+        .args([
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--json",
+            "--duration",
+            "1",
+            "--connections",
+            "2",
+        ])
+        .output()
+        .unwrap();
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["messages"], 0);
+    assert!(r["connection_errors"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn idle_mode_holds_connections() {
+    let sink = Sink::start();
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-bench"))
+        .args([
+            "--server",
+            &format!("127.0.0.1:{}", sink.port),
+            "--idle",
+            "50",
+            "--hold",
+            "1",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("opened 50 idle connections"));
+}
