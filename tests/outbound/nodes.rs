@@ -11,11 +11,12 @@ use crate::support::{Dest, FAST, Relay, Store, enqueue, message, outbound, wait_
 fn two_nodes_share_one_queue_without_sending_anything_twice() {
     let store = Store::mariadb();
     let dest = Dest::start(&[]);
-    // At most 20 rows in flight per node: neither can take the whole queue alone.
+    // At most 20 rows in flight per node and 20 messages/s per domain (200/s in all):
+    // the work lasts long enough that neither node can take the whole queue alone.
     let config = FAST.replace(
         "[relay]\n",
         "[relay]\nbatch_size = 16\nmax_in_flight = 20\n",
-    );
+    ) + "\n[domains.default]\nmessages_per_second = 20\n";
     let transports: Vec<String> = (0..10)
         .flat_map(|d| ["--transport".to_owned(), format!("d{d}.test={}", dest.addr)])
         .collect();
