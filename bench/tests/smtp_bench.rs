@@ -106,7 +106,10 @@ fn counts_what_the_server_accepted_in_every_mode() {
         ],
     );
     assert_eq!(r["messages"], 40);
-    assert_eq!(r["sessions_opened"], 40);
+    // One connection per message; a session may open one more that finds the
+    // budget spent by the others (at most one per session).
+    let opened = r["sessions_opened"].as_u64().unwrap();
+    assert!((40..=44).contains(&opened), "{opened}");
     assert_eq!(r["pipelining"], true);
 
     // The size mix and a target rate: 60 messages at 100/s take about 0.6 s.
