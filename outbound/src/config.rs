@@ -351,7 +351,7 @@ impl Config {
             transports.insert(domain.trim().to_ascii_lowercase(), addr);
         }
         let mut domains = file.domains;
-        let default_limits = domain_limits(
+        let default_limits = domain_limits_of(
             "domains.default",
             domains.remove("default").unwrap_or_default(),
             DomainLimits::default(),
@@ -590,14 +590,6 @@ fn bounces_config(b: FileBounces) -> Result<Bounces, ConfigError> {
             3_600_000,
         )?),
     })
-}
-
-fn domain_limits(
-    field: &str,
-    file: FileDomain,
-    base: DomainLimits,
-) -> Result<DomainLimits, ConfigError> {
-    domain_limits_of(field, file, base)
 }
 
 fn domain_limits_of(
