@@ -378,3 +378,40 @@ fn client_vanishing_mid_data_stores_nothing_and_server_carries_on() {
     );
     assert!(rows.iter().any(|r| r.hash == id));
 }
+
+#[test]
+fn half_close_behind_a_command_is_answered_and_closed_at_once() {
+    // A command and the client's FIN arrive together (one write, then shutdown):
+    // the command is answered and the server sees the EOF behind it and closes
+    // now, not at the idle timeout. Once after a message, once after a NOOP.
+    let server = Server::start();
+    let mut c = server.ehlo_client();
+    c.cmd_expect("MAIL FROM:<a@b.example>", 250, "2.1.0");
+    c.cmd_expect("RCPT TO:<fin@example.com>", 250, "2.1.5");
+    c.cmd_expect("DATA", 354, "");
+    c.send(b"Subject: fin\r\n\r\nlast words\r\n.\r\n");
+    c.stream()
+        .shutdown(std::net::Shutdown::Write)
+        .expect("half-close");
+    let id = c.expect(250, "2.0.0").queue_id();
+    c.expect_closed();
+    let rows = server.rows_for(&id);
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].recipient, "fin@example.com");
+
+    for _ in 0..5 {
+        let mut c = server.ehlo_client();
+        c.send(b"NOOP\r\n");
+        c.stream()
+            .shutdown(std::net::Shutdown::Write)
+            .expect("half-close");
+        let started = std::time::Instant::now();
+        c.expect(250, "2.0.0");
+        c.expect_closed();
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "closed only after {:?}",
+            started.elapsed()
+        );
+    }
+}

@@ -59,6 +59,9 @@ pub struct Connection {
     pub draining: bool,
     /// The peer has sent EOF.
     pub peer_closed: bool,
+    /// epoll reported the peer's FIN (or an error): its edge has been spent, so
+    /// reads must go on until EOF or WouldBlock (no short-read shortcut).
+    pub hangup_seen: bool,
     /// Reading is paused mid-DATA because the storage queue is full: the message
     /// stays in the client's socket, not in our memory, until the store catches up.
     pub paused_for_store: bool,
@@ -114,6 +117,7 @@ impl Connection {
             closing: false,
             draining: false,
             peer_closed: false,
+            hangup_seen: false,
             paused_for_store: false,
             tls: None,
             tls_config: None,
@@ -306,6 +310,13 @@ impl Connection {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            // A plain read shorter than the buffer emptied the socket: stop here
+            // instead of paying one more recv() for its WouldBlock (one per command
+            // in a non-pipelined session). Edge-triggered epoll still reports any
+            // byte that arrives after this read (tokio's TcpStream does the same).
+            // Not under TLS (rustls buffers records) and not once the FIN has been
+            // reported, whose edge would never come again.
+            let drained = n < scratch.len() && self.tls.is_none() && !self.hangup_seen;
             let Some(input) = scratch.get(..n) else {
                 return Ok(Outcome::Idle);
             };
@@ -329,6 +340,10 @@ impl Connection {
                 // The socket may hold more (pipelined) input: come back for it.
                 self.unread_input = true;
                 return Ok(outcome);
+            }
+            if drained {
+                self.unread_input = false;
+                return Ok(Outcome::Idle);
             }
         }
     }

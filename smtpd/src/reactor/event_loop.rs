@@ -147,6 +147,11 @@ impl Reactor {
                     Token(slot) => {
                         let readable = event.is_readable() || event.is_read_closed();
                         let writable = event.is_writable() || event.is_write_closed();
+                        if (event.is_read_closed() || event.is_error())
+                            && let Some(conn) = self.conns.get_mut(slot)
+                        {
+                            conn.hangup_seen = true;
+                        }
                         self.on_ready(slot, readable, writable, now);
                     }
                 }

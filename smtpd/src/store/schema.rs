@@ -55,6 +55,11 @@ pub const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 /// Any single MySQL round trip at start longer than this is a failure.
 const MYSQL_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Page size of a newly created SQLite file.
+pub const SQLITE_PAGE_SIZE: u32 = 16 * 1024;
+/// WAL size that triggers a checkpoint.
+const WAL_CHECKPOINT_BYTES: u32 = 4 * 1024 * 1024;
+
 /// Opens (creating it and its directory if needed) the SQLite store in WAL mode with
 /// the given durability, and applies any missing migrations.
 pub fn open_sqlite(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
@@ -76,6 +81,13 @@ pub fn open_sqlite(path: &Path, synchronous: Synchronous) -> Result<Connection, 
     )
     .map_err(open)?;
     conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(open)?;
+    // Only a new, empty file takes this (an existing one keeps its page size). Most
+    // bytes of a mail store are bodies in overflow chains, and WAL writes each page
+    // as its own frame (two write() calls and a checksum): 16 KiB pages write a
+    // 100 KB message in 7 frames instead of 25. Measured on the 100 KB benchmark:
+    // about a fifth less server CPU per message, and less at 1 KB too.
+    conn.execute_batch(&format!("PRAGMA page_size={SQLITE_PAGE_SIZE};"))
+        .map_err(open)?;
     // WAL: readers (the applications) never block the writer, and a commit is
     // one sequential append plus one fsync.
     let mode: String = conn
@@ -87,9 +99,13 @@ pub fn open_sqlite(path: &Path, synchronous: Synchronous) -> Result<Connection, 
             mode,
         });
     }
+    // Checkpoint (copy the WAL into the file) every ~4 MiB of WAL, as SQLite's
+    // default of 1000 pages does for 4 KiB pages: each checkpoint runs inside a
+    // commit, so its size bounds the latency spike it adds.
     conn.execute_batch(&format!(
-        "PRAGMA synchronous={};",
-        synchronous.pragma_value()
+        "PRAGMA synchronous={}; PRAGMA wal_autocheckpoint={};",
+        synchronous.pragma_value(),
+        WAL_CHECKPOINT_BYTES / SQLITE_PAGE_SIZE
     ))
     .map_err(open)?;
     migrate_sqlite(&mut conn)?;
@@ -327,5 +343,31 @@ mod tests {
             .unwrap();
         assert_eq!(state, "queued");
         assert_eq!(due.len(), "2026-01-01 00:00:00.000".len());
+    }
+
+    #[test]
+    fn a_new_sqlite_file_gets_large_pages_and_an_existing_one_keeps_its_own() {
+        let dir = tempfile::tempdir().unwrap();
+        let page_size = |conn: &Connection| -> u32 {
+            conn.query_row("PRAGMA page_size", [], |r| r.get(0))
+                .unwrap()
+        };
+        let fresh = dir.path().join("fresh.sqlite");
+        let conn = open_sqlite(&fresh, Synchronous::Full).unwrap();
+        assert_eq!(page_size(&conn), SQLITE_PAGE_SIZE);
+
+        // A store created before (SQLite's default 4 KiB pages, already in WAL
+        // mode and holding data) opens unchanged: no rewrite of the file.
+        let old = dir.path().join("old.sqlite");
+        let pre = Connection::open(&old).unwrap();
+        pre.execute_batch(
+            "PRAGMA page_size=4096; PRAGMA journal_mode=WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1);",
+        )
+        .unwrap();
+        drop(pre);
+        let conn = open_sqlite(&old, Synchronous::Full).unwrap();
+        assert_eq!(page_size(&conn), 4096);
+        let kept: i64 = conn.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
+        assert_eq!(kept, 1);
     }
 }
