@@ -99,17 +99,26 @@ pub fn open_sqlite(path: &Path, synchronous: Synchronous) -> Result<Connection, 
             mode,
         });
     }
-    // Checkpoint (copy the WAL into the file) every ~4 MiB of WAL, as SQLite's
-    // default of 1000 pages does for 4 KiB pages: each checkpoint runs inside a
-    // commit, so its size bounds the latency spike it adds.
     conn.execute_batch(&format!(
-        "PRAGMA synchronous={}; PRAGMA wal_autocheckpoint={};",
-        synchronous.pragma_value(),
-        WAL_CHECKPOINT_BYTES / SQLITE_PAGE_SIZE
+        "PRAGMA synchronous={};",
+        synchronous.pragma_value()
     ))
     .map_err(open)?;
+    // Checkpoint (copy the WAL into the file) every ~4 MiB of WAL, as SQLite's
+    // default of 1000 pages does for 4 KiB pages: an inline checkpoint runs inside
+    // a commit, so its size bounds the latency spike it adds. (smtpd's committer
+    // moves them to a background thread: `store::checkpoint`.)
+    set_wal_autocheckpoint(&conn, WAL_CHECKPOINT_BYTES).map_err(open)?;
     migrate_sqlite(&mut conn)?;
     Ok(conn)
+}
+
+/// Makes `conn` checkpoint after any commit that leaves the WAL at `bytes` or
+/// more (in this file's own page size).
+pub fn set_wal_autocheckpoint(conn: &Connection, bytes: u32) -> rusqlite::Result<()> {
+    let page_size: u32 = conn.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+    let pages = bytes / page_size.max(512);
+    conn.execute_batch(&format!("PRAGMA wal_autocheckpoint={pages};"))
 }
 
 fn migrate_sqlite(conn: &mut Connection) -> Result<(), StoreError> {
@@ -369,5 +378,15 @@ mod tests {
         assert_eq!(page_size(&conn), 4096);
         let kept: i64 = conn.query_row("SELECT x FROM t", [], |r| r.get(0)).unwrap();
         assert_eq!(kept, 1);
+        // The checkpoint threshold is in bytes, whatever the page size: 4 MiB.
+        let pages: u32 = conn
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(pages * 4096, WAL_CHECKPOINT_BYTES);
+        let fresh_pages: u32 = open_sqlite(&fresh, Synchronous::Full)
+            .unwrap()
+            .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(fresh_pages * SQLITE_PAGE_SIZE, WAL_CHECKPOINT_BYTES);
     }
 }
