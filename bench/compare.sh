@@ -165,6 +165,40 @@ for server in $SERVERS; do
     stop_server
 done
 
+# ---- latency at half the peak rate (smtpd) -----------------------------------------
+# For each smtpd cell of PACED_SIZES × PACED_CONNS (many per connection), the load is
+# paced (--rate) at half the median msgs/s the grid measured, for 2×DURATION s.
+PACED_SIZES=${PACED_SIZES:-"1024 102400"}
+PACED_CONNS=${PACED_CONNS:-"10 100 1000"}
+: >"$OUT/paced.jsonl"
+for server in $SERVERS; do
+    case "$server" in smtpd-*) ;; *) continue ;; esac
+    log "paced latency: $server"
+    start_server "$server"
+    for size in $PACED_SIZES; do
+        for conns in $PACED_CONNS; do
+            rate=$(python3 - "$OUT/grid.jsonl" "$server" "$size" "$conns" <<'PY'
+import json, statistics, sys
+path, server, size, conns = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+rates = []
+for line in open(path):
+    r = json.loads(line)
+    b = r.get("bench") or {}
+    if (r["server"], r["size"], r["conns"], r["mode"]) == (server, size, conns, "many") and b.get("messages_per_s"):
+        rates.append(b["messages_per_s"])
+print(f"{statistics.median(rates) / 2:.0f}" if rates else 0)
+PY
+)
+            [ "$rate" = 0 ] && continue
+            result=$("$BENCH" --server "127.0.0.1:$PORT" --connections "$conns" --messages "$MAX_MESSAGES" \
+                --duration $((DURATION * 2)) --size "$size" --rate "$rate" --json 2>/dev/null || echo '{}')
+            printf '{"server":"%s","size":%s,"conns":%s,"rate":%s,"bench":%s}\n' \
+                "$server" "$size" "$conns" "$rate" "$result" >>"$OUT/paced.jsonl"
+        done
+    done
+    stop_server
+done
+
 # ---- the load generator itself: smtp-bench vs smtp-source on smtp-sink -----------
 log "load generators against smtp-sink"
 : >"$OUT/loadgen.txt"

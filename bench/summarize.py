@@ -95,6 +95,7 @@ def main():
                     row.append(f"{fmt(m)} ({fmt(min(rates))}–{fmt(max(rates))}){ratio}<br>CPU {fmt(cpu)} µs, p99 {fmt(p99, 2)} ms{note}")
                 lines.append("| " + " | ".join(row) + " |")
             lines.append("")
+    lines += summarize_paced(out / "paced.jsonl")
     loadgen = out / "loadgen.txt"
     if loadgen.exists():
         lines += ["## The load generator: smtp-bench vs smtp-source, against smtp-sink", "", "```", loadgen.read_text().strip(), "```", ""]
@@ -110,6 +111,30 @@ def main():
     for p in plots:
         lines += [f"![{p.stem}]({p.name})", ""]
     (out / "summary.md").write_text("\n".join(lines) + "\n")
+
+
+def summarize_paced(path):
+    """The target: p99 end-of-DATA → reply under 10 ms at half the peak rate."""
+    if not path.exists() or not path.read_text().strip():
+        return []
+    lines = [
+        "## Latency at half the peak rate (smtpd, many messages per connection)",
+        "",
+        "Paced with `--rate` at half the cell's median msgs/s from the grid above.",
+        "",
+        "| server | size | sessions | rate (msgs/s) | achieved | p50 ms | p99 ms | p99.9 ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for line in path.read_text().splitlines():
+        r = json.loads(line)
+        b = r.get("bench") or {}
+        lat = b.get("eod_latency_ms") or {}
+        achieved = b.get("messages_per_s")
+        lines.append(
+            f"| {r['server']} | {size_name(r['size'])} | {r['conns']} | {fmt(r['rate'])} | {fmt(achieved)} "
+            f"| {fmt(lat.get('p50'), 2)} | {fmt(lat.get('p99'), 2)} | {fmt(lat.get('p99.9'), 2)} |"
+        )
+    return lines + [""]
 
 
 def summarize_loadgen(text):
