@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
+pub use smtpd::config_error::ConfigError;
+use smtpd::config_error::{invalid, read_toml};
 use smtpd::store::StoreUrl;
 
 use crate::retry::RetryPolicy;
@@ -20,26 +22,6 @@ use crate::verp::Verp;
 
 /// The embedded store shared with `smtpd` when nothing else is said.
 pub const DEFAULT_STORE_URL: &str = "sqlite:./data/smtpd.sqlite";
-
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{field}: {reason}")]
-    Invalid { field: String, reason: String },
-}
-
-fn invalid(field: impl Into<String>, reason: impl fmt::Display) -> ConfigError {
-    ConfigError::Invalid {
-        field: field.into(),
-        reason: reason.to_string(),
-    }
-}
 
 /// Options of the relay itself (`outbound` with no subcommand).
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -269,16 +251,7 @@ impl Config {
         args: &RunArgs,
     ) -> Result<Self, ConfigError> {
         let file = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.to_owned(),
-                    source,
-                })?;
-                toml::from_str::<FileConfig>(&text).map_err(|e| ConfigError::Parse {
-                    path: path.to_owned(),
-                    message: e.to_string(),
-                })?
-            }
+            Some(path) => read_toml::<FileConfig>(path)?,
             None => FileConfig::default(),
         };
         Self::from_file(file, store, args)
@@ -512,7 +485,7 @@ fn bounces_config(b: FileBounces) -> Result<Bounces, ConfigError> {
                 .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
         {
             return Err(invalid(
-                field,
+                field.to_owned(),
                 "must be 1 to 32 letters, digits, '-', '_' or '.'",
             ));
         }
@@ -625,7 +598,7 @@ fn bounded<T: PartialOrd + fmt::Display + Copy>(
 ) -> Result<T, ConfigError> {
     if value < min || value > max {
         return Err(invalid(
-            field,
+            field.to_owned(),
             format!("must be between {min} and {max}, not {value}"),
         ));
     }

@@ -218,6 +218,11 @@ impl Report {
             text: reply.text.replace('\n', " "),
         }
     }
+    /// The session with `mx` broke or went silent mid-transaction (4.4.2): the
+    /// recipients are retried later, never lost.
+    fn broken_session(text: String, mx: &str) -> Self {
+        Self::local(Outcome::Deferred, Some("4.4.2"), text, Some(mx.to_owned()))
+    }
     fn local(outcome: Outcome, status: Option<&str>, text: String, mx: Option<String>) -> Self {
         Self {
             outcome,
@@ -344,12 +349,7 @@ impl Worker {
                 // The message may have arrived: retry later rather than at once.
                 Err(e) if client.data_started => {
                     warn!(worker = self.index, mx, error = %e, "transaction failed after the message was sent");
-                    return vec![Report::local(
-                        Outcome::Deferred,
-                        Some("4.4.2"),
-                        e.to_string(),
-                        Some(mx),
-                    )];
+                    return vec![Report::broken_session(e.to_string(), &mx)];
                 }
                 // A cached session the server has closed meanwhile: a fresh one.
                 Err(e) => debug!(mx, error = %e, "cached connection failed; reconnecting"),
@@ -418,12 +418,7 @@ impl Worker {
                     // through is unknown only if the final dot was sent; either way
                     // the recipients are retried later, never lost.
                     warn!(worker = self.index, mx, error = %e, "transaction failed");
-                    return vec![Report::local(
-                        Outcome::Deferred,
-                        Some("4.4.2"),
-                        e.to_string(),
-                        Some(mx),
-                    )];
+                    return vec![Report::broken_session(e.to_string(), &mx)];
                 }
             }
         }
@@ -477,20 +472,10 @@ fn reports(outcome: &TxOutcome, mx: &str, recipients: usize) -> Vec<Report> {
             .map(|i| match rcpt.get(i) {
                 Some(r) if r.is_positive() => match data {
                     Some(d) => Report::from_reply(d, mx, reply_outcome(d)),
-                    None => Report::local(
-                        Outcome::Deferred,
-                        Some("4.4.2"),
-                        "no reply to DATA".into(),
-                        Some(mx.to_owned()),
-                    ),
+                    None => Report::broken_session("no reply to DATA".into(), mx),
                 },
                 Some(r) => Report::from_reply(r, mx, reply_outcome(r)),
-                None => Report::local(
-                    Outcome::Deferred,
-                    Some("4.4.2"),
-                    "no reply to RCPT".into(),
-                    Some(mx.to_owned()),
-                ),
+                None => Report::broken_session("no reply to RCPT".into(), mx),
             })
             .collect(),
     }

@@ -9,7 +9,6 @@
 //! Every error names the field it is about (`limits.max_recipients: must be ...`),
 //! so an operator can fix a config without reading the source.
 
-use std::fmt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
@@ -18,6 +17,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+pub use crate::config_error::ConfigError;
+use crate::config_error::{invalid, parse_toml, read_toml};
 use crate::protocol::DomainPolicy;
 use crate::store::cache::{CacheConfig, CacheMode};
 use crate::store::retention::RetentionConfig;
@@ -28,27 +29,6 @@ use crate::store::{StoreUrl, Synchronous};
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:2525";
 /// The embedded store with no `--store` or `store.url`.
 pub const DEFAULT_STORE_URL: &str = "sqlite:./data/smtpd.sqlite";
-
-/// A configuration that cannot be used, naming the field at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("cannot read config file {path}: {source}")]
-    Read {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("config file {path}: {message}")]
-    Parse { path: PathBuf, message: String },
-    #[error("{field}: {reason}")]
-    Invalid { field: &'static str, reason: String },
-}
-
-fn invalid(field: &'static str, reason: impl fmt::Display) -> ConfigError {
-    ConfigError::Invalid {
-        field,
-        reason: reason.to_string(),
-    }
-}
 
 /// The command line (the original Guerrilla SMTPd's `-p`, `-v`, `-l` are kept).
 #[derive(Debug, Default, Clone, clap::Parser)]
@@ -669,19 +649,12 @@ fn build_retention(raw: RawRetention) -> Result<RetentionConfig, ConfigError> {
 }
 
 fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-        path: path.to_path_buf(),
-        source,
-    })?;
-    parse_file(path, &text)
+    read_toml(path)
 }
 
 /// Parses TOML text; serde's message already names the section and key.
 pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
-    toml::from_str(text).map_err(|e| ConfigError::Parse {
-        path: path.to_path_buf(),
-        message: e.to_string(),
-    })
+    parse_toml(path, text)
 }
 
 fn check_range(field: &'static str, v: usize, min: usize, max: usize) -> Result<(), ConfigError> {

@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod config_error;
 pub mod handoff;
 pub mod protocol;
 pub mod reactor;
