@@ -5,13 +5,14 @@
 //! (pipelined or step by step), pacing to `--rate`, and the per-session counters.
 //! Must not: print (the report does).
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio::sync::Barrier;
 use tokio::task::JoinSet;
 use tokio_rustls::TlsConnector;
 
@@ -33,8 +34,12 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(60);
 struct Shared {
     args: Args,
     next: AtomicU64,
-    start: Instant,
     deadline: Instant,
+    /// Paced runs: every session passes this once, after its first connection
+    /// attempt, so the schedule does not start while sessions are still connecting.
+    ready: Barrier,
+    /// When the schedule of a paced run starts (the first session past `ready`).
+    schedule_start: OnceLock<Instant>,
     tls: Option<TlsConnector>,
     /// Message bodies (dot-stuffed, with the final `.` line) by size; one per size
     /// class with `--size-mix`.
@@ -105,7 +110,8 @@ pub async fn send(args: Args) -> anyhow::Result<Report> {
     let shared = Arc::new(Shared {
         deadline: start + Duration::from_secs(args.duration),
         next: AtomicU64::new(0),
-        start,
+        ready: Barrier::new(args.connections),
+        schedule_start: OnceLock::new(),
         tls,
         bodies,
         envelope,
@@ -128,13 +134,24 @@ pub async fn send(args: Args) -> anyhow::Result<Report> {
 
 async fn session(shared: Arc<Shared>) -> Stats {
     let mut stats = Stats::new();
+    // A paced schedule that started with the first session would find a backlog of
+    // due messages once all N sessions had connected (1,000 greetings and EHLOs take
+    // a while) and send it as one burst at full speed: the latency measured at "half
+    // the peak rate" would be that of a burst. So paced runs start the clock here.
+    let mut before_schedule = shared.args.rate > 0.0;
     'connections: loop {
         if Instant::now() >= shared.deadline
             || shared.next.load(Ordering::Relaxed) >= shared.args.messages
         {
             break;
         }
-        let mut conn = match Conn::open(&shared).await {
+        let opened = Conn::open(&shared).await;
+        if std::mem::take(&mut before_schedule) {
+            // Once per session, whether it connected or not, so no one waits forever.
+            shared.ready.wait().await;
+            shared.schedule_start.get_or_init(Instant::now);
+        }
+        let mut conn = match opened {
             Ok(c) => c,
             Err(_) => {
                 stats.connection_errors += 1;
@@ -146,7 +163,8 @@ async fn session(shared: Arc<Shared>) -> Stats {
         let mut on_this = 0u64;
         while let Some(seq) = shared.take() {
             if shared.args.rate > 0.0 {
-                let due = shared.start + Duration::from_secs_f64(seq as f64 / shared.args.rate);
+                let start = *shared.schedule_start.get_or_init(Instant::now);
+                let due = start + Duration::from_secs_f64(seq as f64 / shared.args.rate);
                 tokio::time::sleep_until(due.into()).await;
             }
             if conn.transaction(&shared, seq, &mut stats).await.is_err() {

@@ -9,7 +9,8 @@
 //!   `--size-mix` drawn from a realistic distribution), several per connection or
 //!   `--per-connection N` before reconnecting; `--pipelining` sends MAIL, RCPT and
 //!   DATA in one write; `--starttls` upgrades each session; `--rate` paces the total
-//!   to a target (default: as fast as possible). The report: messages/s, bytes/s,
+//!   to a target (default: as fast as possible), starting the schedule once every
+//!   session has connected. The report: messages/s, bytes/s,
 //!   reply codes, connection errors, and latency percentiles (p50/p90/p99/p99.9) of
 //!   end-of-DATA → reply and of the whole transaction (MAIL → final reply), from
 //!   hdrhistograms; `--json` prints it as one JSON object.
@@ -60,7 +61,8 @@ pub struct Args {
     /// Use STARTTLS on every connection (the certificate is not verified).
     #[arg(long)]
     pub starttls: bool,
-    /// Target messages/s in total (0 = as fast as possible).
+    /// Target messages/s in total (0 = as fast as possible). The schedule starts once
+    /// every session has made its first connection attempt.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
     /// Worker threads of the generator.

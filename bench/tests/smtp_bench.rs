@@ -198,3 +198,90 @@ fn idle_mode_holds_connections() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("opened 50 idle connections"));
 }
+
+/// A minimal SMTP server that waits `delay` before each greeting; it records when
+/// each message's end of data arrived.
+fn slow_greeting_server(delay: Duration) -> (u16, std::sync::Arc<std::sync::Mutex<Vec<Instant>>>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let arrivals = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = arrivals.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let seen = seen.clone();
+            std::thread::spawn(move || {
+                std::thread::sleep(delay);
+                let mut out = stream.try_clone().unwrap();
+                let mut lines = BufReader::new(stream);
+                let _ = out.write_all(b"220 slow.test ESMTP\r\n");
+                let mut in_data = false;
+                let mut line = String::new();
+                while lines.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    let reply: &[u8] = if in_data {
+                        if line == ".\r\n" {
+                            in_data = false;
+                            seen.lock().unwrap().push(Instant::now());
+                            b"250 2.0.0 ok\r\n"
+                        } else {
+                            b""
+                        }
+                    } else if line.starts_with("DATA") {
+                        in_data = true;
+                        b"354 go on\r\n"
+                    } else if line.starts_with("QUIT") {
+                        let _ = out.write_all(b"221 2.0.0 bye\r\n");
+                        return;
+                    } else {
+                        b"250 ok\r\n"
+                    };
+                    if out.write_all(reply).is_err() {
+                        return;
+                    }
+                    line.clear();
+                }
+            });
+        }
+    });
+    (port, arrivals)
+}
+
+#[test]
+fn a_paced_schedule_starts_once_every_session_has_connected() {
+    // Greetings take 1.5 s (1,000 sessions connecting at once to a loaded server
+    // take about as long). At 20 msgs/s, a schedule started before them would owe
+    // 30 messages by then and send the 20 it may as one burst; started after the
+    // greetings, they are spread over about a second.
+    let (port, arrivals) = slow_greeting_server(Duration::from_millis(1500));
+    let out = Command::new(env!("CARGO_BIN_EXE_smtp-bench"))
+        .args([
+            "--server",
+            &format!("127.0.0.1:{port}"),
+            "--json",
+            "--duration",
+            "20",
+            "--connections",
+            "4",
+            "--messages",
+            "20",
+            "--rate",
+            "20",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["messages"], 20);
+    let arrivals = arrivals.lock().unwrap();
+    assert_eq!(arrivals.len(), 20);
+    let spread = *arrivals.iter().max().unwrap() - *arrivals.iter().min().unwrap();
+    assert!(
+        spread >= Duration::from_millis(800),
+        "20 messages at 20/s arrived within {spread:?}"
+    );
+}

@@ -214,9 +214,12 @@ pub const DEFAULT_MAX_CLIENTS: usize = 10_000;
 pub const DEFAULT_LISTEN_BACKLOG: u32 = 1024;
 /// Group commit: a batch closes at this many messages...
 pub const DEFAULT_BATCH_MAX_MESSAGES: usize = 256;
-/// ...or this long after its first message, whichever comes first. 2 ms keeps
-/// latency far below a client's patience while letting a busy server fill batches.
-pub const DEFAULT_BATCH_MAX_DELAY_US: u64 = 2_000;
+/// ...or, when set, this long after its first message. 0: no waiting. Batches still
+/// form under load from what queues up while a commit runs (the commit's own
+/// duration is the window), and an idle server answers at once. A timer here put
+/// its whole length on every message: at 2 ms one session could not pass 400 msgs/s,
+/// 10 sessions 3,600 (13,000 without it; bench/RESULTS.md, 2026-11-28e).
+pub const DEFAULT_BATCH_MAX_DELAY_US: u64 = 0;
 /// Submissions waiting for the storage stage; beyond it reactors hold messages back
 /// (and their connections stop reading) instead of buffering without bound.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;

@@ -2,9 +2,10 @@
 //!
 //! Owns: group commit. Submissions arrive over a bounded channel (when it is full,
 //! reactors hold messages back and stop reading: back-pressure, not memory); the
-//! committer takes the first, waits up to `batch_max_delay` for more (up to
-//! `batch_max_messages`), writes them all in one transaction, and only after COMMIT
-//! returns sends each reactor its results, waking it once per batch.
+//! committer takes everything queued (up to `batch_max_messages`; what arrives
+//! during one commit forms the next batch), optionally waits up to
+//! `batch_max_delay` for more, writes them all in one transaction, and only after
+//! COMMIT returns sends each reactor its results, waking it once per batch.
 //! Must not: answer anything before the commit, or stop on a failed commit: a
 //! failure is answered `451 4.3.0` for the messages it concerns and the next batch
 //! tries again.
@@ -42,7 +43,8 @@ const MYSQL_POOL_MAX: usize = 2;
 pub struct StageConfig {
     /// A batch closes at this many messages...
     pub batch_max_messages: usize,
-    /// ...or this long after its first message arrived.
+    /// ...or, when not zero, this long after its first message arrived (without
+    /// it, a batch is what queued up while the previous commit ran).
     pub batch_max_delay: Duration,
     /// Submissions that may wait for the committer.
     pub queue_capacity: usize,
@@ -60,8 +62,8 @@ impl StageConfig {
     /// The embedded defaults, for tests and tools.
     pub fn new(hostname: &str) -> Self {
         Self {
-            batch_max_messages: 256,
-            batch_max_delay: Duration::from_millis(2),
+            batch_max_messages: crate::config::DEFAULT_BATCH_MAX_MESSAGES,
+            batch_max_delay: Duration::from_micros(crate::config::DEFAULT_BATCH_MAX_DELAY_US),
             queue_capacity: 4096,
             hostname: hostname.to_owned(),
             synchronous: Synchronous::Full,
@@ -177,7 +179,17 @@ impl Committer {
         while let Ok(first) = self.rx.recv() {
             let deadline = Instant::now() + self.config.batch_max_delay;
             batch.push(first);
+            // Everything that queued up while the last commit ran goes in this one:
+            // that is what batches under load, without a timer.
             while batch.len() < max {
+                match self.rx.try_recv() {
+                    Ok(s) => batch.push(s),
+                    Err(_) => break,
+                }
+            }
+            // An optional wait for more (`batch_max_delay`, 0 by default): fewer,
+            // larger transactions at the price of that much latency on every message.
+            while batch.len() < max && !self.config.batch_max_delay.is_zero() {
                 match self.rx.recv_deadline(deadline) {
                     Ok(s) => batch.push(s),
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,

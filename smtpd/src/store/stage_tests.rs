@@ -228,6 +228,40 @@ fn messages_sent_together_commit_in_one_transaction() {
 }
 
 #[test]
+fn without_a_delay_what_queues_during_a_commit_is_the_next_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("n.sqlite");
+    // The defaults: no timer, so only a busy committer can make a batch.
+    let config = StageConfig::new("mx.test");
+    assert!(config.batch_max_delay.is_zero());
+    let stage = start(&path, config);
+    let s = sink();
+    // Another writer holds the lock: the first message's commit waits for it
+    // (busy timeout) while 30 more queue up behind it.
+    let blocker = db(&path);
+    blocker.execute_batch("BEGIN IMMEDIATE").unwrap();
+    submit(&stage, &s, 0, envelope(0, &["x@example.com"]));
+    std::thread::sleep(Duration::from_millis(200));
+    for n in 1..=30 {
+        submit(&stage, &s, n, envelope(n, &["x@example.com"]));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(s.rx.try_recv().is_err(), "answered before its commit");
+    blocker.execute_batch("COMMIT").unwrap();
+    for _ in 0..31 {
+        assert!(recv(&s).result.is_ok());
+    }
+    let stats = stage.stats();
+    // One for the first message, one for the 30 that waited behind it.
+    assert_eq!(stats.batches.load(std::sync::atomic::Ordering::Relaxed), 2);
+    assert_eq!(
+        stats.messages.load(std::sync::atomic::Ordering::Relaxed),
+        31
+    );
+    stage.join().unwrap();
+}
+
+#[test]
 fn join_commits_and_answers_everything_submitted() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("j.sqlite");
