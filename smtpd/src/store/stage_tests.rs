@@ -81,6 +81,15 @@ fn db(path: &Path) -> Connection {
     Connection::open(path).unwrap()
 }
 
+/// (batches committed, messages committed) so far.
+fn committed(stage: &StorageStage) -> (u64, u64) {
+    let stats = stage.stats();
+    (
+        stats.batches.load(std::sync::atomic::Ordering::Relaxed),
+        stats.messages.load(std::sync::atomic::Ordering::Relaxed),
+    )
+}
+
 fn start(path: &Path, config: StageConfig) -> StorageStage {
     StorageStage::start(&StoreUrl::Sqlite(path.to_owned()), config).unwrap()
 }
@@ -105,13 +114,7 @@ fn a_batch_from_two_reactors_is_stored_byte_exact_and_each_reactor_answered() {
     assert_eq!(from_a[0].conn.slot, 1);
     assert_eq!(from_a[1].conn.slot, 3);
     assert_eq!(from_b.conn.slot, 2);
-    assert_eq!(
-        stage
-            .stats()
-            .batches
-            .load(std::sync::atomic::Ordering::Relaxed),
-        1
-    );
+    assert_eq!(committed(&stage), (1, 3));
 
     let db = db(&path);
     let id1 = from_a[0].result.unwrap().to_string();
@@ -218,12 +221,7 @@ fn messages_sent_together_commit_in_one_transaction() {
     for _ in 0..50 {
         assert!(recv(&s).result.is_ok());
     }
-    let stats = stage.stats();
-    assert_eq!(stats.batches.load(std::sync::atomic::Ordering::Relaxed), 1);
-    assert_eq!(
-        stats.messages.load(std::sync::atomic::Ordering::Relaxed),
-        50
-    );
+    assert_eq!(committed(&stage), (1, 50));
     stage.join().unwrap();
 }
 
@@ -251,13 +249,8 @@ fn without_a_delay_what_queues_during_a_commit_is_the_next_batch() {
     for _ in 0..31 {
         assert!(recv(&s).result.is_ok());
     }
-    let stats = stage.stats();
     // One for the first message, one for the 30 that waited behind it.
-    assert_eq!(stats.batches.load(std::sync::atomic::Ordering::Relaxed), 2);
-    assert_eq!(
-        stats.messages.load(std::sync::atomic::Ordering::Relaxed),
-        31
-    );
+    assert_eq!(committed(&stage), (2, 31));
     stage.join().unwrap();
 }
 
