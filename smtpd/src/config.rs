@@ -30,6 +30,9 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:2525";
 /// The embedded store with no `--store` or `store.url`.
 pub const DEFAULT_STORE_URL: &str = "sqlite:./data/smtpd.sqlite";
 
+/// Where `-l` without a file name logs (Guerrilla SMTPd's default `log.txt`).
+pub const DEFAULT_LOG_FILE: &str = "./log.txt";
+
 /// The command line (the original Guerrilla SMTPd's `-p`, `-v`, `-l` are kept).
 #[derive(Debug, Default, Clone, clap::Parser)]
 #[command(
@@ -70,8 +73,15 @@ pub struct Cli {
     /// Verbose logging (debug level).
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,
-    /// Write logs to FILE instead of stderr.
-    #[arg(short = 'l', long = "log-file", value_name = "FILE")]
+    /// Write logs to FILE instead of stderr; `-l` alone writes to ./log.txt, as
+    /// Guerrilla SMTPd did.
+    #[arg(
+        short = 'l',
+        long = "log-file",
+        value_name = "FILE",
+        num_args = 0..=1,
+        default_missing_value = DEFAULT_LOG_FILE
+    )]
     pub log_file: Option<PathBuf>,
 }
 

@@ -127,6 +127,69 @@ fn a_slowloris_is_timed_out_while_others_are_served() {
     assert!(server.row_count() >= 1);
 }
 
+/// Issue 15 item 1: a client that starts an over-long command line and then
+/// dribbles more of it is timed out like an idle one: the bytes the server drops
+/// from a line too long to keep are not progress.
+#[test]
+fn a_slowloris_on_an_over_long_line_is_timed_out() {
+    let server = Server::with_config("[timeouts]\ncommand_secs = 2\n");
+    let mut slow = TcpStream::connect(server.addr).unwrap();
+    slow.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    let mut got = Vec::new();
+    let mut first = format!("NOOP {}", "x".repeat(2000)).into_bytes();
+    let closed_at = loop {
+        let bytes = if first.is_empty() {
+            vec![b'x']
+        } else {
+            std::mem::take(&mut first)
+        };
+        if slow.write_all(&bytes).is_err() {
+            break started.elapsed();
+        }
+        let mut buf = [0u8; 512];
+        match std::io::Read::read(&mut slow, &mut buf) {
+            Ok(0) => break started.elapsed(),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "the over-long-line slowloris never timed out: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.contains("421 4.4.2"), "{text}");
+    assert!(!text.contains("500 "), "the line never ended: {text}");
+    assert!(closed_at < Duration::from_secs(6), "took {closed_at:?}");
+}
+
+/// Issue 15 item 2: over-long command lines are errors like any other: 300 of them
+/// pipelined end the session after `max_errors` (20) with 421.
+#[test]
+fn over_long_lines_count_against_the_error_limit() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.ehlo("client.example");
+    let line = format!("NOOP {}\r\n", "x".repeat(2000));
+    // Written from a thread: the server stops reading once it has closed, and the
+    // writer must not block the reader.
+    let mut writer = c.stream().try_clone().unwrap();
+    let sender = std::thread::spawn(move || {
+        let all = line.repeat(300);
+        let _ = writer.write_all(all.as_bytes());
+    });
+    for _ in 0..21 {
+        c.expect(500, "5.5.2");
+    }
+    c.expect(421, "4.7.0");
+    c.expect_closed();
+    sender.join().unwrap();
+}
+
 /// 10,000 idle connections (held by a Python client with a raised file limit) do
 /// not keep a normal client from sending mail.
 #[test]

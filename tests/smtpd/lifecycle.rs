@@ -329,6 +329,25 @@ fn log_file_flag_writes_logs_there() {
     );
 }
 
+/// Issue 15 item 4: `-l` with no file name logs to ./log.txt in the working
+/// directory, as Guerrilla SMTPd did; a flag after it is not taken for a file.
+#[test]
+fn log_flag_without_a_file_writes_log_txt() {
+    let mut server = Server::start_with(Opts::args(&["-l", "-v"]));
+    let mut c = server.ehlo_client();
+    c.deliver("a@b.example", &["x@example.com"], &simple_message("logged"));
+    c.quit();
+    server.term();
+    server.assert_exit(0, Duration::from_secs(5));
+    let text = std::fs::read_to_string(server.dir().join("log.txt")).expect("./log.txt exists");
+    // -v took effect (debug lines such as the per-connection summary).
+    assert!(
+        text.contains("DEBUG"),
+        "log.txt without debug lines: {text}"
+    );
+    assert!(!server.dir().join("-v").exists());
+}
+
 // --- configuration errors ---------------------------------------------------------
 
 /// Runs smtpd with `args` (plus a config file when given) and a safe listen address

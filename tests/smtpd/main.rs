@@ -12,6 +12,7 @@
 //! - [`store`]: the `new_mail` columns, store failure (`451`).
 //! - [`lifecycle`]: signals and graceful shutdown, SIGKILL durability, the default
 //!   no-argument run, configuration errors.
+//! - [`chunking`]: RFC 3030 BDAT and BINARYMIME.
 //! - [`clients`]: Python `smtplib`, `swaks` and `curl` against the server.
 //! - [`transcripts`]: the golden transcripts in `transcripts/`, replayed live.
 //! - [`mariadb`], [`redis_cache`], [`faults`], [`retention`]: the production stores
@@ -24,6 +25,7 @@
 
 mod support;
 
+mod chunking;
 mod clients;
 mod data;
 mod faults;

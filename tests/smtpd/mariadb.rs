@@ -123,3 +123,38 @@ fn a_bad_mysql_url_is_a_configuration_error() {
         assert!(stderr.contains("store.url"), "{url}: {stderr}");
     }
 }
+
+/// Issue 15 item 4 on MariaDB: the optional `to` index is built online and used
+/// for `WHERE to = ?`.
+#[test]
+fn the_optional_to_index_is_used_on_mariadb() {
+    let db = Mariadb::start();
+    let server = mysql_server(&db, &["--migrate"]);
+    let mut c = server.client();
+    c.ehlo("client.example");
+    for i in 0..3 {
+        c.deliver(
+            "s@example.org",
+            &[&format!("r{i}@example.com")],
+            &simple_message("indexed"),
+        );
+    }
+    let sql = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../schema/mysql/optional/new_mail_to.sql"),
+    )
+    .unwrap();
+    db.query(&sql);
+    let explain = db.query("EXPLAIN SELECT mail_id FROM new_mail WHERE `to` = 'rcpt@example.com'");
+    let key = String::from_utf8_lossy(&explain[0][5]).into_owned();
+    assert_eq!(key, "new_mail_to", "{explain:?}");
+    c.deliver(
+        "s@example.org",
+        &["z@example.com"],
+        &simple_message("after"),
+    );
+    assert_eq!(
+        db.count("SELECT COUNT(*) FROM new_mail WHERE `to` = 'rcpt@example.com'"),
+        4
+    );
+}

@@ -124,7 +124,6 @@ fn unimplemented_commands_get_502() {
         "EXPN list",
         "TURN",
         "ETRN example.com",
-        "BDAT 0 LAST",
         "AUTH PLAIN",
         "STARTTLS",
     ] {

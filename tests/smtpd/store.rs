@@ -227,3 +227,70 @@ fn a_full_store_queue_pauses_data_and_a_paused_client_gets_451() {
     assert_eq!(stored.len(), 3, "{stored:?}");
     assert!(!stored.contains(&"d@example.com".to_string()));
 }
+
+/// The repository's root (the tests read the documented SQL files from there).
+fn repo_file(path: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::fs::read_to_string(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+/// Issue 15 item 4: Guerrilla's consumers look mail up by `to`. The default schema
+/// scans for that; the documented optional index, applied with the sqlite3 shell
+/// while smtpd runs, turns it into an index search, and ingestion goes on.
+#[test]
+fn the_optional_to_index_applies_to_a_live_store_and_serves_to_lookups() {
+    let server = Server::start();
+    let mut c = server.client();
+    c.ehlo("client.example");
+    c.deliver("a@b.example", &["x@example.com"], &simple_message("before"));
+    let plan = |db: &rusqlite::Connection| -> String {
+        db.query_row(
+            "EXPLAIN QUERY PLAN SELECT mail_id, subject FROM new_mail WHERE \"to\" = ?1 ORDER BY date DESC",
+            ["rcpt@example.com"],
+            |r| r.get::<_, String>(3),
+        )
+        .unwrap()
+    };
+    assert!(
+        plan(&server.db()).starts_with("SCAN"),
+        "{}",
+        plan(&server.db())
+    );
+
+    let db_path = server.dir().join("x.sqlite");
+    let out = std::process::Command::new("sqlite3")
+        .arg(&db_path)
+        .stdin(
+            std::fs::File::open(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("../schema/sqlite/optional/new_mail_to.sql"),
+            )
+            .unwrap(),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        plan(&server.db()),
+        "SEARCH new_mail USING INDEX new_mail_to (to=?)"
+    );
+    c.deliver("a@b.example", &["y@example.com"], &simple_message("after"));
+    let found: i64 = server
+        .db()
+        .query_row(
+            "SELECT count(*) FROM new_mail WHERE \"to\" = 'rcpt@example.com'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(found, 2);
+    // Idempotent.
+    server
+        .db()
+        .execute_batch(&repo_file("schema/sqlite/optional/new_mail_to.sql"))
+        .unwrap();
+}

@@ -3,7 +3,7 @@
 //! Owns: turning one command line (CRLF already removed, at most 512 octets) into a
 //! [`Command`], or the [`CommandError`] that says which reply it deserves. RFC 5321
 //! §4.1.1 (commands), §4.1.2 (syntax), RFC 1870 (SIZE), RFC 6152 (BODY=8BITMIME),
-//! RFC 6531 (SMTPUTF8). Must not: know about sessions or state; parsing the same line
+//! RFC 6531 (SMTPUTF8), RFC 3030 (BDAT, BODY=BINARYMIME). Must not: know about sessions or state; parsing the same line
 //! always gives the same result.
 
 use super::address::{Mailbox, PathError, parse_path, split_path};
@@ -20,6 +20,12 @@ pub enum Command {
     Mail(MailFrom),
     Rcpt(Mailbox),
     Data,
+    /// RFC 3030 §2: `BDAT <size> [LAST]`; exactly `size` octets of message follow
+    /// the command line.
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -37,7 +43,11 @@ pub struct MailFrom {
     pub sender: Mailbox,
     /// RFC 1870 SIZE; `u64::MAX` when the number does not fit (it is too big anyway).
     pub size: Option<u64>,
+    /// BODY=8BITMIME or BODY=BINARYMIME.
     pub body_8bit: bool,
+    /// BODY=BINARYMIME (RFC 3030 §3): the content is sent with BDAT only and may
+    /// hold any octet, so no line rules apply to it.
+    pub binary: bool,
     pub smtputf8: bool,
 }
 
@@ -51,6 +61,9 @@ pub enum CommandError {
     BadRecipient,
     NonAsciiAddress,
     UnknownParameter,
+    /// A BDAT line whose size cannot be read: the chunk's end is unknown, so the
+    /// session cannot find the next command and ends.
+    BdatSyntax,
 }
 
 impl CommandError {
@@ -63,6 +76,7 @@ impl CommandError {
             Self::BadRecipient => Reply::BadRecipient,
             Self::NonAsciiAddress => Reply::NonAsciiAddress,
             Self::UnknownParameter => Reply::UnknownParameter,
+            Self::BdatSyntax => Reply::BdatSyntax,
         }
     }
 }
@@ -91,6 +105,8 @@ pub fn parse(line: &[u8], smtputf8: bool) -> Result<Command, CommandError> {
         rcpt(arg, smtputf8)
     } else if verb_is(b"DATA") {
         no_argument(arg, Command::Data)
+    } else if verb_is(b"BDAT") {
+        bdat(arg)
     } else if verb_is(b"RSET") {
         no_argument(arg, Command::Rset)
     } else if verb_is(b"QUIT") {
@@ -108,7 +124,7 @@ pub fn parse(line: &[u8], smtputf8: bool) -> Result<Command, CommandError> {
         } else {
             Ok(Command::Vrfy)
         }
-    } else if [&b"EXPN"[..], b"TURN", b"ETRN", b"ATRN", b"BDAT", b"AUTH"]
+    } else if [&b"EXPN"[..], b"TURN", b"ETRN", b"ATRN", b"AUTH"]
         .iter()
         .any(|v| verb_is(v))
     {
@@ -159,6 +175,7 @@ fn mail(arg: &[u8]) -> Result<Command, CommandError> {
         sender,
         size: None,
         body_8bit: false,
+        binary: false,
         smtputf8: false,
     };
     for param in params.split(|&b| b == b' ').filter(|p| !p.is_empty()) {
@@ -169,9 +186,10 @@ fn mail(arg: &[u8]) -> Result<Command, CommandError> {
         if key.eq_ignore_ascii_case(b"SIZE") {
             mail.size = Some(size_value(value)?);
         } else if key.eq_ignore_ascii_case(b"BODY") {
-            mail.body_8bit = match value {
-                Some(v) if v.eq_ignore_ascii_case(b"8BITMIME") => true,
-                Some(v) if v.eq_ignore_ascii_case(b"7BIT") => false,
+            (mail.body_8bit, mail.binary) = match value {
+                Some(v) if v.eq_ignore_ascii_case(b"8BITMIME") => (true, false),
+                Some(v) if v.eq_ignore_ascii_case(b"7BIT") => (false, false),
+                Some(v) if v.eq_ignore_ascii_case(b"BINARYMIME") => (true, true),
                 _ => return Err(CommandError::Syntax),
             };
         } else if key.eq_ignore_ascii_case(b"SMTPUTF8") {
@@ -198,6 +216,30 @@ fn size_value(value: Option<&[u8]>) -> Result<u64, CommandError> {
     Ok(digits.iter().fold(0u64, |n, &d| {
         n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
     }))
+}
+
+/// RFC 3030 §2: `bdat-cmd ::= "BDAT" SP chunk-size [ SP end-marker ] CRLF`,
+/// `chunk-size ::= 1*DIGIT`, `end-marker ::= "LAST"`. A size over 20 digits does
+/// not fit any limit and is refused like a malformed one.
+fn bdat(arg: &[u8]) -> Result<Command, CommandError> {
+    let mut words = arg.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let size = words.next().ok_or(CommandError::BdatSyntax)?;
+    if size.len() > 20 || !size.iter().all(u8::is_ascii_digit) {
+        return Err(CommandError::BdatSyntax);
+    }
+    let size = size.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    });
+    let size = size.ok_or(CommandError::BdatSyntax)?;
+    let last = match words.next() {
+        None => false,
+        Some(w) if w.eq_ignore_ascii_case(b"LAST") => true,
+        Some(_) => return Err(CommandError::BdatSyntax),
+    };
+    if words.next().is_some() {
+        return Err(CommandError::BdatSyntax);
+    }
+    Ok(Command::Bdat { size, last })
 }
 
 fn rcpt(arg: &[u8], smtputf8: bool) -> Result<Command, CommandError> {
@@ -268,11 +310,56 @@ mod tests {
         assert_eq!(p(""), Err(CommandError::Unrecognized));
         assert_eq!(p("MAILFROM:<a@b.c>"), Err(CommandError::Unrecognized));
         assert_eq!(p("DA\0TA"), Err(CommandError::Unrecognized));
-        for verb in ["EXPN x", "TURN", "ETRN x", "BDAT 10 LAST", "AUTH PLAIN"] {
+        for verb in ["EXPN x", "TURN", "ETRN x", "AUTH PLAIN"] {
             assert_eq!(p(verb), Ok(Command::NotImplemented), "{verb}");
         }
         assert_eq!(p("STARTTLS"), Ok(Command::StartTls));
         assert_eq!(p("starttls now"), Err(CommandError::Syntax));
+    }
+
+    #[test]
+    fn bdat_size_and_last() {
+        assert_eq!(
+            p("BDAT 10 LAST"),
+            Ok(Command::Bdat {
+                size: 10,
+                last: true
+            })
+        );
+        assert_eq!(
+            p("bdat 0 last"),
+            Ok(Command::Bdat {
+                size: 0,
+                last: true
+            })
+        );
+        assert_eq!(
+            p("BDAT 4096"),
+            Ok(Command::Bdat {
+                size: 4096,
+                last: false
+            })
+        );
+        for bad in [
+            "BDAT",
+            "BDAT x",
+            "BDAT -1",
+            "BDAT 10 FIRST",
+            "BDAT 10 LAST x",
+            "BDAT 1e3",
+            "BDAT 99999999999999999999",
+            "BDAT 123456789012345678901",
+        ] {
+            assert_eq!(p(bad), Err(CommandError::BdatSyntax), "{bad}");
+        }
+    }
+
+    #[test]
+    fn body_binarymime_is_8bit_and_binary() {
+        let Ok(Command::Mail(m)) = p("MAIL FROM:<a@b.example> BODY=BINARYMIME") else {
+            panic!("not a MAIL");
+        };
+        assert!(m.body_8bit && m.binary);
     }
 
     #[test]

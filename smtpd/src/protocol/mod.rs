@@ -10,12 +10,14 @@
 //! - [`session`]: the state machine the reactor drives.
 //! - [`command`]: one command line → a [`command::Command`].
 //! - [`address`]: paths (`<local@domain>`).
-//! - [`data`]: the message body scanner.
+//! - [`data`]: the message body scanner (DATA).
+//! - [`chunk`]: the message body of BDAT chunks (RFC 3030 CHUNKING, BINARYMIME).
 //! - [`domains`]: which recipient domains are accepted.
 //! - [`proxy`]: the HAProxy PROXY header (v1/v2) a load balancer sends first.
 //! - [`reply`]: every reply's code, enhanced code and text.
 
 pub mod address;
+pub mod chunk;
 pub mod command;
 pub mod data;
 pub mod domains;

@@ -25,6 +25,8 @@ pub enum Reply {
     StartData,
     /// 250 after the message was committed.
     Queued(QueueId),
+    /// 250 to a BDAT chunk that is not the last (RFC 3030 §2): its octets count.
+    ChunkReceived(u64),
     /// 250 to RSET and NOOP.
     Ok,
     /// 221 to QUIT.
@@ -67,6 +69,9 @@ pub enum Reply {
     BadSender,
     /// 501: malformed RCPT TO path.
     BadRecipient,
+    /// 501: a BDAT line without a readable size (RFC 3030 §2); the session ends,
+    /// since the chunk's end cannot be found.
+    BdatSyntax,
     /// 502: a command we know but do not offer.
     NotImplemented,
     /// 503: MAIL before EHLO/HELO.
@@ -77,6 +82,11 @@ pub enum Reply {
     NeedMail,
     /// 503: DATA without any RCPT.
     NeedRcpt,
+    /// 503: DATA in a transaction that already sent BDAT chunks (RFC 3030 §2:
+    /// the two must not be mixed).
+    DataAfterBdat,
+    /// 503: DATA after `MAIL ... BODY=BINARYMIME` (RFC 3030 §3: BDAT only).
+    BinaryNeedsBdat,
     /// 550: a recipient domain this server does not accept mail for.
     RelayDenied,
     /// 550: the message had bare CR or LF line endings (SMTP smuggling defence).
@@ -112,6 +122,7 @@ impl Reply {
                 | Self::RecipientOk
                 | Self::StartData
                 | Self::Queued(_)
+                | Self::ChunkReceived(_)
                 | Self::Ok
                 | Self::Closing
                 | Self::CannotVerify
@@ -127,6 +138,7 @@ impl Reply {
             Self::Greeting => write!(out, "220 {hostname} ESMTP smtpd ready\r\n"),
             Self::Helo => write!(out, "250 {hostname}\r\n"),
             Self::Queued(id) => write!(out, "250 2.0.0 OK queued as {id}\r\n"),
+            Self::ChunkReceived(n) => write!(out, "250 2.0.0 OK {n} octets received\r\n"),
             Self::Closing => write!(out, "221 2.0.0 {hostname} closing connection\r\n"),
             Self::Timeout => write!(out, "421 4.4.2 {hostname} Error: timeout exceeded\r\n"),
             Self::ShuttingDown => write!(out, "421 4.3.2 {hostname} Service shutting down\r\n"),
@@ -172,7 +184,7 @@ impl Reply {
                 "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery\r\n"
             }
             Self::Help => {
-                "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP\r\n"
+                "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP\r\n"
             }
             Self::StoreFailed => "451 4.3.0 Temporary storage failure, try again later\r\n",
             Self::TooManyRecipients => "452 4.5.3 Too many recipients\r\n",
@@ -182,6 +194,11 @@ impl Reply {
             Self::HeloSyntax => "501 5.5.4 Syntax: EHLO hostname\r\n",
             Self::BadSender => "501 5.1.7 Bad sender address syntax\r\n",
             Self::BadRecipient => "501 5.1.3 Bad recipient address syntax\r\n",
+            Self::BdatSyntax => "501 5.5.4 Syntax: BDAT chunk-size [LAST]\r\n",
+            Self::DataAfterBdat => {
+                "503 5.5.1 Error: DATA cannot follow BDAT in one transaction\r\n"
+            }
+            Self::BinaryNeedsBdat => "503 5.5.1 Error: BODY=BINARYMIME requires BDAT\r\n",
             Self::NotImplemented => "502 5.5.1 Error: command not implemented\r\n",
             Self::NeedHelo => "503 5.5.1 Error: send HELO/EHLO first\r\n",
             Self::NestedMail => "503 5.5.1 Error: nested MAIL command\r\n",
@@ -206,6 +223,7 @@ impl Reply {
             Self::Greeting
             | Self::Helo
             | Self::Queued(_)
+            | Self::ChunkReceived(_)
             | Self::Closing
             | Self::Timeout
             | Self::ShuttingDown
@@ -234,7 +252,9 @@ pub fn write_ehlo(
          250-PIPELINING\r\n\
          250-SIZE {max_message_bytes}\r\n\
          250-8BITMIME\r\n\
-         250-ENHANCEDSTATUSCODES\r\n"
+         250-ENHANCEDSTATUSCODES\r\n\
+         250-CHUNKING\r\n\
+         250-BINARYMIME\r\n"
     );
     if starttls {
         out.extend_from_slice(b"250-STARTTLS\r\n");
@@ -254,6 +274,7 @@ mod tests {
         Reply::RecipientOk,
         Reply::StartData,
         Reply::Queued(QueueId([0xab; 16])),
+        Reply::ChunkReceived(4096),
         Reply::Ok,
         Reply::Closing,
         Reply::CannotVerify,
@@ -274,6 +295,9 @@ mod tests {
         Reply::HeloSyntax,
         Reply::BadSender,
         Reply::BadRecipient,
+        Reply::BdatSyntax,
+        Reply::DataAfterBdat,
+        Reply::BinaryNeedsBdat,
         Reply::NotImplemented,
         Reply::NeedHelo,
         Reply::NestedMail,
@@ -333,7 +357,13 @@ mod tests {
         let lines: Vec<&str> = text.split_terminator("\r\n").collect();
         assert_eq!(lines[0], "250-mx.test greets client.example");
         assert!(lines.contains(&"250-SIZE 1000"));
-        for ext in ["PIPELINING", "8BITMIME", "ENHANCEDSTATUSCODES"] {
+        for ext in [
+            "PIPELINING",
+            "8BITMIME",
+            "ENHANCEDSTATUSCODES",
+            "CHUNKING",
+            "BINARYMIME",
+        ] {
             assert!(lines.contains(&format!("250-{ext}").as_str()), "{ext}");
         }
         assert_eq!(*lines.last().unwrap(), "250 SMTPUTF8");

@@ -8,14 +8,16 @@
 //! reactor feeds it bytes and commit results and writes out what it says.
 //!
 //! A message is acknowledged only through [`Session::on_stored`]: the end of DATA
-//! yields [`Event::Message`] and the session waits in [`Phase::Storing`], reading
-//! nothing, until the storage stage has committed it (or failed to).
+//! (or of `BDAT … LAST`) yields [`Event::Message`] and the session waits in
+//! [`Phase::Storing`], reading nothing, until the storage stage has committed it (or
+//! failed to).
 
 use std::fmt;
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::address::Mailbox;
+use super::chunk::ChunkedBody;
 use super::command::{self, Command, MAX_COMMAND_LINE_BYTES, MailFrom};
 use super::data::{DataError, DataReceiver, Progress};
 use super::domains::DomainPolicy;
@@ -47,12 +49,13 @@ pub struct SessionConfig {
     pub max_junk_commands: u32,
 }
 
-/// Where the session is.
+/// Where the session is, as the reactor needs to know it (which timeout applies,
+/// whether input may be paused for the store).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {
     /// Reading commands.
     Command,
-    /// Reading the message after 354.
+    /// Reading message content: after 354, or inside a BDAT chunk.
     Data,
     /// The message is complete and being committed; no input is read until
     /// [`Session::on_stored`].
@@ -81,6 +84,43 @@ pub struct Fed {
     /// input that arrived behind a complete message) must be offered again later.
     pub consumed: usize,
     pub event: Option<Event>,
+    /// The client made progress: it completed a command line or sent message
+    /// content. Timeouts count from the last progress, so bytes that only extend
+    /// (or are discarded from) an unfinished command line never reset them: a
+    /// client dribbling an endless line is cut off like an idle one.
+    pub progress: bool,
+}
+
+/// What the session is reading now; each state carries what it needs.
+#[derive(Debug)]
+enum State {
+    /// Command lines.
+    Command,
+    /// The current command line is over 512 octets: its bytes are dropped up to
+    /// its end, which then gets 500 (bounded memory, no desynchronisation).
+    DiscardingLine,
+    /// The message after 354, up to `CRLF.CRLF`.
+    Data(DataReceiver),
+    /// The octets of one BDAT chunk (RFC 3030 §2), counted, not scanned.
+    Chunk(Chunk),
+    /// The message is complete and being committed; no input is read until
+    /// [`Session::on_stored`].
+    Storing,
+    /// The session is over; close after writing replies.
+    Closed,
+}
+
+/// A BDAT chunk being read.
+#[derive(Debug)]
+struct Chunk {
+    /// Octets of the chunk not read yet.
+    remaining: u64,
+    /// Octets in the whole chunk (for the 250 reply).
+    size: u64,
+    last: bool,
+    /// The BDAT was refused: its octets are read and dropped (they must not be
+    /// taken for commands), then this reply is sent.
+    refused: Option<Reply>,
 }
 
 #[derive(Debug)]
@@ -95,6 +135,8 @@ struct Transaction {
     recipients: Vec<String>,
     /// Whether any RCPT was refused by policy or limit: DATA then says 554, not 503.
     recipients_refused: bool,
+    /// The content so far, once the first BDAT chunk came (RFC 3030).
+    chunks: Option<ChunkedBody>,
 }
 
 /// Counters for the one-line summary logged when the connection closes.
@@ -113,13 +155,9 @@ struct Counters {
 pub struct Session {
     config: Arc<SessionConfig>,
     peer: IpAddr,
-    phase: Phase,
+    state: State,
     greeted: Option<Greeted>,
     transaction: Option<Transaction>,
-    data: Option<DataReceiver>,
-    /// The current command line is over 512 octets: its bytes are being discarded
-    /// until its end, which then gets 500 (bounded memory, no desynchronisation).
-    discarding_line: bool,
     tls: bool,
     counters: Counters,
 }
@@ -129,11 +167,9 @@ impl Session {
         Self {
             config,
             peer,
-            phase: Phase::Command,
+            state: State::Command,
             greeted: None,
             transaction: None,
-            data: None,
-            discarding_line: false,
             tls: false,
             counters: Counters::default(),
         }
@@ -141,7 +177,15 @@ impl Session {
 
     /// Memory held for a message being received.
     pub fn buffered_bytes(&self) -> usize {
-        self.data.as_ref().map_or(0, DataReceiver::buffered_bytes)
+        let chunks = self
+            .transaction
+            .as_ref()
+            .and_then(|t| t.chunks.as_ref())
+            .map_or(0, ChunkedBody::buffered_bytes);
+        match &self.state {
+            State::Data(receiver) => receiver.buffered_bytes().saturating_add(chunks),
+            _ => chunks,
+        }
     }
 
     /// The client's real address, learned from a PROXY protocol header.
@@ -155,18 +199,23 @@ impl Session {
     }
 
     pub fn phase(&self) -> Phase {
-        self.phase
+        match self.state {
+            State::Command | State::DiscardingLine => Phase::Command,
+            State::Data(_) | State::Chunk(_) => Phase::Data,
+            State::Storing => Phase::Storing,
+            State::Closed => Phase::Closed,
+        }
     }
 
     /// Whether input should be read now (false while a commit is pending: that is
     /// the back-pressure that keeps pipelined input in the kernel, not in memory).
     pub fn wants_read(&self) -> bool {
-        matches!(self.phase, Phase::Command | Phase::Data)
+        matches!(self.phase(), Phase::Command | Phase::Data)
     }
 
     /// A MAIL transaction is open (including DATA and the commit).
     pub fn in_transaction(&self) -> bool {
-        self.transaction.is_some() || matches!(self.phase, Phase::Data | Phase::Storing)
+        self.transaction.is_some() || matches!(self.phase(), Phase::Data | Phase::Storing)
     }
 
     /// Marks the session as running inside TLS. RFC 3207 §4.2: the client must
@@ -181,84 +230,110 @@ impl Session {
     /// stops at the first event.
     pub fn feed(&mut self, input: &[u8], out: &mut Vec<u8>) -> Fed {
         let mut pos = 0;
-        loop {
+        let mut progress = false;
+        let event = loop {
             let rest = input.get(pos..).unwrap_or_default();
-            match self.phase {
-                Phase::Command => {
+            match &mut self.state {
+                State::Command | State::DiscardingLine => {
                     if rest.is_empty() {
-                        break;
+                        break None;
                     }
                     let Some(newline) = memchr::memchr(b'\n', rest) else {
                         // No line end yet. Keep at most one line's worth for later;
                         // beyond that the line is too long and its bytes are dropped.
-                        if self.discarding_line || rest.len() >= MAX_COMMAND_LINE_BYTES {
-                            self.discarding_line = true;
+                        // Neither is progress: the command is not complete.
+                        if matches!(self.state, State::DiscardingLine)
+                            || rest.len() >= MAX_COMMAND_LINE_BYTES
+                        {
+                            self.state = State::DiscardingLine;
                             pos = input.len();
                         }
-                        break;
+                        break None;
                     };
-                    let line_len = newline + 1;
-                    pos += line_len;
-                    if std::mem::take(&mut self.discarding_line)
-                        || line_len > MAX_COMMAND_LINE_BYTES
-                    {
-                        self.counters.errors += 1;
-                        self.reply(Reply::LineTooLong, out);
-                        continue;
-                    }
-                    // CRLF is the line end (RFC 5321 §2.3.8); a bare LF is tolerated
-                    // for commands, as every major server does: unlike in DATA it
-                    // cannot make two parties disagree about message boundaries.
-                    let line = rest.get(..newline).unwrap_or_default();
-                    let line = line.strip_suffix(b"\r").unwrap_or(line);
-                    if let Some(event) = self.command(line, out) {
-                        let consumed = if event == Event::StartTls {
-                            input.len()
-                        } else {
-                            pos
-                        };
-                        return Fed {
-                            consumed,
-                            event: Some(event),
-                        };
+                    let line_len = newline.saturating_add(1);
+                    pos = pos.saturating_add(line_len);
+                    progress = true;
+                    let too_long = matches!(self.state, State::DiscardingLine)
+                        || line_len > MAX_COMMAND_LINE_BYTES;
+                    let event = if too_long {
+                        self.state = State::Command;
+                        self.respond(Reply::LineTooLong, out);
+                        None
+                    } else {
+                        // CRLF is the line end (RFC 5321 §2.3.8); a bare LF is
+                        // tolerated for commands, as every major server does: unlike
+                        // in DATA it cannot make two parties disagree about message
+                        // boundaries.
+                        let line = rest.get(..newline).unwrap_or_default();
+                        let line = line.strip_suffix(b"\r").unwrap_or(line);
+                        self.command(line, out)
+                    };
+                    if let Some(event) = event.or_else(|| self.enforce_limits(out)) {
+                        if event == Event::StartTls {
+                            pos = input.len();
+                        }
+                        break Some(event);
                     }
                 }
-                Phase::Data => {
-                    let Some(receiver) = self.data.as_mut() else {
-                        self.phase = Phase::Command;
-                        continue;
-                    };
+                State::Data(receiver) => {
+                    if rest.is_empty() {
+                        break None;
+                    }
+                    progress = true;
                     match receiver.feed(rest) {
                         Progress::More => {
                             pos = input.len();
-                            break;
+                            break None;
                         }
                         Progress::Done { consumed } => {
-                            pos += consumed;
+                            pos = pos.saturating_add(consumed);
                             if let Some(event) = self.end_of_data(out) {
-                                return Fed {
-                                    consumed: pos,
-                                    event: Some(event),
-                                };
+                                break Some(event);
                             }
                         }
                     }
                 }
-                Phase::Storing | Phase::Closed => break,
+                State::Chunk(chunk) => {
+                    // A chunk of 0 octets (`BDAT 0 LAST`) ends without input.
+                    if rest.is_empty() && chunk.remaining > 0 {
+                        break None;
+                    }
+                    let take = usize::try_from(chunk.remaining)
+                        .unwrap_or(usize::MAX)
+                        .min(rest.len());
+                    let bytes = rest.get(..take).unwrap_or_default();
+                    chunk.remaining = chunk
+                        .remaining
+                        .saturating_sub(u64::try_from(take).unwrap_or(u64::MAX));
+                    pos = pos.saturating_add(take);
+                    progress |= take > 0;
+                    let done = chunk.remaining == 0;
+                    if chunk.refused.is_none()
+                        && let Some(body) =
+                            self.transaction.as_mut().and_then(|t| t.chunks.as_mut())
+                    {
+                        body.extend(bytes);
+                    }
+                    if done && let Some(event) = self.end_of_chunk(out) {
+                        break Some(event);
+                    }
+                }
+                State::Storing | State::Closed => break None,
             }
-        }
+        };
         Fed {
             consumed: pos,
-            event: None,
+            event,
+            progress,
         }
     }
 
     /// The storage stage's answer for the message handed out last.
     pub fn on_stored(&mut self, result: Result<QueueId, StoreFailed>, out: &mut Vec<u8>) {
-        if self.phase != Phase::Storing {
+        if !matches!(self.state, State::Storing) {
             return;
         }
-        self.phase = Phase::Command;
+        self.state = State::Command;
         match result {
             Ok(id) => {
                 self.counters.messages += 1;
@@ -294,39 +369,57 @@ impl Session {
     }
 
     fn close_with(&mut self, reply: Reply, out: &mut Vec<u8>) {
-        if self.phase == Phase::Closed {
+        if matches!(self.state, State::Closed) {
             return;
         }
         self.reply(reply, out);
-        self.phase = Phase::Closed;
+        self.state = State::Closed;
         self.transaction = None;
-        self.data = None;
     }
 
     fn reply(&self, reply: Reply, out: &mut Vec<u8>) {
         reply.write(&self.config.hostname, out);
     }
 
-    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Event> {
-        let event = self.execute(line, out);
-        if event.is_none()
-            && (self.counters.errors > self.config.max_errors
-                || self.counters.junk > self.config.max_junk_commands)
+    /// Writes the reply to a command (or a chunk), counting it if it is an error.
+    fn respond(&mut self, reply: Reply, out: &mut Vec<u8>) {
+        if reply.is_error() {
+            self.counters.errors = self.counters.errors.saturating_add(1);
+        }
+        self.reply(reply, out);
+    }
+
+    /// The one place the error and junk limits are applied, after every reply to
+    /// client input (a command, an over-long line, a chunk): past either limit
+    /// the session ends with 421 (Postfix's `smtpd_hard_error_limit` and
+    /// `smtpd_junk_command_limit`).
+    fn enforce_limits(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        if matches!(self.state, State::Closed | State::Storing) {
+            return None;
+        }
+        if self.counters.errors > self.config.max_errors
+            || self.counters.junk > self.config.max_junk_commands
         {
             self.close_with(Reply::TooManyErrors, out);
             return Some(Event::Close);
         }
-        event
+        None
     }
 
-    fn execute(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Event> {
+    fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Event> {
         self.counters.commands = self.counters.commands.saturating_add(1);
         let smtputf8 = self.transaction.as_ref().is_some_and(|t| t.mail.smtputf8);
         let command = match command::parse(line, smtputf8) {
             Ok(command) => command,
+            Err(command::CommandError::BdatSyntax) => {
+                // The chunk's size is unknown, so where the next command starts is
+                // too: nothing after this line can be trusted (as Postfix does).
+                self.respond(Reply::BdatSyntax, out);
+                self.close_with(Reply::TooManyErrors, out);
+                return Some(Event::Close);
+            }
             Err(e) => {
-                self.counters.errors = self.counters.errors.saturating_add(1);
-                self.reply(e.reply(), out);
+                self.respond(e.reply(), out);
                 return None;
             }
         };
@@ -361,6 +454,10 @@ impl Session {
                 self.transaction = None;
                 Reply::Helo
             }
+            Command::Bdat { size, last } => {
+                self.bdat(size, last);
+                return None;
+            }
             Command::Mail(_) | Command::Rcpt(_) | Command::Data
                 if self.config.require_tls && !self.tls =>
             {
@@ -389,10 +486,7 @@ impl Session {
                 return Some(Event::Close);
             }
         };
-        if reply.is_error() {
-            self.counters.errors = self.counters.errors.saturating_add(1);
-        }
-        self.reply(reply, out);
+        self.respond(reply, out);
         None
     }
 
@@ -413,6 +507,7 @@ impl Session {
             mail,
             recipients: Vec::new(),
             recipients_refused: false,
+            chunks: None,
         });
         Reply::SenderOk
     }
@@ -449,63 +544,162 @@ impl Session {
         Reply::RecipientOk
     }
 
-    fn data(&mut self) -> Reply {
+    /// Why a transaction cannot take message content now, if it cannot.
+    fn content_refusal(&self) -> Option<Reply> {
         let Some(transaction) = self.transaction.as_ref() else {
-            return Reply::NeedMail;
+            return Some(Reply::NeedMail);
         };
         if transaction.recipients.is_empty() {
-            return if transaction.recipients_refused {
+            return Some(if transaction.recipients_refused {
                 Reply::NoValidRecipients
             } else {
                 Reply::NeedRcpt
-            };
+            });
         }
-        self.data = Some(DataReceiver::new(
+        None
+    }
+
+    fn data(&mut self) -> Reply {
+        if let Some(refusal) = self.content_refusal() {
+            return refusal;
+        }
+        if let Some(transaction) = self.transaction.as_ref() {
+            // RFC 3030 §2/§3: DATA and BDAT do not mix in one transaction, and
+            // binary content can only come in chunks.
+            if transaction.chunks.is_some() {
+                return Reply::DataAfterBdat;
+            }
+            if transaction.mail.binary {
+                return Reply::BinaryNeedsBdat;
+            }
+        }
+        self.state = State::Data(DataReceiver::new(
             self.config.max_message_bytes,
             self.config.max_data_line_bytes,
         ));
-        self.phase = Phase::Data;
         Reply::StartData
+    }
+
+    /// `BDAT size [LAST]`: read the chunk's octets next, whatever the reply will be
+    /// (RFC 3030 §2: a refused chunk's octets must still be consumed, or they
+    /// would be read as commands).
+    fn bdat(&mut self, size: u64, last: bool) {
+        // A refused chunk leaves an open transaction as it was.
+        let refused = if self.config.require_tls && !self.tls {
+            Some(Reply::TlsRequired)
+        } else {
+            self.content_refusal()
+        };
+        if refused.is_none()
+            && let Some(transaction) = self.transaction.as_mut()
+        {
+            let body = transaction.chunks.get_or_insert_with(|| {
+                ChunkedBody::new(
+                    self.config.max_message_bytes,
+                    self.config.max_data_line_bytes,
+                    transaction.mail.binary,
+                )
+            });
+            // Known to be too big before a byte of it is read: drop the chunk
+            // unread into memory, and say so when it has passed.
+            if body.would_exceed(size) {
+                body.refuse_too_big();
+            }
+        }
+        self.state = State::Chunk(Chunk {
+            remaining: size,
+            size,
+            last,
+            refused,
+        });
+    }
+
+    /// The last octet of a chunk was read: answer it, and after LAST hand out the
+    /// message (or refuse it).
+    fn end_of_chunk(&mut self, out: &mut Vec<u8>) -> Option<Event> {
+        let State::Chunk(chunk) = std::mem::replace(&mut self.state, State::Command) else {
+            return None;
+        };
+        if let Some(reply) = chunk.refused {
+            self.respond(reply, out);
+            return self.enforce_limits(out);
+        }
+        if !chunk.last {
+            let failed = self
+                .transaction
+                .as_ref()
+                .and_then(|t| t.chunks.as_ref())
+                .and_then(ChunkedBody::error);
+            // A failed message is refused at the chunk where it failed, and every
+            // chunk after it (RFC 3030 §4.2: the client should stop sending). As
+            // with DATA, a refused message is not a protocol error.
+            match failed {
+                Some(e) => self.reply(data_error_reply(e), out),
+                None => self.respond(Reply::ChunkReceived(chunk.size), out),
+            }
+            return self.enforce_limits(out);
+        }
+        let transaction = self.transaction.take()?;
+        let body = transaction
+            .chunks
+            .unwrap_or_else(|| ChunkedBody::new(0, 0, true));
+        let result = body.finish();
+        self.hand_out(transaction.mail, transaction.recipients, result, out)
     }
 
     /// The end-of-data line was seen: hand out the message, or refuse it.
     fn end_of_data(&mut self, out: &mut Vec<u8>) -> Option<Event> {
-        let receiver = self.data.take();
-        let transaction = self.transaction.take();
-        self.phase = Phase::Command;
-        let (Some(receiver), Some(transaction), Some(greeted)) =
-            (receiver, transaction, self.greeted.as_ref())
-        else {
+        let State::Data(receiver) = std::mem::replace(&mut self.state, State::Command) else {
             return None;
         };
-        match receiver.finish() {
+        let transaction = self.transaction.take()?;
+        self.hand_out(
+            transaction.mail,
+            transaction.recipients,
+            receiver.finish(),
+            out,
+        )
+    }
+
+    /// A complete message (DATA or BDAT): to the store, or refused.
+    fn hand_out(
+        &mut self,
+        mail: MailFrom,
+        recipients: Vec<String>,
+        content: Result<Vec<u8>, DataError>,
+        out: &mut Vec<u8>,
+    ) -> Option<Event> {
+        let greeted = self.greeted.as_ref()?;
+        match content {
             Ok(data) => {
-                self.phase = Phase::Storing;
+                self.state = State::Storing;
                 Some(Event::Message(Envelope {
-                    mail_from: transaction.mail.sender.text,
-                    rcpt_to: transaction.recipients,
+                    mail_from: mail.sender.text,
+                    rcpt_to: recipients,
                     data,
                     helo: greeted.name.clone(),
                     esmtp: greeted.esmtp,
-                    smtputf8: transaction.mail.smtputf8,
-                    body_8bit: transaction.mail.body_8bit,
+                    smtputf8: mail.smtputf8,
+                    body_8bit: mail.body_8bit,
                     peer: self.peer,
                     is_tls: self.tls,
                 }))
             }
             Err(e) => {
                 self.counters.refused_messages = self.counters.refused_messages.saturating_add(1);
-                self.reply(
-                    match e {
-                        DataError::TooBig => Reply::MessageTooBig,
-                        DataError::BareLineEnding => Reply::BareLineEnding,
-                        DataError::LineTooLong => Reply::DataLineTooLong,
-                    },
-                    out,
-                );
+                self.reply(data_error_reply(e), out);
                 None
             }
         }
+    }
+}
+
+/// The reply that refuses a complete message.
+fn data_error_reply(error: DataError) -> Reply {
+    match error {
+        DataError::TooBig => Reply::MessageTooBig,
+        DataError::BareLineEnding => Reply::BareLineEnding,
+        DataError::LineTooLong => Reply::DataLineTooLong,
     }
 }
 

@@ -221,7 +221,9 @@ impl Connection {
 
     /// Feeds `input` to the session until it is consumed or the session stops
     /// (message complete, close). Unconsumed bytes are kept in `pending_in`.
-    fn feed(&mut self, input: &[u8]) -> Outcome {
+    /// `progressed` is set when the session says the client made progress (see
+    /// [`crate::protocol::Fed::progress`]).
+    fn feed(&mut self, input: &[u8], progressed: &mut bool) -> Outcome {
         let mut offset = 0;
         let mut outcome = Outcome::Idle;
         while offset < input.len() {
@@ -229,6 +231,7 @@ impl Connection {
                 break;
             };
             let fed = self.session.feed(rest, &mut self.out);
+            *progressed |= fed.progress;
             offset = offset.saturating_add(fed.consumed).min(input.len());
             match fed.event {
                 Some(Event::Message(envelope)) => {
@@ -263,7 +266,9 @@ impl Connection {
             return Outcome::Idle;
         }
         let held = std::mem::take(&mut self.pending_in);
-        let outcome = self.feed(&held);
+        // Input that waited behind a commit: the commit's answer already reset
+        // the timeout.
+        let outcome = self.feed(&held, &mut false);
         // `feed` appended the unconsumed tail to the now-empty `pending_in`; reuse
         // the old allocation only if it is small.
         if self.pending_in.is_empty() && held.capacity() <= KEEP_BUFFER_BYTES {
@@ -320,20 +325,21 @@ impl Connection {
             let Some(input) = scratch.get(..n) else {
                 return Ok(Outcome::Idle);
             };
-            let before = self.pending_in.len() + n;
+            let mut progressed = false;
             let outcome = if self.pending_in.is_empty() {
-                self.feed(input)
+                self.feed(input, &mut progressed)
             } else {
                 // A partial command line is waiting: join it with the new bytes.
                 let mut held = std::mem::take(&mut self.pending_in);
                 held.extend_from_slice(input);
-                self.feed(&held)
+                self.feed(&held, &mut progressed)
             };
-            // Timeouts count from the last *progress*: a byte that only extends an
-            // unfinished command line does not reset the clock, so a client
-            // dribbling a command one byte at a time (slowloris) still times out
-            // (Postfix's smtpd_per_record_deadline). Message data always counts.
-            if self.pending_in.len() < before {
+            // Timeouts count from the last *progress*, as the session defines it: a
+            // byte that only extends (or is dropped from) an unfinished command
+            // line does not reset the clock, so a client dribbling a command, or
+            // an endless over-long line, one byte at a time (slowloris) still
+            // times out (Postfix's smtpd_per_record_deadline). Message data counts.
+            if progressed {
                 self.last_active = now;
             }
             if let Outcome::Submit(_) = outcome {
