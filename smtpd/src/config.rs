@@ -19,7 +19,7 @@ use serde::Deserialize;
 
 pub use crate::config_error::ConfigError;
 use crate::config_error::{invalid, parse_toml, read_toml};
-use crate::protocol::DomainPolicy;
+use crate::protocol::{DomainPolicy, SessionConfig};
 use crate::store::cache::{CacheConfig, CacheMode};
 use crate::store::retention::RetentionConfig;
 use crate::store::{StoreUrl, Synchronous};
@@ -302,6 +302,21 @@ pub struct Config {
 }
 
 impl Config {
+    /// The settings every SMTP session of this server shares.
+    pub fn session_config(&self) -> SessionConfig {
+        SessionConfig {
+            hostname: self.hostname.clone(),
+            max_message_bytes: self.max_message_bytes,
+            max_recipients: self.max_recipients,
+            max_data_line_bytes: self.max_data_line_bytes,
+            domains: self.domains.clone(),
+            starttls: self.tls.is_some(),
+            require_tls: self.require_tls,
+            max_errors: self.max_errors,
+            max_junk_commands: self.max_junk_commands,
+        }
+    }
+
     /// Reads the file named by `-c` (if any), applies the flags, validates.
     pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
         let file = match &cli.config {

@@ -12,7 +12,6 @@ use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use tracing::{info, warn};
 
 use smtpd::config::{Cli, Config};
-use smtpd::protocol::SessionConfig;
 use smtpd::reactor::{self, ReactorConfig, Shared};
 use smtpd::store::{StageConfig, StorageStage};
 
@@ -120,17 +119,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         "smtpd started"
     );
 
-    let session_config = Arc::new(SessionConfig {
-        hostname: config.hostname.clone(),
-        max_message_bytes: config.max_message_bytes,
-        max_recipients: config.max_recipients,
-        max_data_line_bytes: config.max_data_line_bytes,
-        domains: config.domains.clone(),
-        starttls: config.tls.is_some(),
-        require_tls: config.require_tls,
-        max_errors: config.max_errors,
-        max_junk_commands: config.max_junk_commands,
-    });
+    let session_config = Arc::new(config.session_config());
     let reactor_config = Arc::new(ReactorConfig {
         command_timeout: config.command_timeout,
         data_timeout: config.data_timeout,
