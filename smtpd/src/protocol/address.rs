@@ -73,7 +73,7 @@ pub fn split_path(arg: &[u8]) -> Result<(&[u8], &[u8]), PathError> {
             } else if b == b'"' {
                 quoted = !quoted;
             } else if b == b'>' && !quoted {
-                let (path, rest) = arg.split_at(i + 1);
+                let (path, rest) = arg.split_at(i.saturating_add(1));
                 // A parameter must be separated from the path by a space.
                 if !rest.is_empty() && rest.first() != Some(&b' ') {
                     return Err(PathError::Syntax);
@@ -128,7 +128,7 @@ pub fn parse_path(path: &[u8]) -> Result<Mailbox, PathError> {
     }
     Ok(Mailbox {
         text: text.to_owned(),
-        domain_at: domain.map(|_| local.len() + 1),
+        domain_at: domain.map(|_| local.len().saturating_add(1)),
         non_ascii: !text.is_ascii(),
     })
 }
@@ -166,7 +166,9 @@ fn strip_source_route(inner: &[u8]) -> Result<&[u8], PathError> {
 /// quoted local part.
 fn split_at_domain(text: &str) -> Result<(&str, Option<&str>), PathError> {
     let local_end = if text.starts_with('"') {
-        closing_quote(text).ok_or(PathError::Syntax)? + 1
+        closing_quote(text)
+            .ok_or(PathError::Syntax)?
+            .saturating_add(1)
     } else {
         text.find('@').unwrap_or(text.len())
     };
@@ -237,7 +239,11 @@ fn trim_start(s: &[u8]) -> &[u8] {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
 

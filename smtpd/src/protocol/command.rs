@@ -90,7 +90,7 @@ pub fn parse(line: &[u8], smtputf8: bool) -> Result<Command, CommandError> {
     let (verb, arg) = match line.iter().position(|&b| b == b' ') {
         Some(i) => (
             line.get(..i).unwrap_or_default(),
-            line.get(i + 1..).unwrap_or_default(),
+            line.get(i.saturating_add(1)..).unwrap_or_default(),
         ),
         None => (line, &b""[..]),
     };
@@ -180,7 +180,10 @@ fn mail(arg: &[u8]) -> Result<Command, CommandError> {
     };
     for param in params.split(|&b| b == b' ').filter(|p| !p.is_empty()) {
         let (key, value) = match param.iter().position(|&b| b == b'=') {
-            Some(i) => (param.get(..i).unwrap_or_default(), param.get(i + 1..)),
+            Some(i) => (
+                param.get(..i).unwrap_or_default(),
+                param.get(i.saturating_add(1)..),
+            ),
             None => (param, None),
         };
         if key.eq_ignore_ascii_case(b"SIZE") {
@@ -214,7 +217,8 @@ fn size_value(value: Option<&[u8]>) -> Result<u64, CommandError> {
         value.filter(|v| !v.is_empty() && v.len() <= 20 && v.iter().all(u8::is_ascii_digit));
     let digits = digits.ok_or(CommandError::Syntax)?;
     Ok(digits.iter().fold(0u64, |n, &d| {
-        n.saturating_mul(10).saturating_add(u64::from(d - b'0'))
+        n.saturating_mul(10)
+            .saturating_add(u64::from(d.saturating_sub(b'0')))
     }))
 }
 
@@ -228,7 +232,8 @@ fn bdat(arg: &[u8]) -> Result<Command, CommandError> {
         return Err(CommandError::BdatSyntax);
     }
     let size = size.iter().try_fold(0u64, |n, &d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        n.checked_mul(10)?
+            .checked_add(u64::from(d.saturating_sub(b'0')))
     });
     let size = size.ok_or(CommandError::BdatSyntax)?;
     let last = match words.next() {
@@ -275,12 +280,16 @@ fn trim_end(s: &[u8]) -> &[u8] {
     let end = s
         .iter()
         .rposition(|&b| b != b' ' && b != b'\t')
-        .map_or(0, |i| i + 1);
+        .map_or(0, |i| i.saturating_add(1));
     s.get(..end).unwrap_or_default()
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
 

@@ -90,10 +90,10 @@ impl DataReceiver {
                     let run = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
                     if run > 0 {
                         self.text(rest.get(..run).unwrap_or_default());
-                        i += run;
+                        i = i.saturating_add(run);
                         continue;
                     }
-                    i += 1;
+                    i = i.saturating_add(1);
                     if byte == b'\r' {
                         self.state = State::Cr;
                     } else {
@@ -101,7 +101,7 @@ impl DataReceiver {
                     }
                 }
                 State::LineStart => {
-                    i += 1;
+                    i = i.saturating_add(1);
                     match byte {
                         b'.' => self.state = State::Dot,
                         b'\r' => self.state = State::Cr,
@@ -113,7 +113,7 @@ impl DataReceiver {
                     }
                 }
                 State::Dot => {
-                    i += 1;
+                    i = i.saturating_add(1);
                     // RFC 5321 §4.5.2: the leading dot of a non-end line is dropped.
                     match byte {
                         b'\r' => self.state = State::DotCr,
@@ -127,7 +127,9 @@ impl DataReceiver {
                 State::DotCr => {
                     if byte == b'\n' {
                         self.state = State::LineStart;
-                        return Progress::Done { consumed: i + 1 };
+                        return Progress::Done {
+                            consumed: i.saturating_add(1),
+                        };
                     }
                     // `.` CR and something else: the CR was bare. Re-read the byte
                     // as the character after a CR inside a line.
@@ -135,7 +137,7 @@ impl DataReceiver {
                 }
                 State::Cr => {
                     if byte == b'\n' {
-                        i += 1;
+                        i = i.saturating_add(1);
                         self.keep(b"\r\n");
                         self.line_bytes = 0;
                         self.state = State::LineStart;
@@ -201,7 +203,11 @@ impl DataReceiver {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
 

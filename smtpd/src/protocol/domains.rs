@@ -98,11 +98,12 @@ impl DomainPolicy {
             return true;
         }
         suffixes.iter().any(|suffix| {
-            domain.len() > suffix.len()
-                && domain.ends_with(suffix.as_str())
+            domain.ends_with(suffix.as_str())
                 && domain
-                    .as_bytes()
-                    .get(domain.len() - suffix.len() - 1)
+                    .len()
+                    .checked_sub(suffix.len())
+                    .and_then(|end| end.checked_sub(1))
+                    .and_then(|dot| domain.as_bytes().get(dot))
                     .is_some_and(|&b| b == b'.')
         })
     }
@@ -125,7 +126,11 @@ fn is_domain(s: &str) -> bool {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use super::*;
 

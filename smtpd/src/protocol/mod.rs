@@ -16,6 +16,10 @@
 //! - [`proxy`]: the HAProxy PROXY header (v1/v2) a load balancer sends first.
 //! - [`reply`]: every reply's code, enhanced code and text.
 
+// STYLE.md §5: nothing a client sends may panic the protocol core; checked
+// arithmetic and checked indexing only (tests opt out locally).
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 pub mod address;
 pub mod chunk;
 pub mod command;

@@ -190,7 +190,7 @@ fn v1_line(window: &[u8]) -> Step<ProxyParse> {
             source: SocketAddr::new(source_ip, v1_port(source_port)?),
             destination: SocketAddr::new(destination_ip, v1_port(destination_port)?),
         },
-        consumed: window.len() - rest.len(),
+        consumed: window.len().saturating_sub(rest.len()),
     }))
 }
 
@@ -209,7 +209,7 @@ fn v1_unknown(window: &[u8], rest: &[u8]) -> Step<ProxyParse> {
     };
     Ok(separator(rest, b"\r\n")?.map(|rest| ProxyParse::Done {
         header: ProxyHeader::Local,
-        consumed: window.len() - rest.len(),
+        consumed: window.len().saturating_sub(rest.len()),
     }))
 }
 
@@ -281,7 +281,7 @@ fn parse_v2(input: &[u8]) -> Result<ProxyParse, ProxyError> {
         Some(b) => b & 0xf,
         None => return Ok(ProxyParse::Incomplete),
     };
-    let Some(&family) = input.get(V2_SIGNATURE.len() + 1) else {
+    let Some(&family) = input.get(V2_SIGNATURE.len().saturating_add(1)) else {
         return Ok(ProxyParse::Incomplete);
     };
     // §2.2: values other than the seven listed "must be rejected as invalid", except
@@ -359,7 +359,11 @@ fn port(bytes: &[u8], at: usize) -> Result<u16, ProxyError> {
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(
+    clippy::unwrap_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 mod tests {
     use proptest::prelude::*;
 

@@ -336,12 +336,12 @@ impl Session {
         self.state = State::Command;
         match result {
             Ok(id) => {
-                self.counters.messages += 1;
+                self.counters.messages = self.counters.messages.saturating_add(1);
                 self.counters.junk = 0;
                 self.reply(Reply::Queued(id), out);
             }
             Err(StoreFailed) => {
-                self.counters.refused_messages += 1;
+                self.counters.refused_messages = self.counters.refused_messages.saturating_add(1);
                 self.reply(Reply::StoreFailed, out);
             }
         }

@@ -1,6 +1,11 @@
 //! Transcript tests for the session: every rule, replayed through the same driver
 //! the reactor uses (pending input, feed until no progress, commit answered at once).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing,
+    clippy::arithmetic_side_effects
+)]
 
 use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Arc;
