@@ -432,6 +432,12 @@ impl Session {
                 | Command::Vrfy
                 | Command::Help
                 | Command::NotImplemented
+                // An empty chunk that is not the last moves no mail: without this,
+                // `BDAT 0` forever would hold a session open past every limit.
+                | Command::Bdat {
+                    size: 0,
+                    last: false
+                }
         ) {
             self.counters.junk = self.counters.junk.saturating_add(1);
         }

@@ -833,3 +833,10 @@ fn only_complete_lines_and_message_content_are_progress() {
     assert!(session.feed(TXN.as_bytes(), &mut out).progress);
     assert!(session.feed(b"a", &mut out).progress);
 }
+
+#[test]
+fn empty_chunks_that_are_not_last_count_as_junk() {
+    let run = one(&format!("{BDAT_TXN}{}", "BDAT 0\r\n".repeat(120)));
+    assert!(run.closed);
+    assert_eq!(run.codes().last().unwrap(), "421 4.7.0");
+}
