@@ -21,6 +21,7 @@ use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
 use tracing::{debug, info, warn};
 
+use crate::address::{self, ReversePath};
 use crate::client::Tls;
 use crate::config::Config;
 use crate::dsn;
@@ -40,8 +41,9 @@ type Group = (Arc<Payload>, Vec<(i64, String)>);
 struct InFlight {
     created: DateTime<Utc>,
     attempts: u32,
-    /// The original envelope sender (before VERP), for DSNs.
-    sender: String,
+    /// Where a DSN about this row goes: the original envelope sender (before VERP)
+    /// when it is a mailbox; None for the null sender or an invalid one.
+    dsn_to: Option<String>,
     /// The message's header section, for DSNs (None for template rows).
     headers: Option<Vec<u8>>,
     delay_notified: bool,
@@ -222,12 +224,15 @@ impl Dispatcher {
         let templates = queue.templates(&template_ids).await?;
         let mut groups: HashMap<GroupKey, Group> = HashMap::new();
         for row in rows {
+            let dsn_to = address::reverse_path(&row.sender)
+                .ok()
+                .and_then(|p| p.dsn_recipient().map(str::to_owned));
             self.in_flight.insert(
                 row.id,
                 InFlight {
                     created: row.created,
                     attempts: row.attempts,
-                    sender: row.sender.clone(),
+                    dsn_to,
                     headers: row.body.as_deref().map(|b| dsn::header_section(b).to_vec()),
                     delay_notified: row.delay_notified,
                 },
@@ -241,8 +246,8 @@ impl Dispatcher {
                 );
                 continue;
             }
-            let domain = match check_envelope(&row) {
-                Ok(d) => d,
+            let (sender, domain) = match check_envelope(&row) {
+                Ok(v) => v,
                 Err((status, text)) => {
                     self.local(&row, Outcome::Failed, Some(status), text);
                     continue;
@@ -255,9 +260,11 @@ impl Dispatcher {
                 .bounces
                 .verp
                 .as_ref()
-                .filter(|_| !row.sender.is_empty());
-            let envelope_sender =
-                verp.map_or_else(|| row.sender.clone(), |v| v.address(Kind::Bounce, row.id));
+                .filter(|_| sender != ReversePath::Null);
+            let envelope_sender = verp.map_or_else(
+                || sender.as_str().to_owned(),
+                |v| v.address(Kind::Bounce, row.id),
+            );
             let unsubscribe = verp
                 .filter(|_| self.cfg.bounces.list_unsubscribe)
                 .map(|v| {
@@ -396,11 +403,12 @@ impl Dispatcher {
     }
 
     /// Queues a DSN about `a` to the original sender; false when none is due (DSNs
-    /// off, or the null sender: a DSN is never sent about a DSN).
+    /// off, or a sender that is not a mailbox: the null sender, since a DSN is never
+    /// sent about a DSN, or an invalid one).
     fn dsn(&mut self, a: &Attempt, meta: &InFlight, action: dsn::Action) -> bool {
-        if !self.cfg.bounces.dsn || meta.sender.is_empty() {
+        let Some(sender) = meta.dsn_to.as_deref().filter(|_| self.cfg.bounces.dsn) else {
             return false;
-        }
+        };
         let to_header = format!("To: <{}>\r\n", a.recipient);
         let headers = meta.headers.as_deref().unwrap_or(to_header.as_bytes());
         let diagnostic = match (a.code, &a.status) {
@@ -415,7 +423,7 @@ impl Dispatcher {
         };
         let body = dsn::render(&dsn::Report {
             reporting_mta: &self.cfg.helo_name,
-            original_sender: &meta.sender,
+            original_sender: sender,
             recipient: &a.recipient,
             action,
             status: a.status.as_deref().unwrap_or(default_status),
@@ -429,7 +437,7 @@ impl Dispatcher {
         });
         self.new_rows.push(NewRow {
             sender: String::new(),
-            recipient: meta.sender.clone(),
+            recipient: sender.to_owned(),
             body,
             tag: "dsn",
         });
@@ -590,27 +598,21 @@ fn parse_params(json: Option<&str>) -> Result<BTreeMap<String, String>, String> 
         .collect())
 }
 
-/// The recipient's domain, lowercased, once sender and recipient are safe to put on
-/// an SMTP command line (a row is application input: a CR/LF or `>` in it would let
-/// it add commands of its own).
-fn check_envelope(row: &Claimed) -> Result<String, (&'static str, String)> {
-    fn safe(address: &str) -> bool {
-        address.len() <= 320
-            && address
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
-    }
-    if !(row.sender.is_empty() || safe(&row.sender) && row.sender.contains('@')) {
-        return Err(("5.1.7", format!("bad sender address {:?}", row.sender)));
-    }
-    let (local, domain) = row.recipient.rsplit_once('@').unwrap_or(("", ""));
-    if !safe(&row.recipient) || local.is_empty() || domain.is_empty() {
-        return Err((
+/// The sender (`''` and `<>` are the null sender) and the recipient's domain,
+/// lowercased, once both are safe to put on an SMTP command line (a row is
+/// application input: a CR/LF or `>` in it would let it add commands of its own).
+fn check_envelope(row: &Claimed) -> Result<(ReversePath, String), (&'static str, String)> {
+    let sender = address::reverse_path(&row.sender)
+        .map_err(|_| ("5.1.7", format!("bad sender address {:?}", row.sender)))?;
+    match row.recipient.rsplit_once('@') {
+        Some((_, domain)) if address::is_mailbox(&row.recipient) => {
+            Ok((sender, domain.to_ascii_lowercase()))
+        }
+        _ => Err((
             "5.1.3",
             format!("bad recipient address {:?}", row.recipient),
-        ));
+        )),
     }
-    Ok(domain.to_ascii_lowercase())
 }
 
 fn human(d: Duration) -> String {
@@ -646,9 +648,14 @@ mod tests {
     fn envelope_check_refuses_command_injection_and_odd_addresses() {
         assert_eq!(
             check_envelope(&row("a@x.test", "b@Y.Test")).unwrap(),
-            "y.test"
+            (ReversePath::Mailbox("a@x.test".into()), "y.test".into())
         );
-        assert_eq!(check_envelope(&row("", "b@y.test")).unwrap(), "y.test");
+        for null in ["", "<>"] {
+            assert_eq!(
+                check_envelope(&row(null, "b@y.test")).unwrap(),
+                (ReversePath::Null, "y.test".into())
+            );
+        }
         for bad in [
             "b@y.test>\r\nRSET",
             "b y@test",
@@ -663,7 +670,7 @@ mod tests {
                 "{bad}"
             );
         }
-        for bad in ["a@x\r\n", "a x@y", "nodomain", "<a@x>"] {
+        for bad in ["a@x\r\n", "a x@y", "nodomain", "<a@x", "a@x>"] {
             assert_eq!(
                 check_envelope(&row(bad, "b@y.test")).unwrap_err().0,
                 "5.1.7",

@@ -5,7 +5,7 @@
 //! - `outbound enqueue --from ADDR --to ADDR [--to ADDR ...] [--store URL] < message.eml`;
 //! - `outbound stats`, `outbound nodes`, `outbound suppress add|remove|list`.
 //!
-//! Modules: `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
+//! Modules: `address` (envelope addresses), `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
 //! SQL statement), `dispatch` (claims, retries, records), `worker` (a delivery
 //! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`,
 //! `template` (MIME rendering), `tls`.
@@ -19,6 +19,7 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 
+mod address;
 mod client;
 mod config;
 mod db;
@@ -70,7 +71,8 @@ struct Cli {
 enum Command {
     /// Queue the message on stdin for each --to recipient.
     Enqueue {
-        /// Envelope sender ("" for the null sender <>).
+        /// Envelope sender: an address, or "<>" (or "") for the null sender, as in
+        /// sendmail's -f '<>'.
         #[arg(long = "from", value_name = "ADDR")]
         from: String,
         /// Envelope recipient (repeatable).
@@ -121,6 +123,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let command = match check_command(cli.command) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("outbound: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -131,13 +140,43 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli.command, config)) {
+    match runtime.block_on(run(command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("outbound: {e:#}");
             ExitCode::from(1)
         }
     }
+}
+
+/// Command-line checks that need no store: `enqueue`'s sender becomes its stored
+/// form (`""` for the null sender, brackets removed) and every recipient must be a
+/// mailbox, so that nothing is queued that can only fail.
+fn check_command(command: Option<Command>) -> Result<Option<Command>, String> {
+    let Some(Command::Enqueue {
+        from,
+        to,
+        priority,
+        tag,
+    }) = command
+    else {
+        return Ok(command);
+    };
+    let from = address::reverse_path(&from)
+        .map_err(|e| format!("--from: {e}"))?
+        .as_str()
+        .to_owned();
+    if let Some(bad) = to.iter().find(|t| !address::is_mailbox(t)) {
+        return Err(format!(
+            "--to: {bad:?} is not an email address (local@domain)"
+        ));
+    }
+    Ok(Some(Command::Enqueue {
+        from,
+        to,
+        priority,
+        tag,
+    }))
 }
 
 async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()> {

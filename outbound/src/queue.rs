@@ -533,11 +533,14 @@ impl Queue {
                         }
                         // The sender hears of it once: not again if the relay already
                         // failed the recipient (and sent its DSN) itself.
-                        if s.dsn && !sender.is_empty() && state != "failed" {
+                        let dsn_to = crate::address::reverse_path(&sender)
+                            .ok()
+                            .and_then(|p| p.dsn_recipient().map(str::to_owned));
+                        if let Some(dsn_to) = dsn_to.filter(|_| s.dsn && state != "failed") {
                             let headers = crate::dsn::header_section(&body);
                             let dsn = crate::dsn::render(&crate::dsn::Report {
                                 reporting_mta: s.reporting_mta,
-                                original_sender: &sender,
+                                original_sender: &dsn_to,
                                 recipient: &recipient,
                                 action: crate::dsn::Action::Failed,
                                 status: &status,
@@ -549,7 +552,7 @@ impl Queue {
                                 original_headers: headers,
                                 message_id_domain: s.id_domain,
                             });
-                            insert_row(db, &NewRow { sender: String::new(), recipient: sender.clone(), body: dsn, tag: "dsn" }).await?;
+                            insert_row(db, &NewRow { sender: String::new(), recipient: dsn_to.clone(), body: dsn, tag: "dsn" }).await?;
                         }
                     }
                 }
