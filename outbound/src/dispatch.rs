@@ -28,7 +28,7 @@ use crate::dsn;
 use crate::payload::Payload;
 use crate::queue::{Attempt, Claimed, Intake, NewRow, Node, Outcome, Queue};
 use crate::retry::Next;
-use crate::template::{Template, render};
+use crate::template::{Template, prepend_headers, render};
 use crate::verp::Kind;
 use crate::worker::{self, Job};
 
@@ -520,17 +520,13 @@ fn message_for(
     id_domain: &str,
     extra_headers: &[(String, String)],
 ) -> Result<Message, String> {
+    // Our headers (List-Unsubscribe) go in front of the message's own, by one
+    // function for raw and template rows alike.
     if let Some(body) = &row.body {
-        if extra_headers.is_empty() {
-            return Ok(Message::Shared(body.clone()));
-        }
-        // Added headers go first, before the message's own.
-        let mut out = Vec::with_capacity(body.len() + 256);
-        for (name, value) in extra_headers {
-            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-        }
-        out.extend_from_slice(body);
-        return Ok(Message::Shared(out));
+        return Ok(Message::Shared(prepend_headers(
+            extra_headers,
+            body.clone(),
+        )));
     }
     let Some(id) = row.template_id else {
         return Err("row has neither a body nor a template_id".into());
@@ -549,7 +545,7 @@ fn message_for(
         &[],
         Utc::now(),
     )
-    .map(Message::Own)
+    .map(|message| Message::Own(prepend_headers(extra_headers, message)))
     .map_err(|e| format!("template {id}: {e}"))
 }
 
