@@ -296,7 +296,9 @@ impl Dispatcher {
             }
         }
         for ((domain, sender, _), (payload, recipients)) in groups {
-            for chunk in recipients.chunks(self.cfg.max_recipients_per_transaction) {
+            // Under a rate limit, at most one second's worth per transaction.
+            let per_transaction = self.cfg.recipients_per_transaction(&domain);
+            for chunk in recipients.chunks(per_transaction.max(1)) {
                 self.send_job(Job {
                     domain: domain.clone(),
                     sender: sender.clone(),
