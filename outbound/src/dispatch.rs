@@ -16,21 +16,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
 use crate::address::{self, ReversePath};
 use crate::client::Tls;
 use crate::config::Config;
 use crate::dsn;
+use crate::node;
 use crate::payload::Payload;
-use crate::queue::{Attempt, Claimed, Intake, NewRow, Node, Outcome, Queue};
+use crate::queue::{Attempt, Beat, Claimed, Intake, Leases, NewRow, Node, Outcome, Queue};
 use crate::retry::Next;
 use crate::template::{Template, prepend_headers, render};
 use crate::verp::Kind;
 use crate::worker::{self, Job};
+
+/// How often the node row is read while watching for a heartbeat at start.
+const WATCH_POLL: Duration = Duration::from_millis(200);
 
 /// Recipients share a transaction when domain, sender and body (hash) are equal.
 type GroupKey = (String, String, u64);
@@ -52,6 +56,40 @@ struct InFlight {
 pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let node = Node {
+        node_id: cfg.node_id.clone(),
+        instance_id: node::new_instance_id(),
+        hostname: cfg.helo_name.clone(),
+        pid: i64::from(std::process::id()),
+        threads: i64::try_from(cfg.threads).unwrap_or(0),
+        heartbeat_secs: i64::try_from(cfg.heartbeat.as_secs()).unwrap_or(i64::MAX),
+        started_at: crate::queue::ts(Utc::now()),
+        heartbeat_at: None,
+        heartbeat_text: String::new(),
+        stopped_at: None,
+    };
+    if !take_node_id(&mut queue, &node, &mut term, &mut int).await? {
+        info!("stopped before starting");
+        queue.close().await;
+        return Ok(());
+    }
+    // The node id is ours now, so whatever it still holds belongs to a process that
+    // is gone (killed and restarted, say): back to the queue at once, rather than
+    // after the lease (which no heartbeat of ours renews).
+    let predecessors = Leases::Predecessors {
+        node: &node.node_id,
+        instance: &node.instance_id,
+    };
+    match queue.release(predecessors).await {
+        Ok(0) => {}
+        Ok(n) => info!(
+            rows = n,
+            "took back rows leased by a previous process of this node"
+        ),
+        Err(e) => {
+            warn!(error = %e, "could not take back a previous process's rows; their leases will expire")
+        }
+    }
     let (results_tx, mut results) = mpsc::unbounded_channel::<Vec<Attempt>>();
     let mut jobs = Vec::with_capacity(cfg.threads);
     let mut threads = Vec::with_capacity(cfg.threads);
@@ -67,37 +105,32 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         jobs.push(tx);
     }
     drop(results_tx);
-    let node = Node {
-        node_id: cfg.node_id.clone(),
-        hostname: cfg.helo_name.clone(),
-        pid: i64::from(std::process::id()),
-        threads: i64::try_from(cfg.threads).unwrap_or(0),
-        heartbeat_secs: i64::try_from(cfg.heartbeat.as_secs()).unwrap_or(i64::MAX),
-        started_at: crate::queue::ts(Utc::now()),
-        heartbeat_at: None,
-    };
     let mut d = Dispatcher {
         cfg: cfg.clone(),
+        instance: node.instance_id.clone(),
         in_flight: HashMap::new(),
         pending: Vec::new(),
         new_rows: Vec::new(),
         suppressions: Vec::new(),
         jobs,
     };
-    d.heartbeat(&mut queue, &node).await;
-    info!(node = %cfg.node_id, threads = cfg.threads, store = %cfg.store, "relay running");
+    let mut lost = d.heartbeat(&mut queue, &node).await;
+    info!(node = %cfg.node_id, instance = %node.instance_id, threads = cfg.threads, store = %cfg.store, "relay running");
     let mut next_heartbeat = Instant::now() + cfg.heartbeat;
     let mut next_claim = Instant::now();
     let mut next_intake = Instant::now();
-    loop {
+    while lost.is_none() {
         let now = Instant::now();
         if cfg.bounces.verp.is_some() && now >= next_intake {
             d.intake(&mut queue).await;
             next_intake = now + cfg.bounces.intake_interval;
         }
         if now >= next_heartbeat {
-            d.heartbeat(&mut queue, &node).await;
+            lost = d.heartbeat(&mut queue, &node).await;
             next_heartbeat = now + cfg.heartbeat;
+            if lost.is_some() {
+                break;
+            }
         }
         if now >= next_claim {
             let room = cfg.max_in_flight.saturating_sub(d.in_flight.len());
@@ -158,10 +191,23 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         d.flush(&mut queue).await;
     }
     d.flush(&mut queue).await;
-    match queue.release(Some(&cfg.node_id), None).await {
+    // Only this process's leases: another process of the node id (one that took it
+    // over) keeps its own.
+    let own = Leases::Own {
+        node: &node.node_id,
+        instance: &node.instance_id,
+    };
+    match queue.release(own).await {
         Ok(n) if n > 0 => info!(rows = n, "returned unfinished rows to the queue"),
         Ok(_) => {}
         Err(e) => warn!(error = %e, "could not return rows; their leases will expire"),
+    }
+    if lost.is_none() {
+        // `outbound nodes` shows it stopped at once, and the next process with this
+        // node id need not watch for a heartbeat.
+        if let Err(e) = queue.mark_stopped(&node, Utc::now()).await {
+            warn!(error = %e, "could not mark the node stopped");
+        }
     }
     queue.close().await;
     if d.in_flight.is_empty() {
@@ -170,11 +216,76 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         }
     }
     info!("relay stopped");
-    Ok(())
+    lost.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// Takes the node id for this process (the rule is in [`node`]): at once when nobody
+/// runs under it; after watching the node row when a recent heartbeat from another
+/// process may be a live one. An error when another process is alive under it;
+/// Ok(false) when a stop signal came while watching.
+async fn take_node_id(
+    queue: &mut Queue,
+    node: &Node,
+    term: &mut Signal,
+    int: &mut Signal,
+) -> anyhow::Result<bool> {
+    // Each lost compare-and-set means another process wrote the row in between:
+    // look again, a bounded number of times.
+    for _ in 0..5 {
+        let Some(seen) = queue.node(&node.node_id).await? else {
+            if queue.take_node(node, None, Utc::now()).await? {
+                return Ok(true);
+            }
+            continue;
+        };
+        if let node::Verdict::Watch(window) = node::judge(&seen, Utc::now()) {
+            info!(
+                node = %node.node_id,
+                pid = seen.pid,
+                host = %seen.hostname,
+                watch_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+                "the node id has a recent heartbeat from another process; watching whether it is alive"
+            );
+            let deadline = Instant::now() + window;
+            let verdict = loop {
+                tokio::select! {
+                    _ = term.recv() => return Ok(false),
+                    _ = int.recv() => return Ok(false),
+                    () = tokio::time::sleep(WATCH_POLL) => {}
+                }
+                let now_row = queue.node(&node.node_id).await?;
+                match node::change(&seen, now_row.as_ref()) {
+                    node::Change::Same if Instant::now() < deadline => {}
+                    node::Change::Alive => {
+                        let alive = now_row.unwrap_or(seen);
+                        return Err(node::NodeError::in_use(&alive, Utc::now()).into());
+                    }
+                    other => break other,
+                }
+            };
+            if verdict == node::Change::Released {
+                continue;
+            }
+            info!(
+                node = %node.node_id,
+                pid = seen.pid,
+                "no heartbeat since: the previous process is gone; taking the node id over"
+            );
+        }
+        if queue.take_node(node, Some(&seen), Utc::now()).await? {
+            return Ok(true);
+        }
+    }
+    match queue.node(&node.node_id).await? {
+        Some(other) => Err(node::NodeError::in_use(&other, Utc::now()).into()),
+        None => anyhow::bail!("could not register node id `{}`", node.node_id),
+    }
 }
 
 struct Dispatcher {
     cfg: Arc<Config>,
+    /// This process's instance id: its leases carry it.
+    instance: String,
     in_flight: HashMap<i64, InFlight>,
     /// Attempts waiting to be recorded.
     pending: Vec<Attempt>,
@@ -186,16 +297,33 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    async fn heartbeat(&mut self, queue: &mut Queue, node: &Node) {
+    /// One heartbeat; an error when another process has taken the node id over
+    /// (this one must stop: its leases are no longer its own).
+    async fn heartbeat(&mut self, queue: &mut Queue, node: &Node) -> Option<node::NodeError> {
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
         match queue.heartbeat(node, now, now + lease).await {
-            Ok(0) => {}
-            Ok(n) => info!(
-                rows = n,
-                "took back rows whose lease had expired (a node stopped)"
-            ),
-            Err(e) => warn!(error = %e, "heartbeat failed"),
+            Ok(Beat::Ours { took_back: 0 }) => None,
+            Ok(Beat::Ours { took_back }) => {
+                info!(
+                    rows = took_back,
+                    "took back rows whose lease had expired (a node stopped)"
+                );
+                None
+            }
+            Ok(Beat::TakenOver(other)) => {
+                error!(
+                    node = %node.node_id,
+                    pid = other.pid,
+                    host = %other.hostname,
+                    "another process has taken this node id over; stopping"
+                );
+                Some(node::NodeError::taken_over(&other))
+            }
+            Err(e) => {
+                warn!(error = %e, "heartbeat failed");
+                None
+            }
         }
     }
 
@@ -204,7 +332,7 @@ impl Dispatcher {
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
         let rows = queue
-            .claim(&self.cfg.node_id, now, now + lease, want)
+            .claim(&self.cfg.node_id, &self.instance, now, now + lease, want)
             .await?;
         let claimed = rows.len();
         if claimed == 0 {
@@ -486,7 +614,13 @@ impl Dispatcher {
         let mut wait = Duration::from_millis(100);
         loop {
             match queue
-                .record(&self.cfg.node_id, &batch, &new_rows, &suppressions)
+                .record(
+                    &self.cfg.node_id,
+                    &self.instance,
+                    &batch,
+                    &new_rows,
+                    &suppressions,
+                )
                 .await
             {
                 Ok(ours) => {

@@ -7,7 +7,7 @@
 //!
 //! Modules: `address` (envelope addresses), `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
 //! SQL statement), `dispatch` (claims, retries, records), `worker` (a delivery
-//! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`,
+//! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`, `node` (process identity),
 //! `template` (MIME rendering), `tls`.
 
 use std::io::Read;
@@ -26,6 +26,7 @@ mod db;
 mod dispatch;
 mod dsn;
 mod mx;
+mod node;
 mod payload;
 mod queue;
 mod reply;
@@ -144,7 +145,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("outbound: {e:#}");
-            ExitCode::from(1)
+            // A node id another process runs under is a configuration error.
+            if e.downcast_ref::<node::NodeError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
 }
@@ -250,18 +256,30 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
         Some(Command::Nodes) => {
             let now = Utc::now();
             println!(
-                "{:<24} {:<6} {:>8} {:>7}  {:<23}  heartbeat",
+                "{:<24} {:<7} {:>8} {:>7}  {:<23}  heartbeat",
                 "node", "state", "pid", "threads", "started"
             );
             for n in queue.nodes().await? {
                 let age = n.heartbeat_at.map(|h| now - h);
-                // Alive: a heartbeat within three of the node's own intervals.
-                let alive = age
-                    .is_some_and(|a| a.num_milliseconds() <= n.heartbeat_secs.saturating_mul(3000));
+                // Stopped: a clean stop said so. Alive: a heartbeat within three of
+                // the node's own intervals. Dead otherwise (killed, crashed).
+                let alive = age.is_some_and(|a| {
+                    a.num_milliseconds()
+                        <= n.heartbeat_secs
+                            .saturating_mul(node::MISSED_HEARTBEATS)
+                            .saturating_mul(1000)
+                });
+                let state = if n.stopped_at.is_some() {
+                    "stopped"
+                } else if alive {
+                    "alive"
+                } else {
+                    "dead"
+                };
                 println!(
-                    "{:<24} {:<6} {:>8} {:>7}  {:<23}  {}",
+                    "{:<24} {:<7} {:>8} {:>7}  {:<23}  {}",
                     n.node_id,
-                    if alive { "alive" } else { "dead" },
+                    state,
                     n.pid,
                     n.threads,
                     n.started_at,

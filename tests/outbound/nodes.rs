@@ -210,7 +210,9 @@ fn a_second_relay_with_a_node_id_in_use_refuses_to_start_and_takes_nothing() {
     let leases = "SELECT CONCAT(lease_node, ' ', state) FROM outbound_queue ORDER BY id";
     let before = store.column(leases);
     let mut second = Relay::start(&store, FAST, &["--transport", &slow]);
+    let started = std::time::Instant::now();
     let status = second.wait_exit(Duration::from_secs(15));
+    eprintln!("the second relay exited after {:?}", started.elapsed());
     let node = host_name();
     assert_eq!(
         status.and_then(|s| s.code()),
@@ -303,6 +305,7 @@ fn a_relay_restarted_after_sigkill_takes_back_its_predecessors_leases_at_once() 
     let second = Relay::start(&store, &config, &args);
     store.wait_settled(&["delivered"], Duration::from_secs(25));
     let took = started.elapsed();
+    eprintln!("restart to every row delivered: {took:?}");
     assert!(took < Duration::from_secs(25), "{took:?}");
     let mut got = dest.recipients();
     got.sort();
