@@ -320,3 +320,27 @@ fn a_relay_restarted_after_sigkill_takes_back_its_predecessors_leases_at_once() 
         second.log()
     );
 }
+
+#[test]
+fn a_relay_renews_and_releases_only_its_own_leases() {
+    let store = Store::sqlite();
+    outbound(&store, &["stats"], None); // creates the schema
+    let mut relay = Relay::start(&store, FAST, &["--node-id", "node-o"]);
+    wait_for("the heartbeat", Duration::from_secs(20), || {
+        store.count("SELECT COUNT(*) FROM outbound_nodes") == 1
+    });
+    // A row held by another process under the same node id (one that took the node
+    // over while this one stalled, say), with a lease of its own.
+    store.exec(
+        "INSERT INTO outbound_queue (sender, recipient, body, state, lease_node, lease_instance, lease_until) \
+         VALUES ('app@sender.test', 'x@other.test', x'41', 'sending', 'node-o', 'another-process', '2999-01-01 00:00:00.000')",
+    );
+    let lease = "SELECT state || ' ' || lease_node || ' ' || lease_instance || ' ' || lease_until FROM outbound_queue";
+    let held = ["sending node-o another-process 2999-01-01 00:00:00.000"];
+    // Two heartbeats later it is not renewed (that would shorten it to now + 4 s) ...
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(store.column(lease), held);
+    // ... and a clean stop does not return it to the queue.
+    assert!(relay.stop());
+    assert_eq!(store.column(lease), held);
+}
