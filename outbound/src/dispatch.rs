@@ -1,12 +1,15 @@
 //! The dispatcher: the relay node's only database client and its single claimer.
 //!
-//! Owns: the node's heartbeat and lease renewal, taking over expired leases, claiming
+//! Owns: taking the node id at start (refusing it while another live process holds
+//! it, taking back a dead predecessor's leases at once; the rule is in `node`), the
+//! node's heartbeat and lease renewal, taking over expired leases, claiming
 //! due rows (bounded by `relay.max_in_flight`), the suppression check, turning rows
 //! into jobs (grouping recipients of one domain that share a sender and body;
 //! rendering templates), handing each job to the worker owning its domain (hash of
 //! the domain), applying the retry schedule to deferrals, and recording every
 //! attempt in batches. On SIGTERM/SIGINT it stops claiming, lets deliveries under way
-//! finish (up to `relay.shutdown_grace_secs`) and returns the rest to the queue.
+//! finish (up to `relay.shutdown_grace_secs`), returns the rest (its own leases
+//! only) to the queue and marks the node stopped.
 //! Must not: talk SMTP or DNS.
 
 use std::collections::hash_map::DefaultHasher;

@@ -88,7 +88,7 @@ enum Command {
     },
     /// Queue totals by state, attempts by outcome, and the delivery rate.
     Stats,
-    /// Relay nodes and whether their heartbeat is recent.
+    /// Relay nodes: alive (recent heartbeat), stopped (clean stop) or dead.
     Nodes,
     /// The suppression list: addresses never sent to.
     Suppress {
