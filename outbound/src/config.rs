@@ -158,9 +158,20 @@ struct FileDomain {
 pub struct DomainLimits {
     /// Connections open to the domain at once, per node (default 10).
     pub max_connections: usize,
-    /// Transactions started per second (0 = unlimited, the default); shared by all
-    /// nodes through Redis when `redis.url` is set.
+    /// Recipients sent per second (0 = unlimited, the default), counted as providers
+    /// count them: a transaction of n recipients costs n. Shared by all nodes through
+    /// Redis when `redis.url` is set.
     pub messages_per_second: f64,
+}
+
+impl DomainLimits {
+    /// The most recipients one transaction may carry under the rate limit: one
+    /// second's worth (at least one), so that no second ever sees more than the rate
+    /// and a large transaction is split instead of waiting for a budget it can never
+    /// get at once. None without a rate.
+    pub fn rate_burst(&self) -> Option<usize> {
+        (self.messages_per_second > 0.0).then(|| (self.messages_per_second.floor() as usize).max(1))
+    }
 }
 
 impl Default for DomainLimits {
@@ -242,6 +253,15 @@ impl Config {
             .get(domain)
             .copied()
             .unwrap_or(self.default_limits)
+    }
+
+    /// Recipients per transaction to `domain`: `delivery.max_recipients_per_transaction`,
+    /// or fewer when the domain's rate limit allows fewer per second.
+    pub fn recipients_per_transaction(&self, domain: &str) -> usize {
+        let most = self.max_recipients_per_transaction;
+        self.limits_for(domain)
+            .rate_burst()
+            .map_or(most, |burst| burst.min(most))
     }
 
     /// Reads `path` (if any), applies the command line, validates.
@@ -658,6 +678,24 @@ mod tests {
         assert_eq!((slow.max_connections, slow.messages_per_second), (4, 2.5));
         assert_eq!(c.transports["example.com"].port(), 2600);
         assert_eq!(c.threads, 3);
+    }
+
+    #[test]
+    fn a_rate_limit_caps_recipients_per_transaction_at_one_seconds_worth() {
+        let c = parse(
+            "[delivery]\nmax_recipients_per_transaction = 10\n\
+             [domains.\"one.test\"]\nmessages_per_second = 1\n\
+             [domains.\"slow.test\"]\nmessages_per_second = 0.2\n\
+             [domains.\"fast.test\"]\nmessages_per_second = 2.5\n\
+             [domains.\"faster.test\"]\nmessages_per_second = 500\n",
+            &RunArgs::default(),
+        )
+        .unwrap();
+        assert_eq!(c.recipients_per_transaction("free.test"), 10);
+        assert_eq!(c.recipients_per_transaction("one.test"), 1);
+        assert_eq!(c.recipients_per_transaction("slow.test"), 1);
+        assert_eq!(c.recipients_per_transaction("fast.test"), 2);
+        assert_eq!(c.recipients_per_transaction("faster.test"), 10);
     }
 
     #[test]

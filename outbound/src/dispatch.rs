@@ -1,12 +1,15 @@
 //! The dispatcher: the relay node's only database client and its single claimer.
 //!
-//! Owns: the node's heartbeat and lease renewal, taking over expired leases, claiming
+//! Owns: taking the node id at start (refusing it while another live process holds
+//! it, taking back a dead predecessor's leases at once; the rule is in `node`), the
+//! node's heartbeat and lease renewal, taking over expired leases, claiming
 //! due rows (bounded by `relay.max_in_flight`), the suppression check, turning rows
 //! into jobs (grouping recipients of one domain that share a sender and body;
 //! rendering templates), handing each job to the worker owning its domain (hash of
 //! the domain), applying the retry schedule to deferrals, and recording every
 //! attempt in batches. On SIGTERM/SIGINT it stops claiming, lets deliveries under way
-//! finish (up to `relay.shutdown_grace_secs`) and returns the rest to the queue.
+//! finish (up to `relay.shutdown_grace_secs`), returns the rest (its own leases
+//! only) to the queue and marks the node stopped.
 //! Must not: talk SMTP or DNS.
 
 use std::collections::hash_map::DefaultHasher;
@@ -16,20 +19,25 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use tokio::signal::unix::{SignalKind, signal};
+use tokio::signal::unix::{Signal, SignalKind, signal};
 use tokio::sync::mpsc;
 use tokio::time::{Instant, sleep_until};
-use tracing::{debug, info, warn};
+use tracing::{debug, error, info, warn};
 
+use crate::address::{self, ReversePath};
 use crate::client::Tls;
 use crate::config::Config;
 use crate::dsn;
+use crate::node;
 use crate::payload::Payload;
-use crate::queue::{Attempt, Claimed, Intake, NewRow, Node, Outcome, Queue};
+use crate::queue::{Attempt, Beat, Claimed, Intake, Leases, NewRow, Node, Outcome, Queue};
 use crate::retry::Next;
-use crate::template::{Template, render};
+use crate::template::{Template, prepend_headers, render};
 use crate::verp::Kind;
 use crate::worker::{self, Job};
+
+/// How often the node row is read while watching for a heartbeat at start.
+const WATCH_POLL: Duration = Duration::from_millis(200);
 
 /// Recipients share a transaction when domain, sender and body (hash) are equal.
 type GroupKey = (String, String, u64);
@@ -40,8 +48,9 @@ type Group = (Arc<Payload>, Vec<(i64, String)>);
 struct InFlight {
     created: DateTime<Utc>,
     attempts: u32,
-    /// The original envelope sender (before VERP), for DSNs.
-    sender: String,
+    /// Where a DSN about this row goes: the original envelope sender (before VERP)
+    /// when it is a mailbox; None for the null sender or an invalid one.
+    dsn_to: Option<String>,
     /// The message's header section, for DSNs (None for template rows).
     headers: Option<Vec<u8>>,
     delay_notified: bool,
@@ -50,6 +59,40 @@ struct InFlight {
 pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let node = Node {
+        node_id: cfg.node_id.clone(),
+        instance_id: node::new_instance_id(),
+        hostname: cfg.helo_name.clone(),
+        pid: i64::from(std::process::id()),
+        threads: i64::try_from(cfg.threads).unwrap_or(0),
+        heartbeat_secs: i64::try_from(cfg.heartbeat.as_secs()).unwrap_or(i64::MAX),
+        started_at: crate::queue::ts(Utc::now()),
+        heartbeat_at: None,
+        heartbeat_text: String::new(),
+        stopped_at: None,
+    };
+    if !take_node_id(&mut queue, &node, &mut term, &mut int).await? {
+        info!("stopped before starting");
+        queue.close().await;
+        return Ok(());
+    }
+    // The node id is ours now, so whatever it still holds belongs to a process that
+    // is gone (killed and restarted, say): back to the queue at once, rather than
+    // after the lease (which no heartbeat of ours renews).
+    let predecessors = Leases::Predecessors {
+        node: &node.node_id,
+        instance: &node.instance_id,
+    };
+    match queue.release(predecessors).await {
+        Ok(0) => {}
+        Ok(n) => info!(
+            rows = n,
+            "took back rows leased by a previous process of this node"
+        ),
+        Err(e) => {
+            warn!(error = %e, "could not take back a previous process's rows; their leases will expire")
+        }
+    }
     let (results_tx, mut results) = mpsc::unbounded_channel::<Vec<Attempt>>();
     let mut jobs = Vec::with_capacity(cfg.threads);
     let mut threads = Vec::with_capacity(cfg.threads);
@@ -65,37 +108,32 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         jobs.push(tx);
     }
     drop(results_tx);
-    let node = Node {
-        node_id: cfg.node_id.clone(),
-        hostname: cfg.helo_name.clone(),
-        pid: i64::from(std::process::id()),
-        threads: i64::try_from(cfg.threads).unwrap_or(0),
-        heartbeat_secs: i64::try_from(cfg.heartbeat.as_secs()).unwrap_or(i64::MAX),
-        started_at: crate::queue::ts(Utc::now()),
-        heartbeat_at: None,
-    };
     let mut d = Dispatcher {
         cfg: cfg.clone(),
+        instance: node.instance_id.clone(),
         in_flight: HashMap::new(),
         pending: Vec::new(),
         new_rows: Vec::new(),
         suppressions: Vec::new(),
         jobs,
     };
-    d.heartbeat(&mut queue, &node).await;
-    info!(node = %cfg.node_id, threads = cfg.threads, store = %cfg.store, "relay running");
+    let mut lost = d.heartbeat(&mut queue, &node).await;
+    info!(node = %cfg.node_id, instance = %node.instance_id, threads = cfg.threads, store = %cfg.store, "relay running");
     let mut next_heartbeat = Instant::now() + cfg.heartbeat;
     let mut next_claim = Instant::now();
     let mut next_intake = Instant::now();
-    loop {
+    while lost.is_none() {
         let now = Instant::now();
         if cfg.bounces.verp.is_some() && now >= next_intake {
             d.intake(&mut queue).await;
             next_intake = now + cfg.bounces.intake_interval;
         }
         if now >= next_heartbeat {
-            d.heartbeat(&mut queue, &node).await;
+            lost = d.heartbeat(&mut queue, &node).await;
             next_heartbeat = now + cfg.heartbeat;
+            if lost.is_some() {
+                break;
+            }
         }
         if now >= next_claim {
             let room = cfg.max_in_flight.saturating_sub(d.in_flight.len());
@@ -156,10 +194,23 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         d.flush(&mut queue).await;
     }
     d.flush(&mut queue).await;
-    match queue.release(Some(&cfg.node_id), None).await {
+    // Only this process's leases: another process of the node id (one that took it
+    // over) keeps its own.
+    let own = Leases::Own {
+        node: &node.node_id,
+        instance: &node.instance_id,
+    };
+    match queue.release(own).await {
         Ok(n) if n > 0 => info!(rows = n, "returned unfinished rows to the queue"),
         Ok(_) => {}
         Err(e) => warn!(error = %e, "could not return rows; their leases will expire"),
+    }
+    if lost.is_none() {
+        // `outbound nodes` shows it stopped at once, and the next process with this
+        // node id need not watch for a heartbeat.
+        if let Err(e) = queue.mark_stopped(&node, Utc::now()).await {
+            warn!(error = %e, "could not mark the node stopped");
+        }
     }
     queue.close().await;
     if d.in_flight.is_empty() {
@@ -168,11 +219,76 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         }
     }
     info!("relay stopped");
-    Ok(())
+    lost.map_or(Ok(()), |e| Err(e.into()))
+}
+
+/// Takes the node id for this process (the rule is in [`node`]): at once when nobody
+/// runs under it; after watching the node row when a recent heartbeat from another
+/// process may be a live one. An error when another process is alive under it;
+/// Ok(false) when a stop signal came while watching.
+async fn take_node_id(
+    queue: &mut Queue,
+    node: &Node,
+    term: &mut Signal,
+    int: &mut Signal,
+) -> anyhow::Result<bool> {
+    // Each lost compare-and-set means another process wrote the row in between:
+    // look again, a bounded number of times.
+    for _ in 0..5 {
+        let Some(seen) = queue.node(&node.node_id).await? else {
+            if queue.take_node(node, None, Utc::now()).await? {
+                return Ok(true);
+            }
+            continue;
+        };
+        if let node::Verdict::Watch(window) = node::judge(&seen, Utc::now()) {
+            info!(
+                node = %node.node_id,
+                pid = seen.pid,
+                host = %seen.hostname,
+                watch_ms = u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+                "the node id has a recent heartbeat from another process; watching whether it is alive"
+            );
+            let deadline = Instant::now() + window;
+            let verdict = loop {
+                tokio::select! {
+                    _ = term.recv() => return Ok(false),
+                    _ = int.recv() => return Ok(false),
+                    () = tokio::time::sleep(WATCH_POLL) => {}
+                }
+                let now_row = queue.node(&node.node_id).await?;
+                match node::change(&seen, now_row.as_ref()) {
+                    node::Change::Same if Instant::now() < deadline => {}
+                    node::Change::Alive => {
+                        let alive = now_row.unwrap_or(seen);
+                        return Err(node::NodeError::in_use(&alive, Utc::now()).into());
+                    }
+                    other => break other,
+                }
+            };
+            if verdict == node::Change::Released {
+                continue;
+            }
+            info!(
+                node = %node.node_id,
+                pid = seen.pid,
+                "no heartbeat since: the previous process is gone; taking the node id over"
+            );
+        }
+        if queue.take_node(node, Some(&seen), Utc::now()).await? {
+            return Ok(true);
+        }
+    }
+    match queue.node(&node.node_id).await? {
+        Some(other) => Err(node::NodeError::in_use(&other, Utc::now()).into()),
+        None => anyhow::bail!("could not register node id `{}`", node.node_id),
+    }
 }
 
 struct Dispatcher {
     cfg: Arc<Config>,
+    /// This process's instance id: its leases carry it.
+    instance: String,
     in_flight: HashMap<i64, InFlight>,
     /// Attempts waiting to be recorded.
     pending: Vec<Attempt>,
@@ -184,16 +300,33 @@ struct Dispatcher {
 }
 
 impl Dispatcher {
-    async fn heartbeat(&mut self, queue: &mut Queue, node: &Node) {
+    /// One heartbeat; an error when another process has taken the node id over
+    /// (this one must stop: its leases are no longer its own).
+    async fn heartbeat(&mut self, queue: &mut Queue, node: &Node) -> Option<node::NodeError> {
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
         match queue.heartbeat(node, now, now + lease).await {
-            Ok(0) => {}
-            Ok(n) => info!(
-                rows = n,
-                "took back rows whose lease had expired (a node stopped)"
-            ),
-            Err(e) => warn!(error = %e, "heartbeat failed"),
+            Ok(Beat::Ours { took_back: 0 }) => None,
+            Ok(Beat::Ours { took_back }) => {
+                info!(
+                    rows = took_back,
+                    "took back rows whose lease had expired (a node stopped)"
+                );
+                None
+            }
+            Ok(Beat::TakenOver(other)) => {
+                error!(
+                    node = %node.node_id,
+                    pid = other.pid,
+                    host = %other.hostname,
+                    "another process has taken this node id over; stopping"
+                );
+                Some(node::NodeError::taken_over(&other))
+            }
+            Err(e) => {
+                warn!(error = %e, "heartbeat failed");
+                None
+            }
         }
     }
 
@@ -202,7 +335,7 @@ impl Dispatcher {
         let now = Utc::now();
         let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
         let rows = queue
-            .claim(&self.cfg.node_id, now, now + lease, want)
+            .claim(&self.cfg.node_id, &self.instance, now, now + lease, want)
             .await?;
         let claimed = rows.len();
         if claimed == 0 {
@@ -222,12 +355,15 @@ impl Dispatcher {
         let templates = queue.templates(&template_ids).await?;
         let mut groups: HashMap<GroupKey, Group> = HashMap::new();
         for row in rows {
+            let dsn_to = address::reverse_path(&row.sender)
+                .ok()
+                .and_then(|p| p.dsn_recipient().map(str::to_owned));
             self.in_flight.insert(
                 row.id,
                 InFlight {
                     created: row.created,
                     attempts: row.attempts,
-                    sender: row.sender.clone(),
+                    dsn_to,
                     headers: row.body.as_deref().map(|b| dsn::header_section(b).to_vec()),
                     delay_notified: row.delay_notified,
                 },
@@ -241,8 +377,8 @@ impl Dispatcher {
                 );
                 continue;
             }
-            let domain = match check_envelope(&row) {
-                Ok(d) => d,
+            let (sender, domain) = match check_envelope(&row) {
+                Ok(v) => v,
                 Err((status, text)) => {
                     self.local(&row, Outcome::Failed, Some(status), text);
                     continue;
@@ -255,9 +391,11 @@ impl Dispatcher {
                 .bounces
                 .verp
                 .as_ref()
-                .filter(|_| !row.sender.is_empty());
-            let envelope_sender =
-                verp.map_or_else(|| row.sender.clone(), |v| v.address(Kind::Bounce, row.id));
+                .filter(|_| sender != ReversePath::Null);
+            let envelope_sender = verp.map_or_else(
+                || sender.as_str().to_owned(),
+                |v| v.address(Kind::Bounce, row.id),
+            );
             let unsubscribe = verp
                 .filter(|_| self.cfg.bounces.list_unsubscribe)
                 .map(|v| {
@@ -289,7 +427,9 @@ impl Dispatcher {
             }
         }
         for ((domain, sender, _), (payload, recipients)) in groups {
-            for chunk in recipients.chunks(self.cfg.max_recipients_per_transaction) {
+            // Under a rate limit, at most one second's worth per transaction.
+            let per_transaction = self.cfg.recipients_per_transaction(&domain);
+            for chunk in recipients.chunks(per_transaction.max(1)) {
                 self.send_job(Job {
                     domain: domain.clone(),
                     sender: sender.clone(),
@@ -396,11 +536,12 @@ impl Dispatcher {
     }
 
     /// Queues a DSN about `a` to the original sender; false when none is due (DSNs
-    /// off, or the null sender: a DSN is never sent about a DSN).
+    /// off, or a sender that is not a mailbox: the null sender, since a DSN is never
+    /// sent about a DSN, or an invalid one).
     fn dsn(&mut self, a: &Attempt, meta: &InFlight, action: dsn::Action) -> bool {
-        if !self.cfg.bounces.dsn || meta.sender.is_empty() {
+        let Some(sender) = meta.dsn_to.as_deref().filter(|_| self.cfg.bounces.dsn) else {
             return false;
-        }
+        };
         let to_header = format!("To: <{}>\r\n", a.recipient);
         let headers = meta.headers.as_deref().unwrap_or(to_header.as_bytes());
         let diagnostic = match (a.code, &a.status) {
@@ -415,7 +556,7 @@ impl Dispatcher {
         };
         let body = dsn::render(&dsn::Report {
             reporting_mta: &self.cfg.helo_name,
-            original_sender: &meta.sender,
+            original_sender: sender,
             recipient: &a.recipient,
             action,
             status: a.status.as_deref().unwrap_or(default_status),
@@ -429,7 +570,7 @@ impl Dispatcher {
         });
         self.new_rows.push(NewRow {
             sender: String::new(),
-            recipient: meta.sender.clone(),
+            recipient: sender.to_owned(),
             body,
             tag: "dsn",
         });
@@ -476,7 +617,13 @@ impl Dispatcher {
         let mut wait = Duration::from_millis(100);
         loop {
             match queue
-                .record(&self.cfg.node_id, &batch, &new_rows, &suppressions)
+                .record(
+                    &self.cfg.node_id,
+                    &self.instance,
+                    &batch,
+                    &new_rows,
+                    &suppressions,
+                )
                 .await
             {
                 Ok(ours) => {
@@ -512,17 +659,13 @@ fn message_for(
     id_domain: &str,
     extra_headers: &[(String, String)],
 ) -> Result<Message, String> {
+    // Our headers (List-Unsubscribe) go in front of the message's own, by one
+    // function for raw and template rows alike.
     if let Some(body) = &row.body {
-        if extra_headers.is_empty() {
-            return Ok(Message::Shared(body.clone()));
-        }
-        // Added headers go first, before the message's own.
-        let mut out = Vec::with_capacity(body.len() + 256);
-        for (name, value) in extra_headers {
-            out.extend_from_slice(format!("{name}: {value}\r\n").as_bytes());
-        }
-        out.extend_from_slice(body);
-        return Ok(Message::Shared(out));
+        return Ok(Message::Shared(prepend_headers(
+            extra_headers,
+            body.clone(),
+        )));
     }
     let Some(id) = row.template_id else {
         return Err("row has neither a body nor a template_id".into());
@@ -541,7 +684,7 @@ fn message_for(
         &[],
         Utc::now(),
     )
-    .map(Message::Own)
+    .map(|message| Message::Own(prepend_headers(extra_headers, message)))
     .map_err(|e| format!("template {id}: {e}"))
 }
 
@@ -590,27 +733,21 @@ fn parse_params(json: Option<&str>) -> Result<BTreeMap<String, String>, String> 
         .collect())
 }
 
-/// The recipient's domain, lowercased, once sender and recipient are safe to put on
-/// an SMTP command line (a row is application input: a CR/LF or `>` in it would let
-/// it add commands of its own).
-fn check_envelope(row: &Claimed) -> Result<String, (&'static str, String)> {
-    fn safe(address: &str) -> bool {
-        address.len() <= 320
-            && address
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b'<' && b != b'>')
-    }
-    if !(row.sender.is_empty() || safe(&row.sender) && row.sender.contains('@')) {
-        return Err(("5.1.7", format!("bad sender address {:?}", row.sender)));
-    }
-    let (local, domain) = row.recipient.rsplit_once('@').unwrap_or(("", ""));
-    if !safe(&row.recipient) || local.is_empty() || domain.is_empty() {
-        return Err((
+/// The sender (`''` and `<>` are the null sender) and the recipient's domain,
+/// lowercased, once both are safe to put on an SMTP command line (a row is
+/// application input: a CR/LF or `>` in it would let it add commands of its own).
+fn check_envelope(row: &Claimed) -> Result<(ReversePath, String), (&'static str, String)> {
+    let sender = address::reverse_path(&row.sender)
+        .map_err(|_| ("5.1.7", format!("bad sender address {:?}", row.sender)))?;
+    match row.recipient.rsplit_once('@') {
+        Some((_, domain)) if address::is_mailbox(&row.recipient) => {
+            Ok((sender, domain.to_ascii_lowercase()))
+        }
+        _ => Err((
             "5.1.3",
             format!("bad recipient address {:?}", row.recipient),
-        ));
+        )),
     }
-    Ok(domain.to_ascii_lowercase())
 }
 
 fn human(d: Duration) -> String {
@@ -646,9 +783,14 @@ mod tests {
     fn envelope_check_refuses_command_injection_and_odd_addresses() {
         assert_eq!(
             check_envelope(&row("a@x.test", "b@Y.Test")).unwrap(),
-            "y.test"
+            (ReversePath::Mailbox("a@x.test".into()), "y.test".into())
         );
-        assert_eq!(check_envelope(&row("", "b@y.test")).unwrap(), "y.test");
+        for null in ["", "<>"] {
+            assert_eq!(
+                check_envelope(&row(null, "b@y.test")).unwrap(),
+                (ReversePath::Null, "y.test".into())
+            );
+        }
         for bad in [
             "b@y.test>\r\nRSET",
             "b y@test",
@@ -663,7 +805,7 @@ mod tests {
                 "{bad}"
             );
         }
-        for bad in ["a@x\r\n", "a x@y", "nodomain", "<a@x>"] {
+        for bad in ["a@x\r\n", "a x@y", "nodomain", "<a@x", "a@x>"] {
             assert_eq!(
                 check_envelope(&row(bad, "b@y.test")).unwrap_err().0,
                 "5.1.7",

@@ -5,9 +5,9 @@
 //! - `outbound enqueue --from ADDR --to ADDR [--to ADDR ...] [--store URL] < message.eml`;
 //! - `outbound stats`, `outbound nodes`, `outbound suppress add|remove|list`.
 //!
-//! Modules: `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
+//! Modules: `address` (envelope addresses), `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
 //! SQL statement), `dispatch` (claims, retries, records), `worker` (a delivery
-//! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`,
+//! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`, `node` (process identity),
 //! `template` (MIME rendering), `tls`.
 
 use std::io::Read;
@@ -19,12 +19,14 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 
+mod address;
 mod client;
 mod config;
 mod db;
 mod dispatch;
 mod dsn;
 mod mx;
+mod node;
 mod payload;
 mod queue;
 mod reply;
@@ -70,7 +72,8 @@ struct Cli {
 enum Command {
     /// Queue the message on stdin for each --to recipient.
     Enqueue {
-        /// Envelope sender ("" for the null sender <>).
+        /// Envelope sender: an address, or "<>" (or "") for the null sender, as in
+        /// sendmail's -f '<>'.
         #[arg(long = "from", value_name = "ADDR")]
         from: String,
         /// Envelope recipient (repeatable).
@@ -85,7 +88,7 @@ enum Command {
     },
     /// Queue totals by state, attempts by outcome, and the delivery rate.
     Stats,
-    /// Relay nodes and whether their heartbeat is recent.
+    /// Relay nodes: alive (recent heartbeat), stopped (clean stop) or dead.
     Nodes,
     /// The suppression list: addresses never sent to.
     Suppress {
@@ -121,6 +124,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    let command = match check_command(cli.command) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("outbound: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -131,13 +141,48 @@ fn main() -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    match runtime.block_on(run(cli.command, config)) {
+    match runtime.block_on(run(command, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("outbound: {e:#}");
-            ExitCode::from(1)
+            // A node id another process runs under is a configuration error.
+            if e.downcast_ref::<node::NodeError>().is_some() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
         }
     }
+}
+
+/// Command-line checks that need no store: `enqueue`'s sender becomes its stored
+/// form (`""` for the null sender, brackets removed) and every recipient must be a
+/// mailbox, so that nothing is queued that can only fail.
+fn check_command(command: Option<Command>) -> Result<Option<Command>, String> {
+    let Some(Command::Enqueue {
+        from,
+        to,
+        priority,
+        tag,
+    }) = command
+    else {
+        return Ok(command);
+    };
+    let from = address::reverse_path(&from)
+        .map_err(|e| format!("--from: {e}"))?
+        .as_str()
+        .to_owned();
+    if let Some(bad) = to.iter().find(|t| !address::is_mailbox(t)) {
+        return Err(format!(
+            "--to: {bad:?} is not an email address (local@domain)"
+        ));
+    }
+    Ok(Some(Command::Enqueue {
+        from,
+        to,
+        priority,
+        tag,
+    }))
 }
 
 async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()> {
@@ -211,18 +256,30 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
         Some(Command::Nodes) => {
             let now = Utc::now();
             println!(
-                "{:<24} {:<6} {:>8} {:>7}  {:<23}  heartbeat",
+                "{:<24} {:<7} {:>8} {:>7}  {:<23}  heartbeat",
                 "node", "state", "pid", "threads", "started"
             );
             for n in queue.nodes().await? {
                 let age = n.heartbeat_at.map(|h| now - h);
-                // Alive: a heartbeat within three of the node's own intervals.
-                let alive = age
-                    .is_some_and(|a| a.num_milliseconds() <= n.heartbeat_secs.saturating_mul(3000));
+                // Stopped: a clean stop said so. Alive: a heartbeat within three of
+                // the node's own intervals. Dead otherwise (killed, crashed).
+                let alive = age.is_some_and(|a| {
+                    a.num_milliseconds()
+                        <= n.heartbeat_secs
+                            .saturating_mul(node::MISSED_HEARTBEATS)
+                            .saturating_mul(1000)
+                });
+                let state = if n.stopped_at.is_some() {
+                    "stopped"
+                } else if alive {
+                    "alive"
+                } else {
+                    "dead"
+                };
                 println!(
-                    "{:<24} {:<6} {:>8} {:>7}  {:<23}  {}",
+                    "{:<24} {:<7} {:>8} {:>7}  {:<23}  {}",
                     n.node_id,
-                    if alive { "alive" } else { "dead" },
+                    state,
                     n.pid,
                     n.threads,
                     n.started_at,

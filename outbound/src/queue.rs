@@ -5,9 +5,13 @@
 //! Owns: every SQL statement the relay runs. Claims are `SELECT … FOR UPDATE SKIP
 //! LOCKED` on MySQL (several nodes claim at once without waiting on each other) and
 //! one `UPDATE … RETURNING` under SQLite's single writer. A claimed row is
-//! `state = 'sending'` with `lease_node`/`lease_until`; results are written only
-//! while the row is still leased to this node (fencing), so a node that lost its
-//! lease cannot overwrite the newer owner's outcome.
+//! `state = 'sending'` with `lease_node`/`lease_instance`/`lease_until`: a lease
+//! belongs to one process of a node (its instance id), so two processes sharing a
+//! node id, or a process and its crashed predecessor, never renew, release or record
+//! each other's rows. Results are written only while the row is still leased to this
+//! process (fencing), so one that lost its lease cannot overwrite the newer owner's
+//! outcome. The node row (`outbound_nodes`) is taken by compare-and-set on its
+//! instance id and last heartbeat, so two processes cannot both own it.
 //! Must not: decide outcomes or schedules (the dispatcher does).
 
 use std::collections::{HashMap, HashSet};
@@ -113,12 +117,39 @@ pub struct Intake<'a> {
 #[derive(Debug, Clone)]
 pub struct Node {
     pub node_id: String,
+    /// The process that owns the row (random per process; `''` before schema 3).
+    pub instance_id: String,
     pub hostname: String,
     pub pid: i64,
     pub threads: i64,
     pub heartbeat_secs: i64,
     pub started_at: String,
     pub heartbeat_at: Option<DateTime<Utc>>,
+    /// `heartbeat_at` exactly as stored, for compare-and-set.
+    pub heartbeat_text: String,
+    /// Set by a clean stop.
+    pub stopped_at: Option<DateTime<Utc>>,
+}
+
+/// Which leased rows [`Queue::release`] returns to the queue.
+#[derive(Debug, Clone, Copy)]
+pub enum Leases<'a> {
+    /// Every lease that ended before this time (a node that died).
+    ExpiredBefore(DateTime<Utc>),
+    /// This process's own (a clean stop).
+    Own { node: &'a str, instance: &'a str },
+    /// The node's leases held by any other process of it: a predecessor that
+    /// crashed (taken back at start, once the node row is ours).
+    Predecessors { node: &'a str, instance: &'a str },
+}
+
+/// What a heartbeat found.
+#[derive(Debug, Clone)]
+pub enum Beat {
+    /// The node row is still ours; this many expired leases were taken back.
+    Ours { took_back: u64 },
+    /// Another process has taken the node row over (it judged this one dead).
+    TakenOver(Node),
 }
 
 /// What `outbound stats` prints.
@@ -177,6 +208,42 @@ async fn suppress(
         > 0)
 }
 
+/// The columns of [`Node`], times as text.
+fn node_select(db: &Db) -> String {
+    format!(
+        "SELECT node_id, instance_id, hostname, pid, threads, heartbeat_secs, {}, {}, {} \
+         FROM outbound_nodes",
+        db.as_text("started_at"),
+        db.as_text("heartbeat_at"),
+        db.as_text("stopped_at")
+    )
+}
+
+fn node_of_row(row: Vec<Val>) -> Option<Node> {
+    let mut it = row.into_iter();
+    let node_id = it.next()?.text()?;
+    let instance_id = it.next()?.text().unwrap_or_default();
+    let hostname = it.next()?.text().unwrap_or_default();
+    let pid = it.next()?.int().unwrap_or(0);
+    let threads = it.next()?.int().unwrap_or(0);
+    let heartbeat_secs = it.next()?.int().unwrap_or(0);
+    let started_at = it.next()?.text().unwrap_or_default();
+    let heartbeat_text = it.next()?.text().unwrap_or_default();
+    let stopped_at = it.next()?.text().and_then(|t| parse_ts(&t));
+    Some(Node {
+        node_id,
+        instance_id,
+        hostname,
+        pid,
+        threads,
+        heartbeat_secs,
+        started_at,
+        heartbeat_at: parse_ts(&heartbeat_text),
+        heartbeat_text,
+        stopped_at,
+    })
+}
+
 impl Queue {
     pub fn new(db: Db) -> Self {
         Self { db }
@@ -207,10 +274,12 @@ impl Queue {
         }
     }
 
-    /// Claims up to `limit` due rows for `node` until `lease_until`.
+    /// Claims up to `limit` due rows for `node`'s process `instance` until
+    /// `lease_until`.
     pub async fn claim(
         &mut self,
         node: &str,
+        instance: &str,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
         limit: usize,
@@ -219,6 +288,7 @@ impl Queue {
         let columns = "id, sender, recipient, body, template_id, params, attempts, delay_notified";
         let rows = if self.db.is_mysql() {
             let node = node.to_owned();
+            let instance = instance.to_owned();
             let ids: Vec<i64> = self
                 .in_tx(async |db: &mut Db| {
                     let rows = db
@@ -231,13 +301,17 @@ impl Queue {
                         .await?;
                     let ids: Vec<i64> = rows.iter().filter_map(|r| r.first()?.int()).collect();
                     if !ids.is_empty() {
-                        let mut params: Vec<Val> =
-                            vec![node.as_str().into(), ts(lease_until).into(), ts(now).into()];
+                        let mut params: Vec<Val> = vec![
+                            node.as_str().into(),
+                            instance.as_str().into(),
+                            ts(lease_until).into(),
+                            ts(now).into(),
+                        ];
                         params.extend(ids.iter().map(|&i| Val::Int(i)));
                         db.exec(
                             &format!(
                                 "UPDATE outbound_queue SET state = 'sending', lease_node = ?, \
-                                 lease_until = ?, updated_at = ? WHERE id IN ({})",
+                                 lease_instance = ?, lease_until = ?, updated_at = ? WHERE id IN ({})",
                                 Db::placeholders(ids.len())
                             ),
                             params,
@@ -261,7 +335,7 @@ impl Queue {
         } else {
             let sql = format!(
                 "UPDATE outbound_queue SET state = 'sending', lease_node = ?1, lease_until = ?2, \
-                 updated_at = ?3 WHERE id IN (SELECT id FROM outbound_queue \
+                 updated_at = ?3, lease_instance = ?5 WHERE id IN (SELECT id FROM outbound_queue \
                  WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?3 \
                  ORDER BY priority DESC, id LIMIT ?4) \
                  RETURNING {columns}, CAST(created_at AS TEXT)"
@@ -271,6 +345,7 @@ impl Queue {
                 ts(lease_until).into(),
                 ts(now).into(),
                 limit.into(),
+                instance.into(),
             ];
             self.in_tx(async |db: &mut Db| db.query(&sql, params).await)
                 .await?
@@ -303,12 +378,13 @@ impl Queue {
             .collect())
     }
 
-    /// Writes attempts: the queue rows' new state (only where this node still holds
-    /// the lease) and the delivery log, in one transaction. Returns how many queue
-    /// rows were still ours.
+    /// Writes attempts: the queue rows' new state (only where this process still
+    /// holds the lease) and the delivery log, in one transaction. Returns how many
+    /// queue rows were still ours.
     pub async fn record(
         &mut self,
         node: &str,
+        instance: &str,
         attempts: &[Attempt],
         new_rows: &[NewRow],
         suppressions: &[(String, String)],
@@ -317,6 +393,7 @@ impl Queue {
             return Ok(0);
         }
         let node = node.to_owned();
+        let instance = instance.to_owned();
         let mysql = self.db.is_mysql();
         self.in_tx(async |db: &mut Db| {
             let mut ours = 0;
@@ -328,9 +405,10 @@ impl Queue {
                         "UPDATE outbound_queue SET state = ?, attempts = attempts + ?, \
                          next_attempt_at = COALESCE(?, next_attempt_at), last_code = ?, \
                          last_status = ?, last_text = ?, last_mx = ?, lease_node = NULL, \
-                         lease_until = NULL, updated_at = ?, finished_at = ?, \
-                         delay_notified = delay_notified + ? \
-                         WHERE id = ? AND lease_node = ? AND state = 'sending'",
+                         lease_instance = NULL, lease_until = NULL, updated_at = ?, \
+                         finished_at = ?, delay_notified = delay_notified + ? \
+                         WHERE id = ? AND lease_node = ? AND lease_instance = ? \
+                         AND state = 'sending'",
                         vec![
                             a.outcome.as_str().into(),
                             counted.into(),
@@ -344,6 +422,7 @@ impl Queue {
                             i64::from(a.delay_notified).into(),
                             a.queue_id.into(),
                             node.as_str().into(),
+                            instance.as_str().into(),
                         ],
                     )
                     .await?;
@@ -533,11 +612,14 @@ impl Queue {
                         }
                         // The sender hears of it once: not again if the relay already
                         // failed the recipient (and sent its DSN) itself.
-                        if s.dsn && !sender.is_empty() && state != "failed" {
+                        let dsn_to = crate::address::reverse_path(&sender)
+                            .ok()
+                            .and_then(|p| p.dsn_recipient().map(str::to_owned));
+                        if let Some(dsn_to) = dsn_to.filter(|_| s.dsn && state != "failed") {
                             let headers = crate::dsn::header_section(&body);
                             let dsn = crate::dsn::render(&crate::dsn::Report {
                                 reporting_mta: s.reporting_mta,
-                                original_sender: &sender,
+                                original_sender: &dsn_to,
                                 recipient: &recipient,
                                 action: crate::dsn::Action::Failed,
                                 status: &status,
@@ -549,7 +631,7 @@ impl Queue {
                                 original_headers: headers,
                                 message_id_domain: s.id_domain,
                             });
-                            insert_row(db, &NewRow { sender: String::new(), recipient: sender.clone(), body: dsn, tag: "dsn" }).await?;
+                            insert_row(db, &NewRow { sender: String::new(), recipient: dsn_to.clone(), body: dsn, tag: "dsn" }).await?;
                         }
                     }
                 }
@@ -566,59 +648,165 @@ impl Queue {
         .await
     }
 
-    /// The heartbeat: this node's row, its leases extended, and everybody's expired
-    /// leases returned to the queue. Returns the number of rows taken back.
+    /// The node row for `node_id`, if any.
+    pub async fn node(&mut self, node_id: &str) -> Result<Option<Node>, DbError> {
+        let sql = format!("{} WHERE node_id = ?", node_select(&self.db));
+        Ok(self
+            .db
+            .query(&sql, vec![node_id.into()])
+            .await?
+            .into_iter()
+            .find_map(node_of_row))
+    }
+
+    /// Makes the node row `node`'s (its instance id, pid, a fresh heartbeat, not
+    /// stopped) if it is still as `seen` (None: there is no row yet), compare-and-set
+    /// on the instance id and the last heartbeat. False when another process wrote
+    /// the row in between.
+    pub async fn take_node(
+        &mut self,
+        node: &Node,
+        seen: Option<&Node>,
+        now: DateTime<Utc>,
+    ) -> Result<bool, DbError> {
+        let mut values: Vec<Val> = vec![
+            node.hostname.as_str().into(),
+            node.pid.into(),
+            node.threads.into(),
+            node.heartbeat_secs.into(),
+            node.started_at.as_str().into(),
+            ts(now).into(),
+            node.instance_id.as_str().into(),
+            node.node_id.as_str().into(),
+        ];
+        let changed = match seen {
+            None => {
+                let ignore = if self.db.is_mysql() {
+                    "INSERT IGNORE"
+                } else {
+                    "INSERT OR IGNORE"
+                };
+                self.db
+                    .exec(
+                        &format!(
+                            "{ignore} INTO outbound_nodes (hostname, pid, threads, heartbeat_secs, \
+                             started_at, heartbeat_at, instance_id, node_id) \
+                             VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+                        ),
+                        values,
+                    )
+                    .await?
+            }
+            Some(seen) => {
+                values.extend([
+                    seen.instance_id.as_str().into(),
+                    seen.heartbeat_text.as_str().into(),
+                ]);
+                self.db
+                    .exec(
+                        "UPDATE outbound_nodes SET hostname = ?, pid = ?, threads = ?, \
+                         heartbeat_secs = ?, started_at = ?, heartbeat_at = ?, instance_id = ?, \
+                         stopped_at = NULL WHERE node_id = ? AND instance_id = ? AND heartbeat_at = ?",
+                        values,
+                    )
+                    .await?
+            }
+        };
+        Ok(changed == 1)
+    }
+
+    /// The heartbeat: this process's node row refreshed, its own leases extended,
+    /// and everybody's expired leases returned to the queue — unless another process
+    /// has taken the node row over meanwhile.
     pub async fn heartbeat(
         &mut self,
         node: &Node,
         now: DateTime<Utc>,
         lease_until: DateTime<Utc>,
-    ) -> Result<u64, DbError> {
-        self.db
+    ) -> Result<Beat, DbError> {
+        let updated = self
+            .db
             .exec(
-                "REPLACE INTO outbound_nodes \
-                 (node_id, hostname, pid, threads, heartbeat_secs, started_at, heartbeat_at) \
-                 VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "UPDATE outbound_nodes SET heartbeat_at = ?, stopped_at = NULL \
+                 WHERE node_id = ? AND instance_id = ?",
                 vec![
-                    node.node_id.as_str().into(),
-                    node.hostname.as_str().into(),
-                    node.pid.into(),
-                    node.threads.into(),
-                    node.heartbeat_secs.into(),
-                    node.started_at.as_str().into(),
                     ts(now).into(),
+                    node.node_id.as_str().into(),
+                    node.instance_id.as_str().into(),
                 ],
             )
             .await?;
+        if updated == 0 {
+            // MySQL counts changed rows only, so look before concluding anything.
+            match self.node(&node.node_id).await? {
+                Some(row) if row.instance_id == node.instance_id => {}
+                Some(other) => return Ok(Beat::TakenOver(other)),
+                // Deleted by hand: ours again, unless somebody else gets there first.
+                None => {
+                    if !self.take_node(node, None, now).await?
+                        && let Some(other) = self.node(&node.node_id).await?
+                    {
+                        return Ok(Beat::TakenOver(other));
+                    }
+                }
+            }
+        }
         self.db
             .exec(
-                "UPDATE outbound_queue SET lease_until = ? WHERE state = 'sending' AND lease_node = ?",
-                vec![ts(lease_until).into(), node.node_id.as_str().into()],
+                "UPDATE outbound_queue SET lease_until = ? \
+                 WHERE state = 'sending' AND lease_node = ? AND lease_instance = ?",
+                vec![
+                    ts(lease_until).into(),
+                    node.node_id.as_str().into(),
+                    node.instance_id.as_str().into(),
+                ],
             )
             .await?;
-        self.release(None, Some(now)).await
+        let took_back = self.release(Leases::ExpiredBefore(now)).await?;
+        Ok(Beat::Ours { took_back })
     }
 
-    /// Returns leased rows to the queue: those of `node` (at shutdown), or those
-    /// whose lease ended before `expired_before` (a node that died).
-    pub async fn release(
-        &mut self,
-        node: Option<&str>,
-        expired_before: Option<DateTime<Utc>>,
-    ) -> Result<u64, DbError> {
-        let (condition, value) = match (node, expired_before) {
-            (Some(node), _) => ("lease_node = ?", Val::from(node)),
-            (None, Some(t)) => ("lease_until < ?", Val::from(ts(t))),
-            (None, None) => return Ok(0),
+    /// Records a clean stop on this process's node row, so `outbound nodes` shows it
+    /// stopped at once and the next process with the node id need not wait for it.
+    pub async fn mark_stopped(&mut self, node: &Node, now: DateTime<Utc>) -> Result<bool, DbError> {
+        Ok(self
+            .db
+            .exec(
+                "UPDATE outbound_nodes SET stopped_at = ?, heartbeat_at = ? \
+                 WHERE node_id = ? AND instance_id = ?",
+                vec![
+                    ts(now).into(),
+                    ts(now).into(),
+                    node.node_id.as_str().into(),
+                    node.instance_id.as_str().into(),
+                ],
+            )
+            .await?
+            > 0)
+    }
+
+    /// Returns leased rows to the queue (`queued`, or `deferred` once attempted).
+    pub async fn release(&mut self, which: Leases<'_>) -> Result<u64, DbError> {
+        let (condition, values) = match which {
+            Leases::ExpiredBefore(t) => ("lease_until < ?", vec![Val::from(ts(t))]),
+            Leases::Own { node, instance } => (
+                "lease_node = ? AND lease_instance = ?",
+                vec![node.into(), instance.into()],
+            ),
+            Leases::Predecessors { node, instance } => (
+                "lease_node = ? AND (lease_instance IS NULL OR lease_instance <> ?)",
+                vec![node.into(), instance.into()],
+            ),
         };
         self.db
             .exec(
                 &format!(
                     "UPDATE outbound_queue SET \
                      state = CASE WHEN attempts > 0 THEN 'deferred' ELSE 'queued' END, \
-                     lease_node = NULL, lease_until = NULL WHERE state = 'sending' AND {condition}"
+                     lease_node = NULL, lease_instance = NULL, lease_until = NULL \
+                     WHERE state = 'sending' AND {condition}"
                 ),
-                vec![value],
+                values,
             )
             .await
     }
@@ -788,29 +976,13 @@ impl Queue {
     }
 
     pub async fn nodes(&mut self) -> Result<Vec<Node>, DbError> {
-        let sql = format!(
-            "SELECT node_id, hostname, pid, threads, heartbeat_secs, {}, {} FROM outbound_nodes \
-             ORDER BY node_id",
-            self.db.as_text("started_at"),
-            self.db.as_text("heartbeat_at")
-        );
+        let sql = format!("{} ORDER BY node_id", node_select(&self.db));
         Ok(self
             .db
             .query(&sql, Vec::new())
             .await?
             .into_iter()
-            .filter_map(|r| {
-                let mut it = r.into_iter();
-                Some(Node {
-                    node_id: it.next()?.text()?,
-                    hostname: it.next()?.text().unwrap_or_default(),
-                    pid: it.next()?.int().unwrap_or(0),
-                    threads: it.next()?.int().unwrap_or(0),
-                    heartbeat_secs: it.next()?.int().unwrap_or(0),
-                    started_at: it.next()?.text().unwrap_or_default(),
-                    heartbeat_at: it.next()?.text().and_then(|t| parse_ts(&t)),
-                })
-            })
+            .filter_map(node_of_row)
             .collect())
     }
 

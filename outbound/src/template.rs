@@ -497,6 +497,36 @@ fn push_part_headers(out: &mut String, content_type: &str, encoding: TransferEnc
     push_header(out, "Content-Transfer-Encoding", encoding.header_value());
 }
 
+/// `headers` as header lines: each value sanitised (CR/LF and controls become
+/// spaces), RFC 2047 encoded when non-ASCII and folded; a header with an invalid
+/// field name or one of the names [`render`] writes itself is dropped. [`render`]
+/// writes its extra headers with this and [`prepend_headers`] adds headers to any
+/// message with it, so a header comes out the same on every path.
+pub fn header_lines(headers: &[(String, String)]) -> String {
+    let mut out = String::new();
+    for (name, value) in headers {
+        if extra_header_allowed(name) {
+            let value = encode_unstructured(&sanitize_header_value(value));
+            push_header(&mut out, name, &value);
+        }
+    }
+    out
+}
+
+/// `message` (a whole RFC 5322 message, raw or rendered) with `headers` written
+/// by [`header_lines`] in front of its own: how the relay adds headers of its own
+/// (List-Unsubscribe) to raw and template messages alike.
+pub fn prepend_headers(headers: &[(String, String)], message: Vec<u8>) -> Vec<u8> {
+    if headers.is_empty() {
+        return message;
+    }
+    let lines = header_lines(headers);
+    let mut out = Vec::with_capacity(lines.len() + message.len());
+    out.extend_from_slice(lines.as_bytes());
+    out.extend_from_slice(&message);
+    out
+}
+
 /// Renders the whole message for one recipient: headers + body, CRLF line endings throughout,
 /// ready for SMTP DATA (the caller does dot-stuffing; this must NOT dot-stuff).
 ///
@@ -535,12 +565,7 @@ pub fn render(
     push_header(&mut out, "Date", &rfc5322_date(now));
     push_header(&mut out, "Message-ID", &message_id(id_domain, now));
     push_header(&mut out, "MIME-Version", "1.0");
-    for (name, value) in extra_headers {
-        if extra_header_allowed(name) {
-            let value = encode_unstructured(&sanitize_header_value(value));
-            push_header(&mut out, name, &value);
-        }
-    }
+    out.push_str(&header_lines(extra_headers));
 
     match (text, html) {
         (Some((text_enc, text_body)), Some((html_enc, html_body))) => {
@@ -1035,6 +1060,23 @@ mod tests {
         assert_wire_clean(&msg);
         let (h, _) = split_msg(&msg);
         assert_eq!(header(&h, "Subject").replace(' ', ""), "x".repeat(3000));
+    }
+
+    #[test]
+    fn prepended_headers_are_sanitised_like_rendered_ones() {
+        let headers = vec![
+            (
+                "List-Unsubscribe".to_owned(),
+                "<mailto:u@x.test>\r\nBcc: evil@x.test".to_owned(),
+            ),
+            ("From".to_owned(), "dropped@x.test".to_owned()),
+        ];
+        let out = prepend_headers(&headers, b"Subject: s\r\n\r\nbody\r\n".to_vec());
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "List-Unsubscribe: <mailto:u@x.test>  Bcc: evil@x.test\r\nSubject: s\r\n\r\nbody\r\n"
+        );
+        assert_eq!(prepend_headers(&[], b"x".to_vec()), b"x");
     }
 
     #[test]

@@ -26,10 +26,11 @@ use crate::payload::Payload;
 use crate::queue::{Attempt, Outcome};
 use crate::reply::Reply;
 
-/// Reserves the next slot of a domain's shared schedule (GCRA: the key holds the
-/// earliest start of the next transaction, in microseconds of the Redis clock, so
-/// that nodes with skewed clocks still share one schedule). Returns the
-/// milliseconds to wait for the reserved slot.
+/// Reserves a transaction's share of a domain's shared schedule (GCRA: the key holds
+/// the earliest start of the next transaction, in microseconds of the Redis clock, so
+/// that nodes with skewed clocks still share one schedule). ARGV[1] is the
+/// transaction's cost: its recipients times the interval between two. Returns the
+/// milliseconds to wait for the reserved start.
 const SHARED_SLOT: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -57,7 +58,8 @@ struct Pooled {
 
 struct DomainState {
     permits: Rc<Semaphore>,
-    /// Earliest start of the next transaction (local rate limit, one token of burst).
+    /// Earliest start of the next transaction (local rate limit: each transaction
+    /// moves it on by one interval per recipient).
     next_slot: Cell<Instant>,
     idle: RefCell<Vec<Pooled>>,
 }
@@ -263,7 +265,8 @@ impl Worker {
         let state = self.domain(&job.domain);
         let reports = match (state.permits.acquire().await, self.global.acquire().await) {
             (Ok(_domain_permit), Ok(_global_permit)) => {
-                self.rate_limit(&job.domain, &state).await;
+                self.rate_limit(&job.domain, &state, job.recipients.len())
+                    .await;
                 self.attempt(&job, &state).await
             }
             _ => vec![Report::local(
@@ -299,17 +302,22 @@ impl Worker {
         let _ = self.results.send(attempts);
     }
 
-    /// Waits for the domain's rate limit: Redis-shared when configured (a counter per
-    /// domain and time window), else a local schedule.
-    async fn rate_limit(&self, domain: &str, state: &DomainState) {
+    /// Waits for the domain's rate limit, which counts recipients (as providers do):
+    /// a transaction of `recipients` reserves that many intervals of the schedule,
+    /// starts at the first of them and pushes the next transaction back by all of
+    /// them. The dispatcher keeps a transaction within one second's worth
+    /// ([`crate::config::DomainLimits::rate_burst`]), so no second sees more than the
+    /// rate. Redis-shared when configured, else a local schedule.
+    async fn rate_limit(&self, domain: &str, state: &DomainState, recipients: usize) {
         let rate = self.cfg.limits_for(domain).messages_per_second;
         if rate <= 0.0 {
             return;
         }
-        let interval = Duration::from_secs_f64(1.0 / rate);
+        let cost = u32::try_from(recipients.max(1)).unwrap_or(u32::MAX);
+        let interval = Duration::from_secs_f64(1.0 / rate).saturating_mul(cost);
         if let Some(redis) = &self.redis {
             // The same schedule as below, kept in Redis so that every node draws
-            // from one: each transaction reserves the next free slot.
+            // from one: each transaction reserves its recipients' share of it.
             let mut conn = redis.borrow().clone();
             let wait: Result<i64, _> = redis::Script::new(SHARED_SLOT)
                 .key(format!("outbound:rate:{domain}"))

@@ -368,3 +368,156 @@ fn delay_dsns_once_and_never_a_dsn_about_a_dsn() {
         1
     );
 }
+
+#[test]
+fn null_sender_spelled_as_brackets_is_sent_as_null_and_never_earns_a_dsn() {
+    let store = Store::sqlite();
+    let dest = Dest::start(&["--rule", "bad*@dest.test=550 5.1.1 unknown"]);
+    // sendmail's `-f '<>'` and the empty string both mean the null reverse-path.
+    enqueue(
+        &store,
+        "<>",
+        &["ok@dest.test", "bad@dest.test"],
+        &message("null 1"),
+    );
+    enqueue(&store, "", &["ok2@dest.test"], &message("null 2"));
+    // Applications that insert rows themselves may spell it `<>` too; a sender that
+    // is not a mailbox at all (no domain) fails the row, and earns nobody a DSN.
+    store.exec(
+        "INSERT INTO outbound_queue (sender, recipient, body) VALUES \
+         ('<>', 'bad2@dest.test', x'41'), ('nobody', 'ok3@dest.test', x'41');",
+    );
+    // DSNs on, and VERP on: neither applies to the null sender.
+    let _relay = Relay::start(
+        &store,
+        &config(),
+        &["--transport", &format!("dest.test={}", dest.addr)],
+    );
+    store.wait_settled(&["delivered", "failed"], Duration::from_secs(30));
+    assert_eq!(
+        store.column(
+            "SELECT sender FROM outbound_queue WHERE recipient IN ('ok@dest.test', 'bad@dest.test', 'ok2@dest.test') ORDER BY id"
+        ),
+        ["", "", ""],
+        "stored as the null sender"
+    );
+    let msgs = dest.messages();
+    let mut got: Vec<(String, String)> = msgs
+        .iter()
+        .map(|m| {
+            (
+                m["rcpt_tos"][0].as_str().unwrap().to_owned(),
+                m["mail_from"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            ("ok2@dest.test".to_owned(), "<>".to_owned()),
+            ("ok@dest.test".to_owned(), "<>".to_owned())
+        ],
+        "sent with MAIL FROM:<>"
+    );
+    for rcpt in ["bad@dest.test", "bad2@dest.test"] {
+        assert_eq!(store.state(rcpt), "failed");
+        assert_eq!(
+            store.column(&format!(
+                "SELECT last_status FROM outbound_queue WHERE recipient = '{rcpt}'"
+            )),
+            ["5.1.1"],
+            "{rcpt} was tried, not refused as a bad sender"
+        );
+    }
+    assert_eq!(
+        store.column("SELECT last_status FROM outbound_queue WHERE recipient = 'ok3@dest.test'"),
+        ["5.1.7"]
+    );
+    // A moment for anything the relay might still queue.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        store.column("SELECT recipient FROM outbound_queue WHERE tag = 'dsn'"),
+        Vec::<String>::new(),
+        "no DSN to a null or invalid sender"
+    );
+    // A sender that is not an address is refused on the command line (exit 2).
+    let bad = outbound(
+        &store,
+        &["enqueue", "--from", "not an address", "--to", "x@dest.test"],
+        Some(b"Subject: x\r\n\r\nx\r\n"),
+    );
+    assert_eq!(bad.status.code(), Some(2), "{bad:?}");
+    assert!(
+        String::from_utf8_lossy(&bad.stderr).contains("--from"),
+        "{bad:?}"
+    );
+}
+
+#[test]
+fn template_messages_carry_list_unsubscribe_like_raw_ones() {
+    let store = Store::sqlite();
+    outbound(&store, &["stats"], None); // creates the schema
+    store.exec(
+        "INSERT INTO outbound_templates (id, name, from_header, subject, text_body, html_body) VALUES \
+         (3, 'news', 'News <news@app.test>', 'News for [Name]', 'Hi [Name]', '<p>Hi [Name]</p>');
+         INSERT INTO outbound_queue (sender, recipient, template_id, params) VALUES \
+          ('news@app.test', 'ann@dest.test', 3, '{\"Name\": \"Ann\"}'),
+          ('news@app.test', 'bob@dest.test', 3, '{\"Name\": \"Bob\"}');",
+    );
+    enqueue(&store, "news@app.test", &["cy@dest.test"], &message("raw"));
+    let dest = Dest::start(&[]);
+    let config = config() + "unsubscribe_url = \"https://app.test/u\"\n";
+    let _relay = Relay::start(
+        &store,
+        &config,
+        &["--transport", &format!("dest.test={}", dest.addr)],
+    );
+    store.wait_settled(&["delivered"], Duration::from_secs(30));
+    let msgs = dest.messages();
+    assert_eq!(msgs.len(), 3, "{msgs:?}");
+    let script = r#"
+import email, email.policy, json, sys
+msg = email.message_from_string(sys.stdin.read(), policy=email.policy.default)
+print(json.dumps({
+    "unsubscribe": msg.get_all('List-Unsubscribe'), "post": msg.get_all('List-Unsubscribe-Post'),
+    "subject": str(msg['Subject']), "defects": [str(d) for p in msg.walk() for d in p.defects],
+}))
+"#;
+    for rcpt in ["ann@dest.test", "bob@dest.test", "cy@dest.test"] {
+        let id = id_of(&store, rcpt);
+        let m = msgs
+            .iter()
+            .find(|m| m["rcpt_tos"][0] == rcpt)
+            .unwrap_or_else(|| panic!("{rcpt}: {msgs:?}"));
+        let from = m["mail_from"].as_str().unwrap();
+        let token = from
+            .strip_prefix("bounces+")
+            .and_then(|f| f.strip_suffix("@bounce.test"))
+            .unwrap_or_else(|| panic!("VERP return path: {from}"));
+        let parsed: serde_json::Value =
+            serde_json::from_str(&python(script, m["data"].as_str().unwrap())).unwrap();
+        let unsubscribe = parsed["unsubscribe"].as_array().unwrap_or_else(|| {
+            panic!("{rcpt}: no List-Unsubscribe: {parsed}");
+        });
+        assert_eq!(unsubscribe.len(), 1, "{parsed}");
+        let value = unsubscribe[0].as_str().unwrap();
+        // The recipient's own unsubscribe address: same queue id as its VERP, and the
+        // one-click URL with its token (RFC 8058).
+        assert!(
+            value.starts_with(&format!("<https://app.test/u?token={id}-")),
+            "{rcpt}: {value}"
+        );
+        assert!(
+            value.contains(&format!("<mailto:unsubscribe+{id}-")),
+            "{rcpt}: {value}"
+        );
+        assert!(!value.contains(token), "its own tag, not the bounce one");
+        assert_eq!(
+            parsed["post"],
+            serde_json::json!(["List-Unsubscribe=One-Click"]),
+            "{parsed}"
+        );
+        assert_eq!(parsed["defects"], serde_json::json!([]), "{parsed}");
+    }
+}

@@ -144,3 +144,112 @@ fn rate_limit_is_shared_by_nodes_through_redis() {
     );
     assert!(max_per_second(&times) <= 5, "{times:?}");
 }
+
+/// Each recipient's arrival time (a message to n recipients counts n times), sorted.
+fn recipient_arrivals(dest: &Dest) -> Vec<f64> {
+    let mut t: Vec<f64> = dest
+        .messages()
+        .iter()
+        .flat_map(|m| {
+            let n = m["rcpt_tos"].as_array().map_or(0, Vec::len);
+            std::iter::repeat_n(m["time"].as_f64().unwrap(), n)
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t
+}
+
+/// The most recipients any one transaction carried.
+fn largest_transaction(dest: &Dest) -> usize {
+    dest.messages()
+        .iter()
+        .map(|m| m["rcpt_tos"].as_array().map_or(0, Vec::len))
+        .max()
+        .unwrap_or(0)
+}
+
+#[test]
+fn the_rate_limit_counts_recipients_not_transactions() {
+    let store = Store::sqlite();
+    let dest = Dest::start(&[]);
+    // One message to 8 recipients of a domain limited to 2 per second: providers
+    // count recipients, so it takes 3 s (2 at once, then 2 a second), not one
+    // transaction at once.
+    let to: Vec<String> = (0..8).map(|i| format!("r{i}@counted.test")).collect();
+    let to_refs: Vec<&str> = to.iter().map(String::as_str).collect();
+    enqueue(&store, "app@sender.test", &to_refs, &message("eight"));
+    let config = format!("{FAST}\n[domains.\"counted.test\"]\nmessages_per_second = 2\n");
+    let _relay = Relay::start(
+        &store,
+        &config,
+        &["--transport", &format!("counted.test={}", dest.addr)],
+    );
+    store.wait_settled(&["delivered"], Duration::from_secs(40));
+    let times = recipient_arrivals(&dest);
+    assert_eq!(times.len(), 8);
+    let span = times[7] - times[0];
+    assert!(span >= 2.7, "8 recipients at 2/s took only {span:.2}s");
+    // A transaction never holds more recipients than one second's worth.
+    assert!(largest_transaction(&dest) <= 2, "{:?}", dest.messages());
+    assert!(max_per_second(&times) <= 4, "{times:?}");
+}
+
+#[test]
+fn the_shared_rate_limit_counts_recipients_too() {
+    let store = Store::sqlite();
+    crate::support::outbound(&store, &["stats"], None); // creates the schema
+    let redis = Redis::start();
+    let dest = Dest::start(&[]);
+    let config = FAST.replace("[relay]\n", "[relay]\nmax_in_flight = 6\n")
+        + "\n[domains.\"shared.test\"]\nmessages_per_second = 2\n";
+    let args = |node: &'static str| {
+        vec![
+            "--transport".to_owned(),
+            format!("shared.test={}", dest.addr),
+            "--redis".to_owned(),
+            redis.url(),
+            "--node-id".to_owned(),
+            node.to_owned(),
+        ]
+    };
+    let a_args = args("node-a");
+    let b_args = args("node-b");
+    let _a = Relay::start(
+        &store,
+        &config,
+        &a_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let _b = Relay::start(
+        &store,
+        &config,
+        &b_args.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    crate::support::wait_for("both heartbeats", Duration::from_secs(30), || {
+        store.count("SELECT COUNT(*) FROM outbound_nodes") == 2
+    });
+    // Two messages of 6 recipients each, queued at once: each node takes one (at
+    // most 6 rows in flight), and together they send 12 recipients at 2/s.
+    let rows: Vec<String> = (0..12)
+        .map(|i| {
+            format!(
+                "('app@sender.test', 'r{i}@shared.test', '{}')",
+                message(&format!("batch {}", i / 6))
+            )
+        })
+        .collect();
+    store.exec(&format!(
+        "INSERT INTO outbound_queue (sender, recipient, body) VALUES {}",
+        rows.join(", ")
+    ));
+    store.wait_settled(&["delivered"], Duration::from_secs(60));
+    let nodes = store.column("SELECT DISTINCT node_id FROM outbound_log ORDER BY node_id");
+    assert_eq!(nodes, ["node-a", "node-b"]);
+    let times = recipient_arrivals(&dest);
+    assert_eq!(times.len(), 12);
+    let span = times[11] - times[0];
+    assert!(
+        span >= 4.5,
+        "12 recipients at 2/s shared took only {span:.2}s"
+    );
+    assert!(largest_transaction(&dest) <= 2, "{:?}", dest.messages());
+}

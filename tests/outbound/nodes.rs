@@ -171,3 +171,176 @@ fn a_killed_node_loses_its_leases_to_another() {
     );
     drop(hole);
 }
+
+/// The default node id: the kernel's host name.
+fn host_name() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .unwrap()
+        .trim()
+        .to_owned()
+}
+
+/// The `outbound nodes` line of `node`.
+fn nodes_line(store: &Store, node: &str) -> String {
+    let nodes = String::from_utf8(outbound(store, &["nodes"], None).stdout).unwrap();
+    nodes
+        .lines()
+        .find(|l| l.split_whitespace().next() == Some(node))
+        .unwrap_or_else(|| panic!("{node} not in {nodes}"))
+        .to_owned()
+}
+
+#[test]
+fn a_second_relay_with_a_node_id_in_use_refuses_to_start_and_takes_nothing() {
+    let store = Store::mariadb();
+    // The first relay holds every row (its destination never answers).
+    let hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let to: Vec<String> = (0..20).map(|i| format!("u{i}@slow.test")).collect();
+    for rcpt in &to {
+        enqueue(&store, "app@sender.test", &[rcpt], &message(rcpt));
+    }
+    let slow = format!("slow.test={}", hole.local_addr().unwrap());
+    // Both with the default node id (the host name), as in the issue.
+    let mut first = Relay::start(&store, FAST, &["--transport", &slow]);
+    wait_for(
+        "the first relay to claim everything",
+        Duration::from_secs(20),
+        || store.count("SELECT COUNT(*) FROM outbound_queue WHERE state = 'sending'") == 20,
+    );
+    let leases = "SELECT CONCAT(lease_node, ' ', state) FROM outbound_queue ORDER BY id";
+    let before = store.column(leases);
+    let mut second = Relay::start(&store, FAST, &["--transport", &slow]);
+    let started = std::time::Instant::now();
+    let status = second.wait_exit(Duration::from_secs(15));
+    eprintln!("the second relay exited after {:?}", started.elapsed());
+    let node = host_name();
+    assert_eq!(
+        status.and_then(|s| s.code()),
+        Some(2),
+        "the second relay must refuse to start: {}",
+        second.log()
+    );
+    let log = second.log();
+    assert!(
+        log.contains(&format!("node id `{node}`")) && log.contains("--node-id"),
+        "{log}"
+    );
+    // It took nothing, renewed nothing, released nothing.
+    assert_eq!(store.column(leases), before);
+    assert!(before.iter().all(|l| l.starts_with(&format!("{node} "))));
+    // The first one stops cleanly and returns its rows; a relay started after it
+    // (same node id) does not wait and delivers each recipient once.
+    assert!(first.stop());
+    drop(hole);
+    let dest = Dest::start(&[]);
+    let _third = Relay::start(
+        &store,
+        FAST,
+        &["--transport", &format!("slow.test={}", dest.addr)],
+    );
+    store.wait_settled(&["delivered"], Duration::from_secs(30));
+    let mut got = dest.recipients();
+    got.sort();
+    let mut want = to.clone();
+    want.sort();
+    assert_eq!(got, want, "each exactly once");
+    assert_eq!(
+        store.count("SELECT COUNT(*) FROM outbound_log WHERE outcome = 'delivered'"),
+        20
+    );
+}
+
+#[test]
+fn a_cleanly_stopped_node_shows_as_stopped_at_once() {
+    let store = Store::sqlite();
+    outbound(&store, &["stats"], None); // creates the schema
+    let mut relay = Relay::start(&store, FAST, &["--node-id", "node-s"]);
+    wait_for("the heartbeat", Duration::from_secs(20), || {
+        store.count("SELECT COUNT(*) FROM outbound_nodes") == 1
+    });
+    assert!(
+        nodes_line(&store, "node-s").contains(" alive "),
+        "{}",
+        nodes_line(&store, "node-s")
+    );
+    assert!(relay.stop());
+    // No need to wait for three missed heartbeats.
+    let line = nodes_line(&store, "node-s");
+    assert!(line.contains(" stopped "), "{line}");
+}
+
+#[test]
+fn a_relay_restarted_after_sigkill_takes_back_its_predecessors_leases_at_once() {
+    let store = Store::sqlite();
+    // The first process's destination never answers, so every row it claims stays
+    // "sending" until it is killed; then a real server takes over the port.
+    let hole = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = hole.local_addr().unwrap().port();
+    outbound(&store, &["stats"], None); // creates the schema
+    let to: Vec<String> = (0..200).map(|i| format!("u{i}@slow.test")).collect();
+    let rows: Vec<String> = to
+        .iter()
+        .map(|r| format!("('app@sender.test', '{r}', '{}')", message(r)))
+        .collect();
+    store.exec(&format!(
+        "INSERT INTO outbound_queue (sender, recipient, body) VALUES {}",
+        rows.join(", ")
+    ));
+    // A long lease: "promptly" must mean well before it would have expired.
+    let config = FAST.replace("lease_secs = 4", "lease_secs = 60");
+    let transport = format!("slow.test=127.0.0.1:{port}");
+    let args = ["--transport", transport.as_str(), "--node-id", "node-r"];
+    let mut first = Relay::start(&store, &config, &args);
+    wait_for(
+        "the first process to claim everything",
+        Duration::from_secs(20),
+        || store.count("SELECT COUNT(*) FROM outbound_queue WHERE state = 'sending'") == 200,
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    first.kill();
+    drop(hole);
+    let dest = Dest::start_on("127.0.0.1", port, &[]);
+    // What systemd's Restart=on-failure does: start again at once.
+    let started = std::time::Instant::now();
+    let second = Relay::start(&store, &config, &args);
+    store.wait_settled(&["delivered"], Duration::from_secs(25));
+    let took = started.elapsed();
+    eprintln!("restart to every row delivered: {took:?}");
+    assert!(took < Duration::from_secs(25), "{took:?}");
+    let mut got = dest.recipients();
+    got.sort();
+    let mut want = to.clone();
+    want.sort();
+    assert_eq!(got, want, "each recipient exactly once");
+    assert!(
+        second
+            .log()
+            .contains("took back rows leased by a previous process of this node"),
+        "{}",
+        second.log()
+    );
+}
+
+#[test]
+fn a_relay_renews_and_releases_only_its_own_leases() {
+    let store = Store::sqlite();
+    outbound(&store, &["stats"], None); // creates the schema
+    let mut relay = Relay::start(&store, FAST, &["--node-id", "node-o"]);
+    wait_for("the heartbeat", Duration::from_secs(20), || {
+        store.count("SELECT COUNT(*) FROM outbound_nodes") == 1
+    });
+    // A row held by another process under the same node id (one that took the node
+    // over while this one stalled, say), with a lease of its own.
+    store.exec(
+        "INSERT INTO outbound_queue (sender, recipient, body, state, lease_node, lease_instance, lease_until) \
+         VALUES ('app@sender.test', 'x@other.test', x'41', 'sending', 'node-o', 'another-process', '2999-01-01 00:00:00.000')",
+    );
+    let lease = "SELECT state || ' ' || lease_node || ' ' || lease_instance || ' ' || lease_until FROM outbound_queue";
+    let held = ["sending node-o another-process 2999-01-01 00:00:00.000"];
+    // Two heartbeats later it is not renewed (that would shorten it to now + 4 s) ...
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(store.column(lease), held);
+    // ... and a clean stop does not return it to the queue.
+    assert!(relay.stop());
+    assert_eq!(store.column(lease), held);
+}

@@ -396,6 +396,23 @@ impl Relay {
         }
     }
 
+    /// Waits up to `limit` for the process to exit by itself; its status, or None
+    /// while it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + limit;
+        let c = self.child.as_mut()?;
+        loop {
+            if let Ok(Some(status)) = c.try_wait() {
+                self.child = None;
+                return Some(status);
+            }
+            if Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// SIGTERM and wait; returns whether it exited 0.
     pub fn stop(&mut self) -> bool {
         let Some(mut c) = self.child.take() else {

@@ -32,6 +32,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "0002_outbound",
         include_str!("../../../schema/sqlite/0002_outbound.sql"),
     ),
+    (
+        3,
+        "0003_relay_instances",
+        include_str!("../../../schema/sqlite/0003_relay_instances.sql"),
+    ),
 ];
 
 /// MySQL migrations, in order (same versions as SQLite's).
@@ -45,6 +50,11 @@ pub(super) const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
         2,
         "0002_outbound",
         include_str!("../../../schema/mysql/0002_outbound.sql"),
+    ),
+    (
+        3,
+        "0003_relay_instances",
+        include_str!("../../../schema/mysql/0003_relay_instances.sql"),
     ),
 ];
 
@@ -327,6 +337,16 @@ mod tests {
     }
 
     #[test]
+    fn relay_instances_migration_adds_its_columns() {
+        let statements = split_statements(MYSQL_MIGRATIONS[2].2);
+        assert_eq!(statements.len(), 2, "{statements:?}");
+        assert!(statements[0].starts_with("ALTER TABLE outbound_queue ADD COLUMN lease_instance"));
+        assert!(statements[1].starts_with("ALTER TABLE outbound_nodes"));
+        assert!(statements[1].contains("ADD COLUMN stopped_at"));
+        assert!(statements.iter().all(|s| !s.contains("--")));
+    }
+
+    #[test]
     fn both_stores_have_the_same_migration_versions() {
         let sqlite: Vec<(i64, &str)> = SQLITE_MIGRATIONS.iter().map(|m| (m.0, m.1)).collect();
         let mysql: Vec<(i64, &str)> = MYSQL_MIGRATIONS
@@ -345,7 +365,7 @@ mod tests {
         let versions: i64 = conn
             .query_row("SELECT COUNT(*) FROM schema_migrations", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(versions, 2);
+        assert_eq!(versions, 3);
         conn.execute(
             "INSERT INTO outbound_queue (sender, recipient, body) VALUES ('a@x', 'b@y', x'41')",
             [],
