@@ -28,7 +28,7 @@ use crate::reply::Reply;
 
 /// Reserves a transaction's share of a domain's shared schedule (GCRA: the key holds
 /// the earliest start of the next transaction, in microseconds of the Redis clock, so
-/// that nodes with skewed clocks still share one schedule). ARGV[1] is the
+/// that nodes with skewed clocks still share one schedule). `ARGV[1]` is the
 /// transaction's cost: its recipients times the interval between two. Returns the
 /// milliseconds to wait for the reserved start.
 const SHARED_SLOT: &str = r"
