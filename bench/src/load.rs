@@ -90,7 +90,7 @@ fn message(size: usize) -> Vec<u8> {
 pub async fn send(args: Args) -> anyhow::Result<Report> {
     let tls = if args.starttls {
         Some(TlsConnector::from(
-            smtpd::tls_client::unverified_client_config()?,
+            smtp_wire::tls_client::unverified_client_config()?,
         ))
     } else {
         None

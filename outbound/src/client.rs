@@ -16,7 +16,8 @@ use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
 use crate::payload::Payload;
-use crate::reply::{MAX_REPLY_LINE, Reply, ReplyError, ReplyParser};
+use smtp_wire::Extensions;
+use smtp_wire::reply::{MAX_REPLY_LINE, Reply, ReplyError, ReplyParser};
 
 /// Timeouts, from `[delivery]`.
 #[derive(Debug, Clone)]
@@ -70,34 +71,6 @@ pub enum TxOutcome {
         /// The reply to DATA (a non-354 one) or to the final dot.
         data: Option<Reply>,
     },
-}
-
-/// Service extensions from the EHLO reply that the client uses.
-#[derive(Debug, Clone, Default)]
-pub struct Extensions {
-    pub pipelining: bool,
-    pub starttls: bool,
-    pub eight_bit_mime: bool,
-    /// Declared maximum message size (SIZE n, 0 = no limit announced).
-    pub size: Option<u64>,
-}
-
-impl Extensions {
-    fn from_ehlo(reply: &Reply) -> Self {
-        let mut ext = Self::default();
-        for line in &reply.lines {
-            let mut words = line.split_ascii_whitespace();
-            let keyword = words.next().unwrap_or("").to_ascii_uppercase();
-            match keyword.as_str() {
-                "PIPELINING" => ext.pipelining = true,
-                "STARTTLS" => ext.starttls = true,
-                "8BITMIME" => ext.eight_bit_mime = true,
-                "SIZE" => ext.size = Some(words.next().and_then(|n| n.parse().ok()).unwrap_or(0)),
-                _ => {}
-            }
-        }
-        ext
-    }
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}

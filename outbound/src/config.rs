@@ -7,15 +7,15 @@
 //! Must not: open sockets or databases.
 
 use std::collections::HashMap;
-use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use mailstore::StoreUrl;
+pub use ops::ConfigError;
+use ops::host::{check_hostname, system_hostname};
+use ops::{bounded, invalid, read_toml};
 use serde::Deserialize;
-pub use smtpd::config_error::ConfigError;
-use smtpd::config_error::{invalid, read_toml};
-use smtpd::store::StoreUrl;
 
 use crate::retry::RetryPolicy;
 use crate::verp::Verp;
@@ -363,9 +363,8 @@ impl Config {
         }
         let bounces = bounces_config(file.bounces.unwrap_or_default())?;
         let helo_name = delivery.helo_name.unwrap_or_else(|| hostname.clone());
-        if helo_name.is_empty() || helo_name.bytes().any(|b| !b.is_ascii_graphic()) {
-            return Err(invalid("delivery.helo_name", "must be a host name"));
-        }
+        // The same rule as smtpd's server.hostname: it goes into EHLO and headers.
+        check_hostname("delivery.helo_name", &helo_name)?;
         Ok(Self {
             store,
             migrate: args.migrate,
@@ -610,35 +609,12 @@ fn domain_limits_of(
     })
 }
 
-fn bounded<T: PartialOrd + fmt::Display + Copy>(
-    field: &str,
-    value: T,
-    min: T,
-    max: T,
-) -> Result<T, ConfigError> {
-    if value < min || value > max {
-        return Err(invalid(
-            field.to_owned(),
-            format!("must be between {min} and {max}, not {value}"),
-        ));
-    }
-    Ok(value)
-}
-
 /// `HOST:PORT` (a name is resolved once, now).
 fn parse_addr(text: &str) -> Result<SocketAddr, String> {
     text.to_socket_addrs()
         .map_err(|e| format!("`{text}` is not HOST:PORT ({e})"))?
         .next()
         .ok_or_else(|| format!("`{text}` resolves to no address"))
-}
-
-fn system_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "localhost".to_owned())
 }
 
 #[cfg(test)]

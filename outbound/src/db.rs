@@ -1,16 +1,16 @@
 //! One connection to the shared database, SQLite or MySQL, behind one small
 //! interface: positional `?` statements with plain values, and explicit transactions.
 //!
-//! Owns: opening the store (through `smtpd::store::schema`, so both daemons agree on
+//! Owns: opening the store (through `mailstore::schema`, so both daemons agree on
 //! the schema version), converting values, the per-call timeout, reconnecting MySQL.
 //! Must not: know the queue's tables (that is `queue`).
 
 use std::time::Duration;
 
+use mailstore::schema;
+use mailstore::{OpenError, StoreUrl, Synchronous};
 use mysql_async::prelude::Queryable;
 use mysql_async::{Params, Pool, Value};
-use smtpd::store::schema;
-use smtpd::store::{StoreError, StoreUrl, Synchronous};
 use tokio::time::timeout;
 
 /// Longest any one statement may take before it counts as failed.
@@ -100,7 +100,7 @@ pub enum Db {
 impl Db {
     /// Opens the store; SQLite is migrated always (as `smtpd` does), MySQL only with
     /// `migrate` (otherwise its schema version is checked).
-    pub async fn open(url: &StoreUrl, migrate: bool) -> Result<Self, StoreError> {
+    pub async fn open(url: &StoreUrl, migrate: bool) -> Result<Self, OpenError> {
         match url {
             StoreUrl::Sqlite(path) => {
                 Ok(Self::Sqlite(schema::open_sqlite(path, Synchronous::Full)?))

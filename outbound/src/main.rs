@@ -29,7 +29,6 @@ mod mx;
 mod node;
 mod payload;
 mod queue;
-mod reply;
 mod retry;
 mod template;
 mod tls;
@@ -316,24 +315,14 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
 }
 
 fn init_logging(verbose: bool, file: Option<&std::path::Path>) -> anyhow::Result<()> {
-    let default = if verbose {
-        "outbound=debug,info"
-    } else {
-        "info"
-    };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("OUTBOUND_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match file {
-        Some(path) => {
-            let f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("cannot open log file {}", path.display()))?;
-            builder.with_ansi(false).with_writer(Arc::new(f)).init();
-        }
-        None => builder.with_writer(std::io::stderr).init(),
-    }
+    ops::logging::init(&ops::logging::Logging {
+        env_var: "OUTBOUND_LOG",
+        default_filter: if verbose {
+            "outbound=debug,info"
+        } else {
+            "info"
+        },
+        file,
+    })?;
     Ok(())
 }

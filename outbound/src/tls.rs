@@ -1,11 +1,11 @@
 //! Opportunistic STARTTLS for outbound connections: encryption without certificate
-//! verification (why: see `smtpd::tls_client`), as Postfix's "may" level.
+//! verification (why: see `smtp_wire::tls_client`), as Postfix's "may" level.
 
 use tokio_rustls::TlsConnector;
 
 /// The connector used for STARTTLS to every destination.
 pub fn opportunistic_connector() -> Result<TlsConnector, rustls::Error> {
     Ok(TlsConnector::from(
-        smtpd::tls_client::unverified_client_config()?,
+        smtp_wire::tls_client::unverified_client_config()?,
     ))
 }

@@ -24,7 +24,7 @@ use crate::config::Config;
 use crate::mx::{RouteError, Router};
 use crate::payload::Payload;
 use crate::queue::{Attempt, Outcome};
-use crate::reply::Reply;
+use smtp_wire::Reply;
 
 /// Reserves a transaction's share of a domain's shared schedule (GCRA: the key holds
 /// the earliest start of the next transaction, in microseconds of the Redis clock, so
@@ -216,7 +216,7 @@ impl Report {
             outcome,
             mx: Some(mx.to_owned()),
             code: Some(reply.code),
-            status: reply.status.clone(),
+            status: reply.status.map(|s| s.to_string()),
             text: reply.text.replace('\n', " "),
         }
     }

@@ -17,12 +17,13 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use crate::config_error::ConfigError;
-use crate::config_error::{invalid, parse_toml, read_toml};
 use crate::protocol::{DomainPolicy, SessionConfig};
 use crate::store::cache::{CacheConfig, CacheMode};
 use crate::store::retention::RetentionConfig;
 use crate::store::{StoreUrl, Synchronous};
+pub use ops::ConfigError;
+use ops::host::{check_hostname, system_hostname};
+use ops::{bounded, invalid, parse_toml, read_toml};
 
 /// The listen address with no `--listen`, `-p` or `server.listen`: loopback only, so a
 /// first `cargo run` never exposes a server to the network.
@@ -345,7 +346,7 @@ impl Config {
             .clone()
             .or(server.hostname)
             .unwrap_or_else(system_hostname);
-        validate_hostname(&hostname)?;
+        check_hostname("server.hostname", &hostname)?;
 
         let mut listen_raw = if !cli.listen.is_empty() {
             cli.listen.clone()
@@ -399,20 +400,20 @@ impl Config {
             .max_clients
             .or(server.max_clients)
             .unwrap_or(DEFAULT_MAX_CLIENTS);
-        check_range("server.max_clients", max_clients, 1, 1_000_000)?;
+        bounded("server.max_clients", max_clients, 1, 1_000_000)?;
         let listen_backlog = server.listen_backlog.unwrap_or(DEFAULT_LISTEN_BACKLOG);
-        check_range("server.listen_backlog", listen_backlog as usize, 1, 65_535)?;
+        bounded("server.listen_backlog", listen_backlog as usize, 1, 65_535)?;
 
         let max_message_bytes = limits
             .max_message_bytes
             .unwrap_or(DEFAULT_MAX_MESSAGE_BYTES);
-        check_range("limits.max_message_bytes", max_message_bytes, 1024, 1 << 30)?;
+        bounded("limits.max_message_bytes", max_message_bytes, 1024, 1 << 30)?;
         let max_recipients = limits.max_recipients.unwrap_or(DEFAULT_MAX_RECIPIENTS);
-        check_range("limits.max_recipients", max_recipients, 1, 100_000)?;
+        bounded("limits.max_recipients", max_recipients, 1, 100_000)?;
         let max_data_line_bytes = limits
             .max_data_line_bytes
             .unwrap_or(DEFAULT_MAX_DATA_LINE_BYTES);
-        check_range(
+        bounded(
             "limits.max_data_line_bytes",
             max_data_line_bytes,
             1000,
@@ -420,11 +421,11 @@ impl Config {
         )?;
 
         let max_errors = limits.max_errors.unwrap_or(DEFAULT_MAX_ERRORS);
-        check_range("limits.max_errors", max_errors as usize, 1, 100_000)?;
+        bounded("limits.max_errors", max_errors as usize, 1, 100_000)?;
         let max_junk_commands = limits
             .max_junk_commands
             .unwrap_or(DEFAULT_MAX_JUNK_COMMANDS);
-        check_range(
+        bounded(
             "limits.max_junk_commands",
             max_junk_commands as usize,
             1,
@@ -433,14 +434,14 @@ impl Config {
         let max_connections_per_ip = limits
             .max_connections_per_ip
             .unwrap_or(DEFAULT_MAX_CONNECTIONS_PER_IP);
-        check_range(
+        bounded(
             "limits.max_connections_per_ip",
             max_connections_per_ip as usize,
             0,
             1_000_000,
         )?;
         let max_connection_rate_per_ip = limits.max_connection_rate_per_ip.unwrap_or(0);
-        check_range(
+        bounded(
             "limits.max_connection_rate_per_ip",
             max_connection_rate_per_ip as usize,
             0,
@@ -449,14 +450,14 @@ impl Config {
         let max_inflight_bytes = limits
             .max_inflight_bytes
             .unwrap_or(DEFAULT_MAX_INFLIGHT_BYTES);
-        check_range(
+        bounded(
             "limits.max_inflight_bytes",
             max_inflight_bytes,
             65_536,
             usize::MAX,
         )?;
         let greet_delay_ms = limits.greet_delay_ms.unwrap_or(0);
-        check_range("limits.greet_delay_ms", greet_delay_ms as usize, 0, 60_000)?;
+        bounded("limits.greet_delay_ms", greet_delay_ms as usize, 0, 60_000)?;
         let client_limits = crate::reactor::limits::LimitsConfig {
             max_connections_per_ip,
             max_connection_rate_per_ip,
@@ -464,13 +465,13 @@ impl Config {
         };
 
         let command_secs = timeouts.command_secs.unwrap_or(DEFAULT_COMMAND_SECS);
-        check_range("timeouts.command_secs", command_secs as usize, 1, 86_400)?;
+        bounded("timeouts.command_secs", command_secs as usize, 1, 86_400)?;
         let data_secs = timeouts.data_secs.unwrap_or(DEFAULT_DATA_SECS);
-        check_range("timeouts.data_secs", data_secs as usize, 1, 86_400)?;
+        bounded("timeouts.data_secs", data_secs as usize, 1, 86_400)?;
         let grace_secs = timeouts
             .shutdown_grace_secs
             .unwrap_or(DEFAULT_SHUTDOWN_GRACE_SECS);
-        check_range(
+        bounded(
             "timeouts.shutdown_grace_secs",
             grace_secs as usize,
             0,
@@ -486,18 +487,18 @@ impl Config {
         let batch_max_messages = store
             .batch_max_messages
             .unwrap_or(DEFAULT_BATCH_MAX_MESSAGES);
-        check_range("store.batch_max_messages", batch_max_messages, 1, 10_000)?;
+        bounded("store.batch_max_messages", batch_max_messages, 1, 10_000)?;
         let batch_delay_us = store
             .batch_max_delay_us
             .unwrap_or(DEFAULT_BATCH_MAX_DELAY_US);
-        check_range(
+        bounded(
             "store.batch_max_delay_us",
             batch_delay_us as usize,
             0,
             1_000_000,
         )?;
         let queue_capacity = store.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY);
-        check_range("store.queue_capacity", queue_capacity, 1, 1_000_000)?;
+        bounded("store.queue_capacity", queue_capacity, 1, 1_000_000)?;
         let synchronous = match store.synchronous.as_deref() {
             None => Synchronous::Full,
             Some(s) => Synchronous::from_str(s).map_err(|_| {
@@ -635,9 +636,9 @@ fn build_cache(redis: RawRedis, cli: &Cli) -> Result<Option<CacheConfig>, Config
         }
     };
     let ttl_secs = redis.ttl_secs.unwrap_or(DEFAULT_REDIS_TTL_SECS);
-    check_range("redis.ttl_secs", ttl_secs as usize, 1, 365 * 86_400)?;
+    bounded("redis.ttl_secs", ttl_secs as usize, 1, 365 * 86_400)?;
     let inbox_max = redis.inbox_max.unwrap_or(DEFAULT_REDIS_INBOX_MAX);
-    check_range("redis.inbox_max", inbox_max, 1, 1_000_000)?;
+    bounded("redis.inbox_max", inbox_max, 1, 1_000_000)?;
     let key_prefix = redis
         .key_prefix
         .unwrap_or_else(|| DEFAULT_REDIS_KEY_PREFIX.to_string());
@@ -650,7 +651,7 @@ fn build_cache(redis: RawRedis, cli: &Cli) -> Result<Option<CacheConfig>, Config
     let compress_min_bytes = redis
         .compress_min_bytes
         .unwrap_or(DEFAULT_REDIS_COMPRESS_MIN_BYTES);
-    check_range("redis.compress_min_bytes", compress_min_bytes, 0, 1 << 30)?;
+    bounded("redis.compress_min_bytes", compress_min_bytes, 0, 1 << 30)?;
     Ok(Some(CacheConfig {
         url,
         mode,
@@ -663,11 +664,11 @@ fn build_cache(redis: RawRedis, cli: &Cli) -> Result<Option<CacheConfig>, Config
 
 fn build_retention(raw: RawRetention) -> Result<RetentionConfig, ConfigError> {
     let hours = raw.max_age_hours.unwrap_or(0);
-    check_range("retention.max_age_hours", hours as usize, 0, 24 * 365 * 100)?;
+    bounded("retention.max_age_hours", hours as usize, 0, 24 * 365 * 100)?;
     let interval = raw.interval_secs.unwrap_or(DEFAULT_RETENTION_INTERVAL_SECS);
-    check_range("retention.interval_secs", interval as usize, 1, 86_400)?;
+    bounded("retention.interval_secs", interval as usize, 1, 86_400)?;
     let batch_rows = raw.batch_rows.unwrap_or(DEFAULT_RETENTION_BATCH_ROWS);
-    check_range("retention.batch_rows", batch_rows, 1, 1_000_000)?;
+    bounded("retention.batch_rows", batch_rows, 1, 1_000_000)?;
     Ok(RetentionConfig {
         max_age: (hours > 0).then(|| Duration::from_secs(hours * 3600)),
         max_total_bytes: raw.max_total_bytes.filter(|&b| b > 0),
@@ -683,44 +684,6 @@ fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
 /// Parses TOML text; serde's message already names the section and key.
 pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
     parse_toml(path, text)
-}
-
-fn check_range(field: &'static str, v: usize, min: usize, max: usize) -> Result<(), ConfigError> {
-    if v < min || v > max {
-        return Err(invalid(
-            field,
-            format!("{v} is out of range (allowed {min} to {max})"),
-        ));
-    }
-    Ok(())
-}
-
-/// The name must be safe to put into replies and headers: a DNS name or address
-/// literal, no spaces or control characters.
-fn validate_hostname(name: &str) -> Result<(), ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 255
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"-._[]:".contains(&b));
-    if ok {
-        Ok(())
-    } else {
-        Err(invalid(
-            "server.hostname",
-            format!("{name:?} is not a host name (letters, digits, '-', '.', at most 255)"),
-        ))
-    }
-}
-
-/// The machine's name for the greeting when none is configured, read from the
-/// kernel rather than a resolver (no network lookups at start).
-fn system_hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| validate_hostname(s).is_ok())
-        .unwrap_or_else(|| "localhost".to_string())
 }
 
 #[cfg(test)]

@@ -12,15 +12,12 @@
 //! - [`handoff`]: the plain values that cross between those three.
 //! - [`config`]: the TOML file and command line, validated into one `Config`.
 //! - [`tls`]: certificate loading and the reloadable rustls configuration.
-//! - [`tls_client`]: the unverified client TLS configuration (relay, load generator).
 
 #![forbid(unsafe_code)]
 
 pub mod config;
-pub mod config_error;
 pub mod handoff;
 pub mod protocol;
 pub mod reactor;
 pub mod store;
 pub mod tls;
-pub mod tls_client;

@@ -1,7 +1,6 @@
 //! `smtpd`: parse the command line and config, open the store, start the reactors,
 //! wait for a signal, drain, exit.
 
-use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -41,28 +40,12 @@ fn main() -> ExitCode {
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<()> {
-    let default = if config.verbose { "debug" } else { "info" };
-    let filter = tracing_subscriber::EnvFilter::try_from_env("SMTPD_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match &config.log_file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .with_context(|| format!("log.file: cannot open {}", path.display()))?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
-        }
-        // Colours only for a person at a terminal, not in log files or journald.
-        None => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .init(),
-    }
+    ops::logging::init(&ops::logging::Logging {
+        env_var: "SMTPD_LOG",
+        default_filter: if config.verbose { "debug" } else { "info" },
+        file: config.log_file.as_deref(),
+    })
+    .context("log.file")?;
     Ok(())
 }
 

@@ -19,7 +19,7 @@ use super::StoreError;
 use super::backend::CommitError;
 use super::row::MailRow;
 use super::schema;
-use super::url::MysqlUrl;
+use mailstore::MysqlUrl;
 
 /// Any single database round trip longer than this counts as a failure: the
 /// clients are waiting, and a hung server must turn into 451s, not into silence.

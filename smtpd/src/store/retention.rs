@@ -20,7 +20,7 @@ use tracing::{debug, info, warn};
 
 use super::StoreError;
 use super::sqlite::SqliteStore;
-use super::url::{MysqlUrl, StoreUrl};
+use mailstore::{MysqlUrl, StoreUrl};
 
 /// Pause between two delete batches: lets the committer take the write lock.
 const BATCH_PAUSE: Duration = Duration::from_millis(20);

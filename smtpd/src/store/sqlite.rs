@@ -10,7 +10,7 @@ use std::path::Path;
 use super::StoreError;
 use super::row::MailRow;
 use super::schema;
-use super::url::Synchronous;
+use mailstore::Synchronous;
 
 const INSERT: &str = r#"INSERT INTO new_mail
   (date, "from", "to", subject, body, charset, mail, spam_score, hash, content_type,

@@ -27,8 +27,8 @@ use super::queue_id::new_queue_id;
 use super::retention::{Retention, RetentionConfig};
 use super::row::MailRow;
 use super::sqlite::SqliteStore;
-use super::url::{StoreUrl, Synchronous};
 use crate::handoff::{Completion, CompletionSink, ConnKey, QueueId, StoreFailed, Submission};
+use mailstore::{StoreUrl, Synchronous};
 
 /// After a COMMIT whose answer was lost, how long the committer keeps asking the
 /// database whether the batch is there before giving up (and answering 451, with

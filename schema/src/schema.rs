@@ -16,8 +16,8 @@ use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::time::timeout;
 use tracing::info;
 
-use super::StoreError;
-use super::url::{MysqlUrl, Synchronous};
+use crate::OpenError;
+use crate::url::{MysqlUrl, Synchronous};
 
 /// SQLite migrations, in order. A released migration is never edited, only
 /// followed by a new one.
@@ -25,36 +25,36 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
     (
         1,
         "0001_new_mail",
-        include_str!("../../../schema/sqlite/0001_new_mail.sql"),
+        include_str!("../sqlite/0001_new_mail.sql"),
     ),
     (
         2,
         "0002_outbound",
-        include_str!("../../../schema/sqlite/0002_outbound.sql"),
+        include_str!("../sqlite/0002_outbound.sql"),
     ),
     (
         3,
         "0003_relay_instances",
-        include_str!("../../../schema/sqlite/0003_relay_instances.sql"),
+        include_str!("../sqlite/0003_relay_instances.sql"),
     ),
 ];
 
 /// MySQL migrations, in order (same versions as SQLite's).
-pub(super) const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
+pub const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
     (
         1,
         "0001_new_mail",
-        include_str!("../../../schema/mysql/0001_new_mail.sql"),
+        include_str!("../mysql/0001_new_mail.sql"),
     ),
     (
         2,
         "0002_outbound",
-        include_str!("../../../schema/mysql/0002_outbound.sql"),
+        include_str!("../mysql/0002_outbound.sql"),
     ),
     (
         3,
         "0003_relay_instances",
-        include_str!("../../../schema/mysql/0003_relay_instances.sql"),
+        include_str!("../mysql/0003_relay_instances.sql"),
     ),
 ];
 
@@ -74,14 +74,14 @@ const WAL_CHECKPOINT_BYTES: u32 = 4 * 1024 * 1024;
 
 /// Opens (creating it and its directory if needed) the SQLite store in WAL mode with
 /// the given durability, and applies any missing migrations.
-pub fn open_sqlite(path: &Path, synchronous: Synchronous) -> Result<Connection, StoreError> {
+pub fn open_sqlite(path: &Path, synchronous: Synchronous) -> Result<Connection, OpenError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+        std::fs::create_dir_all(dir).map_err(|source| OpenError::CreateDir {
             path: dir.to_owned(),
             source,
         })?;
     }
-    let open = |source| StoreError::Open {
+    let open = |source| OpenError::Open {
         path: path.to_owned(),
         source,
     };
@@ -106,7 +106,7 @@ pub fn open_sqlite(path: &Path, synchronous: Synchronous) -> Result<Connection, 
         .query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))
         .map_err(open)?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::NotWal {
+        return Err(OpenError::NotWal {
             path: path.to_owned(),
             mode,
         });
@@ -124,8 +124,8 @@ pub fn open_sqlite(path: &Path, synchronous: Synchronous) -> Result<Connection, 
     .map_err(open)?;
     // Checkpoint (copy the WAL into the file) every ~4 MiB of WAL, as SQLite's
     // default of 1000 pages does for 4 KiB pages: an inline checkpoint runs inside
-    // a commit, so its size bounds the latency spike it adds. (smtpd's committer
-    // moves them to a background thread: `store::checkpoint`.)
+    // a commit, so its size bounds the latency spike it adds (a background
+    // checkpointer was measured and rejected: its fsync queued behind the commits').
     set_wal_autocheckpoint(&conn, WAL_CHECKPOINT_BYTES).map_err(open)?;
     migrate_sqlite(&mut conn)?;
     Ok(conn)
@@ -139,8 +139,8 @@ pub fn set_wal_autocheckpoint(conn: &Connection, bytes: u32) -> rusqlite::Result
     conn.execute_batch(&format!("PRAGMA wal_autocheckpoint={pages};"))
 }
 
-fn migrate_sqlite(conn: &mut Connection) -> Result<(), StoreError> {
-    let migrate = |version, source: rusqlite::Error| StoreError::Migrate {
+fn migrate_sqlite(conn: &mut Connection) -> Result<(), OpenError> {
+    let migrate = |version, source: rusqlite::Error| OpenError::Migrate {
         version,
         source: Box::new(source),
     };
@@ -187,8 +187,8 @@ pub async fn open_mysql(
     migrate: bool,
     pool_max: usize,
     stmt_cache: usize,
-) -> Result<Pool, StoreError> {
-    let opts = Opts::from_url(url.as_str()).map_err(|e| StoreError::Mysql(e.to_string()))?;
+) -> Result<Pool, OpenError> {
+    let opts = Opts::from_url(url.as_str()).map_err(|e| OpenError::Mysql(e.to_string()))?;
     let constraints = PoolConstraints::new(1, pool_max.max(1)).unwrap_or_default();
     let opts = OptsBuilder::from_opts(opts)
         .pool_opts(PoolOpts::default().with_constraints(constraints))
@@ -197,8 +197,8 @@ pub async fn open_mysql(
     let pool = Pool::new(opts);
     let mut conn = timeout(MYSQL_CONNECT_TIMEOUT, pool.get_conn())
         .await
-        .map_err(|_| StoreError::Mysql("connect timed out".into()))?
-        .map_err(|e| StoreError::Mysql(e.to_string()))?;
+        .map_err(|_| OpenError::Mysql("connect timed out".into()))?
+        .map_err(|e| OpenError::Mysql(e.to_string()))?;
     if migrate {
         migrate_mysql(&mut conn).await?;
     }
@@ -208,7 +208,7 @@ pub async fn open_mysql(
         .await
         .unwrap_or(None);
     if found.unwrap_or(0) < latest {
-        return Err(StoreError::SchemaOutdated {
+        return Err(OpenError::SchemaOutdated {
             found: found.unwrap_or(0),
             expected: latest,
         });
@@ -216,9 +216,9 @@ pub async fn open_mysql(
     Ok(pool)
 }
 
-async fn migrate_mysql(conn: &mut mysql_async::Conn) -> Result<(), StoreError> {
+async fn migrate_mysql(conn: &mut mysql_async::Conn) -> Result<(), OpenError> {
     let fail = |version: u32| {
-        move |e: mysql_async::Error| StoreError::Migrate {
+        move |e: mysql_async::Error| OpenError::Migrate {
             version: i64::from(version),
             source: Box::new(e),
         }

@@ -1,5 +1,5 @@
 //! The error of every configuration loader in the workspace (`smtpd`'s and
-//! `outbound`'s), and the TOML file reading they share.
+//! `outbound`'s), the TOML file reading and the range check they share.
 //!
 //! Owns: naming what is wrong: the file that cannot be read, the file that does not
 //! parse (serde's message names the section and key), or the field whose value is
@@ -52,4 +52,37 @@ pub fn parse_toml<T: DeserializeOwned>(path: &Path, text: &str) -> Result<T, Con
         path: path.to_path_buf(),
         message: e.to_string(),
     })
+}
+
+/// `value` of `field` must lie in `min..=max`; returns it when it does.
+pub fn bounded<T: PartialOrd + fmt::Display + Copy>(
+    field: impl Into<Cow<'static, str>>,
+    value: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    if value < min || value > max {
+        return Err(invalid(
+            field,
+            format!("{value} is out of range (allowed {min} to {max})"),
+        ));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounded_names_the_field_and_the_range() {
+        assert_eq!(bounded("a.b", 5, 1, 10).ok(), Some(5));
+        let e = bounded("limits.max_recipients", 0usize, 1, 10).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "limits.max_recipients: 0 is out of range (allowed 1 to 10)"
+        );
+        assert!(bounded("x", 1.5, 1.0, 100.0).is_ok());
+    }
 }

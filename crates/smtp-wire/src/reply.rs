@@ -5,6 +5,8 @@
 
 use std::fmt;
 
+use crate::enhanced::EnhancedCode;
+
 /// Longest reply line we accept (RFC 5321 §4.5.3.1.5 says 512 octets; real servers
 /// send longer texts, so allow some slack but stay bounded).
 pub const MAX_REPLY_LINE: usize = 4096;
@@ -16,7 +18,7 @@ pub const MAX_REPLY_LINES: usize = 128;
 pub struct Reply {
     pub code: u16,
     /// Enhanced status code such as `5.1.1`, when the first line carries one.
-    pub status: Option<String>,
+    pub status: Option<EnhancedCode>,
     /// The text of all lines (without code and enhanced status), joined by `\n`.
     pub text: String,
     /// Lines after the first, as sent (EHLO keywords live there).
@@ -109,35 +111,17 @@ impl ReplyParser {
             return Ok(None);
         }
         let parser = std::mem::take(self);
-        let (status, first) = split_enhanced(code, &parser.first_text);
+        let (status, first) = EnhancedCode::split_text(code, &parser.first_text);
         let mut texts = parser.texts;
         if let Some(t) = texts.first_mut() {
             *t = first.to_owned();
         }
         Ok(Some(Reply {
             code,
-            status: status.map(str::to_owned),
+            status,
             text: texts.join("\n"),
             lines: parser.lines,
         }))
-    }
-}
-
-/// Splits `5.1.1 User unknown` into the enhanced code and the rest, when the
-/// enhanced code is well formed and its class matches the reply code's first digit.
-pub fn split_enhanced(code: u16, text: &str) -> (Option<&str>, &str) {
-    let (candidate, rest) = text.split_once(' ').unwrap_or((text, ""));
-    let parts: Vec<&str> = candidate.split('.').collect();
-    let well_formed = parts.len() == 3
-        && parts
-            .iter()
-            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
-        && parts.first().and_then(|c| c.parse::<u16>().ok()) == Some(code / 100)
-        && matches!(code / 100, 2 | 4 | 5);
-    if well_formed {
-        (Some(candidate), rest)
-    } else {
-        (None, text)
     }
 }
 
@@ -159,7 +143,7 @@ mod tests {
     fn single_line_with_enhanced_code() {
         let r = parse(&["550 5.1.1 No such user"]).unwrap().unwrap();
         assert_eq!(r.code, 550);
-        assert_eq!(r.status.as_deref(), Some("5.1.1"));
+        assert_eq!(r.status, Some(EnhancedCode::new(5, 1, 1)));
         assert_eq!(r.text, "No such user");
         assert!(r.is_permanent());
         assert_eq!(r.one_line(), "550 5.1.1 No such user");
