@@ -307,17 +307,16 @@ impl Conn {
     /// Reads one (possibly multi-line) reply; returns its code.
     async fn reply(&mut self) -> anyhow::Result<u16> {
         tokio::time::timeout(REPLY_TIMEOUT, async {
+            let mut parser = smtp_wire::ReplyParser::default();
             loop {
                 while let Some(end) = memchr::memchr(b'\n', &self.buf) {
-                    let line = &self.buf[..end];
-                    if line.len() < 3 {
-                        bail!("short reply line");
-                    }
-                    let code = std::str::from_utf8(&line[..3])?.parse::<u16>()?;
-                    let last = line.get(3) != Some(&b'-');
+                    let line = self.buf[..end]
+                        .strip_suffix(b"\r")
+                        .unwrap_or(&self.buf[..end]);
+                    let parsed = parser.line(line)?;
                     self.buf.drain(..=end);
-                    if last {
-                        return Ok(code);
+                    if let Some(reply) = parsed {
+                        return Ok(reply.code);
                     }
                 }
                 let mut chunk = [0u8; 4096];

@@ -2,8 +2,8 @@
 
 use std::time::Duration;
 
-use crate::services::Redis;
 use crate::support::{Dest, FAST, Relay, Store, enqueue, message};
+use test_support::services::Redis;
 
 /// Destination arrival times (seconds), sorted.
 fn arrivals(dest: &Dest) -> Vec<f64> {

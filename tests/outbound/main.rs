@@ -19,9 +19,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../smtpd/support/services.rs"]
-#[allow(dead_code)]
-mod services;
 mod support;
 
 mod bounces;

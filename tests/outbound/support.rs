@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use tempfile::TempDir;
 
-pub use crate::services::{Mariadb, free_port};
+pub use test_support::services::{Mariadb, free_port};
 
 const PYTHON: &str = "/usr/bin/python3";
 const START: Duration = Duration::from_secs(20);
@@ -418,7 +418,7 @@ impl Relay {
         let Some(mut c) = self.child.take() else {
             return false;
         };
-        crate::services::signal_pid(c.id(), "TERM");
+        test_support::services::signal_pid(c.id(), "TERM");
         let deadline = Instant::now() + Duration::from_secs(20);
         loop {
             if let Ok(Some(status)) = c.try_wait() {

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 use rusqlite::{Connection, OpenFlags};
 use tempfile::TempDir;
 
-pub mod services;
+pub use test_support::services;
 
 /// The server binary under test, built by cargo for this test crate.
 pub const SMTPD: &str = env!("CARGO_BIN_EXE_smtpd");
@@ -478,10 +478,12 @@ pub fn run_tool(cmd: &mut Command, timeout: Duration) -> Output {
 // Raw SMTP client
 // ---------------------------------------------------------------------------------
 
-/// One SMTP reply: the code and every line's text (without CRLF).
+/// One SMTP reply: the code, its enhanced code (`""` when the reply has none), and
+/// every line as sent (without CRLF).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     pub code: u16,
+    enhanced: String,
     pub lines: Vec<String>,
 }
 
@@ -493,13 +495,7 @@ impl Reply {
 
     /// The enhanced status code of the first line (`2.1.0`), or "" if there is none.
     pub fn enhanced(&self) -> &str {
-        let first = self.lines.first().map(String::as_str).unwrap_or("");
-        let word = first.get(4..).unwrap_or("").split(' ').next().unwrap_or("");
-        let looks_enhanced = word.split('.').count() == 3
-            && word
-                .split('.')
-                .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()));
-        if looks_enhanced { word } else { "" }
+        &self.enhanced
     }
 
     /// Asserts the code and (when `enhanced` is not empty) the enhanced code.
@@ -638,10 +634,13 @@ impl Client {
         }
     }
 
-    /// One complete (possibly multi-line) reply within `timeout`.
+    /// One complete (possibly multi-line) reply within `timeout`, read with the
+    /// workspace's one reply parser (`smtp_wire`), which also refuses malformed
+    /// lines and a code that changes inside a multi-line reply.
     pub fn try_read_reply_within(&mut self, timeout: Duration) -> Result<Reply, ReadError> {
         let deadline = Instant::now() + timeout;
         let mut lines = Vec::new();
+        let mut parser = smtp_wire::ReplyParser::default();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let raw = self.read_line(left)?;
@@ -652,29 +651,20 @@ impl Client {
                 "reply line not ended by CRLF: {text:?}\ntranscript:\n{}",
                 self.transcript
             );
-            let line = text.trim_end_matches("\r\n").to_string();
-            let code: u16 = line
-                .get(..3)
-                .and_then(|c| c.parse().ok())
-                .unwrap_or_else(|| {
-                    panic!("bad reply line {line:?}\ntranscript:\n{}", self.transcript)
+            let line = &raw[..raw.len() - 2];
+            lines.push(String::from_utf8_lossy(line).into_owned());
+            let parsed = parser.line(line).unwrap_or_else(|e| {
+                panic!(
+                    "bad reply line {text:?}: {e}\ntranscript:\n{}",
+                    self.transcript
+                )
+            });
+            if let Some(reply) = parsed {
+                return Ok(Reply {
+                    code: reply.code,
+                    enhanced: reply.status.map(|s| s.to_string()).unwrap_or_default(),
+                    lines,
                 });
-            let more = line.as_bytes().get(3) == Some(&b'-');
-            assert!(
-                matches!(line.as_bytes().get(3), None | Some(b' ') | Some(b'-')),
-                "bad reply line {line:?}"
-            );
-            if let Some(first) = lines.first() {
-                let first: &String = first;
-                assert_eq!(
-                    &first[..3],
-                    &line[..3],
-                    "code changed inside a multi-line reply"
-                );
-            }
-            lines.push(line);
-            if !more {
-                return Ok(Reply { code, lines });
             }
         }
     }

@@ -1,0 +1,9 @@
+//! Helpers shared by the end-to-end test suites (`tests/smtpd`, `tests/outbound`),
+//! linked as a dev-dependency so no suite reaches into another's files.
+//!
+//! - [`services`]: private MariaDB and Redis instances, each in its own temp dir on
+//!   a free loopback port, stopped on drop; `free_port`; `signal_pid`.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+pub mod services;
