@@ -50,6 +50,7 @@ fn batch_commit(c: &mut Criterion) {
                     sender
                         .send(Submission {
                             envelope: envelope(),
+                            spool: None,
                             received_at: SystemTime::now(),
                             conn: ConnKey {
                                 slot,

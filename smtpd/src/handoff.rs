@@ -3,7 +3,8 @@
 //! Owns: [`Envelope`] (protocol core → storage stage), [`QueueId`], [`Submission`] and
 //! [`Completion`] (reactor ⇄ storage stage) and [`CompletionSink`], the way the
 //! storage stage hands a commit result back to the reactor that owns the connection.
-//! Must not: do I/O or hold policy. These are plain data so every stage can be tested
+//! Must not: do I/O or hold policy (a [`SpooledBody`] is only a file's name; the
+//! spool module does its I/O). These are plain data so every stage can be tested
 //! on its own.
 
 use std::fmt;
@@ -12,6 +13,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crossbeam_channel::Sender;
+
+use crate::spool::SpooledBody;
 
 /// A completed SMTP transaction: what the client sent between MAIL and the end of DATA.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -88,6 +91,10 @@ pub struct ConnKey {
 #[derive(Debug)]
 pub struct Submission {
     pub envelope: Envelope,
+    /// A body too large to hold in memory was spooled: then the whole body is in
+    /// this file and `envelope.data` is empty. Dropping it deletes the file, so the
+    /// stage keeps it until the message is answered.
+    pub spool: Option<SpooledBody>,
     /// When the end of DATA was seen (the `Received:` date and the `date` column).
     pub received_at: SystemTime,
     pub conn: ConnKey,

@@ -68,11 +68,15 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
+    // Before the store: leftovers of a crashed run are removed before anything new
+    // is spooled (they were never acknowledged).
+    let spool = smtpd::spool::Spool::open(&config.spool_dir).context("cannot open the spool")?;
     let stage = StorageStage::start(
         &config.store_url,
         StageConfig {
             batch_max_messages: config.batch_max_messages,
             batch_max_delay: config.batch_max_delay,
+            batch_max_bytes: config.batch_max_bytes,
             queue_capacity: config.queue_capacity,
             hostname: config.hostname.clone(),
             synchronous: config.synchronous,
@@ -139,6 +143,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         hostname: config.hostname.clone(),
         greet_delay: config.greet_delay,
         max_inflight_bytes: config.max_inflight_bytes,
+        spill_threshold_bytes: config.spill_threshold_bytes,
+        spool: Arc::clone(&spool),
         implicit_tls_from,
         proxy_from,
         trusted_proxies: config.trusted_proxies.clone(),

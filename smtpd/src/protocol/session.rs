@@ -144,6 +144,14 @@ impl Session {
         self.data.as_ref().map_or(0, DataReceiver::buffered_bytes)
     }
 
+    /// Takes the message body bytes received so far out of the session, so the
+    /// reactor can spool a large body instead of holding it (None: nothing held).
+    /// The envelope of [`Event::Message`] then carries only the bytes received after
+    /// the last take; the reactor puts the pieces back together in order.
+    pub fn take_body_bytes(&mut self) -> Option<Vec<u8>> {
+        self.data.as_mut().and_then(DataReceiver::take_body)
+    }
+
     /// The client's real address, learned from a PROXY protocol header.
     pub fn set_peer(&mut self, peer: IpAddr) {
         self.peer = peer;

@@ -33,6 +33,7 @@ fn config(batch: usize, delay_ms: u64) -> StageConfig {
     StageConfig {
         batch_max_messages: batch,
         batch_max_delay: Duration::from_millis(delay_ms),
+        batch_max_bytes: crate::config::DEFAULT_BATCH_MAX_BYTES,
         queue_capacity: 1024,
         hostname: "mx.test".into(),
         synchronous: Synchronous::Full,
@@ -61,6 +62,7 @@ fn submit(stage: &StorageStage, sink: &Sink, slot: usize, envelope: Envelope) {
         .sender()
         .send(Submission {
             envelope,
+            spool: None,
             received_at: SystemTime::now(),
             conn: ConnKey {
                 slot,
