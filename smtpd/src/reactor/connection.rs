@@ -618,3 +618,22 @@ fn write_tls(tls: &mut rustls::ServerConnection, stream: &mut TcpStream) -> io::
     }
     Ok(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::must_spill;
+
+    #[test]
+    fn a_body_spills_over_its_share_or_when_the_budget_has_no_room() {
+        let (budget, threshold) = (1000, 300);
+        // Within both bounds: stays in memory.
+        assert!(!must_spill(300, 700, budget, threshold));
+        // Over the per-message share, however much room there is.
+        assert!(must_spill(301, 0, budget, threshold));
+        // The budget would be exceeded: the one that needs more memory spills, so
+        // no one waits for memory that others hold.
+        assert!(must_spill(100, 901, budget, threshold));
+        // Saturating: absurd counts never wrap into "fits".
+        assert!(must_spill(1, usize::MAX, budget, threshold));
+    }
+}
