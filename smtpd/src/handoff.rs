@@ -3,8 +3,8 @@
 //! Owns: [`Envelope`] (protocol core → storage stage), [`QueueId`], [`Submission`] and
 //! [`Completion`] (reactor ⇄ storage stage) and [`CompletionSink`], the way the
 //! storage stage hands a commit result back to the reactor that owns the connection.
-//! Must not: do I/O or hold policy (a [`SpooledBody`] is only a file's name; the
-//! spool module does its I/O). These are plain data so every stage can be tested
+//! Must not: do I/O or hold policy (a [`SpooledBody`] names a spool file; reading
+//! it, and deleting it when dropped, is the spool module's). These are plain data so every stage can be tested
 //! on its own.
 
 use std::fmt;

@@ -68,9 +68,6 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    // Before the store: leftovers of a crashed run are removed before anything new
-    // is spooled (they were never acknowledged).
-    let spool = smtpd::spool::Spool::open(&config.spool_dir).context("cannot open the spool")?;
     let stage = StorageStage::start(
         &config.store_url,
         StageConfig {
@@ -86,6 +83,9 @@ fn run(config: Config) -> anyhow::Result<()> {
         },
     )
     .context("cannot open the store")?;
+    // Before any reactor runs: leftovers of a crashed run (never acknowledged) are
+    // removed before anything new is spooled.
+    let spool = smtpd::spool::Spool::open(&config.spool_dir).context("cannot open the spool")?;
 
     // Plain (STARTTLS) listeners first, then implicit-TLS ones: the reactor tells
     // them apart by index.
