@@ -305,3 +305,28 @@ fn spool_leftovers_of_a_crashed_process_are_removed_at_start() {
     );
     assert_spool_empties(&first, "after commit");
 }
+
+/// A body that cannot be spooled (here: the spool directory was removed under the
+/// server) is answered `451 4.3.0`, never stored short; the session goes on, and
+/// small messages, which stay in memory, are still stored.
+#[test]
+fn a_body_that_cannot_be_spooled_gets_451_and_the_session_goes_on() {
+    let server = Server::start();
+    for dir in std::fs::read_dir(server.dir().join("spool")).unwrap() {
+        std::fs::remove_dir_all(dir.unwrap().path()).unwrap();
+    }
+    let mut c = server.ehlo_client();
+    let r = c.transaction(
+        "s@example.org",
+        &["big@example.com"],
+        &big_message("unspoolable", 2_000_000),
+    );
+    r.assert(451, "4.3.0");
+    c.deliver(
+        "s@example.org",
+        &["small@example.com"],
+        &crate::support::simple_message("in memory"),
+    );
+    let stored: Vec<String> = server.rows().into_iter().map(|r| r.recipient).collect();
+    assert_eq!(stored, ["small@example.com"]);
+}
