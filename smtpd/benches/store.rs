@@ -18,6 +18,7 @@ fn envelope() -> Envelope {
         mail_from: "a@b.example".into(),
         rcpt_to: vec!["x@example.com".into()],
         data,
+        data_offset: 0,
         helo: "client.example".into(),
         esmtp: true,
         smtputf8: false,

@@ -330,3 +330,61 @@ fn a_body_that_cannot_be_spooled_gets_451_and_the_session_goes_on() {
     let stored: Vec<String> = server.rows().into_iter().map(|r| r.recipient).collect();
     assert_eq!(stored, ["small@example.com"]);
 }
+
+/// A spooled message that is refused, with the next whole transaction pipelined
+/// behind its final dot in the same write: the next message is stored exactly as
+/// sent, never joined to the refused one's spool file.
+#[test]
+fn a_message_pipelined_behind_a_refused_spooled_one_is_stored_exactly() {
+    let server = Server::with_config("[limits]\nmax_message_bytes = 3000000\n");
+    let mut c = server.ehlo_client();
+    let small = crate::support::simple_message("pipelined behind a refusal");
+    for (refusal, bad_tail) in [
+        (550, &b"bare\nLF\r\n"[..]),
+        (552, &big_message("over", 2_000_000)[..]),
+    ] {
+        open_data(&mut c, "refused@example.com");
+        c.send(&big_message("spooled", 1_500_000));
+        wait_for_spool_file(&server, 1_100_000);
+        let mut wire = bad_tail.to_vec();
+        wire.extend_from_slice(
+            b".\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<next@example.com>\r\nDATA\r\n",
+        );
+        wire.extend_from_slice(&small);
+        wire.extend_from_slice(b".\r\n");
+        // One write from the final dot of the refused message to the end of the
+        // next one, so the server reads them together.
+        let dot = bad_tail.len();
+        c.send(&wire[..dot.saturating_sub(1)]);
+        thread::sleep(Duration::from_millis(200));
+        c.send(&wire[dot.saturating_sub(1)..]);
+        assert_eq!(c.read_reply().code, refusal);
+        c.expect(250, "2.1.0");
+        c.expect(250, "2.1.5");
+        c.expect(354, "");
+        let id = c.read_reply().queue_id();
+        let rows = server.rows_for(&id);
+        crate::support::assert_mail_blob(&rows[0].mail, "client.test", &small);
+        assert_spool_empties(&server, "after the refusal and the next message");
+    }
+
+    // The same, but the next message is large too: its own spool file, exact.
+    open_data(&mut c, "refused@example.com");
+    c.send(&big_message("spooled", 1_500_000));
+    wait_for_spool_file(&server, 1_100_000);
+    let next = big_message("next", 2_000_000);
+    let mut wire =
+        b"bare\nLF\r\n.\r\nMAIL FROM:<s@example.org>\r\nRCPT TO:<next@example.com>\r\nDATA\r\n"
+            .to_vec();
+    wire.extend_from_slice(&next[..10_000]);
+    c.send(&wire);
+    c.send(&next[10_000..]);
+    c.send(b".\r\n");
+    c.expect(550, "");
+    c.expect(250, "2.1.0");
+    c.expect(250, "2.1.5");
+    c.expect(354, "");
+    let id = c.read_reply().queue_id();
+    crate::support::assert_mail_blob(&server.rows_for(&id)[0].mail, "client.test", &next);
+    assert_spool_empties(&server, "after the large next message");
+}

@@ -68,9 +68,22 @@ const FIRST_ALLOCATION_BYTES: usize = 16 * 1024;
 ///
 /// Its capacity (what the in-flight budget charges) exceeds its length by at most
 /// [`MAX_GROWTH_BYTES`] once past that size, and by at most the length before.
+/// It counts what it handed out, so every piece says where in the body it belongs
+/// ([`BodyPiece::offset`]) and the envelope can say where its `data` starts.
 #[derive(Debug, Default)]
 pub struct BodyBuffer {
     bytes: Vec<u8>,
+    /// Octets handed out by [`BodyBuffer::take`] so far.
+    taken: u64,
+}
+
+/// Body octets taken out of a receiver while the message arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyPiece {
+    /// Octets of this same body taken before this piece: 0 for the first piece of
+    /// a body, so a new message is told from the continuation of an old one.
+    pub offset: u64,
+    pub bytes: Vec<u8>,
 }
 
 impl BodyBuffer {
@@ -103,9 +116,32 @@ impl BodyBuffer {
         self.bytes.capacity()
     }
 
-    /// Hands out everything held and starts over with no allocation.
-    pub fn take(&mut self) -> Vec<u8> {
-        std::mem::take(&mut self.bytes)
+    /// Hands out everything held (None if nothing is) and starts over with no
+    /// allocation.
+    pub fn take(&mut self) -> Option<BodyPiece> {
+        if self.bytes.is_empty() {
+            return None;
+        }
+        let bytes = std::mem::take(&mut self.bytes);
+        let offset = self.taken;
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        self.taken = self.taken.saturating_add(len);
+        Some(BodyPiece { offset, bytes })
+    }
+
+    /// Octets handed out so far: where what is held now starts in the body.
+    pub fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// Frees what is held (a refused body): nothing more is kept.
+    pub fn discard(&mut self) {
+        self.bytes = Vec::new();
+    }
+
+    /// What is held, at the end of the body (it starts at [`BodyBuffer::taken`]).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
     }
 }
 
@@ -214,20 +250,23 @@ impl DataReceiver {
 
     /// The body bytes received since the last call, for the reactor to spool; None
     /// when there are none (or the message is refused already: nothing is kept).
-    /// [`DataReceiver::finish`] then returns only what arrived after the last take.
-    pub fn take_body(&mut self) -> Option<Vec<u8>> {
-        if self.body.is_empty() {
-            return None;
-        }
-        Some(self.body.take())
+    /// [`DataReceiver::finish`] then returns only what arrived after the last take,
+    /// and [`DataReceiver::taken_bytes`] says how much came before it.
+    pub fn take_body(&mut self) -> Option<BodyPiece> {
+        self.body.take()
+    }
+
+    /// Octets of the body taken out by [`DataReceiver::take_body`] so far.
+    pub fn taken_bytes(&self) -> u64 {
+        self.body.taken()
     }
 
     /// The message once the end was seen: the body (what was not taken), or why it
     /// is refused.
-    pub fn finish(mut self) -> Result<Vec<u8>, DataError> {
+    pub fn finish(self) -> Result<Vec<u8>, DataError> {
         match self.error {
             Some(e) => Err(e),
-            None => Ok(self.body.take()),
+            None => Ok(self.body.into_bytes()),
         }
     }
 
@@ -265,7 +304,7 @@ impl DataReceiver {
             self.error = Some(error);
         }
         // A refused message is not kept: free its memory now.
-        self.body = BodyBuffer::default();
+        self.body.discard();
     }
 }
 
@@ -405,8 +444,8 @@ mod tests {
         // 4 MiB given: a doubling Vec could hold up to 8 MiB here.
         assert_eq!(b.len(), 4 << 20);
         assert!(b.capacity() <= (4 << 20) + MAX_GROWTH_BYTES);
-        assert_eq!(b.take().len(), 4 << 20);
-        assert_eq!((b.len(), b.capacity()), (0, 0));
+        assert_eq!(b.take().unwrap().bytes.len(), 4 << 20);
+        assert_eq!((b.len(), b.capacity(), b.taken()), (0, 0, 4 << 20));
     }
 
     #[test]
@@ -418,12 +457,15 @@ mod tests {
             let mut done = false;
             for piece in input.chunks(split) {
                 done |= matches!(r.feed(piece), Progress::Done { .. });
-                if !done {
-                    body.extend(r.take_body().unwrap_or_default());
+                if !done && let Some(piece) = r.take_body() {
+                    // Each piece says where it belongs.
+                    assert_eq!(piece.offset, body.len() as u64);
+                    body.extend(piece.bytes);
                     assert_eq!(r.buffered_bytes(), 0);
                 }
             }
             assert!(done);
+            assert_eq!(r.taken_bytes(), body.len() as u64);
             body.extend(r.finish().unwrap());
             assert_eq!(body, b"Subject: x\r\n\r\n.one\r\ntwo\r\n", "split {split}");
         }

@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use super::address::Mailbox;
 use super::command::{self, Command, MAX_COMMAND_LINE_BYTES, MailFrom};
-use super::data::{DataError, DataReceiver, Progress};
+use super::data::{BodyPiece, DataError, DataReceiver, Progress};
 use super::domains::DomainPolicy;
 use super::reply::{self, Reply};
 use crate::handoff::{Envelope, QueueId, StoreFailed};
@@ -146,9 +146,10 @@ impl Session {
 
     /// Takes the message body bytes received so far out of the session, so the
     /// reactor can spool a large body instead of holding it (None: nothing held).
-    /// The envelope of [`Event::Message`] then carries only the bytes received after
-    /// the last take; the reactor puts the pieces back together in order.
-    pub fn take_body_bytes(&mut self) -> Option<Vec<u8>> {
+    /// Each piece carries its offset in the body (0: a new body). The envelope of
+    /// [`Event::Message`] then carries only the bytes after the last take, and says
+    /// how many came before them (`Envelope::data_offset`).
+    pub fn take_body_bytes(&mut self) -> Option<BodyPiece> {
         self.data.as_mut().and_then(DataReceiver::take_body)
     }
 
@@ -486,6 +487,7 @@ impl Session {
         else {
             return None;
         };
+        let data_offset = receiver.taken_bytes();
         match receiver.finish() {
             Ok(data) => {
                 self.phase = Phase::Storing;
@@ -493,6 +495,7 @@ impl Session {
                     mail_from: transaction.mail.sender.text,
                     rcpt_to: transaction.recipients,
                     data,
+                    data_offset,
                     helo: greeted.name.clone(),
                     esmtp: greeted.esmtp,
                     smtputf8: transaction.mail.smtputf8,

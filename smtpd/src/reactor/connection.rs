@@ -282,11 +282,11 @@ impl Connection {
         match outcome {
             Outcome::Submit(envelope, _) => self.complete_body(envelope, budget),
             other => {
-                if self.session.phase() == Phase::Data {
+                if self.session.in_transaction() {
                     self.settle_body(budget);
                 } else {
-                    // DATA ended without a message (refused: too big, bare LF...),
-                    // or the session closed: the spool file goes now.
+                    // The message ended without being handed out (refused: too big,
+                    // bare LF...), or the session closed: its spool file goes now.
                     self.spill = Spill::Memory;
                     self.recharge(budget.inflight);
                 }
@@ -321,13 +321,16 @@ impl Connection {
         self.recharge(budget.inflight);
     }
 
-    /// Moves what the session holds of the body to the spool file (opening it on
-    /// first use). On failure the body is dropped from here on (`Spill::Failed`).
+    /// Moves what the session holds of the body to the spool file. The piece's
+    /// offset says which body it belongs to: 0 starts a new file (whatever an
+    /// earlier, refused message left is dropped: with pipelining, one read can end
+    /// a spooled message and begin the next), anything else must continue the open
+    /// file exactly. On failure the body is dropped from here on (`Spill::Failed`).
     fn spill_body(&mut self, spool: &Spool) {
-        let Some(bytes) = self.session.take_body_bytes() else {
+        let Some(piece) = self.session.take_body_bytes() else {
             return;
         };
-        if matches!(self.spill, Spill::Memory) {
+        if piece.offset == 0 {
             self.spill = match spool.create() {
                 Ok(writer) => Spill::File(writer),
                 Err(e) => {
@@ -336,25 +339,42 @@ impl Connection {
                 }
             };
         }
-        if let Spill::File(writer) = &mut self.spill
-            && let Err(e) = writer.append(&bytes)
-        {
-            warn!(peer = %self.peer, error = %e, "cannot write to the spool; the message will get 451");
-            self.spill = Spill::Failed;
+        match &mut self.spill {
+            Spill::File(writer) if writer.len() == piece.offset => {
+                if let Err(e) = writer.append(&piece.bytes) {
+                    warn!(peer = %self.peer, error = %e, "cannot write to the spool; the message will get 451");
+                    self.spill = Spill::Failed;
+                }
+            }
+            Spill::Failed => {}
+            // A continuation without its beginning: never store it short (a safety
+            // check; the offsets above keep the two in step).
+            Spill::File(_) | Spill::Memory => {
+                warn!(peer = %self.peer, offset = piece.offset, "spool out of step with the body; the message will get 451");
+                self.spill = Spill::Failed;
+            }
         }
     }
 
-    /// The end of DATA: a spooled body gets its last bytes and is handed on closed.
+    /// The end of the message: a spooled body gets its last bytes and is handed on
+    /// closed. `data_offset` tells a spooled message (its start is in the file,
+    /// exactly that long) from one held in memory whole.
     fn complete_body(&mut self, mut envelope: Envelope, budget: Budget<'_>) -> Outcome {
-        let outcome = match std::mem::take(&mut self.spill) {
-            Spill::Memory => {
+        let spill = std::mem::take(&mut self.spill);
+        let outcome = match spill {
+            // Any file here belonged to an earlier, refused message: dropped.
+            _ if envelope.data_offset == 0 => {
                 self.in_flight = envelope.data.capacity();
                 Outcome::Submit(envelope, None)
             }
-            Spill::File(mut writer) => {
+            Spill::File(mut writer) if writer.len() == envelope.data_offset => {
                 let tail = std::mem::take(&mut envelope.data);
                 match writer.append(&tail) {
-                    Ok(()) => Outcome::Submit(envelope, Some(writer.finish())),
+                    Ok(()) => {
+                        // All of the body is in the file now, before `data`.
+                        envelope.data_offset = writer.len();
+                        Outcome::Submit(envelope, Some(writer.finish()))
+                    }
                     Err(e) => {
                         warn!(peer = %self.peer, error = %e, "cannot write to the spool; answering 451");
                         Outcome::SpoolFailed
@@ -362,6 +382,10 @@ impl Connection {
                 }
             }
             Spill::Failed => Outcome::SpoolFailed,
+            Spill::File(_) | Spill::Memory => {
+                warn!(peer = %self.peer, offset = envelope.data_offset, "spool out of step with the body; answering 451");
+                Outcome::SpoolFailed
+            }
         };
         self.recharge(budget.inflight);
         outcome

@@ -308,6 +308,7 @@ mod tests {
             mail_from: "sender@example.org".into(),
             rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
             data: data.to_vec(),
+            data_offset: 0,
             helo: "client.example".into(),
             esmtp: true,
             smtputf8: false,

@@ -239,6 +239,16 @@ impl Committer {
             let id = new_queue_id(received_at);
             let hostname = &self.config.hostname;
             let row = match &spool {
+                // A safety check: the start of this body was taken out but is not
+                // here. Never store a message short.
+                None if envelope.data_offset != 0 => {
+                    error!(
+                        offset = envelope.data_offset,
+                        "message without the start of its body; answering 451"
+                    );
+                    unreadable.push(((id, conn, reply), Err(StoreFailed)));
+                    continue;
+                }
                 None => MailRow::new(envelope, id, received_at, hostname),
                 Some(body) => {
                     match MailRow::from_spool(envelope, body, id, received_at, hostname) {

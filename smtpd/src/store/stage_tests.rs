@@ -48,6 +48,7 @@ fn envelope(n: usize, rcpts: &[&str]) -> Envelope {
         mail_from: format!("s{n}@example.org"),
         rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
         data: format!("Subject: message {n}\r\n\r\nbody {n}\r\n..\r\n").into_bytes(),
+        data_offset: 0,
         helo: "client.example".into(),
         esmtp: true,
         smtputf8: false,
