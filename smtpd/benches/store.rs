@@ -18,6 +18,7 @@ fn envelope() -> Envelope {
         mail_from: "a@b.example".into(),
         rcpt_to: vec!["x@example.com".into()],
         data,
+        data_offset: 0,
         helo: "client.example".into(),
         esmtp: true,
         smtputf8: false,
@@ -50,6 +51,7 @@ fn batch_commit(c: &mut Criterion) {
                     sender
                         .send(Submission {
                             envelope: envelope(),
+                            spool: None,
                             received_at: SystemTime::now(),
                             conn: ConnKey {
                                 slot,

@@ -173,6 +173,7 @@ pub struct RawLimits {
     pub exempt_loopback: Option<bool>,
     pub greet_delay_ms: Option<u64>,
     pub max_inflight_bytes: Option<usize>,
+    pub spill_threshold_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -189,7 +190,9 @@ pub struct RawStore {
     pub url: Option<String>,
     pub batch_max_messages: Option<usize>,
     pub batch_max_delay_us: Option<u64>,
+    pub batch_max_bytes: Option<usize>,
     pub queue_capacity: Option<usize>,
+    pub spool_dir: Option<PathBuf>,
     pub synchronous: Option<String>,
     pub migrate: Option<bool>,
 }
@@ -231,6 +234,10 @@ pub const DEFAULT_BATCH_MAX_MESSAGES: usize = 256;
 /// its whole length on every message: at 2 ms one session could not pass 400 msgs/s,
 /// 10 sessions 3,600 (13,000 without it; bench/RESULTS.md, 2026-11-28e).
 pub const DEFAULT_BATCH_MAX_DELAY_US: u64 = 0;
+/// ...or once its message bodies add up to 16 MiB: the most the committer holds in
+/// memory at once (a larger single message is a batch of its own). Small messages
+/// never reach it (256 × 64 KB), so it costs batching nothing where batching pays.
+pub const DEFAULT_BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// Submissions waiting for the storage stage; beyond it reactors hold messages back
 /// (and their connections stop reading) instead of buffering without bound.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
@@ -254,6 +261,13 @@ pub const DEFAULT_MAX_JUNK_COMMANDS: u32 = 100;
 /// Message bytes held in memory over all connections before new message data
 /// waits in the sockets: 1 GiB.
 pub const DEFAULT_MAX_INFLIGHT_BYTES: usize = 1 << 30;
+/// A message body over 1 MiB goes to the spool as it arrives instead of staying in
+/// memory: most mail is far smaller (and stays on the fast path), while 1,000
+/// concurrent messages at this size fit the default budget.
+pub const DEFAULT_SPILL_THRESHOLD_BYTES: usize = 1 << 20;
+/// Spool directory for a MySQL store (relative to the working directory, like the
+/// default SQLite file). For SQLite it is `spool` next to the database file.
+pub const DEFAULT_MYSQL_SPOOL_DIR: &str = "./data/spool";
 /// Postfix's `smtpd_client_connection_count_limit`.
 pub const DEFAULT_MAX_CONNECTIONS_PER_IP: u32 = 50;
 
@@ -276,13 +290,18 @@ pub struct Config {
     pub client_limits: crate::reactor::limits::LimitsConfig,
     pub greet_delay: Duration,
     pub max_inflight_bytes: usize,
+    pub spill_threshold_bytes: usize,
     pub command_timeout: Duration,
     pub data_timeout: Duration,
     pub shutdown_grace: Duration,
     pub store_url: StoreUrl,
     pub batch_max_messages: usize,
     pub batch_max_delay: Duration,
+    pub batch_max_bytes: usize,
     pub queue_capacity: usize,
+    /// Where bodies over `spill_threshold_bytes` (or beyond the budget) are kept
+    /// until they are committed.
+    pub spool_dir: PathBuf,
     pub synchronous: Synchronous,
     pub migrate: bool,
     /// The certificate and key files, when TLS is configured (SIGHUP reloads them).
@@ -456,6 +475,15 @@ impl Config {
             65_536,
             usize::MAX,
         )?;
+        let spill_threshold_bytes = limits
+            .spill_threshold_bytes
+            .unwrap_or(DEFAULT_SPILL_THRESHOLD_BYTES.min(max_inflight_bytes));
+        bounded(
+            "limits.spill_threshold_bytes",
+            spill_threshold_bytes,
+            4096,
+            max_inflight_bytes,
+        )?;
         let greet_delay_ms = limits.greet_delay_ms.unwrap_or(0);
         bounded("limits.greet_delay_ms", greet_delay_ms as usize, 0, 60_000)?;
         let client_limits = crate::reactor::limits::LimitsConfig {
@@ -499,6 +527,22 @@ impl Config {
         )?;
         let queue_capacity = store.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY);
         bounded("store.queue_capacity", queue_capacity, 1, 1_000_000)?;
+        let batch_max_bytes = store.batch_max_bytes.unwrap_or(DEFAULT_BATCH_MAX_BYTES);
+        bounded("store.batch_max_bytes", batch_max_bytes, 65_536, 1 << 32)?;
+        let spool_dir = match store.spool_dir {
+            Some(dir) if dir.as_os_str().is_empty() => {
+                return Err(invalid("store.spool_dir", "is empty"));
+            }
+            Some(dir) => dir,
+            None => match &store_url {
+                StoreUrl::Sqlite(path) => path
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(Path::new("."))
+                    .join("spool"),
+                StoreUrl::Mysql(_) => PathBuf::from(DEFAULT_MYSQL_SPOOL_DIR),
+            },
+        };
         let synchronous = match store.synchronous.as_deref() {
             None => Synchronous::Full,
             Some(s) => Synchronous::from_str(s).map_err(|_| {
@@ -597,13 +641,16 @@ impl Config {
             client_limits,
             greet_delay: Duration::from_millis(greet_delay_ms),
             max_inflight_bytes,
+            spill_threshold_bytes,
             command_timeout: Duration::from_secs(command_secs),
             data_timeout: Duration::from_secs(data_secs),
             shutdown_grace: Duration::from_secs(grace_secs),
             store_url,
             batch_max_messages,
             batch_max_delay: Duration::from_micros(batch_delay_us),
+            batch_max_bytes,
             queue_capacity,
+            spool_dir,
             synchronous,
             migrate,
             tls_files,
@@ -767,6 +814,12 @@ mod tests {
                 "[store]\nbatch_max_messages = 0\n",
                 "store.batch_max_messages",
             ),
+            (
+                "[limits]\nspill_threshold_bytes = 100\n",
+                "limits.spill_threshold_bytes",
+            ),
+            ("[store]\nbatch_max_bytes = 10\n", "store.batch_max_bytes"),
+            ("[store]\nspool_dir = \"\"\n", "store.spool_dir"),
         ] {
             let e = err_text(text);
             assert!(e.contains(field), "{text:?} gave {e:?}");

@@ -3,7 +3,8 @@
 //! Owns: [`Envelope`] (protocol core → storage stage), [`QueueId`], [`Submission`] and
 //! [`Completion`] (reactor ⇄ storage stage) and [`CompletionSink`], the way the
 //! storage stage hands a commit result back to the reactor that owns the connection.
-//! Must not: do I/O or hold policy. These are plain data so every stage can be tested
+//! Must not: do I/O or hold policy (a [`SpooledBody`] names a spool file; reading
+//! it, and deleting it when dropped, is the spool module's). These are plain data so every stage can be tested
 //! on its own.
 
 use std::fmt;
@@ -12,6 +13,8 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use crossbeam_channel::Sender;
+
+use crate::spool::SpooledBody;
 
 /// A completed SMTP transaction: what the client sent between MAIL and the end of DATA.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,7 +28,14 @@ pub struct Envelope {
     /// The message content exactly as received after dot-unstuffing (RFC 5321
     /// §4.5.2): CRLF line endings kept, the terminating `.CRLF` line removed. When
     /// non-empty it ends with CRLF.
+    ///
+    /// When the reactor took the start of the body out while it arrived (to spool
+    /// it: `Session::take_body_bytes`), `data` is only what followed, and
+    /// `data_offset` says how many octets came before it.
     pub data: Vec<u8>,
+    /// Octets of the body before `data` (taken out while it arrived); 0 when `data`
+    /// is the whole body.
+    pub data_offset: u64,
     /// The EHLO/HELO argument as the client gave it.
     pub helo: String,
     /// True when the client greeted with EHLO (Received: `with ESMTP`), false for HELO.
@@ -88,6 +98,12 @@ pub struct ConnKey {
 #[derive(Debug)]
 pub struct Submission {
     pub envelope: Envelope,
+    /// A body too large to hold in memory was spooled: then the whole body is in
+    /// this file, `envelope.data` is empty and `envelope.data_offset` is the file's
+    /// length. Without it, `envelope.data` is the whole body (`data_offset` 0).
+    /// Dropping it deletes the file, so the stage keeps it until the message is
+    /// answered.
+    pub spool: Option<SpooledBody>,
     /// When the end of DATA was seen (the `Received:` date and the `date` column).
     pub received_at: SystemTime,
     pub conn: ConnKey,

@@ -10,6 +10,8 @@
 //! - [`store`]: the storage stage: committer threads that batch messages into one
 //!   transaction (group commit), extract the indexed header fields, and report back.
 //! - [`handoff`]: the plain values that cross between those three.
+//! - [`spool`]: files for message bodies too large to hold in memory, from the
+//!   reactor that receives them to the committer that stores them.
 //! - [`config`]: the TOML file and command line, validated into one `Config`.
 //! - [`tls`]: certificate loading and the reloadable rustls configuration.
 
@@ -19,5 +21,6 @@ pub mod config;
 pub mod handoff;
 pub mod protocol;
 pub mod reactor;
+pub mod spool;
 pub mod store;
 pub mod tls;

@@ -55,6 +55,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         StageConfig {
             batch_max_messages: config.batch_max_messages,
             batch_max_delay: config.batch_max_delay,
+            batch_max_bytes: config.batch_max_bytes,
             queue_capacity: config.queue_capacity,
             hostname: config.hostname.clone(),
             synchronous: config.synchronous,
@@ -64,6 +65,9 @@ fn run(config: Config) -> anyhow::Result<()> {
         },
     )
     .context("cannot open the store")?;
+    // Before any reactor runs: leftovers of a crashed run (never acknowledged) are
+    // removed before anything new is spooled.
+    let spool = smtpd::spool::Spool::open(&config.spool_dir).context("cannot open the spool")?;
 
     // Plain (STARTTLS) listeners first, then implicit-TLS ones: the reactor tells
     // them apart by index.
@@ -111,6 +115,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         hostname: config.hostname.clone(),
         greet_delay: config.greet_delay,
         max_inflight_bytes: config.max_inflight_bytes,
+        spill_threshold_bytes: config.spill_threshold_bytes,
+        spool: Arc::clone(&spool),
         implicit_tls_from,
         proxy_from,
         trusted_proxies: config.trusted_proxies.clone(),

@@ -9,6 +9,8 @@
 //! - [`data`]: the message body: byte-exact storage, dot-unstuffing, the SMTP
 //!   smuggling defence, size and line limits.
 //! - [`limits`]: recipient limit, timeouts, connection limit, many connections.
+//! - [`memory`]: the in-flight budget as a bound on RSS, fairness between clients,
+//!   spool files and their removal.
 //! - [`store`]: the `new_mail` columns, store failure (`451`).
 //! - [`lifecycle`]: signals and graceful shutdown, SIGKILL durability, the default
 //!   no-argument run, configuration errors.
@@ -33,6 +35,7 @@ mod hostile;
 mod lifecycle;
 mod limits;
 mod mariadb;
+mod memory;
 mod proxy;
 mod redis_cache;
 mod replies;

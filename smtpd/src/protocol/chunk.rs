@@ -14,12 +14,13 @@
 //! smuggling exploits (see `data.rs`). A message declared `BODY=BINARYMIME` is
 //! binary by contract and is stored exactly as sent.
 
-use super::data::DataError;
+use super::data::{BodyBuffer, BodyPiece, DataError};
 
 /// The content received so far in one BDAT transaction.
 #[derive(Debug)]
 pub struct ChunkedBody {
-    body: Vec<u8>,
+    /// Shared with DATA: bounded growth, and pieces the reactor can spool.
+    body: BodyBuffer,
     /// Octets received, counted even when no longer kept.
     size: u64,
     max_message_bytes: u64,
@@ -37,7 +38,7 @@ pub struct ChunkedBody {
 impl ChunkedBody {
     pub fn new(max_message_bytes: usize, max_line_bytes: usize, binary: bool) -> Self {
         Self {
-            body: Vec::new(),
+            body: BodyBuffer::default(),
             size: 0,
             max_message_bytes: u64::try_from(max_message_bytes).unwrap_or(u64::MAX),
             max_line_bytes,
@@ -65,7 +66,7 @@ impl ChunkedBody {
             self.check_lines(bytes);
         }
         if self.error.is_none() {
-            self.body.extend_from_slice(bytes);
+            self.body.extend(bytes);
         }
     }
 
@@ -85,6 +86,17 @@ impl ChunkedBody {
         self.body.capacity()
     }
 
+    /// Takes what is held so the reactor can spool it (see
+    /// [`DataReceiver::take_body`](super::data::DataReceiver::take_body)).
+    pub fn take_body(&mut self) -> Option<BodyPiece> {
+        self.body.take()
+    }
+
+    /// Octets taken out by [`Self::take_body`] so far.
+    pub fn taken_bytes(&self) -> u64 {
+        self.body.taken()
+    }
+
     /// The message after `BDAT … LAST`: its octets, or why it is refused.
     pub fn finish(mut self) -> Result<Vec<u8>, DataError> {
         // A CR as the very last octet had no LF after it.
@@ -93,7 +105,7 @@ impl ChunkedBody {
         }
         match self.error {
             Some(e) => Err(e),
-            None => Ok(self.body),
+            None => Ok(self.body.into_bytes()),
         }
     }
 
@@ -145,7 +157,7 @@ impl ChunkedBody {
             self.error = Some(error);
         }
         // A refused message is not kept: free its memory now.
-        self.body = Vec::new();
+        self.body.discard();
     }
 }
 

@@ -15,6 +15,12 @@
 //! The scanner is a small byte-level state machine with a memchr fast path: ordinary
 //! text between line endings is copied in one slice, so the cost per byte is a
 //! vectorised search plus a memcpy.
+//!
+//! Memory: the body accumulates in a [`BodyBuffer`], which grows in bounded steps
+//! (never more than [`MAX_GROWTH_BYTES`] of slack, where a doubling `Vec` could
+//! hold twice what it was given) and can be emptied while the message goes on
+//! ([`DataReceiver::take_body`]): the reactor moves a large body to a spool file
+//! piece by piece, so what a client sends is held in memory only up to a bound.
 
 /// Where the scanner is within the current line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,11 +57,99 @@ pub enum Progress {
     Done { consumed: usize },
 }
 
+/// A buffer grows by doubling while small, then by at most this much at a time.
+pub const MAX_GROWTH_BYTES: usize = 256 * 1024;
+/// The first allocation for a body: one typical read.
+const FIRST_ALLOCATION_BYTES: usize = 16 * 1024;
+
+/// Message bytes received and not yet handed on. Shared by the receivers of the
+/// message body (DATA here; BDAT chunks can use the same type), so the reactor
+/// sees one way to measure and drain a body whatever command carries it.
+///
+/// Its capacity (what the in-flight budget charges) exceeds its length by at most
+/// [`MAX_GROWTH_BYTES`] once past that size, and by at most the length before.
+/// It counts what it handed out, so every piece says where in the body it belongs
+/// ([`BodyPiece::offset`]) and the envelope can say where its `data` starts.
+#[derive(Debug, Default)]
+pub struct BodyBuffer {
+    bytes: Vec<u8>,
+    /// Octets handed out by [`BodyBuffer::take`] so far.
+    taken: u64,
+}
+
+/// Body octets taken out of a receiver while the message arrives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BodyPiece {
+    /// Octets of this same body taken before this piece: 0 for the first piece of
+    /// a body, so a new message is told from the continuation of an old one.
+    pub offset: u64,
+    pub bytes: Vec<u8>,
+}
+
+impl BodyBuffer {
+    /// Appends, growing the allocation in bounded steps.
+    pub fn extend(&mut self, more: &[u8]) {
+        let needed = self.bytes.len().saturating_add(more.len());
+        if needed > self.bytes.capacity() {
+            let step = self
+                .bytes
+                .capacity()
+                .clamp(FIRST_ALLOCATION_BYTES, MAX_GROWTH_BYTES);
+            let target = needed.max(self.bytes.capacity().saturating_add(step));
+            self.bytes
+                .reserve_exact(target.saturating_sub(self.bytes.len()));
+        }
+        self.bytes.extend_from_slice(more);
+    }
+
+    /// Bytes held now.
+    pub fn len(&self) -> usize {
+        self.bytes.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes.is_empty()
+    }
+
+    /// Memory held (allocated, not only used).
+    pub fn capacity(&self) -> usize {
+        self.bytes.capacity()
+    }
+
+    /// Hands out everything held (None if nothing is) and starts over with no
+    /// allocation.
+    pub fn take(&mut self) -> Option<BodyPiece> {
+        if self.bytes.is_empty() {
+            return None;
+        }
+        let bytes = std::mem::take(&mut self.bytes);
+        let offset = self.taken;
+        let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
+        self.taken = self.taken.saturating_add(len);
+        Some(BodyPiece { offset, bytes })
+    }
+
+    /// Octets handed out so far: where what is held now starts in the body.
+    pub fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    /// Frees what is held (a refused body): nothing more is kept.
+    pub fn discard(&mut self) {
+        self.bytes = Vec::new();
+    }
+
+    /// What is held, at the end of the body (it starts at [`BodyBuffer::taken`]).
+    pub fn into_bytes(self) -> Vec<u8> {
+        self.bytes
+    }
+}
+
 /// Receives one message body.
 #[derive(Debug)]
 pub struct DataReceiver {
     state: State,
-    body: Vec<u8>,
+    body: BodyBuffer,
     /// Octets of the current line so far, excluding the line ending.
     line_bytes: usize,
     /// Total octets after un-stuffing, counted even when no longer kept.
@@ -70,7 +164,7 @@ impl DataReceiver {
     pub fn new(max_message_bytes: usize, max_line_bytes: usize) -> Self {
         Self {
             state: State::LineStart,
-            body: Vec::new(),
+            body: BodyBuffer::default(),
             line_bytes: 0,
             size: 0,
             max_message_bytes,
@@ -156,11 +250,25 @@ impl DataReceiver {
         self.body.capacity()
     }
 
-    /// The message once the end was seen: the body, or why it is refused.
+    /// The body bytes received since the last call, for the reactor to spool; None
+    /// when there are none (or the message is refused already: nothing is kept).
+    /// [`DataReceiver::finish`] then returns only what arrived after the last take,
+    /// and [`DataReceiver::taken_bytes`] says how much came before it.
+    pub fn take_body(&mut self) -> Option<BodyPiece> {
+        self.body.take()
+    }
+
+    /// Octets of the body taken out by [`DataReceiver::take_body`] so far.
+    pub fn taken_bytes(&self) -> u64 {
+        self.body.taken()
+    }
+
+    /// The message once the end was seen: the body (what was not taken), or why it
+    /// is refused.
     pub fn finish(self) -> Result<Vec<u8>, DataError> {
         match self.error {
             Some(e) => Err(e),
-            None => Ok(self.body),
+            None => Ok(self.body.into_bytes()),
         }
     }
 
@@ -187,7 +295,7 @@ impl DataReceiver {
             self.fail(DataError::TooBig);
         }
         if self.error.is_none() {
-            self.body.extend_from_slice(bytes);
+            self.body.extend(bytes);
         }
     }
 
@@ -198,7 +306,7 @@ impl DataReceiver {
             self.error = Some(error);
         }
         // A refused message is not kept: free its memory now.
-        self.body = Vec::new();
+        self.body.discard();
     }
 }
 
@@ -322,6 +430,60 @@ mod tests {
         r.feed(&[b'x'; 200]);
         assert_eq!(r.body.capacity(), 0);
         assert_eq!(r.feed(b"\r\n.\r\n"), Progress::Done { consumed: 5 });
+        assert_eq!(r.finish(), Err(DataError::TooBig));
+    }
+
+    #[test]
+    fn the_buffer_grows_in_bounded_steps() {
+        let mut b = BodyBuffer::default();
+        let chunk = [b'x'; 64 * 1024];
+        for _ in 0..64 {
+            b.extend(&chunk);
+            assert!(b.capacity() >= b.len());
+            assert!(
+                b.capacity() - b.len() <= MAX_GROWTH_BYTES.max(b.len()),
+                "len {} capacity {}",
+                b.len(),
+                b.capacity()
+            );
+        }
+        // 4 MiB given: a doubling Vec could hold up to 8 MiB here.
+        assert_eq!(b.len(), 4 << 20);
+        assert!(b.capacity() <= (4 << 20) + MAX_GROWTH_BYTES);
+        assert_eq!(b.take().unwrap().bytes.len(), 4 << 20);
+        assert_eq!((b.len(), b.capacity(), b.taken()), (0, 0, 4 << 20));
+    }
+
+    #[test]
+    fn a_body_taken_in_pieces_is_the_whole_body() {
+        let input = b"Subject: x\r\n\r\n..one\r\ntwo\r\n.\r\n";
+        for split in 1..input.len() {
+            let mut r = DataReceiver::new(1000, 1000);
+            let mut body = Vec::new();
+            let mut done = false;
+            for piece in input.chunks(split) {
+                done |= matches!(r.feed(piece), Progress::Done { .. });
+                if !done && let Some(piece) = r.take_body() {
+                    // Each piece says where it belongs.
+                    assert_eq!(piece.offset, body.len() as u64);
+                    body.extend(piece.bytes);
+                    assert_eq!(r.buffered_bytes(), 0);
+                }
+            }
+            assert!(done);
+            assert_eq!(r.taken_bytes(), body.len() as u64);
+            body.extend(r.finish().unwrap());
+            assert_eq!(body, b"Subject: x\r\n\r\n.one\r\ntwo\r\n", "split {split}");
+        }
+    }
+
+    #[test]
+    fn sizes_count_what_was_taken_too() {
+        let mut r = DataReceiver::new(10, 100);
+        r.feed(b"123456\r\n");
+        assert!(r.take_body().is_some());
+        r.feed(b"789\r\n.\r\n");
+        assert_eq!(r.take_body(), None);
         assert_eq!(r.finish(), Err(DataError::TooBig));
     }
 

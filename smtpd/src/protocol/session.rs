@@ -19,7 +19,7 @@ use std::sync::Arc;
 use super::address::Mailbox;
 use super::chunk::ChunkedBody;
 use super::command::{self, Command, MAX_COMMAND_LINE_BYTES, MailFrom};
-use super::data::{DataError, DataReceiver, Progress};
+use super::data::{BodyPiece, DataError, DataReceiver, Progress};
 use super::domains::DomainPolicy;
 use super::reply::{self, Reply};
 use crate::handoff::{Envelope, QueueId, StoreFailed};
@@ -185,6 +185,22 @@ impl Session {
         match &self.state {
             State::Data(receiver) => receiver.buffered_bytes().saturating_add(chunks),
             _ => chunks,
+        }
+    }
+
+    /// Takes the message body bytes received so far out of the session, so the
+    /// reactor can spool a large body instead of holding it (None: nothing held).
+    /// Each piece carries its offset in the body (0: a new body). The envelope of
+    /// [`Event::Message`] then carries only the bytes after the last take, and says
+    /// how many came before them (`Envelope::data_offset`).
+    pub fn take_body_bytes(&mut self) -> Option<BodyPiece> {
+        match &mut self.state {
+            State::Data(receiver) => receiver.take_body(),
+            _ => self
+                .transaction
+                .as_mut()
+                .and_then(|t| t.chunks.as_mut())
+                .and_then(ChunkedBody::take_body),
         }
     }
 
@@ -649,8 +665,15 @@ impl Session {
         let body = transaction
             .chunks
             .unwrap_or_else(|| ChunkedBody::new(0, 0, true));
+        let data_offset = body.taken_bytes();
         let result = body.finish();
-        self.hand_out(transaction.mail, transaction.recipients, result, out)
+        self.hand_out(
+            transaction.mail,
+            transaction.recipients,
+            result,
+            data_offset,
+            out,
+        )
     }
 
     /// The end-of-data line was seen: hand out the message, or refuse it.
@@ -659,10 +682,12 @@ impl Session {
             return None;
         };
         let transaction = self.transaction.take()?;
+        let data_offset = receiver.taken_bytes();
         self.hand_out(
             transaction.mail,
             transaction.recipients,
             receiver.finish(),
+            data_offset,
             out,
         )
     }
@@ -673,6 +698,7 @@ impl Session {
         mail: MailFrom,
         recipients: Vec<String>,
         content: Result<Vec<u8>, DataError>,
+        data_offset: u64,
         out: &mut Vec<u8>,
     ) -> Option<Event> {
         let greeted = self.greeted.as_ref()?;
@@ -683,6 +709,7 @@ impl Session {
                     mail_from: mail.sender.text,
                     rcpt_to: recipients,
                     data,
+                    data_offset,
                     helo: greeted.name.clone(),
                     esmtp: greeted.esmtp,
                     smtputf8: mail.smtputf8,

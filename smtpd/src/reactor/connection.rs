@@ -9,16 +9,28 @@
 //! could not consume yet (a partial command line, or pipelined input waiting behind a
 //! commit) are copied into `pending_in`, and buffers that grew for a burst are freed
 //! when they drain.
+//!
+//! Message bodies: after every piece of input the connection settles its body with
+//! the in-flight budget ([`Budget`]). A body stays in memory while it is at most
+//! `spill_threshold_bytes` and the global budget has room for it; otherwise it is
+//! moved to a spool file, and from then on written there in pieces of
+//! [`SPOOL_WRITE_BYTES`]. So no client is ever paused for memory: a client that
+//! holds a large body back (or many of them) costs disk, not everyone else's DATA.
+//! The writes are plain page-cache writes on the event loop (Postfix's smtpd writes
+//! its queue file the same way); a failed write turns the message into a `451`.
 
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use mio::net::TcpStream;
+use tracing::warn;
 
 use crate::handoff::Envelope;
 use crate::protocol::{Event, Phase, Session};
+use crate::spool::{Spool, SpoolWriter, SpooledBody};
 
 /// Above this much unsent reply data the connection stops reading: a client that
 /// pipelines without reading its replies must not grow our memory.
@@ -27,12 +39,52 @@ const MAX_PENDING_OUT_BYTES: usize = 64 * 1024;
 /// idle connection holding memory.
 const KEEP_BUFFER_BYTES: usize = 4 * 1024;
 
+/// Once a body is spooled, it is written out whenever this much has accumulated:
+/// few, large writes, and little memory per spooling connection.
+pub const SPOOL_WRITE_BYTES: usize = 64 * 1024;
+
 /// What the event loop must do after the connection processed input.
 pub enum Outcome {
     /// Nothing more: wait for the next readiness event.
     Idle,
-    /// A message is complete and must be submitted to the storage stage.
-    Submit(Envelope),
+    /// A message is complete and must be submitted to the storage stage (with its
+    /// spool file when the body was spooled; `envelope.data` is then empty).
+    Submit(Envelope, Option<SpooledBody>),
+    /// A message is complete but its body could not be spooled: answer `451`.
+    SpoolFailed,
+}
+
+/// The global in-flight budget, as one connection sees it.
+#[derive(Clone, Copy)]
+pub struct Budget<'a> {
+    /// Message bytes in memory now, over all reactors.
+    pub inflight: &'a AtomicUsize,
+    /// `limits.max_inflight_bytes`.
+    pub max_inflight_bytes: usize,
+    /// `limits.spill_threshold_bytes`: the most one body may hold in memory.
+    pub spill_threshold_bytes: usize,
+    pub spool: &'a Spool,
+}
+
+/// Where the body of the current message goes.
+#[derive(Debug, Default)]
+enum Spill {
+    /// Kept in memory (the session holds it).
+    #[default]
+    Memory,
+    /// Written to this spool file as it arrives.
+    File(SpoolWriter),
+    /// The spool could not be written: the rest of the body is read and dropped,
+    /// and the message gets `451` at its end (the client keeps it and retries).
+    Failed,
+}
+
+/// Whether a body held in memory must go to the spool now: it is over the
+/// per-message share, or keeping it would take the global budget over its limit.
+/// `others` is what everyone else holds (the global count minus this connection's
+/// charge), `held` what this connection would hold.
+pub fn must_spill(held: usize, others: usize, budget_bytes: usize, threshold_bytes: usize) -> bool {
+    held > threshold_bytes || others.saturating_add(held) > budget_bytes
 }
 
 pub struct Connection {
@@ -82,8 +134,10 @@ pub struct Connection {
     pub greet_at: Option<Instant>,
     /// Message bytes of this connection counted in the global in-flight budget.
     pub charged: usize,
-    /// Size of this connection's message between submission and its answer.
+    /// Memory held by this connection's message between submission and its answer.
     pub in_flight: usize,
+    /// Where the body of the message being received goes.
+    spill: Spill,
 }
 
 /// Progress on a PROXY protocol header.
@@ -127,6 +181,7 @@ impl Connection {
             greet_at: None,
             charged: 0,
             in_flight: 0,
+            spill: Spill::Memory,
         }
     }
 
@@ -220,10 +275,137 @@ impl Connection {
     }
 
     /// Feeds `input` to the session until it is consumed or the session stops
-    /// (message complete, close). Unconsumed bytes are kept in `pending_in`.
-    /// `progressed` is set when the session says the client made progress (see
-    /// [`crate::protocol::Fed::progress`]).
-    fn feed(&mut self, input: &[u8], progressed: &mut bool) -> Outcome {
+    /// (message complete, close), then settles the body with the budget.
+    /// Unconsumed bytes are kept in `pending_in`. `progressed` is set when the
+    /// session says the client made progress (see [`crate::protocol::Fed::progress`]).
+    fn feed(&mut self, input: &[u8], budget: Budget<'_>, progressed: &mut bool) -> Outcome {
+        let outcome = self.feed_session(input, progressed);
+        match outcome {
+            Outcome::Submit(envelope, _) => self.complete_body(envelope, budget),
+            other => {
+                if self.session.in_transaction() {
+                    self.settle_body(budget);
+                } else {
+                    // The message ended without being handed out (refused: too big,
+                    // bare LF...), or the session closed: its spool file goes now.
+                    self.spill = Spill::Memory;
+                    self.recharge(budget.inflight);
+                }
+                other
+            }
+        }
+    }
+
+    /// Keeps the body of the message being received within its share: spools it
+    /// when it must, writes a spooled body out in pieces, and updates the charge.
+    fn settle_body(&mut self, budget: Budget<'_>) {
+        let held = self.session.buffered_bytes();
+        let spill = match self.spill {
+            Spill::Memory => {
+                let others = budget
+                    .inflight
+                    .load(Ordering::Relaxed)
+                    .saturating_sub(self.charged);
+                held > 0
+                    && must_spill(
+                        held.saturating_add(self.in_flight),
+                        others,
+                        budget.max_inflight_bytes,
+                        budget.spill_threshold_bytes,
+                    )
+            }
+            Spill::File(_) | Spill::Failed => held >= SPOOL_WRITE_BYTES,
+        };
+        if spill {
+            self.spill_body(budget.spool);
+        }
+        self.recharge(budget.inflight);
+    }
+
+    /// Moves what the session holds of the body to the spool file. The piece's
+    /// offset says which body it belongs to: 0 starts a new file (whatever an
+    /// earlier, refused message left is dropped: with pipelining, one read can end
+    /// a spooled message and begin the next), anything else must continue the open
+    /// file exactly. On failure the body is dropped from here on (`Spill::Failed`).
+    fn spill_body(&mut self, spool: &Spool) {
+        let Some(piece) = self.session.take_body_bytes() else {
+            return;
+        };
+        if piece.offset == 0 {
+            self.spill = match spool.create() {
+                Ok(writer) => Spill::File(writer),
+                Err(e) => {
+                    warn!(peer = %self.peer, error = %e, dir = %spool.dir().display(), "cannot create a spool file; the message will get 451");
+                    Spill::Failed
+                }
+            };
+        }
+        match &mut self.spill {
+            Spill::File(writer) if writer.len() == piece.offset => {
+                if let Err(e) = writer.append(&piece.bytes) {
+                    warn!(peer = %self.peer, error = %e, "cannot write to the spool; the message will get 451");
+                    self.spill = Spill::Failed;
+                }
+            }
+            Spill::Failed => {}
+            // A continuation without its beginning: never store it short (a safety
+            // check; the offsets above keep the two in step).
+            Spill::File(_) | Spill::Memory => {
+                warn!(peer = %self.peer, offset = piece.offset, "spool out of step with the body; the message will get 451");
+                self.spill = Spill::Failed;
+            }
+        }
+    }
+
+    /// The end of the message: a spooled body gets its last bytes and is handed on
+    /// closed. `data_offset` tells a spooled message (its start is in the file,
+    /// exactly that long) from one held in memory whole.
+    fn complete_body(&mut self, mut envelope: Envelope, budget: Budget<'_>) -> Outcome {
+        let spill = std::mem::take(&mut self.spill);
+        let outcome = match spill {
+            // Any file here belonged to an earlier, refused message: dropped.
+            _ if envelope.data_offset == 0 => {
+                self.in_flight = envelope.data.capacity();
+                Outcome::Submit(envelope, None)
+            }
+            Spill::File(mut writer) if writer.len() == envelope.data_offset => {
+                let tail = std::mem::take(&mut envelope.data);
+                match writer.append(&tail) {
+                    Ok(()) => {
+                        // All of the body is in the file now, before `data`.
+                        envelope.data_offset = writer.len();
+                        Outcome::Submit(envelope, Some(writer.finish()))
+                    }
+                    Err(e) => {
+                        warn!(peer = %self.peer, error = %e, "cannot write to the spool; answering 451");
+                        Outcome::SpoolFailed
+                    }
+                }
+            }
+            Spill::Failed => Outcome::SpoolFailed,
+            Spill::File(_) | Spill::Memory => {
+                warn!(peer = %self.peer, offset = envelope.data_offset, "spool out of step with the body; answering 451");
+                Outcome::SpoolFailed
+            }
+        };
+        self.recharge(budget.inflight);
+        outcome
+    }
+
+    /// Brings this connection's share of the global in-flight count up to date:
+    /// the body being received plus a submitted message held in memory.
+    pub fn recharge(&mut self, inflight: &AtomicUsize) {
+        let now_held = self.session.buffered_bytes().saturating_add(self.in_flight);
+        if now_held > self.charged {
+            inflight.fetch_add(now_held - self.charged, Ordering::Relaxed);
+        } else {
+            inflight.fetch_sub(self.charged - now_held, Ordering::Relaxed);
+        }
+        self.charged = now_held;
+    }
+
+    /// Feeds `input` to the session until it is consumed or the session stops.
+    fn feed_session(&mut self, input: &[u8], progressed: &mut bool) -> Outcome {
         let mut offset = 0;
         let mut outcome = Outcome::Idle;
         while offset < input.len() {
@@ -235,7 +417,7 @@ impl Connection {
             offset = offset.saturating_add(fed.consumed).min(input.len());
             match fed.event {
                 Some(Event::Message(envelope)) => {
-                    outcome = Outcome::Submit(envelope);
+                    outcome = Outcome::Submit(envelope, None);
                     break;
                 }
                 Some(Event::Close) => {
@@ -261,14 +443,14 @@ impl Connection {
 
     /// Feeds input held back earlier (pipelined commands that arrived while a
     /// message was being committed).
-    pub fn feed_pending(&mut self) -> Outcome {
+    pub fn feed_pending(&mut self, budget: Budget<'_>) -> Outcome {
         if self.pending_in.is_empty() || !self.session.wants_read() {
             return Outcome::Idle;
         }
         let held = std::mem::take(&mut self.pending_in);
         // Input that waited behind a commit: the commit's answer already reset
         // the timeout.
-        let outcome = self.feed(&held, &mut false);
+        let outcome = self.feed(&held, budget, &mut false);
         // `feed` appended the unconsumed tail to the now-empty `pending_in`; reuse
         // the old allocation only if it is small.
         if self.pending_in.is_empty() && held.capacity() <= KEEP_BUFFER_BYTES {
@@ -286,9 +468,10 @@ impl Connection {
         scratch: &mut [u8],
         now: Instant,
         store_backlog: bool,
+        budget: Budget<'_>,
     ) -> io::Result<Outcome> {
         // Held-back input first, so bytes stay in order.
-        if let o @ Outcome::Submit(_) = self.feed_pending() {
+        if let o @ (Outcome::Submit(..) | Outcome::SpoolFailed) = self.feed_pending(budget) {
             self.unread_input = !self.peer_closed;
             return Ok(o);
         }
@@ -327,12 +510,12 @@ impl Connection {
             };
             let mut progressed = false;
             let outcome = if self.pending_in.is_empty() {
-                self.feed(input, &mut progressed)
+                self.feed(input, budget, &mut progressed)
             } else {
                 // A partial command line is waiting: join it with the new bytes.
                 let mut held = std::mem::take(&mut self.pending_in);
                 held.extend_from_slice(input);
-                self.feed(&held, &mut progressed)
+                self.feed(&held, budget, &mut progressed)
             };
             // Timeouts count from the last *progress*, as the session defines it: a
             // byte that only extends (or is dropped from) an unfinished command
@@ -342,7 +525,7 @@ impl Connection {
             if progressed {
                 self.last_active = now;
             }
-            if let Outcome::Submit(_) = outcome {
+            if let Outcome::Submit(..) | Outcome::SpoolFailed = outcome {
                 // The socket may hold more (pipelined) input: come back for it.
                 self.unread_input = true;
                 return Ok(outcome);
@@ -463,4 +646,23 @@ fn write_tls(tls: &mut rustls::ServerConnection, stream: &mut TcpStream) -> io::
         }
     }
     Ok(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::must_spill;
+
+    #[test]
+    fn a_body_spills_over_its_share_or_when_the_budget_has_no_room() {
+        let (budget, threshold) = (1000, 300);
+        // Within both bounds: stays in memory.
+        assert!(!must_spill(300, 700, budget, threshold));
+        // Over the per-message share, however much room there is.
+        assert!(must_spill(301, 0, budget, threshold));
+        // The budget would be exceeded: the one that needs more memory spills, so
+        // no one waits for memory that others hold.
+        assert!(must_spill(100, 901, budget, threshold));
+        // Saturating: absurd counts never wrap into "fits".
+        assert!(must_spill(1, usize::MAX, budget, threshold));
+    }
 }

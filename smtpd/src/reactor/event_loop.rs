@@ -8,7 +8,11 @@
 //!
 //! Back-pressure: a session waiting for its commit takes no input, and when the
 //! storage stage's bounded queue is full the submission waits here (its connection
-//! still reads nothing), so memory in flight is bounded by connections × one message.
+//! still reads nothing). Memory: every message body in memory, being received or
+//! waiting for its commit, is charged to the global in-flight budget; a body that
+//! would take the budget over its limit, or is over `spill_threshold_bytes`, goes
+//! to the spool instead (see [`super::connection`]), so the budget is a bound and
+//! nobody waits for memory.
 
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -23,7 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, error, warn};
 
-use super::connection::{Connection, Outcome, ProxyStep};
+use super::connection::{Budget, Connection, Outcome, ProxyStep};
 use super::limits::Refusal;
 use super::timer::{TICK, TimerWheel};
 use super::{ReactorConfig, Shared};
@@ -33,6 +37,7 @@ use crate::handoff::{
 use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::reply::Reply;
 use crate::protocol::{self, Phase, Session, SessionConfig};
+use crate::spool::SpooledBody;
 
 pub const WAKER_TOKEN: Token = Token(usize::MAX);
 /// Listener `i` has token `LISTENER_BASE - i`; connections use their slab slot, which
@@ -63,7 +68,7 @@ pub struct Reactor {
     scratch: Box<[u8]>,
     /// Set when shutdown began: connections still open then are closed at this time.
     shutdown_deadline: Option<Instant>,
-    /// Some connection was paused mid-DATA (store backlog or memory budget).
+    /// Some connection was paused mid-DATA (store backlog).
     paused_any: bool,
 }
 
@@ -322,24 +327,31 @@ impl Reactor {
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
-        // Message data waits in the client's socket while the store is behind,
-        // or while the global budget is spent (then only messages already under
-        // way go on, so they can finish and free memory).
-        let over_budget =
-            self.shared.inflight_bytes.load(Ordering::Relaxed) > self.config.max_inflight_bytes;
-        let pause_data = !self.stalled.is_empty() || (over_budget && conn.charged == 0);
-        let result = conn.read(&mut self.scratch, now, pause_data);
+        // Message data waits in the client's socket while the store is behind.
+        // Memory never pauses anyone: a body the budget has no room for is spooled.
+        let pause_data = !self.stalled.is_empty();
+        let budget = Budget {
+            inflight: &self.shared.inflight_bytes,
+            max_inflight_bytes: self.config.max_inflight_bytes,
+            spill_threshold_bytes: self.config.spill_threshold_bytes,
+            spool: &self.config.spool,
+        };
+        let result = conn.read(&mut self.scratch, now, pause_data, budget);
         self.paused_any |= conn.paused_for_store;
+        let key = ConnKey {
+            slot,
+            generation: conn.generation,
+        };
         match result {
-            Ok(Outcome::Idle) => self.recharge(slot),
-            Ok(Outcome::Submit(envelope)) => {
-                conn.in_flight = envelope.data.len();
-                let key = ConnKey {
-                    slot,
-                    generation: conn.generation,
-                };
-                self.recharge(slot);
-                self.submit(key, envelope, now);
+            Ok(Outcome::Idle) => {}
+            Ok(Outcome::Submit(envelope, spool)) => self.submit(key, envelope, spool, now),
+            Ok(Outcome::SpoolFailed) => {
+                // Answered like a failed commit, through our own inbox so that the
+                // connection carries on exactly as after any other answer.
+                self.sink.deliver([Completion {
+                    conn: key,
+                    result: Err(StoreFailed),
+                }]);
             }
             Err(e) => {
                 debug!(peer = %conn.peer, error = %e, "read failed");
@@ -350,20 +362,9 @@ impl Reactor {
 
     /// Brings the connection's share of the global in-flight budget up to date.
     fn recharge(&mut self, slot: usize) {
-        let Some(conn) = self.conns.get_mut(slot) else {
-            return;
-        };
-        let now_held = conn.session.buffered_bytes() + conn.in_flight;
-        if now_held > conn.charged {
-            self.shared
-                .inflight_bytes
-                .fetch_add(now_held - conn.charged, Ordering::Relaxed);
-        } else {
-            self.shared
-                .inflight_bytes
-                .fetch_sub(conn.charged - now_held, Ordering::Relaxed);
+        if let Some(conn) = self.conns.get_mut(slot) {
+            conn.recharge(&self.shared.inflight_bytes);
         }
-        conn.charged = now_held;
     }
 
     /// Writes what the session said, applies shutdown, closes a finished connection.
@@ -384,9 +385,16 @@ impl Reactor {
         }
     }
 
-    fn submit(&mut self, conn: ConnKey, envelope: Envelope, now: Instant) {
+    fn submit(
+        &mut self,
+        conn: ConnKey,
+        envelope: Envelope,
+        spool: Option<SpooledBody>,
+        now: Instant,
+    ) {
         let submission = Submission {
             envelope,
+            spool,
             received_at: SystemTime::now(),
             conn,
             reply: Arc::clone(&self.sink),
@@ -416,14 +424,10 @@ impl Reactor {
         }
     }
 
-    /// Connections paused mid-DATA read on once the store queue has room and the
-    /// budget is not spent. Rare (only after the store fell behind or memory ran
-    /// short), so a scan of the slab is fine.
+    /// Connections paused mid-DATA read on once the store queue has room. Rare
+    /// (only after the store fell behind), so a scan of the slab is fine.
     fn resume_paused(&mut self, now: Instant) {
-        if !self.paused_any
-            || !self.stalled.is_empty()
-            || self.shared.inflight_bytes.load(Ordering::Relaxed) > self.config.max_inflight_bytes
-        {
+        if !self.paused_any || !self.stalled.is_empty() {
             return;
         }
         self.paused_any = false;

@@ -43,8 +43,12 @@ pub struct ReactorConfig {
     /// For the `421` sent when the server is full.
     pub hostname: String,
     /// Message bytes held in memory over all connections (being received or
-    /// waiting for the store) above which new message data is not read.
+    /// waiting for the store); bodies beyond it go to the spool.
     pub max_inflight_bytes: usize,
+    /// The most one message body may hold in memory; larger bodies are spooled.
+    pub spill_threshold_bytes: usize,
+    /// Where spooled bodies are written.
+    pub spool: Arc<crate::spool::Spool>,
     /// The banner waits this long; clients that talk first are refused (0: off).
     pub greet_delay: Duration,
     /// Listeners from this index on start TLS at connect (implicit TLS)...

@@ -15,6 +15,7 @@ use chrono::{DateTime, Utc};
 use mail_parser::{Address, Message, MessageParser, MimeHeaders};
 
 use crate::handoff::{Envelope, QueueId};
+use crate::spool::SpooledBody;
 
 /// Above this size only the header section is parsed, and attachments are counted
 /// by a plain scan: a full MIME parse of a 10 MiB message would stall every other
@@ -54,16 +55,64 @@ pub struct MailRow {
 
 impl MailRow {
     pub fn new(envelope: Envelope, id: QueueId, received_at: SystemTime, hostname: &str) -> Self {
+        let reserved = envelope.data.len();
+        let built = Self::build(
+            envelope,
+            id,
+            received_at,
+            hostname,
+            reserved,
+            |mail, envelope| {
+                // The envelope's copy is freed as soon as it is copied.
+                mail.extend_from_slice(&std::mem::take(&mut envelope.data));
+                Ok::<(), std::convert::Infallible>(())
+            },
+        );
+        match built {
+            Ok(row) => row,
+            Err(never) => match never {},
+        }
+    }
+
+    /// A message whose body was spooled: the body is read from the file straight
+    /// into `mail` behind the `Received:` header (one allocation of the message's
+    /// size; nothing else holds it). Fails when the file cannot be read.
+    pub fn from_spool(
+        envelope: Envelope,
+        spool: &SpooledBody,
+        id: QueueId,
+        received_at: SystemTime,
+        hostname: &str,
+    ) -> std::io::Result<Self> {
+        let reserved = usize::try_from(spool.len()).map_err(std::io::Error::other)?;
+        Self::build(envelope, id, received_at, hostname, reserved, |mail, _| {
+            spool.read_into(mail)
+        })
+    }
+
+    /// `mail` is the `Received:` header followed by the body `append` writes
+    /// (`body_bytes` long); the columns come from that body.
+    fn build<E>(
+        mut envelope: Envelope,
+        id: QueueId,
+        received_at: SystemTime,
+        hostname: &str,
+        body_bytes: usize,
+        append: impl FnOnce(&mut Vec<u8>, &mut Envelope) -> Result<(), E>,
+    ) -> Result<Self, E> {
         let hash = id.to_string();
         let at: DateTime<Utc> = received_at.into();
-        let headers = Headers::extract(&envelope.data);
-        let mut mail = Vec::with_capacity(envelope.data.len() + 256);
+        let mut mail = Vec::with_capacity(body_bytes.saturating_add(RECEIVED_RESERVE_BYTES));
         write_received(&mut mail, &envelope, &hash, &at, hostname);
-        mail.extend_from_slice(&envelope.data);
+        let body_start = mail.len();
+        append(&mut mail, &mut envelope)?;
+        let body = mail.get(body_start..).unwrap_or_default();
+        let size = i64::try_from(body.len()).unwrap_or(i64::MAX);
+        let headers = Headers::extract(body);
         let message_id = headers
             .message_id
             .unwrap_or_else(|| clip(&format!("{hash}@{hostname}")));
-        Self {
+        Ok(Self {
             date: at.format("%Y-%m-%d %H:%M:%S").to_string(),
             from: envelope.mail_from,
             to_header: headers.to,
@@ -78,13 +127,17 @@ impl MailRow {
             helo: envelope.helo,
             ip_addr: canonical_ip(envelope.peer).to_string(),
             is_tls: envelope.is_tls,
-            size: i64::try_from(envelope.data.len()).unwrap_or(i64::MAX),
+            size,
             mail,
             recipients: envelope.rcpt_to,
             hash,
-        }
+        })
     }
 }
+
+/// Room for the `Received:` header in front of the body (a longer one only costs a
+/// reallocation).
+const RECEIVED_RESERVE_BYTES: usize = 512;
 
 /// `::ffff:192.0.2.1` (an IPv4 client on a dual-stack socket) is stored as
 /// `192.0.2.1`, so one client has one spelling.
@@ -255,6 +308,7 @@ mod tests {
             mail_from: "sender@example.org".into(),
             rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
             data: data.to_vec(),
+            data_offset: 0,
             helo: "client.example".into(),
             esmtp: true,
             smtputf8: false,

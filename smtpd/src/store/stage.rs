@@ -2,13 +2,18 @@
 //!
 //! Owns: group commit. Submissions arrive over a bounded channel (when it is full,
 //! reactors hold messages back and stop reading: back-pressure, not memory); the
-//! committer takes everything queued (up to `batch_max_messages`; what arrives
-//! during one commit forms the next batch), optionally waits up to
+//! committer takes everything queued (up to `batch_max_messages` and
+//! `batch_max_bytes` of message bodies; what arrives during one commit forms the
+//! next batch), optionally waits up to
 //! `batch_max_delay` for more, writes them all in one transaction, and only after
 //! COMMIT returns sends each reactor its results, waking it once per batch.
 //! Must not: answer anything before the commit, or stop on a failed commit: a
 //! failure is answered `451 4.3.0` for the messages it concerns and the next batch
 //! tries again.
+//!
+//! Memory: a batch holds at most `batch_max_bytes` of bodies (or one message, when
+//! a single one is larger). Spooled bodies are read from their files only here, one
+//! allocation each, and their files are deleted once the message is answered.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -46,6 +51,9 @@ pub struct StageConfig {
     /// ...or, when not zero, this long after its first message arrived (without
     /// it, a batch is what queued up while the previous commit ran).
     pub batch_max_delay: Duration,
+    /// ...or once its bodies add up to this many bytes (a larger single message
+    /// is a batch on its own): what the committer holds in memory at once.
+    pub batch_max_bytes: usize,
     /// Submissions that may wait for the committer.
     pub queue_capacity: usize,
     /// For the `Received:` header and generated Message-IDs.
@@ -64,6 +72,7 @@ impl StageConfig {
         Self {
             batch_max_messages: crate::config::DEFAULT_BATCH_MAX_MESSAGES,
             batch_max_delay: Duration::from_micros(crate::config::DEFAULT_BATCH_MAX_DELAY_US),
+            batch_max_bytes: crate::config::DEFAULT_BATCH_MAX_BYTES,
             queue_capacity: 4096,
             hostname: hostname.to_owned(),
             synchronous: Synchronous::Full,
@@ -174,28 +183,37 @@ struct Committer {
 impl Committer {
     fn run(mut self) {
         let max = self.config.batch_max_messages.max(1);
-        let mut batch: Vec<Submission> = Vec::with_capacity(max);
+        let mut batch = Batch::new(max, self.config.batch_max_bytes);
+        // A submission that did not fit into the last batch (by bytes) starts the
+        // next one.
+        let mut carried: Option<Submission> = None;
         // Ends when every sender is gone and the queue is empty.
-        while let Ok(first) = self.rx.recv() {
+        while let Some(first) = carried.take().or_else(|| self.rx.recv().ok()) {
             let deadline = Instant::now() + self.config.batch_max_delay;
             batch.push(first);
             // Everything that queued up while the last commit ran goes in this one:
             // that is what batches under load, without a timer.
-            while batch.len() < max {
+            while !batch.is_full() {
                 match self.rx.try_recv() {
-                    Ok(s) => batch.push(s),
+                    Ok(s) => {
+                        if let Some(s) = batch.offer(s) {
+                            carried = Some(s);
+                            break;
+                        }
+                    }
                     Err(_) => break,
                 }
             }
             // An optional wait for more (`batch_max_delay`, 0 by default): fewer,
             // larger transactions at the price of that much latency on every message.
-            while batch.len() < max && !self.config.batch_max_delay.is_zero() {
+            while carried.is_none() && !batch.is_full() && !self.config.batch_max_delay.is_zero() {
                 match self.rx.recv_deadline(deadline) {
-                    Ok(s) => batch.push(s),
+                    Ok(s) => carried = batch.offer(s),
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
             }
-            self.commit(&mut batch);
+            self.commit(&mut batch.items);
+            batch.bytes = 0;
         }
         if let Some(backend) = self.backend.take() {
             backend.close(&self.rt);
@@ -207,21 +225,54 @@ impl Committer {
         let mut waiting: Vec<(QueueId, ConnKey, Arc<CompletionSink>)> =
             Vec::with_capacity(batch.len());
         let mut rows = Vec::with_capacity(batch.len());
+        // Spool files live until their messages are answered (then dropped: deleted).
+        let mut spooled = Vec::new();
+        let mut unreadable = Vec::new();
         for Submission {
             envelope,
+            spool,
             received_at,
             conn,
             reply,
         } in batch.drain(..)
         {
             let id = new_queue_id(received_at);
-            rows.push(MailRow::new(
-                envelope,
-                id,
-                received_at,
-                &self.config.hostname,
-            ));
+            let hostname = &self.config.hostname;
+            let row = match &spool {
+                // A safety check: the start of this body was taken out but is not
+                // here. Never store a message short.
+                None if envelope.data_offset != 0 => {
+                    error!(
+                        offset = envelope.data_offset,
+                        "message without the start of its body; answering 451"
+                    );
+                    unreadable.push(((id, conn, reply), Err(StoreFailed)));
+                    continue;
+                }
+                None => MailRow::new(envelope, id, received_at, hostname),
+                Some(body) => {
+                    match MailRow::from_spool(envelope, body, id, received_at, hostname) {
+                        Ok(row) => row,
+                        Err(e) => {
+                            // Never acknowledged: the client is told 451 and retries.
+                            error!(error = %e, path = %body.path().display(), "cannot read a spooled message; answering 451");
+                            unreadable.push(((id, conn, reply), Err(StoreFailed)));
+                            spooled.push(spool);
+                            continue;
+                        }
+                    }
+                }
+            };
+            spooled.push(spool);
+            rows.push(row);
             waiting.push((id, conn, reply));
+        }
+        self.stats
+            .failed
+            .fetch_add(unreadable.len() as u64, Ordering::Relaxed);
+        answer(unreadable.into_iter());
+        if rows.is_empty() {
+            return;
         }
         let guerrilla = self
             .cache
@@ -241,6 +292,10 @@ impl Committer {
         self.stats
             .failed
             .fetch_add(results.len() as u64 - ok, Ordering::Relaxed);
+        // The bodies go before the answers: a client that has its 250 finds no
+        // spool file of its message left.
+        drop(rows);
+        drop(spooled);
         answer(waiting.into_iter().zip(results));
     }
 
@@ -350,6 +405,55 @@ impl Committer {
                 debug!(error = %e, messages = committed.len(), "cache not updated (mail is stored)");
             }
         }
+    }
+}
+
+/// The submissions of the next transaction, bounded in count and in body bytes.
+struct Batch {
+    items: Vec<Submission>,
+    /// Body bytes of `items` (in memory or spooled: the committer holds them all
+    /// in memory while it writes the batch).
+    bytes: usize,
+    max_messages: usize,
+    max_bytes: usize,
+}
+
+impl Batch {
+    fn new(max_messages: usize, max_bytes: usize) -> Self {
+        Self {
+            items: Vec::with_capacity(max_messages),
+            bytes: 0,
+            max_messages,
+            max_bytes,
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.items.len() >= self.max_messages || self.bytes >= self.max_bytes
+    }
+
+    /// Adds the submission whatever its size (the first of a batch).
+    fn push(&mut self, s: Submission) {
+        self.bytes = self.bytes.saturating_add(body_bytes(&s));
+        self.items.push(s);
+    }
+
+    /// Adds the submission if it fits, else hands it back for the next batch.
+    fn offer(&mut self, s: Submission) -> Option<Submission> {
+        if self.items.is_empty() || self.bytes.saturating_add(body_bytes(&s)) <= self.max_bytes {
+            self.push(s);
+            None
+        } else {
+            Some(s)
+        }
+    }
+}
+
+/// The size of a submission's body, wherever it is.
+fn body_bytes(s: &Submission) -> usize {
+    match &s.spool {
+        Some(body) => usize::try_from(body.len()).unwrap_or(usize::MAX),
+        None => s.envelope.data.len(),
     }
 }
 

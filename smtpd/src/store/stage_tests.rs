@@ -33,6 +33,7 @@ fn config(batch: usize, delay_ms: u64) -> StageConfig {
     StageConfig {
         batch_max_messages: batch,
         batch_max_delay: Duration::from_millis(delay_ms),
+        batch_max_bytes: crate::config::DEFAULT_BATCH_MAX_BYTES,
         queue_capacity: 1024,
         hostname: "mx.test".into(),
         synchronous: Synchronous::Full,
@@ -47,6 +48,7 @@ fn envelope(n: usize, rcpts: &[&str]) -> Envelope {
         mail_from: format!("s{n}@example.org"),
         rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
         data: format!("Subject: message {n}\r\n\r\nbody {n}\r\n..\r\n").into_bytes(),
+        data_offset: 0,
         helo: "client.example".into(),
         esmtp: true,
         smtputf8: false,
@@ -61,6 +63,7 @@ fn submit(stage: &StorageStage, sink: &Sink, slot: usize, envelope: Envelope) {
         .sender()
         .send(Submission {
             envelope,
+            spool: None,
             received_at: SystemTime::now(),
             conn: ConnKey {
                 slot,
@@ -324,4 +327,78 @@ fn documented_consumer_queries_use_the_indexes() {
             || purge.contains("USING INDEX new_mail_date"),
         "{purge}"
     );
+}
+
+fn submission(sink: &Sink, data_bytes: usize) -> Submission {
+    let mut e = envelope(0, &["a@example.com"]);
+    e.data = vec![b'x'; data_bytes];
+    Submission {
+        envelope: e,
+        spool: None,
+        received_at: SystemTime::now(),
+        conn: ConnKey {
+            slot: 0,
+            generation: 0,
+        },
+        reply: Arc::clone(&sink.sink),
+    }
+}
+
+#[test]
+fn a_batch_is_bounded_by_body_bytes_but_always_takes_one_message() {
+    let sink = sink();
+    let mut batch = Batch::new(10, 100);
+    assert!(batch.offer(submission(&sink, 60)).is_none());
+    // 60 + 60 > 100: carried over to the next batch.
+    assert!(batch.offer(submission(&sink, 60)).is_some());
+    assert!(batch.offer(submission(&sink, 40)).is_none());
+    assert!(batch.is_full());
+    assert_eq!((batch.items.len(), batch.bytes), (2, 100));
+
+    let mut batch = Batch::new(10, 100);
+    // A message larger than the bound is a batch of its own.
+    assert!(batch.offer(submission(&sink, 500)).is_none());
+    assert!(batch.is_full());
+    assert!(batch.offer(submission(&sink, 1)).is_some());
+}
+
+#[test]
+fn a_spooled_message_is_stored_from_its_file_and_the_file_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("mail.sqlite");
+    let stage = start(&path, config(16, 0));
+    let sink = sink();
+    let spool = crate::spool::Spool::open(&dir.path().join("spool")).unwrap();
+    let mut writer = spool.create().unwrap();
+    let body = b"Subject: spooled\r\n\r\nfrom a file\r\n";
+    writer.append(&body[..10]).unwrap();
+    writer.append(&body[10..]).unwrap();
+    let mut s = submission(&sink, 0);
+    s.spool = Some(writer.finish());
+    stage.sender().send(s).unwrap();
+    assert!(recv(&sink).result.is_ok());
+    let (mail, subject, size): (Vec<u8>, String, i64) = db(&path)
+        .query_row("SELECT mail, subject, size FROM new_mail", [], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+        })
+        .unwrap();
+    assert!(mail.starts_with(b"Received: "));
+    assert!(mail.ends_with(body));
+    assert_eq!((subject.as_str(), size), ("spooled", body.len() as i64));
+    let left: Vec<_> = std::fs::read_dir(spool.dir())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(left, ["lock"]);
+
+    // A spool file that vanished is a 451, not a lost or empty message.
+    let mut writer = spool.create().unwrap();
+    writer.append(b"0123456789").unwrap();
+    let gone = writer.finish();
+    std::fs::remove_file(gone.path()).unwrap();
+    let mut s = submission(&sink, 0);
+    s.spool = Some(gone);
+    stage.sender().send(s).unwrap();
+    assert!(recv(&sink).result.is_err());
+    stage.join().unwrap();
 }
