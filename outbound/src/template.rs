@@ -177,33 +177,38 @@ pub fn encode_header_value(value: &str) -> String {
         .to_owned()
 }
 
-/// The `From` value: ASCII as written (folded); otherwise, when it is one `Name <addr>`
-/// with an ASCII address, only the display name becomes encoded-words (an encoded address
+/// The `From` value: ASCII as written (folded); otherwise, when it is `Name <addr>` with
+/// an ASCII address, only the display name becomes encoded-words (an encoded address
 /// would be undeliverable); otherwise the whole value is encoded. `mail-parser` splits the
-/// address (quoted names, comments, escapes) and `mail-builder` writes it back.
+/// address (quoted names, escapes, comments) and `mail-builder` writes it back.
 fn from_value(value: &str) -> HeaderType<'static> {
     if value.is_ascii() {
         return header_value("From", value.to_owned());
     }
     let field = format!("From: {value}\r\n\r\n");
-    let single = MessageParser::new()
-        .parse_headers(field.as_bytes())
-        .and_then(|m| {
-            let from = m.from()?.as_list()?;
-            match from {
-                [only] => {
-                    let address = only.address()?;
-                    address.is_ascii().then(|| {
-                        let name = only.name().map(str::trim).filter(|n| !n.is_empty());
-                        Address::new_address(name.map(str::to_owned), address.to_owned())
-                    })
-                }
-                _ => None,
-            }
-        });
-    match single {
-        Some(address) => address.into(),
-        None => Text::new(value.to_owned()).into(),
+    let parsed = MessageParser::new().parse_headers(field.as_bytes());
+    let single = parsed.as_ref().and_then(|m| match m.from()?.as_list()? {
+        [only] => Some((only.name().map(str::to_owned), only.address()?.to_owned())),
+        _ => None,
+    });
+    // An unquoted comma in the name ("Müller, Hans <h@x>") reads as two addresses to an
+    // RFC 5322 parser; such names were always sent as one name, so keep them whole.
+    let split = single.or_else(|| {
+        let (name, rest) = value.rsplit_once('<')?;
+        let address = rest.strip_suffix('>')?;
+        let name = name.trim();
+        let name = name
+            .strip_prefix('"')
+            .and_then(|n| n.strip_suffix('"'))
+            .unwrap_or(name);
+        Some((Some(name.to_owned()), address.to_owned()))
+    });
+    match split {
+        Some((name, address)) if address.is_ascii() && !address.contains(['<', '>']) => {
+            let name = name.filter(|n| !n.trim().is_empty());
+            Address::new_address(name.map(|n| n.trim().to_owned()), address).into()
+        }
+        _ => Text::new(value.to_owned()).into(),
     }
 }
 
@@ -391,7 +396,9 @@ pub fn render(
 
     let mut message = MessageBuilder::new()
         .header("From", from_value(&from))
-        .header("To", header_value("To", sanitize_header_value(to)))
+        // Raw even when not ASCII: an address must not become encoded-words (RFC 2047 §5),
+        // and an SMTPUTF8 recipient is written as UTF-8 (RFC 6532), as it always was.
+        .header("To", Raw::new(sanitize_header_value(to)))
         .header("Subject", header_value("Subject", subject))
         // mail-builder's Date handles any year (chrono's to_rfc2822 panics outside 0..=9999).
         .header("Date", Date::new(now.timestamp()))
@@ -842,6 +849,34 @@ mod tests {
         let (name, addr) = from.rsplit_once(' ').unwrap();
         assert_eq!(addr, "<news@example.com>");
         assert_eq!(decode_words(name), "Élodie Dupont");
+    }
+
+    #[test]
+    fn non_ascii_from_with_unquoted_comma_keeps_one_name_and_address() {
+        let mut t = template(Some("b"), None);
+        t.from = "Müller, Hans <h@example.com>".into();
+        let msg = render_simple(&t, &params(&[("Name", "x")]));
+        let m = MessageParser::default().parse(&msg).unwrap();
+        let from = m.from().unwrap().as_list().unwrap();
+        assert_eq!(from.len(), 1);
+        assert_eq!(from[0].name(), Some("Müller, Hans"));
+        assert_eq!(from[0].address(), Some("h@example.com"));
+    }
+
+    #[test]
+    fn non_ascii_to_is_written_as_utf8_not_encoded() {
+        let t = template(Some("b"), None);
+        let msg = render(
+            &t,
+            &params(&[("Name", "x")]),
+            "zoë@exämple.org",
+            "d",
+            &[],
+            now(),
+        )
+        .unwrap();
+        let (h, _) = split_msg(&msg);
+        assert_eq!(header(&h, "To"), "zoë@exämple.org");
     }
 
     #[test]
