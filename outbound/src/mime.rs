@@ -483,6 +483,10 @@ mod tests {
                 "text/rfc822-headers"
             ]
         );
+        // An explicit 7bit on the delivery-status part (it had none, which meant 7bit), and
+        // no preamble text any more: mail-builder writes none.
+        assert_eq!(cte(&m.parts[2]), "7bit");
+        assert_eq!(cte(&m.parts[3]), "7bit");
         let status = String::from_utf8_lossy(m.parts[2].contents()).into_owned();
         assert!(
             status.starts_with("Reporting-MTA: dns; relay.test\r\n"),
@@ -499,6 +503,7 @@ mod tests {
         let py = python(&msg);
         assert_eq!(py["content_type"], "multipart/report");
         assert_eq!(py["params"]["report-type"], "delivery-status");
+        assert_eq!(py["preamble"], "");
         let parts = py["parts"].as_array().unwrap();
         let types: Vec<&str> = parts
             .iter()
@@ -534,5 +539,35 @@ mod tests {
         );
         assert!(py_header(&py["headers"], "Message-ID").ends_with("@relay.test>"));
         assert_eq!(py_header(&py["headers"], "Auto-Submitted"), "auto-replied");
+    }
+
+    #[test]
+    fn dsn_labels_non_ascii_original_headers_8bit() {
+        let now = Utc.with_ymd_and_hms(2026, 3, 1, 8, 5, 9).unwrap();
+        let report = dsn::Report {
+            reporting_mta: "relay.test",
+            original_sender: "app@sender.test",
+            recipient: "gone@a.test",
+            action: dsn::Action::Delayed,
+            status: "4.4.7",
+            remote_mta: None,
+            diagnostic: "timed out",
+            diagnostic_is_smtp: false,
+            arrival: now,
+            now,
+            original_headers: "Subject: été\r\n".as_bytes(),
+            message_id_domain: "relay.test",
+        };
+        let msg = dsn::render(&report);
+        let m = parser().parse(&msg).unwrap();
+        assert_eq!(cte(&m.parts[3]), "8bit");
+        assert_eq!(m.parts[3].contents(), "Subject: été\r\n".as_bytes());
+        let py = python(&msg);
+        let blocks = py["parts"][1]["blocks"].as_array().unwrap();
+        assert_eq!(py_header(&blocks[1], "Action"), "delayed");
+        assert_eq!(
+            py_header(&blocks[1], "Diagnostic-Code"),
+            "x-local; timed out"
+        );
     }
 }
