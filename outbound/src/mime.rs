@@ -100,21 +100,20 @@ pub fn encode_text(
 ) -> Result<(TransferEncoding, String), NotSevenBit> {
     let normalised = to_crlf(body);
     let encoding = forced.unwrap_or_else(|| choose_encoding(&normalised));
-    let bytes = match encoding {
+    let mut encoded = Vec::with_capacity(normalised.len() * 2);
+    match encoding {
         TransferEncoding::SevenBit if fits_7bit(&normalised) => return Ok((encoding, normalised)),
         TransferEncoding::SevenBit => return Err(NotSevenBit),
         // Keeps our CRLFs as hard line breaks and soft-wraps at 76 with "=\r\n".
         TransferEncoding::QuotedPrintable => QuotedPrintableEncoder::new()
             .preserve_line_breaks()
-            .encode(normalised.as_bytes()),
+            .encode_into(normalised.as_bytes(), &mut encoded),
         TransferEncoding::Base64 => Base64Encoder::new()
             .wrap_lines()
-            .encode(normalised.as_bytes()),
+            .encode_into(normalised.as_bytes(), &mut encoded),
     };
-    // Both encoders write into a Vec (infallible) and emit only ASCII.
-    let encoded = bytes
-        .map(|b| String::from_utf8_lossy(&b).into_owned())
-        .unwrap_or_default();
+    // Both encoders emit ASCII only, so nothing is replaced here.
+    let encoded = String::from_utf8_lossy(&encoded).into_owned();
     Ok((encoding, encoded))
 }
 
