@@ -100,7 +100,7 @@ pub fn encode_text(
 ) -> Result<(TransferEncoding, String), NotSevenBit> {
     let normalised = to_crlf(body);
     let encoding = forced.unwrap_or_else(|| choose_encoding(&normalised));
-    let mut encoded = Vec::with_capacity(normalised.len() * 2);
+    let mut encoded = Vec::with_capacity(normalised.len().saturating_mul(2));
     match encoding {
         TransferEncoding::SevenBit if fits_7bit(&normalised) => return Ok((encoding, normalised)),
         TransferEncoding::SevenBit => return Err(NotSevenBit),
