@@ -9,7 +9,13 @@
 use std::fmt::Write as _;
 
 use chrono::{DateTime, Utc};
-use mail_parser::{MessageParser, MimeHeaders};
+use mail_builder::MessageBuilder;
+use mail_builder::headers::date::Date;
+use mail_builder::headers::message_id::MessageId;
+use mail_builder::headers::raw::Raw;
+use mail_parser::{HeaderForm, MessageParser, MimeHeaders};
+
+use crate::mime::{encoded_part, multipart};
 
 /// Whether a DSN reports a failure or a delay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +73,17 @@ pub fn header_section(message: &[u8]) -> &[u8] {
 }
 
 /// The whole DSN message, CRLF line ends, ready to queue with the null sender.
+///
+/// Built with `mail-builder`: `multipart/report; report-type=delivery-status` (RFC 3462 §2)
+/// with the human-readable part, the `message/delivery-status` part (RFC 3464 §2) and the
+/// original header section as `text/rfc822-headers`. Every value that comes from outside
+/// (addresses, the remote reply) is reduced to printable ASCII first, so the 7bit parts
+/// stay 7bit and no value can start a new field.
 pub fn render(r: &Report<'_>) -> Vec<u8> {
     let mut random = [0u8; 12];
     let _ = getrandom::fill(&mut random);
     let token: String = random.iter().map(|b| format!("{b:02x}")).collect();
+    // 96 random bits: content cannot contain it unless it was copied from this very DSN.
     let boundary = format!("dsn-{token}");
     let date = r.now.format("%a, %d %b %Y %H:%M:%S +0000");
     let (subject, what) = match r.action {
@@ -83,56 +96,36 @@ pub fn render(r: &Report<'_>) -> Vec<u8> {
             "has not been delivered yet to one or more recipients. Delivery is still being attempted; you do not need to send it again.",
         ),
     };
+    let mta = ascii(r.reporting_mta);
     let recipient = ascii(r.recipient);
     let diagnostic = ascii(r.diagnostic);
-    let mut m = String::with_capacity(2048 + r.original_headers.len());
-    let _ = write!(
-        m,
-        "From: Mail Delivery System <MAILER-DAEMON@{mta}>\r\n\
-         To: <{to}>\r\n\
-         Subject: {subject}\r\n\
-         Date: {date}\r\n\
-         Message-ID: <dsn.{token}@{id_domain}>\r\n\
-         Auto-Submitted: auto-replied\r\n\
-         MIME-Version: 1.0\r\n\
-         Content-Type: multipart/report; report-type=delivery-status;\r\n \
-         boundary=\"{boundary}\"\r\n\
-         \r\n\
-         This is a MIME-encapsulated delivery status notification.\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Type: text/plain; charset=us-ascii\r\n\
-         Content-Transfer-Encoding: 7bit\r\n\
-         \r\n\
-         This is the mail system at host {mta}.\r\n\
+    let human = format!(
+        "This is the mail system at host {mta}.\r\n\
          \r\n\
          Your message {what}\r\n\
          \r\n\
-         <{recipient}>: {diagnostic}\r\n\
-         \r\n\
-         --{boundary}\r\n\
-         Content-Type: message/delivery-status\r\n\
-         \r\n\
-         Reporting-MTA: dns; {mta}\r\n\
+         <{recipient}>: {diagnostic}\r\n"
+    );
+
+    // RFC 3464 §2.2 per-message fields, a blank line, §2.3 per-recipient fields.
+    let mut status = format!(
+        "Reporting-MTA: dns; {mta}\r\n\
          Arrival-Date: {arrival}\r\n\
          \r\n\
          Final-Recipient: rfc822; {recipient}\r\n\
          Action: {action}\r\n\
-         Status: {status}\r\n",
-        mta = ascii(r.reporting_mta),
-        to = ascii(r.original_sender),
-        id_domain = ascii(r.message_id_domain),
+         Status: {code}\r\n",
         arrival = r.arrival.format("%a, %d %b %Y %H:%M:%S +0000"),
         action = match r.action {
             Action::Failed => "failed",
             Action::Delayed => "delayed",
         },
-        status = ascii(r.status),
+        code = ascii(r.status),
     );
     if let Some(remote) = r.remote_mta {
         // `host[ip]:port` → the host name.
         let host = remote.split('[').next().unwrap_or(remote);
-        let _ = write!(m, "Remote-MTA: dns; {}\r\n", ascii(host));
+        let _ = write!(status, "Remote-MTA: dns; {}\r\n", ascii(host));
     }
     let kind = if r.diagnostic_is_smtp {
         "smtp"
@@ -140,30 +133,58 @@ pub fn render(r: &Report<'_>) -> Vec<u8> {
         "x-local"
     };
     let _ = write!(
-        m,
+        status,
         "Diagnostic-Code: {kind}; {diagnostic}\r\nLast-Attempt-Date: {date}\r\n"
     );
     if r.action == Action::Delayed {
-        let _ = write!(m, "Will-Retry-Until: see the sender's queue policy\r\n");
+        status.push_str("Will-Retry-Until: see the sender's queue policy\r\n");
     }
-    let _ = write!(
-        m,
-        "\r\n--{boundary}\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-    );
-    let mut out = m.into_bytes();
-    // Original headers as they were, line ends normalised.
+
+    // Original headers as they were, line ends normalised. They may hold 8-bit text
+    // (SMTPUTF8 senders): label it so rather than claim 7bit.
+    let mut original = Vec::with_capacity(r.original_headers.len() + 2);
     let mut previous = 0u8;
     for &b in r.original_headers {
         if b == b'\n' && previous != b'\r' {
-            out.push(b'\r');
+            original.push(b'\r');
         }
-        out.push(b);
+        original.push(b);
         previous = b;
     }
-    if !out.ends_with(b"\r\n") {
-        out.extend_from_slice(b"\r\n");
+    if !original.ends_with(b"\r\n") {
+        original.extend_from_slice(b"\r\n");
     }
-    out.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+    let original_encoding = if original.is_ascii() { "7bit" } else { "8bit" };
+
+    let body = multipart(
+        "report; report-type=delivery-status",
+        &boundary,
+        vec![
+            encoded_part("text/plain; charset=us-ascii", "7bit", human),
+            // An explicit 7bit: left to itself mail-builder would base64 a non-text part,
+            // and RFC 2046 §5.2.4 / RFC 3464 §2 want message/* readable as it is.
+            encoded_part("message/delivery-status", "7bit", status),
+            encoded_part("text/rfc822-headers", original_encoding, original),
+        ],
+    );
+    let mut out = Vec::with_capacity(2048 + r.original_headers.len());
+    MessageBuilder::new()
+        .header(
+            "From",
+            Raw::new(format!("Mail Delivery System <MAILER-DAEMON@{mta}>")),
+        )
+        .header("To", Raw::new(format!("<{}>", ascii(r.original_sender))))
+        .header("Subject", Raw::new(subject))
+        .header("Date", Date::new(r.now.timestamp()))
+        .header(
+            "Message-ID",
+            MessageId::new(format!("dsn.{token}@{}", ascii(r.message_id_domain))),
+        )
+        // RFC 3834 §5: no auto-reply may answer this one.
+        .header("Auto-Submitted", Raw::new("auto-replied"))
+        .header("MIME-Version", Raw::new("1.0"))
+        .body(body)
+        .serialize(&mut out);
     out
 }
 
@@ -231,50 +252,55 @@ pub fn parse_bounce(raw: &[u8]) -> Bounce {
     from_prose(&text)
 }
 
+/// The field blocks of a `message/delivery-status` body (RFC 3464 §2.1: groups of
+/// RFC 5322-style fields separated by blank lines), each parsed by `mail-parser`.
+///
+/// `mail-parser` has no RFC 3464 parser, but its header parser reads one block of fields,
+/// so each block goes through it; finding the blank lines between blocks is the only part
+/// done here.
+fn status_blocks(text: &str) -> Vec<mail_parser::Message<'static>> {
+    let normalised = text.replace("\r\n", "\n");
+    normalised
+        .split("\n\n")
+        .filter(|block| !block.trim().is_empty())
+        .filter_map(|block| {
+            let fields = format!("{}\n\n", block.trim_start_matches('\n'));
+            let parsed = MessageParser::new().parse_headers(fields.as_bytes())?;
+            Some(parsed.into_owned())
+        })
+        .collect()
+}
+
+/// The first `name` field of `block`, unfolded and RFC 2047-decoded. Asked for as text
+/// because `mail-parser` keeps fields it does not know (all of RFC 3464's) raw.
+fn status_field(block: &mail_parser::Message<'_>, name: &str) -> Option<String> {
+    block
+        .header_as(name.to_owned(), HeaderForm::Text)
+        .into_iter()
+        .find_map(|v| v.as_text().map(|t| t.trim().to_owned()))
+}
+
 /// Fields of the first per-recipient block that has a Status.
 fn parse_delivery_status(text: &str) -> Option<Bounce> {
-    // Unfold continuation lines, then read "Name: value" fields block by block.
-    let mut unfolded = String::with_capacity(text.len());
-    for line in text.lines() {
-        if line.starts_with([' ', '\t']) && !unfolded.is_empty() {
-            unfolded.push(' ');
-            unfolded.push_str(line.trim());
-        } else {
-            unfolded.push('\n');
-            unfolded.push_str(line.trim_end());
-        }
-    }
-    for block in unfolded.split("\n\n") {
-        let mut fields = std::collections::HashMap::new();
-        for line in block.lines() {
-            if let Some((name, value)) = line.split_once(':') {
-                fields.insert(name.trim().to_ascii_lowercase(), value.trim().to_owned());
-            }
-        }
-        let Some(status) = fields.get("status").and_then(|s| enhanced_in(s)) else {
+    for block in status_blocks(text) {
+        let field = |name: &str| status_field(&block, name);
+        let Some(status) = field("Status").and_then(|s| enhanced_in(&s)) else {
             continue;
         };
-        let diagnostic = fields
-            .get("diagnostic-code")
-            .map(|d| {
-                d.split_once(';')
-                    .map_or(d.as_str(), |(_, t)| t.trim())
-                    .to_owned()
-            })
-            .unwrap_or_default();
-        let recipient = fields
-            .get("final-recipient")
-            .or(fields.get("original-recipient"))
-            .map(|r| {
-                r.split_once(';')
-                    .map_or(r.as_str(), |(_, a)| a.trim())
-                    .to_owned()
-            });
+        // `type; value` (RFC 3464 §2.3.6, §2.3.2): the type is not part of what we keep.
+        let after_type = |v: String| match v.split_once(';') {
+            Some((_, rest)) => rest.trim().to_owned(),
+            None => v,
+        };
+        let diagnostic = field("Diagnostic-Code").map(after_type).unwrap_or_default();
+        let recipient = field("Final-Recipient")
+            .or_else(|| field("Original-Recipient"))
+            .map(after_type);
         return Some(Bounce {
             class: classify(&status, &diagnostic),
             status: Some(status),
             recipient,
-            action: fields.get("action").map(|a| a.to_ascii_lowercase()),
+            action: field("Action").map(|a| a.to_ascii_lowercase()),
             diagnostic,
         });
     }
@@ -438,6 +464,25 @@ mod tests {
         assert_eq!(b.recipient.as_deref(), Some("gone@a.test"));
         assert_eq!(b.action.as_deref(), Some("failed"));
         assert_eq!(b.diagnostic, "550 5.1.1 No such user");
+    }
+
+    #[test]
+    fn delivery_status_fields_are_unfolded_and_blocks_found() {
+        let dsn =
+            b"Content-Type: multipart/report; report-type=delivery-status; boundary=b\r\n\r\n\
+            --b\r\nContent-Type: text/plain\r\n\r\nsorry\r\n\
+            --b\r\nContent-Type: message/delivery-status\r\n\r\n\
+            Reporting-MTA: dns; mx.a.test\r\n\r\n\
+            Final-Recipient: rfc822; first@a.test\r\nAction: delivered\r\n\r\n\
+            Original-Recipient: rfc822;second@a.test\r\nACTION: Failed\r\n\
+            Status: 5.2.2\r\nDiagnostic-Code: smtp; 552 5.2.2 mailbox\r\n\tfull\r\n\
+            --b--\r\n";
+        let b = parse_bounce(dsn);
+        assert_eq!(b.status.as_deref(), Some("5.2.2"));
+        assert_eq!(b.recipient.as_deref(), Some("second@a.test"));
+        assert_eq!(b.action.as_deref(), Some("failed"));
+        assert_eq!(b.diagnostic, "552 5.2.2 mailbox full");
+        assert_eq!(b.class, Class::Soft);
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod config;
 mod db;
 mod dispatch;
 mod dsn;
+mod mime;
 mod mx;
 mod node;
 mod payload;

@@ -1,31 +1,35 @@
 //! Per-recipient message rendering for outbound templates.
 //!
-//! Owns: `[Tag]` substitution, Content-Transfer-Encoding choice and encoding, header
-//! sanitising (anti-injection), RFC 2047 encoded-words, header folding, MIME structure
-//! (single part or `multipart/alternative`), Message-ID and boundary generation.
+//! Owns: `[Tag]` substitution, header sanitising (anti-injection) and filtering, which
+//! header fields a rendered message carries and in what order, the Message-ID
+//! (RFC 5322 §3.6.4) and the multipart boundary. The wire format itself — RFC 2047
+//! encoded-words, folding (RFC 5322 §2.2.3), the Date (§3.3), the `multipart/alternative`
+//! tree (RFC 2046 §5.1) — is written by `mail-builder`; per-part transfer encodings are
+//! chosen and applied in [`crate::mime`].
 //!
 //! Must not: do I/O, dot-stuff the output (the SMTP client does that on DATA), or panic on
 //! any input — templates and parameters come from the database and from third parties.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use base64::Engine as _;
-use base64::engine::general_purpose::STANDARD;
-use chrono::{DateTime, Datelike as _, Timelike as _, Utc};
+use chrono::{DateTime, Utc};
+use mail_builder::MessageBuilder;
+use mail_builder::headers::HeaderType;
+use mail_builder::headers::address::Address;
+use mail_builder::headers::date::Date;
+use mail_builder::headers::message_id::MessageId;
+use mail_builder::headers::raw::Raw;
+use mail_builder::headers::text::Text;
+use mail_parser::MessageParser;
 
-/// RFC 5322 §2.1.1 hard limit for a line, excluding CRLF.
-const MAX_LINE: usize = 998;
-/// RFC 5322 §2.1.1 recommended limit; we fold headers at whitespace beyond it.
-const SOFT_LINE: usize = 78;
+pub use crate::mime::TransferEncoding;
+#[cfg(test)]
+use crate::mime::{MAX_LINE, choose_encoding, to_crlf};
+use crate::mime::{encode_text, encoded_part, header_value, multipart, write_field};
+
 /// Longest tag name recognised by [`fill`].
 const MAX_TAG_LEN: usize = 64;
-/// RFC 2045 §6.8: base64 lines must not exceed 76 characters.
-const B64_LINE: usize = 76;
-/// 45 bytes → 60 base64 chars; plus `=?utf-8?B?` (10) and `?=` (2) gives 72, under the
-/// 75-character encoded-word limit of RFC 2047 §2.
-const EW_MAX_BYTES: usize = 45;
 /// Longest header field name accepted from `extra_headers`; keeps the first line short.
 const MAX_HEADER_NAME: usize = 76;
 /// Headers `render` always writes itself; a duplicate from `extra_headers` would make the
@@ -40,24 +44,6 @@ const RESERVED_HEADERS: [&str; 8] = [
     "Content-Type",
     "Content-Transfer-Encoding",
 ];
-
-/// Content-Transfer-Encoding of one body part.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransferEncoding {
-    SevenBit,
-    QuotedPrintable,
-    Base64,
-}
-
-impl TransferEncoding {
-    fn header_value(self) -> &'static str {
-        match self {
-            TransferEncoding::SevenBit => "7bit",
-            TransferEncoding::QuotedPrintable => "quoted-printable",
-            TransferEncoding::Base64 => "base64",
-        }
-    }
-}
 
 impl std::str::FromStr for TransferEncoding {
     type Err = TemplateError;
@@ -146,86 +132,13 @@ pub fn fill(text: &str, params: &BTreeMap<String, String>) -> Result<String, Tem
     Ok(out)
 }
 
-/// Converts CRLF, lone LF and lone CR to CRLF. Text/* bodies must be in canonical CRLF form
-/// before any transfer encoding (RFC 2045 §6.8), and a lone CR is never legal on the wire.
-fn to_crlf(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + s.len() / 32 + 2);
-    let mut chars = s.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '\r' => {
-                if chars.peek() == Some(&'\n') {
-                    chars.next();
-                }
-                out.push_str("\r\n");
-            }
-            '\n' => out.push_str("\r\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// RFC 2045 §2.7 "7bit data": ASCII, no NUL, lines ≤ 998 octets. Expects CRLF-normalised text.
-fn fits_7bit(normalised: &str) -> bool {
-    normalised.bytes().all(|b| b != 0 && b.is_ascii())
-        && normalised.split("\r\n").all(|line| line.len() <= MAX_LINE)
-}
-
-/// Picks the cheapest correct encoding: 7bit when all bytes are ASCII (no NUL, no bare CR/LF
-/// issues — treat input as text, lines split on \n or \r\n) and every line ≤ 998 octets;
-/// quoted-printable when most bytes (≥ ~80%) are printable ASCII; base64 otherwise.
-pub fn choose_encoding(body: &str) -> TransferEncoding {
-    let normalised = to_crlf(body);
-    if fits_7bit(&normalised) {
-        return TransferEncoding::SevenBit;
-    }
-    let total = normalised.len();
-    let printable = normalised
-        .bytes()
-        .filter(|&b| matches!(b, b'\t' | b'\r' | b'\n' | 0x20..=0x7e))
-        .count();
-    // QP costs 3 bytes per unprintable byte, base64 a flat 4/3: at ~80% printable QP still
-    // wins and stays human-readable, below that base64 is smaller.
-    if printable.saturating_mul(5) >= total.saturating_mul(4) {
-        TransferEncoding::QuotedPrintable
-    } else {
-        TransferEncoding::Base64
-    }
-}
-
-/// Encodes one body part; returns the encoding used and the wire text (CRLF line breaks,
-/// without a guaranteed trailing CRLF).
+/// Encodes one body part, naming the part in the error when a forced 7bit cannot carry it.
 fn encode_body(
     body: &str,
     forced: Option<TransferEncoding>,
     part: &'static str,
 ) -> Result<(TransferEncoding, String), TemplateError> {
-    let normalised = to_crlf(body);
-    let encoding = forced.unwrap_or_else(|| choose_encoding(&normalised));
-    let encoded = match encoding {
-        TransferEncoding::SevenBit => {
-            if !fits_7bit(&normalised) {
-                return Err(TemplateError::SevenBitUnsuitable(part));
-            }
-            normalised
-        }
-        // Text mode keeps our CRLFs as hard line breaks and soft-wraps at 76 with "=\r\n".
-        TransferEncoding::QuotedPrintable => quoted_printable::encode_to_str(normalised),
-        TransferEncoding::Base64 => wrap_base64(&STANDARD.encode(normalised)),
-    };
-    Ok((encoding, encoded))
-}
-
-fn wrap_base64(b64: &str) -> String {
-    let mut out = String::with_capacity(b64.len() + b64.len() / B64_LINE * 2 + 2);
-    for (i, c) in b64.chars().enumerate() {
-        if i > 0 && i % B64_LINE == 0 {
-            out.push_str("\r\n");
-        }
-        out.push(c);
-    }
-    out
+    encode_text(body, forced).map_err(|_| TemplateError::SevenBitUnsuitable(part))
 }
 
 /// Makes a header value safe to emit: CR/LF (and other control characters, which have no
@@ -245,145 +158,58 @@ fn sanitize_header_value(value: &str) -> String {
     cleaned.trim().to_owned()
 }
 
-/// Splits `value` into RFC 2047 B-encoded words, never splitting a UTF-8 character
-/// (RFC 2047 §5 forbids a word holding a partial character).
-fn encoded_words(value: &str) -> Vec<String> {
-    let mut words = Vec::new();
-    let mut start = 0;
-    let mut end = 0;
-    for (i, c) in value.char_indices() {
-        let next = i + c.len_utf8();
-        if next - start > EW_MAX_BYTES {
-            words.push(encoded_word(&value[start..end]));
-            start = end;
-        }
-        end = next;
-    }
-    if start < end {
-        words.push(encoded_word(&value[start..end]));
-    }
-    words
-}
-
-fn encoded_word(chunk: &str) -> String {
-    format!("=?utf-8?B?{}?=", STANDARD.encode(chunk))
-}
-
-/// Encodes a header value per RFC 2047 (B encoding, utf-8) when it contains non-ASCII;
-/// returns it unchanged otherwise. Used by render and usable by callers.
+/// Encodes a header value per RFC 2047 when it contains non-ASCII (folded, words separated
+/// by CRLF + space); returns it unchanged otherwise.
 ///
-/// Encoded-words are separated by CRLF + space (a fold). The value is not sanitised:
-/// callers that take it from untrusted input must strip CR/LF from ASCII values themselves.
+/// The value is not sanitised: callers that take it from untrusted input must strip CR/LF
+/// from ASCII values themselves.
 #[allow(dead_code)] // for callers building their own headers (DSNs)
 pub fn encode_header_value(value: &str) -> String {
     if value.is_ascii() {
-        value.to_owned()
-    } else {
-        encoded_words(value).join("\r\n ")
-    }
-}
-
-/// Like [`encode_header_value`] but separates words with a plain space, leaving line
-/// breaking to [`push_header`] (which folds at those spaces).
-fn encode_unstructured(value: &str) -> String {
-    if value.is_ascii() {
-        value.to_owned()
-    } else {
-        encoded_words(value).join(" ")
-    }
-}
-
-/// Encodes a `From` value: with `Name <addr>` only the display name becomes encoded-words
-/// (an encoded address would be undeliverable); otherwise the whole value is encoded.
-fn encode_from(value: &str) -> String {
-    if value.is_ascii() {
         return value.to_owned();
     }
-    if let Some(stripped) = value.strip_suffix('>')
-        && let Some(lt) = stripped.rfind('<')
-    {
-        let addr = &stripped[lt + 1..];
-        if addr.is_ascii() {
-            // Encoded-words are not allowed inside a quoted-string (RFC 2047 §5), so unquote.
-            let name = unquote(value[..lt].trim());
-            if name.is_empty() {
-                return format!("<{addr}>");
-            }
-            return format!("{} <{addr}>", encode_unstructured(&name));
-        }
-    }
-    encode_unstructured(value)
+    let mut out = Vec::new();
+    write_field(&mut out, "X", &Text::new(value).into());
+    let text = String::from_utf8_lossy(&out);
+    text.strip_prefix("X: ")
+        .unwrap_or(&text)
+        .trim_end_matches("\r\n")
+        .to_owned()
 }
 
-fn unquote(name: &str) -> String {
-    match name.strip_prefix('"').and_then(|n| n.strip_suffix('"')) {
-        Some(inner) => {
-            let mut out = String::with_capacity(inner.len());
-            let mut chars = inner.chars();
-            while let Some(c) = chars.next() {
-                if c == '\\' {
-                    if let Some(escaped) = chars.next() {
-                        out.push(escaped);
-                    }
-                } else {
-                    out.push(c);
-                }
-            }
-            out
-        }
-        None => name.to_owned(),
+/// The `From` value: ASCII as written (folded); otherwise, when it is `Name <addr>` with
+/// an ASCII address, only the display name becomes encoded-words (an encoded address
+/// would be undeliverable); otherwise the whole value is encoded. `mail-parser` splits the
+/// address (quoted names, escapes, comments) and `mail-builder` writes it back.
+fn from_value(value: &str) -> HeaderType<'static> {
+    if value.is_ascii() {
+        return header_value("From", value.to_owned());
     }
-}
-
-/// Splits before every space/tab, so each segment after the first starts with the
-/// whitespace a fold may be inserted in front of (RFC 5322 §2.2.3).
-fn wsp_segments(s: &str) -> Vec<&str> {
-    let mut segments = Vec::new();
-    let mut start = 0;
-    for (i, c) in s.char_indices() {
-        if (c == ' ' || c == '\t') && i > start {
-            segments.push(&s[start..i]);
-            start = i;
+    let field = format!("From: {value}\r\n\r\n");
+    let parsed = MessageParser::new().parse_headers(field.as_bytes());
+    let single = parsed.as_ref().and_then(|m| match m.from()?.as_list()? {
+        [only] => Some((only.name().map(str::to_owned), only.address()?.to_owned())),
+        _ => None,
+    });
+    // An unquoted comma in the name ("Müller, Hans <h@x>") reads as two addresses to an
+    // RFC 5322 parser; such names were always sent as one name, so keep them whole.
+    let split = single.or_else(|| {
+        let (name, rest) = value.rsplit_once('<')?;
+        let address = rest.strip_suffix('>')?;
+        let name = name.trim();
+        let name = name
+            .strip_prefix('"')
+            .and_then(|n| n.strip_suffix('"'))
+            .unwrap_or(name);
+        Some((Some(name.to_owned()), address.to_owned()))
+    });
+    match split {
+        Some((name, address)) if address.is_ascii() && !address.contains(['<', '>']) => {
+            let name = name.filter(|n| !n.trim().is_empty());
+            Address::new_address(name.map(|n| n.trim().to_owned()), address).into()
         }
+        _ => Text::new(value.to_owned()).into(),
     }
-    if start < s.len() {
-        segments.push(&s[start..]);
-    }
-    segments
-}
-
-/// Appends `Name: value\r\n`, folding at whitespace past 78 columns and, as a last resort
-/// for a single run longer than 998 octets, breaking it with CRLF + space (which adds a
-/// space on unfolding, but keeps the message transmittable).
-/// `value` must already be free of CR/LF.
-fn push_header(out: &mut String, name: &str, value: &str) {
-    out.push_str(name);
-    out.push(':');
-    let mut line_len = name.len() + 1;
-    // Never fold where the current line is only whitespace: RFC 5322 forbids such lines.
-    let mut line_has_text = true;
-    let padded = format!(" {value}");
-    for (idx, segment) in wsp_segments(&padded).into_iter().enumerate() {
-        // idx 0 is the space after the colon: folding there would leave an empty first line.
-        if idx > 0 && line_has_text && line_len + segment.len() > SOFT_LINE {
-            out.push_str("\r\n");
-            line_len = 0;
-            line_has_text = false;
-        }
-        for c in segment.chars() {
-            let width = c.len_utf8();
-            if line_len + width > MAX_LINE {
-                out.push_str("\r\n ");
-                line_len = 1;
-            }
-            out.push(c);
-            line_len += width;
-            if c != ' ' && c != '\t' {
-                line_has_text = true;
-            }
-        }
-    }
-    out.push_str("\r\n");
 }
 
 /// RFC 5322 field-name: printable ASCII except ':' (anything else could break the header).
@@ -394,32 +220,6 @@ fn extra_header_allowed(name: &str) -> bool {
         && !RESERVED_HEADERS
             .iter()
             .any(|reserved| reserved.eq_ignore_ascii_case(name))
-}
-
-/// RFC 5322 date-time. Written by hand because chrono's `to_rfc2822` panics for years
-/// outside 0..=9999, and `now` is caller-controlled.
-fn rfc5322_date(now: DateTime<Utc>) -> String {
-    const DAYS: [&str; 7] = ["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun"];
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let day = DAYS
-        .get(now.weekday().num_days_from_monday() as usize)
-        .copied()
-        .unwrap_or("Mon");
-    let month = MONTHS.get(now.month0() as usize).copied().unwrap_or("Jan");
-    let mut out = String::with_capacity(32);
-    // Writing to a String cannot fail.
-    let _ = write!(
-        out,
-        "{day}, {:02} {month} {:04} {:02}:{:02}:{:02} +0000",
-        now.day(),
-        now.year(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    );
-    out
 }
 
 fn splitmix64(mut z: u64) -> u64 {
@@ -462,18 +262,23 @@ fn sanitize_id_domain(domain: &str) -> String {
     }
 }
 
+/// `msec.random@domain` (written in angle brackets by `mail-builder`). Ours rather than
+/// `mail-builder`'s generated one because the domain is configured (`message_id_domain`),
+/// not the local host name, and the milliseconds let an operator date a message by its id.
 fn message_id(id_domain: &str, now: DateTime<Utc>) -> String {
     format!(
-        "<{}.{:016x}@{}>",
+        "{}.{:016x}@{}",
         now.timestamp_millis(),
         random_u64(),
         sanitize_id_domain(id_domain)
     )
 }
 
-/// A boundary absent from every part. Candidates share a random prefix and differ in a
-/// fixed-width counter, so each position of the content can rule out at most one of them:
-/// the loop ends after at most `total length + 1` tries even if the content is adversarial.
+/// A boundary absent from every part. Ours rather than `mail-builder`'s (time and counter
+/// based, never checked against the content) because a template body is third-party text:
+/// candidates share a random prefix and differ in a fixed-width counter, so each position
+/// of the content can rule out at most one of them, and the loop ends after at most
+/// `total length + 1` tries even if the content is adversarial.
 fn pick_boundary(parts: &[&str]) -> String {
     let seed = random_u64();
     let total = parts.iter().map(|p| p.len() as u64).sum::<u64>();
@@ -488,29 +293,30 @@ fn pick_boundary(parts: &[&str]) -> String {
     candidate(total.wrapping_add(1))
 }
 
-fn push_part_headers(out: &mut String, content_type: &str, encoding: TransferEncoding) {
-    push_header(
-        out,
-        "Content-Type",
-        &format!("{content_type}; charset=utf-8"),
-    );
-    push_header(out, "Content-Transfer-Encoding", encoding.header_value());
+/// `headers` that may be written, as `mail-builder` header values: each value sanitised
+/// (CR/LF and controls become spaces) and RFC 2047 encoded when non-ASCII; a header with
+/// an invalid field name or one of the names [`render`] writes itself is dropped.
+fn allowed_headers(headers: &[(String, String)]) -> Vec<(String, HeaderType<'static>)> {
+    headers
+        .iter()
+        .filter(|(name, _)| extra_header_allowed(name))
+        .map(|(name, value)| {
+            let value = header_value(name, sanitize_header_value(value));
+            (name.clone(), value)
+        })
+        .collect()
 }
 
-/// `headers` as header lines: each value sanitised (CR/LF and controls become
-/// spaces), RFC 2047 encoded when non-ASCII and folded; a header with an invalid
-/// field name or one of the names [`render`] writes itself is dropped. [`render`]
-/// writes its extra headers with this and [`prepend_headers`] adds headers to any
-/// message with it, so a header comes out the same on every path.
+/// `headers` as header lines (see `allowed_headers`). [`render`] writes its extra headers
+/// the same way and [`prepend_headers`] adds headers to any message with it, so a header
+/// comes out the same on every path.
 pub fn header_lines(headers: &[(String, String)]) -> String {
-    let mut out = String::new();
-    for (name, value) in headers {
-        if extra_header_allowed(name) {
-            let value = encode_unstructured(&sanitize_header_value(value));
-            push_header(&mut out, name, &value);
-        }
+    let mut out = Vec::new();
+    for (name, value) in allowed_headers(headers) {
+        write_field(&mut out, &name, &value);
     }
-    out
+    // mail-builder writes ASCII only (encoded-words for the rest).
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `message` (a whole RFC 5322 message, raw or rendered) with `headers` written
@@ -557,55 +363,53 @@ pub fn render(
         Some(body) => Some(encode_body(&fill(body, params)?, t.html_encoding, "html")?),
         None => None,
     };
-
-    let mut out = String::new();
-    push_header(&mut out, "From", &encode_from(&from));
-    push_header(&mut out, "To", &sanitize_header_value(to));
-    push_header(&mut out, "Subject", &encode_unstructured(&subject));
-    push_header(&mut out, "Date", &rfc5322_date(now));
-    push_header(&mut out, "Message-ID", &message_id(id_domain, now));
-    push_header(&mut out, "MIME-Version", "1.0");
-    out.push_str(&header_lines(extra_headers));
-
-    match (text, html) {
-        (Some((text_enc, text_body)), Some((html_enc, html_body))) => {
-            let boundary = pick_boundary(&[&text_body, &html_body]);
-            push_header(
-                &mut out,
-                "Content-Type",
-                &format!("multipart/alternative; boundary=\"{boundary}\""),
-            );
-            out.push_str("\r\n");
-            for (content_type, encoding, body) in [
-                ("text/plain", text_enc, text_body),
-                ("text/html", html_enc, html_body),
-            ] {
-                let _ = write!(out, "--{boundary}\r\n");
-                push_part_headers(&mut out, content_type, encoding);
-                out.push_str("\r\n");
-                out.push_str(&body);
-                // This CRLF belongs to the next delimiter (RFC 2046 §5.1.1), so the part's
-                // own trailing line break, if any, is preserved.
-                out.push_str("\r\n");
-            }
-            let _ = write!(out, "--{boundary}--\r\n");
+    let text_part = |content_type: &'static str, (encoding, body): (TransferEncoding, String)| {
+        encoded_part(
+            format!("{content_type}; charset=utf-8"),
+            encoding.header_value(),
+            body,
+        )
+    };
+    let body = match (text, html) {
+        (Some(text), Some(html)) => {
+            let boundary = pick_boundary(&[&text.1, &html.1]);
+            multipart(
+                "alternative",
+                &boundary,
+                vec![text_part("text/plain", text), text_part("text/html", html)],
+            )
         }
-        (Some((encoding, body)), None) | (None, Some((encoding, body))) => {
+        // A single part is the whole body: make sure the message ends with CRLF.
+        (Some(mut single), None) | (None, Some(mut single)) => {
+            if !single.1.ends_with("\r\n") {
+                single.1.push_str("\r\n");
+            }
             let content_type = if t.text.is_some() {
                 "text/plain"
             } else {
                 "text/html"
             };
-            push_part_headers(&mut out, content_type, encoding);
-            out.push_str("\r\n");
-            out.push_str(&body);
-            if !body.ends_with("\r\n") {
-                out.push_str("\r\n");
-            }
+            text_part(content_type, single)
         }
         (None, None) => return Err(TemplateError::NoBody),
+    };
+
+    let mut message = MessageBuilder::new()
+        .header("From", from_value(&from))
+        // Raw even when not ASCII: an address must not become encoded-words (RFC 2047 §5),
+        // and an SMTPUTF8 recipient is written as UTF-8 (RFC 6532), as it always was.
+        .header("To", Raw::new(sanitize_header_value(to)))
+        .header("Subject", header_value("Subject", subject))
+        // mail-builder's Date handles any year (chrono's to_rfc2822 panics outside 0..=9999).
+        .header("Date", Date::new(now.timestamp()))
+        .header("Message-ID", MessageId::new(message_id(id_domain, now)))
+        .header("MIME-Version", Raw::new("1.0"));
+    for (name, value) in allowed_headers(extra_headers) {
+        message = message.header(name, value);
     }
-    Ok(out.into_bytes())
+    let mut out = Vec::new();
+    message.body(body).serialize(&mut out);
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -686,44 +490,47 @@ mod tests {
             .unwrap_or_else(|| panic!("no {name} header"))
     }
 
+    /// RFC 5322 §2.1.1 recommended limit, which folded headers keep to.
+    const SOFT_LINE: usize = 78;
+
+    /// An unstructured header value as mail-parser decodes it (RFC 2047 encoded-words,
+    /// unfolding); every encoded-word must be within RFC 2047 §2's 75 characters.
     fn decode_words(value: &str) -> String {
-        let mut bytes = Vec::new();
-        for word in value.split_whitespace() {
+        for word in value.split_whitespace().filter(|w| w.starts_with("=?")) {
             assert!(word.len() <= 75, "encoded-word too long: {word}");
-            let b64 = word
-                .strip_prefix("=?utf-8?B?")
-                .and_then(|w| w.strip_suffix("?="))
-                .unwrap_or_else(|| panic!("not an encoded-word: {word}"));
-            bytes.extend(STANDARD.decode(b64).unwrap());
         }
-        String::from_utf8(bytes).unwrap()
+        let field = format!("Subject: {value}\r\n\r\n");
+        let parsed = MessageParser::new()
+            .parse_headers(field.as_bytes())
+            .unwrap();
+        parsed.subject().unwrap().to_owned()
     }
 
+    /// A part body decoded by mail-parser, after checking RFC 2045's 76-character lines.
     fn decode_body(cte: &str, body: &str) -> String {
-        let bytes = match cte {
-            "7bit" => body.as_bytes().to_vec(),
-            "quoted-printable" => {
-                for line in body.split("\r\n") {
-                    assert!(line.len() <= 76, "QP line too long: {line}");
-                }
-                quoted_printable::decode(body, quoted_printable::ParseMode::Strict).unwrap()
+        if cte != "7bit" {
+            for line in body.split("\r\n") {
+                assert!(line.len() <= 76, "{cte} line too long: {line}");
             }
-            "base64" => {
-                for line in body.split("\r\n") {
-                    assert!(line.len() <= 76, "base64 line too long");
-                }
-                STANDARD.decode(body.replace("\r\n", "")).unwrap()
-            }
-            other => panic!("unexpected CTE {other}"),
-        };
-        String::from_utf8(bytes).unwrap()
+        }
+        assert!(
+            ["7bit", "quoted-printable", "base64"].contains(&cte),
+            "unexpected CTE {cte}"
+        );
+        let part = format!(
+            "Content-Type: application/octet-stream\r\nContent-Transfer-Encoding: {cte}\r\n\r\n{body}"
+        );
+        let parsed = MessageParser::new().parse(part.as_bytes()).unwrap();
+        String::from_utf8(parsed.parts[0].contents().to_vec()).unwrap()
     }
 
     /// Splits a multipart body into (headers, body) per part, checking the close delimiter.
     fn parts(body: &str, boundary: &str) -> Vec<(String, String)> {
         let delim = format!("--{boundary}");
         let pieces: Vec<&str> = body.split(&delim).collect();
-        assert_eq!(pieces.first(), Some(&""), "no preamble expected");
+        // mail-builder starts the body with an empty line, which RFC 2046 §5.1.1 attaches to
+        // the first delimiter: still no preamble text.
+        assert_eq!(pieces.first(), Some(&"\r\n"), "no preamble expected");
         assert_eq!(
             pieces.last(),
             Some(&"--\r\n"),
@@ -1045,6 +852,34 @@ mod tests {
     }
 
     #[test]
+    fn non_ascii_from_with_unquoted_comma_keeps_one_name_and_address() {
+        let mut t = template(Some("b"), None);
+        t.from = "Müller, Hans <h@example.com>".into();
+        let msg = render_simple(&t, &params(&[("Name", "x")]));
+        let m = MessageParser::default().parse(&msg).unwrap();
+        let from = m.from().unwrap().as_list().unwrap();
+        assert_eq!(from.len(), 1);
+        assert_eq!(from[0].name(), Some("Müller, Hans"));
+        assert_eq!(from[0].address(), Some("h@example.com"));
+    }
+
+    #[test]
+    fn non_ascii_to_is_written_as_utf8_not_encoded() {
+        let t = template(Some("b"), None);
+        let msg = render(
+            &t,
+            &params(&[("Name", "x")]),
+            "zoë@exämple.org",
+            "d",
+            &[],
+            now(),
+        )
+        .unwrap();
+        let (h, _) = split_msg(&msg);
+        assert_eq!(header(&h, "To"), "zoë@exämple.org");
+    }
+
+    #[test]
     fn long_ascii_headers_are_folded() {
         let mut t = template(Some("b"), None);
         t.subject = "word ".repeat(400);
@@ -1059,7 +894,10 @@ mod tests {
         let msg = render_simple(&t, &params(&[]));
         assert_wire_clean(&msg);
         let (h, _) = split_msg(&msg);
-        assert_eq!(header(&h, "Subject").replace(' ', ""), "x".repeat(3000));
+        let subject = decode_words(&header(&h, "Subject"));
+        assert_eq!(subject.replace(' ', ""), "x".repeat(3000));
+        // Carried as encoded-words now, so unfolding no longer adds spaces.
+        assert_eq!(subject, "x".repeat(3000));
     }
 
     #[test]
