@@ -187,11 +187,13 @@ fn replay_session(t: &Transcript) {
                             rows += envelope.rcpt_to.len() as i64;
                             session.on_stored(Ok(QueueId([1; 16])), &mut out);
                         }
-                        Some(Event::Close) => {
+                        Some(Event::Close | Event::BadProxy(_)) => {
                             closed = true;
                             break;
                         }
                         Some(Event::StartTls) => pending.clear(),
+                        // Transcripts run on ordinary listeners (no PROXY header).
+                        Some(Event::Proxy(_)) => session.admit(&mut out),
                         None if fed.consumed == 0 => break,
                         None => {}
                     }

@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use smtpd::handoff::QueueId;
-use smtpd::protocol::{DomainPolicy, Event, Phase, Session, SessionConfig};
+use smtpd::protocol::{DomainPolicy, Event, Opening, Phase, Session, SessionConfig};
 
 fuzz_target!(|input: (Vec<u16>, &[u8])| {
     let (cuts, bytes) = input;
@@ -24,9 +24,17 @@ fuzz_target!(|input: (Vec<u16>, &[u8])| {
         max_errors: 20,
         max_junk_commands: 100,
     });
-    let mut session = Session::new(config, IpAddr::V4(Ipv4Addr::LOCALHOST));
+    // Every way a connection can open: greeted, banner held, PROXY header first.
+    let opening = match cuts.len() % 3 {
+        0 => Opening::Greet,
+        1 => Opening::HoldGreeting,
+        _ => Opening::Proxy,
+    };
+    let mut session = Session::opening(config, IpAddr::V4(Ipv4Addr::LOCALHOST), opening);
     let mut out = Vec::new();
-    session.greet(&mut out);
+    if opening == Opening::Greet {
+        session.greet(&mut out);
+    }
     let mut points: Vec<usize> = cuts.iter().map(|&c| usize::from(c) % (bytes.len() + 1)).collect();
     points.sort_unstable();
     points.push(bytes.len());
@@ -49,6 +57,8 @@ fuzz_target!(|input: (Vec<u16>, &[u8])| {
                     session.on_stored(Ok(QueueId([0; 16])), &mut out);
                 }
                 Some(Event::Close) => break 'reads,
+                Some(Event::Proxy(_)) => session.admit(&mut out),
+                Some(Event::BadProxy(_)) => break 'reads,
                 Some(Event::StartTls) => {
                     // The reactor drops the rest of the read and switches to TLS.
                     pending.clear();

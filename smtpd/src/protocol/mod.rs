@@ -30,4 +30,4 @@ pub mod reply;
 pub mod session;
 
 pub use domains::{DomainPatternError, DomainPolicy};
-pub use session::{Event, Fed, Phase, Session, SessionConfig, write_too_busy};
+pub use session::{Event, Fed, Opening, Phase, Session, SessionConfig, write_too_busy};

@@ -21,6 +21,7 @@ use super::chunk::ChunkedBody;
 use super::command::{self, Command, MAX_COMMAND_LINE_BYTES, MailFrom};
 use super::data::{BodyPiece, DataError, DataReceiver, Progress};
 use super::domains::DomainPolicy;
+use super::proxy::{self, ProxyError, ProxyHeader, ProxyParse};
 use super::reply::{self, Reply};
 use crate::handoff::{Envelope, QueueId, StoreFailed};
 
@@ -75,6 +76,27 @@ pub enum Event {
     /// handshake. Everything after the STARTTLS line was consumed and must be
     /// dropped (RFC 3207 §4.2 / CVE-2011-0411: no plaintext command survives).
     StartTls,
+    /// A PROXY protocol header arrived: the reactor applies its per-IP limits to
+    /// the real client address, then answers with [`Session::admit`] or
+    /// [`Session::refuse`]. Nothing after the header is read until then.
+    Proxy(ProxyHeader),
+    /// What came first on a PROXY listener was not an acceptable header: close
+    /// without a word (the peer is not a proxy we understand).
+    BadProxy(ProxyError),
+}
+
+/// How a connection begins, before any SMTP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opening {
+    /// The banner goes out at once ([`Session::greet`]).
+    Greet,
+    /// The banner is held (`limits.greet_delay_ms`, Postfix postscreen's pregreet
+    /// test): a client that talks before it gets 554 and is closed; the reactor
+    /// calls [`Session::greet`] when the delay is over.
+    HoldGreeting,
+    /// A PROXY protocol listener: the header must come first, and nothing is said
+    /// before it (a proxy waits for no banner).
+    Proxy,
 }
 
 /// The result of [`Session::feed`].
@@ -94,6 +116,12 @@ pub struct Fed {
 /// What the session is reading now; each state carries what it needs.
 #[derive(Debug)]
 enum State {
+    /// A PROXY listener's connection before its header (HAProxy PROXY v1/v2).
+    AwaitingProxy,
+    /// The header arrived; waiting for the reactor's per-IP verdict. Reads nothing.
+    Admitting,
+    /// The banner is held; any input now is a protocol violation.
+    PreGreeting,
     /// Command lines.
     Command,
     /// The current command line is over 512 octets: its bytes are dropped up to
@@ -163,11 +191,21 @@ pub struct Session {
 }
 
 impl Session {
+    /// A session whose banner the caller writes at once with [`Session::greet`].
     pub fn new(config: Arc<SessionConfig>, peer: IpAddr) -> Self {
+        Self::opening(config, peer, Opening::Greet)
+    }
+
+    /// A session that begins as `opening` says.
+    pub fn opening(config: Arc<SessionConfig>, peer: IpAddr, opening: Opening) -> Self {
         Self {
             config,
             peer,
-            state: State::Command,
+            state: match opening {
+                Opening::Greet => State::Command,
+                Opening::HoldGreeting => State::PreGreeting,
+                Opening::Proxy => State::AwaitingProxy,
+            },
             greeted: None,
             transaction: None,
             tls: false,
@@ -210,13 +248,40 @@ impl Session {
     }
 
     /// The 220 banner, written once when the connection opens.
+    /// Also ends a held greeting ([`Opening::HoldGreeting`]).
     pub fn greet(&mut self, out: &mut Vec<u8>) {
+        if matches!(self.state, State::Closed) {
+            return;
+        }
+        self.state = State::Command;
         self.reply(Reply::Greeting, out);
+    }
+
+    /// The banner is being held (see [`Opening::HoldGreeting`]).
+    pub fn greeting_held(&self) -> bool {
+        matches!(self.state, State::PreGreeting)
+    }
+
+    /// After [`Event::Proxy`]: the real client is admitted; greet it.
+    pub fn admit(&mut self, out: &mut Vec<u8>) {
+        if matches!(self.state, State::Admitting) {
+            self.greet(out);
+        }
+    }
+
+    /// After [`Event::Proxy`]: the real client is refused with `reply` (a per-IP
+    /// limit); the session is over.
+    pub fn refuse(&mut self, reply: Reply, out: &mut Vec<u8>) {
+        self.close_with(reply, out);
     }
 
     pub fn phase(&self) -> Phase {
         match self.state {
-            State::Command | State::DiscardingLine => Phase::Command,
+            State::AwaitingProxy
+            | State::Admitting
+            | State::PreGreeting
+            | State::Command
+            | State::DiscardingLine => Phase::Command,
             State::Data(_) | State::Chunk(_) => Phase::Data,
             State::Storing => Phase::Storing,
             State::Closed => Phase::Closed,
@@ -226,7 +291,8 @@ impl Session {
     /// Whether input should be read now (false while a commit is pending: that is
     /// the back-pressure that keeps pipelined input in the kernel, not in memory).
     pub fn wants_read(&self) -> bool {
-        matches!(self.phase(), Phase::Command | Phase::Data)
+        !matches!(self.state, State::Admitting)
+            && matches!(self.phase(), Phase::Command | Phase::Data)
     }
 
     /// A MAIL transaction is open (including DATA and the commit).
@@ -250,6 +316,38 @@ impl Session {
         let event = loop {
             let rest = input.get(pos..).unwrap_or_default();
             match &mut self.state {
+                State::AwaitingProxy => {
+                    if rest.is_empty() {
+                        break None;
+                    }
+                    match proxy::parse(rest) {
+                        Ok(ProxyParse::Incomplete) => break None,
+                        Ok(ProxyParse::Done { header, consumed }) => {
+                            pos = pos.saturating_add(consumed);
+                            progress = true;
+                            self.state = State::Admitting;
+                            if let ProxyHeader::Proxied { source, .. } = header {
+                                self.peer = source.ip();
+                            }
+                            break Some(Event::Proxy(header));
+                        }
+                        Err(e) => {
+                            self.state = State::Closed;
+                            pos = input.len();
+                            break Some(Event::BadProxy(e));
+                        }
+                    }
+                }
+                State::PreGreeting => {
+                    if rest.is_empty() {
+                        break None;
+                    }
+                    // RFC 5321 §3.1: the client waits for the 220. One that does not
+                    // is not waiting for any reply (a spam engine): refuse, close.
+                    self.close_with(Reply::PregreetTalker, out);
+                    pos = input.len();
+                    break Some(Event::Close);
+                }
                 State::Command | State::DiscardingLine => {
                     if rest.is_empty() {
                         break None;
@@ -334,7 +432,7 @@ impl Session {
                         break Some(event);
                     }
                 }
-                State::Storing | State::Closed => break None,
+                State::Admitting | State::Storing | State::Closed => break None,
             }
         };
         Fed {

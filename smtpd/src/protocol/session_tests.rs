@@ -62,11 +62,24 @@ impl Run {
 fn drive_with(
     config: SessionConfig,
     chunks: &[&[u8]],
+    store: impl FnMut(usize) -> Result<QueueId, StoreFailed>,
+) -> Run {
+    drive_opened(Opening::Greet, config, chunks, store)
+}
+
+/// [`drive_with`] for any way of opening; a PROXY header is admitted at once and
+/// a held banner is never released (the input must wait for it, or be refused).
+fn drive_opened(
+    opening: Opening,
+    config: SessionConfig,
+    chunks: &[&[u8]],
     mut store: impl FnMut(usize) -> Result<QueueId, StoreFailed>,
 ) -> Run {
-    let mut session = Session::new(Arc::new(config), IpAddr::V4(Ipv4Addr::LOCALHOST));
+    let mut session = Session::opening(Arc::new(config), IpAddr::V4(Ipv4Addr::LOCALHOST), opening);
     let mut out = Vec::new();
-    session.greet(&mut out);
+    if opening == Opening::Greet {
+        session.greet(&mut out);
+    }
     let mut pending = Vec::new();
     let mut messages = Vec::new();
     let mut closed = false;
@@ -76,13 +89,19 @@ fn drive_with(
             let fed = session.feed(&pending, &mut out);
             assert!(fed.consumed <= pending.len());
             pending.drain(..fed.consumed);
-            // Bounded memory: unconsumed input never exceeds one command line.
+            // Bounded memory: unconsumed input never exceeds one command line (or,
+            // before a PROXY header, the longest header). Input that arrived behind
+            // a header waiting for admission is one read's worth, like input behind
+            // a message being committed.
+            let limit = if matches!(fed.event, Some(Event::Proxy(_))) {
+                usize::MAX
+            } else if matches!(session.state, State::AwaitingProxy) {
+                crate::protocol::proxy::MAX_PROXY_HEADER_BYTES
+            } else {
+                MAX_COMMAND_LINE_BYTES
+            };
             if session.phase() == Phase::Command {
-                assert!(
-                    pending.len() < MAX_COMMAND_LINE_BYTES,
-                    "pending {}",
-                    pending.len()
-                );
+                assert!(pending.len() < limit, "pending {}", pending.len());
             }
             match fed.event {
                 Some(Event::Message(envelope)) => {
@@ -99,6 +118,11 @@ fn drive_with(
                 Some(Event::StartTls) => {
                     pending.clear();
                     session.set_tls(true);
+                }
+                Some(Event::Proxy(_)) => session.admit(&mut out),
+                Some(Event::BadProxy(_)) => {
+                    closed = true;
+                    break 'chunks;
                 }
                 None if fed.consumed == 0 => break,
                 None => {}
@@ -518,6 +542,41 @@ proptest! {
         prop_assert_eq!(&whole, &drive(&bytewise));
     }
 
+    /// The same for every way a connection opens: behind a PROXY header (v1 or
+    /// v2, split anywhere too), and with the banner held.
+    #[test]
+    fn any_split_gives_the_same_session_for_every_opening(
+        input in transcript(),
+        cut in any::<prop::sample::Index>(),
+        v2 in any::<bool>(),
+        opening in prop_oneof![Just(Opening::Proxy), Just(Opening::HoldGreeting)],
+    ) {
+        let mut bytes = if v2 {
+            let mut h = b"\r\n\r\n\0\r\nQUIT\n\x21\x11\x00\x0c".to_vec();
+            h.extend_from_slice(&[192, 0, 2, 7, 198, 51, 100, 1, 0x13, 0x88, 0, 25]);
+            h
+        } else {
+            b"PROXY TCP4 192.0.2.7 198.51.100.1 5000 25\r\n".to_vec()
+        };
+        if opening == Opening::HoldGreeting {
+            bytes.clear();
+        }
+        bytes.extend_from_slice(&input);
+        let run = |chunks: &[&[u8]]| {
+            drive_opened(opening, config(), chunks, |n| Ok(QueueId([n as u8; 16])))
+        };
+        let whole = run(&[&bytes]);
+        let at = cut.index(bytes.len() + 1);
+        prop_assert_eq!(&whole, &run(&[&bytes[..at], &bytes[at..]]));
+        let bytewise: Vec<&[u8]> = bytes.chunks(1).collect();
+        prop_assert_eq!(&whole, &run(&bytewise));
+        for m in &whole.messages {
+            if opening == Opening::Proxy {
+                prop_assert_eq!(m.peer, "192.0.2.7".parse::<IpAddr>().unwrap());
+            }
+        }
+    }
+
     /// No input makes the session panic, and every reply is a well-formed line.
     #[test]
     fn arbitrary_bytes_never_panic(input in prop::collection::vec(any::<u8>(), 0..2000)) {
@@ -839,4 +898,81 @@ fn empty_chunks_that_are_not_last_count_as_junk() {
     let run = one(&format!("{BDAT_TXN}{}", "BDAT 0\r\n".repeat(120)));
     assert!(run.closed);
     assert_eq!(run.codes().last().unwrap(), "421 4.7.0");
+}
+
+fn opened(opening: Opening) -> Session {
+    Session::opening(Arc::new(config()), IpAddr::V4(Ipv4Addr::LOCALHOST), opening)
+}
+
+#[test]
+fn a_proxy_header_comes_first_and_the_session_waits_for_admission() {
+    let mut s = opened(Opening::Proxy);
+    let mut out = Vec::new();
+    // Incomplete: nothing consumed, nothing said.
+    let fed = s.feed(b"PROXY TCP4 192.0.2.7 ", &mut out);
+    assert_eq!((fed.consumed, fed.event, out.is_empty()), (0, None, true));
+    let header = b"PROXY TCP4 192.0.2.7 198.51.100.1 5000 25\r\n";
+    let mut input = header.to_vec();
+    input.extend_from_slice(b"EHLO c\r\n");
+    let fed = s.feed(&input, &mut out);
+    assert_eq!(fed.consumed, header.len());
+    assert!(matches!(fed.event, Some(Event::Proxy(_))));
+    assert!(out.is_empty(), "no banner before admission");
+    // Waiting for the reactor's verdict: nothing is read.
+    assert!(!s.wants_read());
+    assert_eq!(s.feed(b"EHLO c\r\n", &mut out).consumed, 0);
+    s.admit(&mut out);
+    assert!(String::from_utf8_lossy(&out).starts_with("220 mx.test"));
+    let fed = s.feed(
+        b"EHLO c\r\nMAIL FROM:<a@b.example>\r\nRCPT TO:<x@example.com>\r\nDATA\r\nx\r\n.\r\n",
+        &mut out,
+    );
+    let Some(Event::Message(m)) = fed.event else {
+        panic!("no message");
+    };
+    // The real client's address, from the header.
+    assert_eq!(m.peer, "192.0.2.7".parse::<IpAddr>().unwrap());
+}
+
+#[test]
+fn a_refused_proxied_client_gets_the_reply_and_the_session_ends() {
+    let mut s = opened(Opening::Proxy);
+    let mut out = Vec::new();
+    s.feed(b"PROXY TCP4 192.0.2.7 198.51.100.1 5000 25\r\n", &mut out);
+    s.refuse(Reply::TooManyFromIp, &mut out);
+    assert!(out.starts_with(b"421 4.7.0"));
+    assert_eq!(s.phase(), Phase::Closed);
+}
+
+#[test]
+fn anything_but_a_proxy_header_on_a_proxy_listener_closes_silently() {
+    let mut s = opened(Opening::Proxy);
+    let mut out = Vec::new();
+    let fed = s.feed(b"EHLO c\r\n", &mut out);
+    assert!(matches!(fed.event, Some(Event::BadProxy(_))));
+    assert!(out.is_empty());
+    assert_eq!(s.phase(), Phase::Closed);
+}
+
+#[test]
+fn a_client_that_talks_before_a_held_banner_gets_554_and_is_closed() {
+    let mut s = opened(Opening::HoldGreeting);
+    let mut out = Vec::new();
+    assert!(s.greeting_held());
+    let fed = s.feed(b"EHLO spam\r\n", &mut out);
+    assert_eq!(fed.event, Some(Event::Close));
+    assert!(
+        out.starts_with(b"554 5.5.1"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert_eq!(s.phase(), Phase::Closed);
+    // A patient client is greeted when the delay ends, and goes on normally.
+    let mut s = opened(Opening::HoldGreeting);
+    let mut out = Vec::new();
+    assert_eq!(s.feed(b"", &mut out).event, None);
+    s.greet(&mut out);
+    assert!(!s.greeting_held());
+    s.feed(b"EHLO c\r\n", &mut out);
+    assert!(String::from_utf8_lossy(&out).contains("250 SMTPUTF8"));
 }

@@ -26,9 +26,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use mio::net::TcpStream;
-use tracing::warn;
+use tracing::{debug, warn};
 
 use crate::handoff::Envelope;
+use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::{Event, Phase, Session};
 use crate::spool::{Spool, SpoolWriter, SpooledBody};
 
@@ -52,6 +53,9 @@ pub enum Outcome {
     Submit(Envelope, Option<SpooledBody>),
     /// A message is complete but its body could not be spooled: answer `451`.
     SpoolFailed,
+    /// A PROXY header arrived: apply the per-IP limits to its client, then
+    /// admit or refuse the session.
+    Proxied(ProxyHeader),
 }
 
 /// The global in-flight budget, as one connection sees it.
@@ -125,9 +129,6 @@ pub struct Connection {
     tls_config: Option<Arc<rustls::ServerConfig>>,
     /// The session said STARTTLS: start TLS once the 220 is written.
     start_tls: bool,
-    /// A PROXY protocol listener: the first bytes must be the header, and nothing
-    /// is said (no banner) until it has arrived.
-    pub awaiting_proxy: bool,
     /// The address counted against the per-IP limits (released at close).
     pub counted_ip: Option<std::net::IpAddr>,
     /// The banner is held until then (`limits.greet_delay_ms`).
@@ -138,16 +139,6 @@ pub struct Connection {
     pub in_flight: usize,
     /// Where the body of the message being received goes.
     spill: Spill,
-}
-
-/// Progress on a PROXY protocol header.
-pub enum ProxyStep {
-    /// More bytes needed.
-    Waiting,
-    /// The header arrived (its bytes are consumed; what followed is kept).
-    Done(crate::protocol::proxy::ProxyHeader),
-    /// Not a valid header, or the peer closed first.
-    Failed(String),
 }
 
 impl Connection {
@@ -176,66 +167,11 @@ impl Connection {
             tls: None,
             tls_config: None,
             start_tls: false,
-            awaiting_proxy: false,
             counted_ip: None,
             greet_at: None,
             charged: 0,
             in_flight: 0,
             spill: Spill::Memory,
-        }
-    }
-
-    /// Before the banner: did the client send anything (or close)? It should be
-    /// waiting for our 220 (RFC 5321 §3.1).
-    pub fn talked_before_greeting(&mut self, scratch: &mut [u8]) -> io::Result<bool> {
-        loop {
-            return match self.stream.read(scratch) {
-                Ok(0) => {
-                    self.peer_closed = true;
-                    Ok(false)
-                }
-                Ok(_) => Ok(true),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => Err(e),
-            };
-        }
-    }
-
-    /// Reads the PROXY protocol header (v1 or v2) that a trusted load balancer
-    /// sends before anything else.
-    pub fn read_proxy_header(&mut self, scratch: &mut [u8], now: Instant) -> io::Result<ProxyStep> {
-        use crate::protocol::proxy::{self, MAX_PROXY_HEADER_BYTES, ProxyParse};
-        loop {
-            // Never read past the longest header: what follows belongs to SMTP.
-            let room = MAX_PROXY_HEADER_BYTES
-                .saturating_sub(self.pending_in.len())
-                .max(1);
-            let buf = scratch
-                .get_mut(..room.min(scratch.len()))
-                .unwrap_or_default();
-            match self.stream.read(buf) {
-                Ok(0) => return Ok(ProxyStep::Failed("closed before the PROXY header".into())),
-                Ok(n) => {
-                    self.last_active = now;
-                    self.pending_in
-                        .extend_from_slice(buf.get(..n).unwrap_or_default());
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            }
-            return Ok(match proxy::parse(&self.pending_in) {
-                Ok(ProxyParse::Incomplete) => ProxyStep::Waiting,
-                Ok(ProxyParse::Done { header, consumed }) => {
-                    self.pending_in.drain(..consumed.min(self.pending_in.len()));
-                    self.awaiting_proxy = false;
-                    // Bytes after the header may be waiting in the socket too.
-                    self.unread_input = true;
-                    ProxyStep::Done(header)
-                }
-                Err(e) => ProxyStep::Failed(e.to_string()),
-            });
         }
     }
 
@@ -424,6 +360,15 @@ impl Connection {
                     self.closing = true;
                     break;
                 }
+                Some(Event::Proxy(header)) => {
+                    outcome = Outcome::Proxied(header);
+                    break;
+                }
+                Some(Event::BadProxy(e)) => {
+                    debug!(peer = %self.peer, reason = %e, "bad PROXY header");
+                    self.closing = true;
+                    break;
+                }
                 Some(Event::StartTls) => {
                     // The session consumed the rest of this input: pipelined
                     // plaintext after STARTTLS is dropped, never executed.
@@ -471,7 +416,9 @@ impl Connection {
         budget: Budget<'_>,
     ) -> io::Result<Outcome> {
         // Held-back input first, so bytes stay in order.
-        if let o @ (Outcome::Submit(..) | Outcome::SpoolFailed) = self.feed_pending(budget) {
+        if let o @ (Outcome::Submit(..) | Outcome::SpoolFailed | Outcome::Proxied(_)) =
+            self.feed_pending(budget)
+        {
             self.unread_input = !self.peer_closed;
             return Ok(o);
         }
@@ -525,7 +472,7 @@ impl Connection {
             if progressed {
                 self.last_active = now;
             }
-            if let Outcome::Submit(..) | Outcome::SpoolFailed = outcome {
+            if let Outcome::Submit(..) | Outcome::SpoolFailed | Outcome::Proxied(_) = outcome {
                 // The socket may hold more (pipelined) input: come back for it.
                 self.unread_input = true;
                 return Ok(outcome);

@@ -27,7 +27,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 use tracing::{debug, error, warn};
 
-use super::connection::{Budget, Connection, Outcome, ProxyStep};
+use super::connection::{Budget, Connection, Outcome};
 use super::limits::Refusal;
 use super::timer::{TICK, TimerWheel};
 use super::{ReactorConfig, Shared};
@@ -36,7 +36,7 @@ use crate::handoff::{
 };
 use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::reply::Reply;
-use crate::protocol::{self, Phase, Session, SessionConfig};
+use crate::protocol::{self, Opening, Phase, Session, SessionConfig};
 use crate::spool::SpooledBody;
 
 pub const WAKER_TOKEN: Token = Token(usize::MAX);
@@ -252,7 +252,17 @@ impl Reactor {
         }
         let generation = self.next_generation;
         self.next_generation += 1;
-        let session = Session::new(Arc::clone(&self.session_config), peer.ip());
+        // Behind a proxy nothing is said before the header; otherwise the banner
+        // may be held (a client that talks before it is a spam engine that does
+        // not wait for replies: Postfix postscreen's pregreet test).
+        let opening = if behind_proxy {
+            Opening::Proxy
+        } else if self.config.greet_delay > Duration::ZERO {
+            Opening::HoldGreeting
+        } else {
+            Opening::Greet
+        };
+        let session = Session::opening(Arc::clone(&self.session_config), peer.ip(), opening);
         let implicit_tls = index >= self.config.implicit_tls_from && !behind_proxy;
         let tls_config = if implicit_tls || self.session_config.starttls {
             self.shared.tls.get()
@@ -271,18 +281,17 @@ impl Reactor {
             warn!(%peer, error = %e, "cannot start TLS");
             return;
         }
-        let first_timer = if behind_proxy {
-            conn.awaiting_proxy = true;
-            now + self.config.shortest_timeout()
-        } else if self.config.greet_delay > Duration::ZERO {
-            // Hold the banner: a client that talks before it is a spam engine
-            // that does not wait for replies (Postfix postscreen's pregreet test).
-            conn.greet_at = Some(now + self.config.greet_delay);
-            now + self.config.greet_delay
-        } else {
-            conn.session.greet(&mut conn.out);
-            let _ = conn.flush();
-            now + self.config.shortest_timeout()
+        let first_timer = match opening {
+            Opening::Proxy => now + self.config.shortest_timeout(),
+            Opening::HoldGreeting => {
+                conn.greet_at = Some(now + self.config.greet_delay);
+                now + self.config.greet_delay
+            }
+            Opening::Greet => {
+                conn.session.greet(&mut conn.out);
+                let _ = conn.flush();
+                now + self.config.shortest_timeout()
+            }
         };
         self.wheel
             .schedule(ConnKey { slot, generation }, first_timer);
@@ -307,23 +316,6 @@ impl Reactor {
 
     /// Reads from the connection and submits a completed message, if any.
     fn read(&mut self, slot: usize, now: Instant) {
-        if self.conns.get(slot).is_some_and(|c| c.awaiting_proxy) && !self.read_proxy(slot, now) {
-            return;
-        }
-        if let Some(conn) = self.conns.get_mut(slot)
-            && conn.greet_at.is_some()
-        {
-            match conn.talked_before_greeting(&mut self.scratch) {
-                Ok(false) => {}
-                Ok(true) | Err(_) => {
-                    debug!(peer = %conn.peer, "client spoke before the greeting");
-                    conn.greet_at = None;
-                    Reply::PregreetTalker.write(&self.config.hostname, &mut conn.out);
-                    conn.closing = true;
-                }
-            }
-            return;
-        }
         let Some(conn) = self.conns.get_mut(slot) else {
             return;
         };
@@ -345,6 +337,12 @@ impl Reactor {
         match result {
             Ok(Outcome::Idle) => {}
             Ok(Outcome::Submit(envelope, spool)) => self.submit(key, envelope, spool, now),
+            Ok(Outcome::Proxied(header)) => {
+                if self.admit_proxied(slot, header, now) {
+                    // What the client sent after the header waits in pending_in.
+                    self.read(slot, now);
+                }
+            }
             Ok(Outcome::SpoolFailed) => {
                 // Answered like a failed commit, through our own inbox so that the
                 // connection carries on exactly as after any other answer.
@@ -478,7 +476,7 @@ impl Reactor {
                 continue;
             }
             conn.timer_armed = false;
-            if let Some(at) = conn.greet_at {
+            if let Some(at) = conn.greet_at.filter(|_| conn.session.greeting_held()) {
                 if now >= at {
                     conn.greet_at = None;
                     conn.last_active = now;
@@ -565,41 +563,27 @@ impl Reactor {
         self.stalled.clear();
     }
 
-    /// A PROXY listener's connection: read the header, then take the real client
-    /// address for everything (limits, Received:, ip_addr) and greet.
-    fn read_proxy(&mut self, slot: usize, now: Instant) -> bool {
+    /// A PROXY listener's connection after its header: take the real client
+    /// address for everything (limits, Received:, ip_addr), then admit (greet) or
+    /// refuse it. True when admitted.
+    fn admit_proxied(&mut self, slot: usize, header: ProxyHeader, now: Instant) -> bool {
         let Some(conn) = self.conns.get_mut(slot) else {
             return false;
         };
-        let step = match conn.read_proxy_header(&mut self.scratch, now) {
-            Ok(step) => step,
-            Err(e) => ProxyStep::Failed(e.to_string()),
-        };
-        match step {
-            ProxyStep::Waiting => false,
-            ProxyStep::Failed(reason) => {
-                debug!(peer = %conn.peer, %reason, "bad PROXY header");
+        if let ProxyHeader::Proxied { source, .. } = header {
+            conn.peer = source;
+        }
+        let ip = conn.peer.ip();
+        match count_ip(&self.shared, ip, now) {
+            Ok(()) => {
+                conn.counted_ip = Some(ip);
+                conn.session.admit(&mut conn.out);
+                true
+            }
+            Err(reply) => {
+                conn.session.refuse(reply, &mut conn.out);
                 conn.closing = true;
                 false
-            }
-            ProxyStep::Done(header) => {
-                if let ProxyHeader::Proxied { source, .. } = header {
-                    conn.peer = source;
-                    conn.session.set_peer(source.ip());
-                }
-                let ip = conn.peer.ip();
-                match count_ip(&self.shared, ip, now) {
-                    Ok(()) => {
-                        conn.counted_ip = Some(ip);
-                        conn.session.greet(&mut conn.out);
-                        true
-                    }
-                    Err(reply) => {
-                        reply.write(&self.config.hostname, &mut conn.out);
-                        conn.closing = true;
-                        false
-                    }
-                }
             }
         }
     }
