@@ -333,9 +333,9 @@ impl Connection {
     pub fn recharge(&mut self, inflight: &AtomicUsize) {
         let now_held = self.session.buffered_bytes().saturating_add(self.in_flight);
         if now_held > self.charged {
-            inflight.fetch_add(now_held - self.charged, Ordering::Relaxed);
+            inflight.fetch_add(now_held.saturating_sub(self.charged), Ordering::Relaxed);
         } else {
-            inflight.fetch_sub(self.charged - now_held, Ordering::Relaxed);
+            inflight.fetch_sub(self.charged.saturating_sub(now_held), Ordering::Relaxed);
         }
         self.charged = now_held;
     }
@@ -548,7 +548,7 @@ impl Connection {
             }
             match self.stream.write(rest) {
                 Ok(0) => break Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => written += n,
+                Ok(n) => written = written.saturating_add(n),
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => break Err(e),

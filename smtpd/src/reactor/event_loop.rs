@@ -89,8 +89,11 @@ impl Reactor {
             return Err(io::Error::other("too many listen addresses"));
         }
         for (i, l) in listeners.iter_mut().enumerate() {
-            poll.registry()
-                .register(l, Token(LISTENER_BASE - i), Interest::READABLE)?;
+            poll.registry().register(
+                l,
+                Token(LISTENER_BASE.saturating_sub(i)),
+                Interest::READABLE,
+            )?;
         }
         Ok(Self {
             id,
@@ -147,7 +150,7 @@ impl Reactor {
                 match event.token() {
                     WAKER_TOKEN => {}
                     Token(t) if t > LISTENER_BASE - MAX_LISTENERS => {
-                        self.accept(LISTENER_BASE - t, now);
+                        self.accept(LISTENER_BASE.saturating_sub(t), now);
                     }
                     Token(slot) => {
                         let readable = event.is_readable() || event.is_read_closed();
@@ -251,7 +254,7 @@ impl Reactor {
             return;
         }
         let generation = self.next_generation;
-        self.next_generation += 1;
+        self.next_generation = self.next_generation.wrapping_add(1);
         // Behind a proxy nothing is said before the header; otherwise the banner
         // may be held (a client that talks before it is a spam engine that does
         // not wait for replies: Postfix postscreen's pregreet test).
@@ -282,15 +285,15 @@ impl Reactor {
             return;
         }
         let first_timer = match opening {
-            Opening::Proxy => now + self.config.shortest_timeout(),
+            Opening::Proxy => after(now, self.config.shortest_timeout()),
             Opening::HoldGreeting => {
-                conn.greet_at = Some(now + self.config.greet_delay);
-                now + self.config.greet_delay
+                conn.greet_at = Some(after(now, self.config.greet_delay));
+                after(now, self.config.greet_delay)
             }
             Opening::Greet => {
                 conn.session.greet(&mut conn.out);
                 let _ = conn.flush();
-                now + self.config.shortest_timeout()
+                after(now, self.config.shortest_timeout())
             }
         };
         self.wheel
@@ -486,7 +489,7 @@ impl Reactor {
                         continue;
                     }
                     self.wheel
-                        .schedule(key, now + self.config.shortest_timeout());
+                        .schedule(key, after(now, self.config.shortest_timeout()));
                 } else {
                     self.wheel.schedule(key, at);
                 }
@@ -502,13 +505,15 @@ impl Reactor {
                 }
                 Phase::Command | Phase::Closed => self.config.command_timeout,
             };
-            let deadline = conn.last_active + timeout;
+            let deadline = after(conn.last_active, timeout);
             if now < deadline {
                 // The phase may change before the deadline (a client entering DATA
                 // with a shorter data timeout): check again no later than the
                 // shortest timeout from now, which no future deadline can precede.
-                self.wheel
-                    .schedule(key, deadline.min(now + self.config.shortest_timeout()));
+                self.wheel.schedule(
+                    key,
+                    deadline.min(after(now, self.config.shortest_timeout())),
+                );
                 conn.timer_armed = true;
                 continue;
             }
@@ -536,7 +541,7 @@ impl Reactor {
             let _ = self.poll.registry().deregister(&mut l);
             debug!(reactor = self.id, listener = i, "listener closed");
         }
-        self.shutdown_deadline = Some(now + self.config.shutdown_grace);
+        self.shutdown_deadline = Some(after(now, self.config.shutdown_grace));
         let slots: Vec<usize> = self.conns.iter().map(|(slot, _)| slot).collect();
         for slot in slots {
             if let Some(conn) = self.conns.get_mut(slot) {
@@ -619,4 +624,10 @@ fn count_ip(shared: &Shared, ip: std::net::IpAddr, now: Instant) -> Result<(), R
         }),
         None => Ok(()),
     }
+}
+
+/// `now + d`. Every duration here is bounded by the configuration (at most a day),
+/// so the sum cannot overflow; the fallback only keeps the reactor free of panics.
+fn after(now: Instant, d: Duration) -> Instant {
+    now.checked_add(d).unwrap_or(now)
 }

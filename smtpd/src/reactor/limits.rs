@@ -104,10 +104,12 @@ impl ClientLimits {
             if entry.1.saturating_add(others) >= max_rate {
                 return Err(Refusal::RateLimited);
             }
-            entry.1 += 1;
-            *c.unsynced.entry(ip).or_insert(0) += 1;
+            entry.1 = entry.1.saturating_add(1);
+            let unsynced = c.unsynced.entry(ip).or_insert(0);
+            *unsynced = unsynced.saturating_add(1);
         }
-        *c.open.entry(ip).or_insert(0) += 1;
+        let open = c.open.entry(ip).or_insert(0);
+        *open = open.saturating_add(1);
         Ok(())
     }
 
@@ -139,7 +141,7 @@ impl ClientLimits {
             let stale: Vec<IpAddr> = c
                 .others
                 .iter()
-                .filter(|(_, (m, _))| *m + 1 < minute)
+                .filter(|(_, (m, _))| m.saturating_add(1) < minute)
                 .map(|(ip, _)| *ip)
                 .collect();
             for ip in stale {

@@ -49,7 +49,7 @@ fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener>
 }
 
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::indexing_slicing, clippy::unwrap_used)]
 mod tests {
     use super::*;
 

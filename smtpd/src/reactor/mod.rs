@@ -11,6 +11,8 @@
 //! - [`event_loop`]: the poll loop.
 //! - [`timer`]: the coarse timer wheel.
 
+#![deny(clippy::indexing_slicing, clippy::arithmetic_side_effects)]
+
 pub mod connection;
 pub mod event_loop;
 pub mod limits;

@@ -41,18 +41,24 @@ impl<K: Copy> TimerWheel<K> {
 
     fn tick_of(&self, t: Instant) -> u64 {
         let since = t.saturating_duration_since(self.origin);
-        (since.as_millis() / TICK.as_millis()) as u64
+        u64::try_from(since.as_millis().checked_div(TICK.as_millis()).unwrap_or(0))
+            .unwrap_or(u64::MAX)
     }
 
     /// Enters `key` to be returned by [`expire`](Self::expire) once `deadline` has
     /// passed, or earlier (at the wheel's horizon) for far deadlines.
     pub fn schedule(&mut self, key: K, deadline: Instant) {
-        let first = self.done_ticks + 1;
-        let last = self.done_ticks + SLOTS as u64 - 1;
+        let first = self.done_ticks.saturating_add(1);
+        let last = self
+            .done_ticks
+            .saturating_add(SLOTS as u64)
+            .saturating_sub(1);
         // Round up: never fire before the deadline's tick has fully started.
-        let tick = (self.tick_of(deadline) + 1).clamp(first, last);
-        self.slots[(tick % SLOTS as u64) as usize].push(key);
-        self.len += 1;
+        let tick = self.tick_of(deadline).saturating_add(1).clamp(first, last);
+        if let Some(slot) = self.slots.get_mut(slot_of(tick)) {
+            slot.push(key);
+            self.len = self.len.saturating_add(1);
+        }
     }
 
     /// Moves every key whose slot has come round by `now` into `out`. The caller
@@ -60,15 +66,17 @@ impl<K: Copy> TimerWheel<K> {
     pub fn expire(&mut self, now: Instant, out: &mut Vec<K>) {
         let target = self.tick_of(now);
         // At most one full turn: slots further back were all visited by then.
-        let from = self.done_ticks + 1;
-        let to = target.min(self.done_ticks + SLOTS as u64);
+        let from = self.done_ticks.saturating_add(1);
+        let to = target.min(self.done_ticks.saturating_add(SLOTS as u64));
         for tick in from..=to {
-            let slot = &mut self.slots[(tick % SLOTS as u64) as usize];
+            let Some(slot) = self.slots.get_mut(slot_of(tick)) else {
+                continue;
+            };
             if slot.is_empty() {
                 continue;
             }
             std::mem::swap(slot, &mut self.spare);
-            self.len -= self.spare.len();
+            self.len = self.len.saturating_sub(self.spare.len());
             out.append(&mut self.spare);
         }
         self.done_ticks = self.done_ticks.max(target);
@@ -84,8 +92,13 @@ impl<K: Copy> TimerWheel<K> {
     }
 }
 
+/// The slot a tick falls in (always `< SLOTS`).
+fn slot_of(tick: u64) -> usize {
+    usize::try_from(tick.checked_rem(SLOTS as u64).unwrap_or(0)).unwrap_or(0)
+}
+
 #[cfg(test)]
-#[allow(clippy::unwrap_used)]
+#[allow(clippy::unwrap_used, clippy::arithmetic_side_effects)]
 mod tests {
     use super::*;
 
