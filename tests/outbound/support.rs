@@ -501,13 +501,17 @@ fn smtpd_binary() -> PathBuf {
 pub struct Smtpd {
     child: Child,
     pub port: u16,
+    /// Its working directory: anything it writes relative to it (the MySQL
+    /// store's default spool, `./data/spool`) stays out of the source tree.
+    _cwd: TempDir,
 }
 
 impl Smtpd {
     pub fn start(store: &Store, accept: &[&str]) -> Smtpd {
         let port = free_port();
+        let cwd = tempfile::tempdir().unwrap();
         let mut cmd = Command::new(smtpd_binary());
-        cmd.args([
+        cmd.current_dir(cwd.path()).args([
             "--store",
             &store.url(),
             "--listen",
@@ -527,7 +531,11 @@ impl Smtpd {
         wait_for("smtpd to listen", START, || {
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Smtpd { child, port }
+        Smtpd {
+            child,
+            port,
+            _cwd: cwd,
+        }
     }
 
     /// Sends `message` from `from` (`""` = null sender) to `to` with Python's smtplib.
