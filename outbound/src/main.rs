@@ -5,7 +5,8 @@
 //! - `outbound enqueue --from ADDR --to ADDR [--to ADDR ...] [--store URL] < message.eml`;
 //! - `outbound stats`, `outbound nodes`, `outbound suppress add|remove|list`.
 //!
-//! Modules: `address` (envelope addresses), `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
+//! Modules: `address` (envelope addresses), `bounce_policy` (what a bounce calls for),
+//! `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
 //! SQL statement), `dispatch` (claims, retries, records), `worker` (a delivery
 //! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`, `node` (process identity),
 //! `template` (MIME rendering), `tls`.
@@ -20,6 +21,7 @@ use chrono::Utc;
 use clap::{Parser, Subcommand};
 
 mod address;
+mod bounce_policy;
 mod client;
 mod config;
 mod db;

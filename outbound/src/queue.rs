@@ -12,12 +12,14 @@
 //! process (fencing), so one that lost its lease cannot overwrite the newer owner's
 //! outcome. The node row (`outbound_nodes`) is taken by compare-and-set on its
 //! instance id and last heartbeat, so two processes cannot both own it.
-//! Must not: decide outcomes or schedules (the dispatcher does).
+//! Must not: decide outcomes or schedules (the dispatcher does), nor what a bounce
+//! calls for (`bounce_policy` does; this module runs the SQL its verdict asks for).
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
+use crate::bounce_policy::{self, Source, Suppression};
 use crate::db::{Db, DbError, Val};
 use crate::template::{Template, TransferEncoding};
 
@@ -106,11 +108,34 @@ pub struct IntakeReport {
 pub struct Intake<'a> {
     pub verp: &'a crate::verp::Verp,
     pub node: &'a str,
-    pub dsn: bool,
-    pub soft_limit: u32,
-    pub soft_window: std::time::Duration,
-    pub reporting_mta: &'a str,
-    pub id_domain: &'a str,
+    /// What the bounce policy decides by.
+    pub policy: bounce_policy::Settings<'a>,
+}
+
+/// A queue row's `state` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowState {
+    Queued,
+    Sending,
+    Deferred,
+    Delivered,
+    Failed,
+    Suppressed,
+}
+
+impl RowState {
+    /// The state as stored; None for text this relay never writes.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "queued" => Self::Queued,
+            "sending" => Self::Sending,
+            "deferred" => Self::Deferred,
+            "delivered" => Self::Delivered,
+            "failed" => Self::Failed,
+            "suppressed" => Self::Suppressed,
+            _ => return None,
+        })
+    }
 }
 
 /// A relay node as its heartbeat row shows it.
@@ -186,7 +211,7 @@ async fn suppress(
     mysql: bool,
     address: &str,
     reason: &str,
-    source: &str,
+    source: Source,
     now: DateTime<Utc>,
 ) -> Result<bool, DbError> {
     let ignore = if mysql {
@@ -200,12 +225,105 @@ async fn suppress(
             vec![
                 address.to_ascii_lowercase().into(),
                 reason.chars().take(1000).collect::<String>().into(),
-                source.into(),
+                source.as_str().into(),
                 ts(now).into(),
             ],
         )
         .await?
         > 0)
+}
+
+/// A verified bounce that is a failure, about one queue row.
+struct BounceRecord<'a> {
+    queue_id: i64,
+    /// `new_mail.mail_id` of the bounce message.
+    mail_id: i64,
+    /// The row's recipient, lowercased.
+    recipient: &'a str,
+    failure: &'a bounce_policy::Failure,
+}
+
+/// The SQL a bounce failure asks for: the bounce recorded, the row failed, the
+/// delivery log, the suppression entry (counting soft bounces first when the policy
+/// needs the count, so the count includes this one) and the sender's DSN. Returns
+/// whether the address was newly suppressed.
+async fn record_bounce(
+    db: &mut Db,
+    mysql: bool,
+    node: &str,
+    b: &BounceRecord<'_>,
+    now: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    let f = b.failure;
+    db.exec(
+        "INSERT INTO outbound_bounces (at, queue_id, address, class, status, text, mail_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            ts(now).into(),
+            b.queue_id.into(),
+            b.recipient.into(),
+            f.class.as_str().into(),
+            f.status.clone().into(),
+            f.diagnostic.clone().into(),
+            b.mail_id.into(),
+        ],
+    )
+    .await?;
+    db.exec(
+        "UPDATE outbound_queue SET state = 'failed', last_code = NULL, last_status = ?, \
+         last_text = ?, last_mx = 'bounce', updated_at = ?, finished_at = ? WHERE id = ?",
+        vec![
+            f.status.clone().into(),
+            f.text.as_str().into(),
+            ts(now).into(),
+            ts(now).into(),
+            b.queue_id.into(),
+        ],
+    )
+    .await?;
+    db.exec(
+        "INSERT INTO outbound_log (at, queue_id, node_id, recipient, mx, code, status, text, outcome) \
+         VALUES (?, ?, ?, ?, 'bounce', NULL, ?, ?, 'failed')",
+        vec![
+            ts(now).into(),
+            b.queue_id.into(),
+            node.into(),
+            b.recipient.into(),
+            f.status.clone().into(),
+            f.text.as_str().into(),
+        ],
+    )
+    .await?;
+    let reason = match &f.suppression {
+        Suppression::Now { reason } => Some(reason),
+        Suppression::Never => None,
+        Suppression::IfSoftLimitReached {
+            since,
+            limit,
+            reason,
+        } => {
+            let soft = db
+                .query(
+                    "SELECT COUNT(*) FROM outbound_bounces \
+                     WHERE address = ? AND class = 'soft' AND at >= ?",
+                    vec![b.recipient.into(), ts(*since).into()],
+                )
+                .await?
+                .first()
+                .and_then(|r| r.first())
+                .and_then(Val::int)
+                .unwrap_or(0);
+            bounce_policy::soft_limit_reached(soft, *limit).then_some(reason)
+        }
+    };
+    let suppressed = match reason {
+        Some(reason) => suppress(db, mysql, b.recipient, reason, Source::Bounce, now).await?,
+        None => false,
+    };
+    if let Some(dsn) = &f.dsn {
+        insert_row(db, dsn).await?;
+    }
+    Ok(suppressed)
 }
 
 /// The columns of [`Node`], times as text.
@@ -459,7 +577,7 @@ impl Queue {
             }
             let now = Utc::now();
             for (address, reason) in suppressions {
-                suppress(db, mysql, address, reason, "bounce", now).await?;
+                suppress(db, mysql, address, reason, Source::Bounce, now).await?;
             }
             Ok(ours)
         })
@@ -477,15 +595,26 @@ impl Queue {
         let mysql = self.db.is_mysql();
         let created = self.db.as_text("created_at");
         self.in_tx(async |db: &mut Db| {
-            let ignore = if mysql { "INSERT IGNORE" } else { "INSERT OR IGNORE" };
+            let ignore = if mysql {
+                "INSERT IGNORE"
+            } else {
+                "INSERT OR IGNORE"
+            };
             db.exec(
-                &format!("{ignore} INTO outbound_intake (name, last_mail_id) VALUES ('new_mail', 0)"),
+                &format!(
+                    "{ignore} INTO outbound_intake (name, last_mail_id) VALUES ('new_mail', 0)"
+                ),
                 Vec::new(),
             )
             .await?;
             let lock = if mysql { " FOR UPDATE" } else { "" };
             let cursor = db
-                .query(&format!("SELECT last_mail_id FROM outbound_intake WHERE name = 'new_mail'{lock}"), Vec::new())
+                .query(
+                    &format!(
+                        "SELECT last_mail_id FROM outbound_intake WHERE name = 'new_mail'{lock}"
+                    ),
+                    Vec::new(),
+                )
                 .await?
                 .first()
                 .and_then(|r| r.first())
@@ -493,7 +622,8 @@ impl Queue {
                 .unwrap_or(0);
             let rows = db
                 .query(
-                    "SELECT mail_id, recipient, mail FROM new_mail WHERE mail_id > ? ORDER BY mail_id LIMIT 200",
+                    "SELECT mail_id, recipient, mail FROM new_mail WHERE mail_id > ? \
+                     ORDER BY mail_id LIMIT 200",
                     vec![cursor.into()],
                 )
                 .await?;
@@ -523,116 +653,73 @@ impl Queue {
                 };
                 let original = db
                     .query(
-                        &format!("SELECT recipient, sender, state, body, {created} FROM outbound_queue WHERE id = ?"),
+                        &format!(
+                            "SELECT recipient, sender, state, body, {created} \
+                             FROM outbound_queue WHERE id = ?"
+                        ),
                         vec![queue_id.into()],
                     )
                     .await?;
                 let Some(mut it) = original.into_iter().next().map(Vec::into_iter) else {
                     continue;
                 };
-                let recipient = it.next().and_then(|v| v.text()).unwrap_or_default().to_ascii_lowercase();
+                let recipient = it
+                    .next()
+                    .and_then(|v| v.text())
+                    .unwrap_or_default()
+                    .to_ascii_lowercase();
                 let sender = it.next().and_then(|v| v.text()).unwrap_or_default();
                 let state = it.next().and_then(|v| v.text()).unwrap_or_default();
                 let body = it.next().and_then(Val::bytes).unwrap_or_default();
-                let arrival = it.next().and_then(|v| v.text()).and_then(|t| parse_ts(&t)).unwrap_or(now);
+                let arrival = it
+                    .next()
+                    .and_then(|v| v.text())
+                    .and_then(|t| parse_ts(&t))
+                    .unwrap_or(now);
                 match kind {
                     crate::verp::Kind::Unsubscribe => {
                         report.unsubscribes += 1;
-                        report.suppressed += suppress(db, mysql, &recipient, "unsubscribe request by mail", "unsubscribe", now).await? as usize;
+                        report.suppressed += usize::from(
+                            suppress(
+                                db,
+                                mysql,
+                                &recipient,
+                                bounce_policy::UNSUBSCRIBE_REASON,
+                                Source::Unsubscribe,
+                                now,
+                            )
+                            .await?,
+                        );
                     }
                     crate::verp::Kind::Bounce => {
                         let bounce = crate::dsn::parse_bounce(&mail);
-                        if bounce.action.as_deref().is_some_and(|a| a != "failed") {
-                            // "delayed", "relayed", "delivered": not a failure.
-                            continue;
-                        }
-                        report.bounces += 1;
-                        let text = format!("bounced after delivery: {}", bounce.diagnostic);
-                        db.exec(
-                            "INSERT INTO outbound_bounces (at, queue_id, address, class, status, text, mail_id) \
-                             VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            vec![
-                                ts(now).into(),
-                                queue_id.into(),
-                                recipient.as_str().into(),
-                                bounce.class.as_str().into(),
-                                bounce.status.clone().into(),
-                                bounce.diagnostic.clone().into(),
-                                mail_id.into(),
-                            ],
-                        )
-                        .await?;
-                        db.exec(
-                            "UPDATE outbound_queue SET state = 'failed', last_code = NULL, last_status = ?, \
-                             last_text = ?, last_mx = 'bounce', updated_at = ?, finished_at = ? WHERE id = ?",
-                            vec![
-                                bounce.status.clone().into(),
-                                text.as_str().into(),
-                                ts(now).into(),
-                                ts(now).into(),
-                                queue_id.into(),
-                            ],
-                        )
-                        .await?;
-                        db.exec(
-                            "INSERT INTO outbound_log (at, queue_id, node_id, recipient, mx, code, status, text, outcome) \
-                             VALUES (?, ?, ?, ?, 'bounce', NULL, ?, ?, 'failed')",
-                            vec![
-                                ts(now).into(),
-                                queue_id.into(),
-                                s.node.into(),
-                                recipient.as_str().into(),
-                                bounce.status.clone().into(),
-                                text.as_str().into(),
-                            ],
-                        )
-                        .await?;
-                        let status = bounce.status.clone().unwrap_or_else(|| "5.0.0".into());
-                        let suppress_now = match bounce.class {
-                            crate::dsn::Class::Hard => true,
-                            crate::dsn::Class::Policy => false,
-                            crate::dsn::Class::Soft => {
-                                let since = now - chrono::Duration::from_std(s.soft_window).unwrap_or_default();
-                                let soft = db
-                                    .query(
-                                        "SELECT COUNT(*) FROM outbound_bounces WHERE address = ? AND class = 'soft' AND at >= ?",
-                                        vec![recipient.as_str().into(), ts(since).into()],
-                                    )
-                                    .await?
-                                    .first()
-                                    .and_then(|r| r.first())
-                                    .and_then(Val::int)
-                                    .unwrap_or(0);
-                                soft >= i64::from(s.soft_limit)
-                            }
+                        let original = bounce_policy::Original {
+                            recipient: &recipient,
+                            sender: &sender,
+                            state: RowState::parse(&state),
+                            body: &body,
+                            arrival,
                         };
-                        if suppress_now {
-                            let reason = format!("{} bounce {status}: {}", bounce.class.as_str(), bounce.diagnostic);
-                            report.suppressed += suppress(db, mysql, &recipient, &reason, "bounce", now).await? as usize;
-                        }
-                        // The sender hears of it once: not again if the relay already
-                        // failed the recipient (and sent its DSN) itself.
-                        let dsn_to = crate::address::reverse_path(&sender)
-                            .ok()
-                            .and_then(|p| p.dsn_recipient().map(str::to_owned));
-                        if let Some(dsn_to) = dsn_to.filter(|_| s.dsn && state != "failed") {
-                            let headers = crate::dsn::header_section(&body);
-                            let dsn = crate::dsn::render(&crate::dsn::Report {
-                                reporting_mta: s.reporting_mta,
-                                original_sender: &dsn_to,
+                        let bounce_policy::Verdict::Fail(failure) =
+                            bounce_policy::judge_bounce(&bounce, &original, &s.policy, now)
+                        else {
+                            continue;
+                        };
+                        report.bounces += 1;
+                        let suppressed = record_bounce(
+                            db,
+                            mysql,
+                            s.node,
+                            &BounceRecord {
+                                queue_id,
+                                mail_id,
                                 recipient: &recipient,
-                                action: crate::dsn::Action::Failed,
-                                status: &status,
-                                remote_mta: None,
-                                diagnostic: &bounce.diagnostic,
-                                diagnostic_is_smtp: true,
-                                arrival,
-                                now,
-                                original_headers: headers,
-                                message_id_domain: s.id_domain,
-                            });
-                            insert_row(db, &NewRow { sender: String::new(), recipient: dsn_to.clone(), body: dsn, tag: "dsn" }).await?;
-                        }
+                                failure: &failure,
+                            },
+                            now,
+                        )
+                        .await?;
+                        report.suppressed += usize::from(suppressed);
                     }
                 }
             }
