@@ -7,7 +7,7 @@
 //!
 //! Modules: `address` (envelope addresses), `bounce_policy` (what a bounce calls for),
 //! `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
-//! SQL statement), `dispatch` (claims, retries, records), `worker` (a delivery
+//! SQL statement), `row` (rows decoded by column name), `dispatch` (claims, retries, records), `worker` (a delivery
 //! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`, `node` (process identity),
 //! `template` (MIME rendering), `tls`.
 
@@ -33,6 +33,7 @@ mod node;
 mod payload;
 mod queue;
 mod retry;
+mod row;
 mod template;
 mod tls;
 mod verp;
@@ -307,8 +308,11 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
                 println!("removed {}", address.to_ascii_lowercase());
             }
             SuppressAction::List => {
-                for [address, reason, source, at] in queue.suppress_list().await? {
-                    println!("{address}\t{source}\t{at}\t{reason}");
+                for e in queue.suppress_list().await? {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        e.address, e.source, e.created_at, e.reason
+                    );
                 }
             }
         },
