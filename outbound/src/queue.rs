@@ -408,6 +408,9 @@ impl Node {
     }
 }
 
+/// What the MySQL claim locks ([`Queue::claim`]): the ids of due rows.
+const DUE_IDS: &[Column] = &[Column::plain("id")];
+
 /// A `new_mail` row the intake reads ([`Queue::intake`]).
 #[derive(Debug)]
 struct NewMail {
@@ -657,13 +660,19 @@ impl Queue {
                 .in_tx(async |db: &mut Db| {
                     let rows = db
                         .query(
-                            "SELECT id FROM outbound_queue \
-                             WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? \
-                             ORDER BY priority DESC, id LIMIT ? FOR UPDATE SKIP LOCKED",
+                            &format!(
+                                "SELECT {} FROM outbound_queue \
+                                 WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? \
+                                 ORDER BY priority DESC, id LIMIT ? FOR UPDATE SKIP LOCKED",
+                                row::select_list(db, DUE_IDS)
+                            ),
                             vec![ts(now).into(), limit.into()],
                         )
                         .await?;
-                    let ids: Vec<i64> = rows.iter().filter_map(|r| r.first()?.int()).collect();
+                    let ids: Vec<i64> = rows
+                        .into_iter()
+                        .filter_map(|r| Fields::new(DUE_IDS, r).and_then(|mut f| f.int("id")).ok())
+                        .collect();
                     if !ids.is_empty() {
                         let mut params: Vec<Val> = vec![
                             node.as_str().into(),
@@ -859,13 +868,13 @@ impl Queue {
                 .await?;
             let mut report = IntakeReport::default();
             let mut last = cursor;
-            for row in rows {
+            for new_mail in rows {
                 // Skipped (neither scanned nor past the cursor by itself), as always.
                 let Ok(NewMail {
                     mail_id,
                     recipient: address,
                     mail,
-                }) = NewMail::from_row(row)
+                }) = NewMail::from_row(new_mail)
                 else {
                     continue;
                 };
@@ -882,7 +891,7 @@ impl Queue {
                         continue;
                     }
                 };
-                let original = db
+                let queued = db
                     .query(
                         &format!(
                             "SELECT {} FROM outbound_queue WHERE id = ?",
@@ -892,7 +901,7 @@ impl Queue {
                     )
                     .await?;
                 // A row deleted since: nothing to act on.
-                let Some(Ok(original)) = original
+                let Some(Ok(queued)) = queued
                     .into_iter()
                     .next()
                     .map(|r| BouncedRow::from_row(r, now))
@@ -900,13 +909,7 @@ impl Queue {
                     continue;
                 };
                 // The suppression list and outbound_bounces keep addresses lowercased.
-                let recipient = original.recipient.to_ascii_lowercase();
-                let (sender, state, body, arrival) = (
-                    original.sender,
-                    original.state,
-                    original.body,
-                    original.created,
-                );
+                let recipient = queued.recipient.to_ascii_lowercase();
                 match kind {
                     crate::verp::Kind::Unsubscribe => {
                         report.unsubscribes += 1;
@@ -926,10 +929,10 @@ impl Queue {
                         let bounce = crate::dsn::parse_bounce(&mail);
                         let original = bounce_policy::Original {
                             recipient: &recipient,
-                            sender: &sender,
-                            state,
-                            body: &body,
-                            arrival,
+                            sender: &queued.sender,
+                            state: queued.state,
+                            body: &queued.body,
+                            arrival: queued.created,
                         };
                         let bounce_policy::Verdict::Fail(failure) =
                             bounce_policy::judge_bounce(&bounce, &original, &s.policy, now)
