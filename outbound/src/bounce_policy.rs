@@ -10,7 +10,7 @@
 //! Must not: do I/O or read the clock. The caller passes the parsed bounce
 //! (`dsn::parse_bounce`), the queue row's values, the time, and the soft-bounce count
 //! it queried; it runs the SQL the decision asks for (`queue`). Building and parsing
-//! DSNs stays in `dsn`.
+//! DSNs stays in `dsn` (whose MIME boundary is the one random value in a verdict).
 
 use std::time::Duration;
 
