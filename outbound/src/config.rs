@@ -3,8 +3,13 @@
 //!
 //! Owns: every setting's name, default and bounds. As in `smtpd`, the file layer
 //! has every field optional and refuses unknown ones; command-line flags override
-//! it; every error names its field.
-//! Must not: open sockets or databases.
+//! it; every error names its field. Each section has one validation step (raw
+//! section in, validated values out: `relay_section`, `delivery_section`, ...);
+//! every default is a `DEFAULT_*` constant with its reason; the one file a setting
+//! names (`bounces.key_file`) is read only after every section is valid
+//! (`load_bounce_key`).
+//! Must not: open sockets or databases. (`HOST:PORT` values are resolved once,
+//! while validating.)
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -20,8 +25,99 @@ use serde::Deserialize;
 use crate::retry::RetryPolicy;
 use crate::verp::Verp;
 
+// ---------------------------------------------------------------------------------
+// Defaults: one named value each, with the reason. (The node id and the HELO name
+// default to the host name, `relay.threads` to the number of cores, and
+// `delivery.message_id_domain` to the HELO name: values of the machine, not
+// constants.)
+// ---------------------------------------------------------------------------------
+
 /// The embedded store shared with `smtpd` when nothing else is said.
 pub const DEFAULT_STORE_URL: &str = "sqlite:./data/smtpd.sqlite";
+
+/// `relay.batch_size`: rows per claim, enough to keep every worker busy from one
+/// round trip while one claim's transaction stays short.
+pub const DEFAULT_BATCH_SIZE: usize = 256;
+/// `relay.max_in_flight`: claimed, unfinished recipients per node; bounds memory and
+/// what waits for a lease to expire when a node dies.
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 5_000;
+/// `relay.poll_interval_ms`: an idle queue is asked twice a second, so new mail
+/// waits at most half a second without the database being polled hard.
+pub const DEFAULT_POLL_INTERVAL_MS: u64 = 500;
+/// `relay.lease_secs`: twelve heartbeats, so a few slow ones never lose a lease,
+/// while a dead node's rows come back within a minute.
+pub const DEFAULT_LEASE_SECS: u64 = 60;
+/// `relay.heartbeat_secs`: renews leases well within `DEFAULT_LEASE_SECS`; a node
+/// counts as dead after three missed.
+pub const DEFAULT_HEARTBEAT_SECS: u64 = 5;
+/// `relay.shutdown_grace_secs`: on SIGTERM, time for deliveries under way, inside
+/// systemd's default 90 s stop timeout.
+pub const DEFAULT_SHUTDOWN_GRACE_SECS: u64 = 30;
+
+/// `delivery.port`: SMTP relay to MX hosts (RFC 5321 §2.3.5); other values are for
+/// tests.
+pub const DEFAULT_SMTP_PORT: u16 = 25;
+/// `delivery.max_connections`: connections open at once across all domains, per
+/// node, far below file-descriptor limits.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 200;
+/// `delivery.connect_timeout_secs`: an MX that does not answer a SYN in 30 s is
+/// down; the next one is tried.
+pub const DEFAULT_CONNECT_TIMEOUT_SECS: u64 = 30;
+/// `delivery.command_timeout_secs`: RFC 5321 §4.5.3.2 gives MAIL, RCPT and the
+/// greeting 5 minutes.
+pub const DEFAULT_COMMAND_TIMEOUT_SECS: u64 = 300;
+/// `delivery.data_timeout_secs`: RFC 5321 §4.5.3.2.6 gives the reply to the final
+/// dot 10 minutes.
+pub const DEFAULT_DATA_TIMEOUT_SECS: u64 = 600;
+/// `delivery.idle_timeout_secs`: a connection kept 5 s for the next message to the
+/// same domain, well inside servers' own idle timeouts.
+pub const DEFAULT_IDLE_TIMEOUT_SECS: u64 = 5;
+/// `delivery.max_messages_per_connection`: a reused connection is renewed now and
+/// then, as large providers expect.
+pub const DEFAULT_MAX_MESSAGES_PER_CONNECTION: u32 = 100;
+/// `delivery.max_recipients_per_transaction`: half the 100 a server must accept
+/// (RFC 5321 §4.5.3.1.8), so that stricter servers take it too.
+pub const DEFAULT_MAX_RECIPIENTS_PER_TRANSACTION: usize = 50;
+/// `delivery.starttls`: opportunistic TLS (RFC 3207) whenever the server offers it.
+pub const DEFAULT_STARTTLS: bool = true;
+
+/// `retry.first_secs`: the first retry after 5 minutes, past most greylisting.
+pub const DEFAULT_RETRY_FIRST_SECS: u64 = 300;
+/// `retry.multiplier`: each wait twice the one before.
+pub const DEFAULT_RETRY_MULTIPLIER: f64 = 2.0;
+/// `retry.max_interval_secs`: never more than 4 hours between tries.
+pub const DEFAULT_RETRY_MAX_INTERVAL_SECS: u64 = 14_400;
+/// `retry.give_up_secs`: 5 days, within RFC 5321 §4.5.4.1's "at least 4-5 days".
+pub const DEFAULT_RETRY_GIVE_UP_SECS: u64 = 432_000;
+
+/// `dns.timeout_ms`: an MX lookup that takes 5 s has failed; the row is deferred.
+pub const DEFAULT_DNS_TIMEOUT_MS: u64 = 5_000;
+
+/// `domains.*.max_connections`: connections to one domain per node; large
+/// providers throttle beyond a handful.
+pub const DEFAULT_DOMAIN_MAX_CONNECTIONS: usize = 10;
+/// `domains.*.messages_per_second`: 0, unlimited, until an operator knows a limit.
+pub const DEFAULT_DOMAIN_MESSAGES_PER_SECOND: f64 = 0.0;
+
+/// `bounces.bounce_prefix`: the local part before `+` of VERP return paths.
+pub const DEFAULT_BOUNCE_PREFIX: &str = "bounces";
+/// `bounces.unsubscribe_prefix`: the local part before `+` of unsubscribe addresses.
+pub const DEFAULT_UNSUBSCRIBE_PREFIX: &str = "unsubscribe";
+/// `bounces.list_unsubscribe`: on, as bulk senders must (RFC 2369; with VERP only).
+pub const DEFAULT_LIST_UNSUBSCRIBE: bool = true;
+/// `bounces.dsn`: a sender learns of a failure (RFC 3464 DSN).
+pub const DEFAULT_DSN: bool = true;
+/// `bounces.delay_warning_secs`: 0, no "delayed" DSNs unless asked for.
+pub const DEFAULT_DELAY_WARNING_SECS: u64 = 0;
+/// `bounces.soft_bounce_limit`: three soft bounces in the window suppress; one full
+/// mailbox is not a dead address.
+pub const DEFAULT_SOFT_BOUNCE_LIMIT: u32 = 3;
+/// `bounces.soft_bounce_window_secs`: a week, so soft bounces spread over a
+/// campaign's sends count together.
+pub const DEFAULT_SOFT_BOUNCE_WINDOW_SECS: u64 = 7 * 86_400;
+/// `bounces.intake_interval_ms`: bounces are read once a second: prompt, and cheap
+/// on the database.
+pub const DEFAULT_INTAKE_INTERVAL_MS: u64 = 1_000;
 
 /// Options of the relay itself (`outbound` with no subcommand).
 #[derive(Debug, Default, Clone, clap::Args)]
@@ -177,8 +273,8 @@ impl DomainLimits {
 impl Default for DomainLimits {
     fn default() -> Self {
         Self {
-            max_connections: 10,
-            messages_per_second: 0.0,
+            max_connections: DEFAULT_DOMAIN_MAX_CONNECTIONS,
+            messages_per_second: DEFAULT_DOMAIN_MESSAGES_PER_SECOND,
         }
     }
 }
@@ -277,204 +373,51 @@ impl Config {
         Self::from_file(file, store, args)
     }
 
+    /// Validates every section (raw → validated, one function each), then reads
+    /// the one file a setting names (`bounces.key_file`), then assembles.
     fn from_file(
         file: FileConfig,
         store: Option<&str>,
         args: &RunArgs,
     ) -> Result<Self, ConfigError> {
-        let store_text = store
-            .map(str::to_owned)
-            .or(file.store.and_then(|s| s.url))
-            .unwrap_or_else(|| DEFAULT_STORE_URL.to_owned());
-        let store: StoreUrl = store_text.parse().map_err(|e| invalid("store.url", e))?;
-        let redis = args.redis.clone().or(file.redis.and_then(|r| r.url));
-        if let Some(url) = &redis
-            && !(url.starts_with("redis://") || url.starts_with("unix://"))
-        {
-            return Err(invalid(
-                "redis.url",
-                format!("`{url}` is not redis://HOST:PORT[/DB]"),
-            ));
-        }
-        let relay = file.relay.unwrap_or_default();
-        let delivery = file.delivery.unwrap_or_default();
-        let retry = file.retry.unwrap_or_default();
-        let dns = file.dns.unwrap_or_default();
-        let hostname = system_hostname();
-        let node_id = args
-            .node_id
-            .clone()
-            .or(relay.node_id)
-            .unwrap_or_else(|| hostname.clone());
-        if node_id.is_empty() || node_id.len() > 64 || node_id.chars().any(char::is_control) {
-            return Err(invalid(
-                "relay.node_id",
-                "must be 1 to 64 printable characters",
-            ));
-        }
-        let cores = std::thread::available_parallelism().map_or(1, usize::from);
-        let threads = args.threads.or(relay.threads).unwrap_or(cores);
-        let threads = bounded("relay.threads", threads, 1, 1024)?;
-        let secs = |field: &'static str, v: Option<u64>, default: u64, min: u64, max: u64| {
-            bounded(field, v.unwrap_or(default), min, max).map(Duration::from_secs)
-        };
-        let lease = secs("relay.lease_secs", relay.lease_secs, 60, 1, 86_400)?;
-        let heartbeat = secs("relay.heartbeat_secs", relay.heartbeat_secs, 5, 1, 3_600)?;
-        if heartbeat >= lease {
-            return Err(invalid(
-                "relay.heartbeat_secs",
-                "must be shorter than relay.lease_secs (each heartbeat renews the leases)",
-            ));
-        }
-        let resolver = match args.resolver.clone().or(dns.resolver) {
-            Some(text) => Some(parse_addr(&text).map_err(|e| invalid("dns.resolver", e))?),
-            None => None,
-        };
-        let mut transports = HashMap::new();
-        for (domain, target) in file.transport {
-            let addr =
-                parse_addr(&target).map_err(|e| invalid(format!("transport.{domain}"), e))?;
-            transports.insert(domain.to_ascii_lowercase(), addr);
-        }
-        for spec in &args.transport {
-            let (domain, target) = spec.split_once('=').ok_or_else(|| {
-                invalid("--transport", format!("`{spec}` is not DOMAIN=HOST:PORT"))
-            })?;
-            let addr = parse_addr(target).map_err(|e| invalid("--transport", e))?;
-            transports.insert(domain.trim().to_ascii_lowercase(), addr);
-        }
-        let mut domains = file.domains;
-        let default_limits = domain_limits_of(
-            "domains.default",
-            domains.remove("default").unwrap_or_default(),
-            DomainLimits::default(),
-        )?;
-        let mut domain_limits = HashMap::new();
-        for (domain, limits) in domains {
-            let field = format!("domains.\"{domain}\"");
-            domain_limits.insert(
-                domain.to_ascii_lowercase(),
-                domain_limits_of(&field, limits, default_limits)?,
-            );
-        }
-        let multiplier = retry.multiplier.unwrap_or(2.0);
-        if !(1.0..=100.0).contains(&multiplier) {
-            return Err(invalid("retry.multiplier", "must be between 1 and 100"));
-        }
-        let bounces = bounces_config(file.bounces.unwrap_or_default())?;
-        let helo_name = delivery.helo_name.unwrap_or_else(|| hostname.clone());
-        // The same rule as smtpd's server.hostname: it goes into EHLO and headers.
-        check_hostname("delivery.helo_name", &helo_name)?;
+        let machine = Machine::this_one();
+        let store = store_section(store, file.store)?;
+        let redis = redis_section(args.redis.as_deref(), file.redis)?;
+        let relay = relay_section(file.relay.unwrap_or_default(), args, &machine)?;
+        let dns = dns_section(file.dns.unwrap_or_default(), args)?;
+        let transports = transport_section(file.transport, &args.transport)?;
+        let (default_limits, domain_limits) = domains_section(file.domains)?;
+        let retry = retry_section(file.retry.unwrap_or_default())?;
+        let bounces = bounces_section(file.bounces.unwrap_or_default())?;
+        let delivery = delivery_section(file.delivery.unwrap_or_default(), &machine)?;
+        // Every value is valid: only now is a file opened.
+        let bounces = load_bounce_key(bounces)?;
         Ok(Self {
             store,
             migrate: args.migrate,
             redis,
-            node_id,
-            threads,
-            batch_size: bounded(
-                "relay.batch_size",
-                relay.batch_size.unwrap_or(256),
-                1,
-                10_000,
-            )?,
-            max_in_flight: bounded(
-                "relay.max_in_flight",
-                relay.max_in_flight.unwrap_or(5_000),
-                1,
-                1_000_000,
-            )?,
-            poll_interval: Duration::from_millis(bounded(
-                "relay.poll_interval_ms",
-                relay.poll_interval_ms.unwrap_or(500),
-                10,
-                60_000,
-            )?),
-            lease,
-            heartbeat,
-            shutdown_grace: secs(
-                "relay.shutdown_grace_secs",
-                relay.shutdown_grace_secs,
-                30,
-                0,
-                3_600,
-            )?,
-            message_id_domain: delivery
-                .message_id_domain
-                .unwrap_or_else(|| helo_name.clone()),
-            helo_name,
-            port: delivery.port.unwrap_or(25),
-            max_connections: bounded(
-                "delivery.max_connections",
-                delivery.max_connections.unwrap_or(200),
-                1,
-                100_000,
-            )?,
-            connect_timeout: secs(
-                "delivery.connect_timeout_secs",
-                delivery.connect_timeout_secs,
-                30,
-                1,
-                600,
-            )?,
-            command_timeout: secs(
-                "delivery.command_timeout_secs",
-                delivery.command_timeout_secs,
-                300,
-                1,
-                3_600,
-            )?,
-            data_timeout: secs(
-                "delivery.data_timeout_secs",
-                delivery.data_timeout_secs,
-                600,
-                1,
-                3_600,
-            )?,
-            idle_timeout: secs(
-                "delivery.idle_timeout_secs",
-                delivery.idle_timeout_secs,
-                5,
-                0,
-                300,
-            )?,
-            max_messages_per_connection: bounded(
-                "delivery.max_messages_per_connection",
-                delivery.max_messages_per_connection.unwrap_or(100),
-                1,
-                1_000_000,
-            )?,
-            max_recipients_per_transaction: bounded(
-                "delivery.max_recipients_per_transaction",
-                delivery.max_recipients_per_transaction.unwrap_or(50),
-                1,
-                1_000,
-            )?,
-            starttls: delivery.starttls.unwrap_or(true),
-            retry: RetryPolicy {
-                first: secs("retry.first_secs", retry.first_secs, 300, 1, 86_400)?,
-                multiplier,
-                max_interval: secs(
-                    "retry.max_interval_secs",
-                    retry.max_interval_secs,
-                    14_400,
-                    1,
-                    604_800,
-                )?,
-                give_up_after: secs(
-                    "retry.give_up_secs",
-                    retry.give_up_secs,
-                    432_000,
-                    1,
-                    2_592_000,
-                )?,
-            },
-            resolver,
-            dns_timeout: Duration::from_millis(bounded(
-                "dns.timeout_ms",
-                dns.timeout_ms.unwrap_or(5_000),
-                10,
-                60_000,
-            )?),
+            node_id: relay.node_id,
+            threads: relay.threads,
+            batch_size: relay.batch_size,
+            max_in_flight: relay.max_in_flight,
+            poll_interval: relay.poll_interval,
+            lease: relay.lease,
+            heartbeat: relay.heartbeat,
+            shutdown_grace: relay.shutdown_grace,
+            helo_name: delivery.helo_name,
+            port: delivery.port,
+            max_connections: delivery.max_connections,
+            connect_timeout: delivery.connect_timeout,
+            command_timeout: delivery.command_timeout,
+            data_timeout: delivery.data_timeout,
+            idle_timeout: delivery.idle_timeout,
+            max_messages_per_connection: delivery.max_messages_per_connection,
+            max_recipients_per_transaction: delivery.max_recipients_per_transaction,
+            starttls: delivery.starttls,
+            message_id_domain: delivery.message_id_domain,
+            retry,
+            resolver: dns.resolver,
+            dns_timeout: dns.timeout,
             default_limits,
             domain_limits,
             transports,
@@ -483,105 +426,325 @@ impl Config {
     }
 }
 
-fn bounces_config(b: FileBounces) -> Result<Bounces, ConfigError> {
-    let key = match (&b.key, &b.key_file) {
-        (Some(_), Some(_)) => return Err(invalid("bounces.key", "give key or key_file, not both")),
-        (Some(k), None) => Some(k.as_bytes().to_vec()),
-        (None, Some(path)) => Some(
-            std::fs::read(path)
-                .map_err(|e| invalid("bounces.key_file", format!("{}: {e}", path.display())))?
-                .trim_ascii()
-                .to_vec(),
-        ),
-        (None, None) => None,
-    };
-    let prefix = |field: &str, v: Option<String>, default: &str| -> Result<String, ConfigError> {
-        let v = v.unwrap_or_else(|| default.to_owned());
-        if v.is_empty()
-            || v.len() > 32
-            || !v
-                .bytes()
-                .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
-        {
-            return Err(invalid(
-                field.to_owned(),
-                "must be 1 to 32 letters, digits, '-', '_' or '.'",
-            ));
+// ---------------------------------------------------------------------------------
+// One validation step per section: raw in, validated out, errors naming the field.
+// ---------------------------------------------------------------------------------
+
+/// What defaults depend on that is a fact of the machine, read once before
+/// validating (so the section steps are functions of their inputs).
+struct Machine {
+    hostname: String,
+    cores: usize,
+}
+
+impl Machine {
+    fn this_one() -> Self {
+        Self {
+            hostname: system_hostname(),
+            cores: std::thread::available_parallelism().map_or(1, usize::from),
         }
-        Ok(v)
-    };
-    let bounce_prefix = prefix("bounces.bounce_prefix", b.bounce_prefix, "bounces")?;
-    let unsubscribe_prefix = prefix(
-        "bounces.unsubscribe_prefix",
-        b.unsubscribe_prefix,
-        "unsubscribe",
-    )?;
-    if bounce_prefix.eq_ignore_ascii_case(&unsubscribe_prefix) {
+    }
+}
+
+/// `value` (or `default`) seconds, within `min..=max`.
+fn secs(
+    field: &'static str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    bounded(field, value.unwrap_or(default), min, max).map(Duration::from_secs)
+}
+
+/// `value` (or `default`) milliseconds, within `min..=max`.
+fn millis(
+    field: &'static str,
+    value: Option<u64>,
+    default: u64,
+    min: u64,
+    max: u64,
+) -> Result<Duration, ConfigError> {
+    bounded(field, value.unwrap_or(default), min, max).map(Duration::from_millis)
+}
+
+/// `[store]`: `--store` over `store.url`.
+fn store_section(cli: Option<&str>, raw: Option<FileStore>) -> Result<StoreUrl, ConfigError> {
+    let text = cli
+        .map(str::to_owned)
+        .or(raw.and_then(|s| s.url))
+        .unwrap_or_else(|| DEFAULT_STORE_URL.to_owned());
+    text.parse().map_err(|e| invalid("store.url", e))
+}
+
+/// `[redis]`: `--redis` over `redis.url`; none by default (limits per node).
+fn redis_section(cli: Option<&str>, raw: Option<FileRedis>) -> Result<Option<String>, ConfigError> {
+    let url = cli.map(str::to_owned).or(raw.and_then(|r| r.url));
+    if let Some(url) = &url
+        && !(url.starts_with("redis://") || url.starts_with("unix://"))
+    {
         return Err(invalid(
-            "bounces.unsubscribe_prefix",
-            "must differ from bounces.bounce_prefix",
+            "redis.url",
+            format!("`{url}` is not redis://HOST:PORT[/DB]"),
         ));
     }
-    let verp = match (b.domain, key) {
-        (Some(domain), Some(key)) => {
-            if key.len() < 16 {
-                return Err(invalid(
-                    "bounces.key",
-                    "must be at least 16 bytes (it makes VERP tags unforgeable)",
-                ));
-            }
-            if domain.is_empty()
-                || !domain
-                    .bytes()
-                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
-            {
-                return Err(invalid(
-                    "bounces.domain",
-                    format!("`{domain}` is not a domain name"),
-                ));
-            }
-            Some(Verp::new(
-                &domain,
-                &bounce_prefix,
-                &unsubscribe_prefix,
-                &key,
-            ))
-        }
-        (Some(_), None) => return Err(invalid("bounces.key", "required with bounces.domain")),
-        (None, Some(_)) => return Err(invalid("bounces.domain", "required with bounces.key")),
-        (None, None) => None,
-    };
-    if let Some(url) = &b.unsubscribe_url
-        && !(url.starts_with("https://") || url.starts_with("http://"))
-    {
-        return Err(invalid("bounces.unsubscribe_url", "must be an http(s) URL"));
+    Ok(url)
+}
+
+/// `[relay]` validated.
+struct Relay {
+    node_id: String,
+    threads: usize,
+    batch_size: usize,
+    max_in_flight: usize,
+    poll_interval: Duration,
+    lease: Duration,
+    heartbeat: Duration,
+    shutdown_grace: Duration,
+}
+
+/// `[relay]`: `--node-id` and `--threads` over the file.
+fn relay_section(raw: FileRelay, args: &RunArgs, machine: &Machine) -> Result<Relay, ConfigError> {
+    let node_id = args
+        .node_id
+        .clone()
+        .or(raw.node_id)
+        .unwrap_or_else(|| machine.hostname.clone());
+    if node_id.is_empty() || node_id.len() > 64 || node_id.chars().any(char::is_control) {
+        return Err(invalid(
+            "relay.node_id",
+            "must be 1 to 64 printable characters",
+        ));
     }
-    let delay = b.delay_warning_secs.unwrap_or(0);
-    Ok(Bounces {
-        list_unsubscribe: b.list_unsubscribe.unwrap_or(true) && verp.is_some(),
-        verp,
-        unsubscribe_url: b.unsubscribe_url,
-        dsn: b.dsn.unwrap_or(true),
-        delay_warning: (delay > 0).then(|| Duration::from_secs(delay)),
-        soft_bounce_limit: bounded(
-            "bounces.soft_bounce_limit",
-            b.soft_bounce_limit.unwrap_or(3),
+    let threads = args.threads.or(raw.threads).unwrap_or(machine.cores);
+    let threads = bounded("relay.threads", threads, 1, 1024)?;
+    let lease = secs(
+        "relay.lease_secs",
+        raw.lease_secs,
+        DEFAULT_LEASE_SECS,
+        1,
+        86_400,
+    )?;
+    let heartbeat = secs(
+        "relay.heartbeat_secs",
+        raw.heartbeat_secs,
+        DEFAULT_HEARTBEAT_SECS,
+        1,
+        3_600,
+    )?;
+    if heartbeat >= lease {
+        return Err(invalid(
+            "relay.heartbeat_secs",
+            "must be shorter than relay.lease_secs (each heartbeat renews the leases)",
+        ));
+    }
+    Ok(Relay {
+        node_id,
+        threads,
+        batch_size: bounded(
+            "relay.batch_size",
+            raw.batch_size.unwrap_or(DEFAULT_BATCH_SIZE),
             1,
-            1000,
+            10_000,
         )?,
-        soft_bounce_window: Duration::from_secs(bounded(
-            "bounces.soft_bounce_window_secs",
-            b.soft_bounce_window_secs.unwrap_or(7 * 86_400),
-            60,
-            365 * 86_400,
-        )?),
-        intake_interval: Duration::from_millis(bounded(
-            "bounces.intake_interval_ms",
-            b.intake_interval_ms.unwrap_or(1000),
+        max_in_flight: bounded(
+            "relay.max_in_flight",
+            raw.max_in_flight.unwrap_or(DEFAULT_MAX_IN_FLIGHT),
+            1,
+            1_000_000,
+        )?,
+        poll_interval: millis(
+            "relay.poll_interval_ms",
+            raw.poll_interval_ms,
+            DEFAULT_POLL_INTERVAL_MS,
             10,
-            3_600_000,
-        )?),
+            60_000,
+        )?,
+        lease,
+        heartbeat,
+        shutdown_grace: secs(
+            "relay.shutdown_grace_secs",
+            raw.shutdown_grace_secs,
+            DEFAULT_SHUTDOWN_GRACE_SECS,
+            0,
+            3_600,
+        )?,
     })
+}
+
+/// `[delivery]` validated.
+struct Delivery {
+    helo_name: String,
+    port: u16,
+    max_connections: usize,
+    connect_timeout: Duration,
+    command_timeout: Duration,
+    data_timeout: Duration,
+    idle_timeout: Duration,
+    max_messages_per_connection: u32,
+    max_recipients_per_transaction: usize,
+    starttls: bool,
+    message_id_domain: String,
+}
+
+/// `[delivery]`: the HELO name defaults to the host name, the Message-ID domain to
+/// the HELO name.
+fn delivery_section(raw: FileDelivery, machine: &Machine) -> Result<Delivery, ConfigError> {
+    let helo_name = raw.helo_name.unwrap_or_else(|| machine.hostname.clone());
+    // The same rule as smtpd's server.hostname: it goes into EHLO and headers.
+    check_hostname("delivery.helo_name", &helo_name)?;
+    Ok(Delivery {
+        message_id_domain: raw.message_id_domain.unwrap_or_else(|| helo_name.clone()),
+        helo_name,
+        port: raw.port.unwrap_or(DEFAULT_SMTP_PORT),
+        max_connections: bounded(
+            "delivery.max_connections",
+            raw.max_connections.unwrap_or(DEFAULT_MAX_CONNECTIONS),
+            1,
+            100_000,
+        )?,
+        connect_timeout: secs(
+            "delivery.connect_timeout_secs",
+            raw.connect_timeout_secs,
+            DEFAULT_CONNECT_TIMEOUT_SECS,
+            1,
+            600,
+        )?,
+        command_timeout: secs(
+            "delivery.command_timeout_secs",
+            raw.command_timeout_secs,
+            DEFAULT_COMMAND_TIMEOUT_SECS,
+            1,
+            3_600,
+        )?,
+        data_timeout: secs(
+            "delivery.data_timeout_secs",
+            raw.data_timeout_secs,
+            DEFAULT_DATA_TIMEOUT_SECS,
+            1,
+            3_600,
+        )?,
+        idle_timeout: secs(
+            "delivery.idle_timeout_secs",
+            raw.idle_timeout_secs,
+            DEFAULT_IDLE_TIMEOUT_SECS,
+            0,
+            300,
+        )?,
+        max_messages_per_connection: bounded(
+            "delivery.max_messages_per_connection",
+            raw.max_messages_per_connection
+                .unwrap_or(DEFAULT_MAX_MESSAGES_PER_CONNECTION),
+            1,
+            1_000_000,
+        )?,
+        max_recipients_per_transaction: bounded(
+            "delivery.max_recipients_per_transaction",
+            raw.max_recipients_per_transaction
+                .unwrap_or(DEFAULT_MAX_RECIPIENTS_PER_TRANSACTION),
+            1,
+            1_000,
+        )?,
+        starttls: raw.starttls.unwrap_or(DEFAULT_STARTTLS),
+    })
+}
+
+/// `[retry]`: the backoff schedule.
+fn retry_section(raw: FileRetry) -> Result<RetryPolicy, ConfigError> {
+    let multiplier = raw.multiplier.unwrap_or(DEFAULT_RETRY_MULTIPLIER);
+    if !(1.0..=100.0).contains(&multiplier) {
+        return Err(invalid("retry.multiplier", "must be between 1 and 100"));
+    }
+    Ok(RetryPolicy {
+        first: secs(
+            "retry.first_secs",
+            raw.first_secs,
+            DEFAULT_RETRY_FIRST_SECS,
+            1,
+            86_400,
+        )?,
+        multiplier,
+        max_interval: secs(
+            "retry.max_interval_secs",
+            raw.max_interval_secs,
+            DEFAULT_RETRY_MAX_INTERVAL_SECS,
+            1,
+            604_800,
+        )?,
+        give_up_after: secs(
+            "retry.give_up_secs",
+            raw.give_up_secs,
+            DEFAULT_RETRY_GIVE_UP_SECS,
+            1,
+            2_592_000,
+        )?,
+    })
+}
+
+/// `[dns]` validated.
+struct Dns {
+    resolver: Option<SocketAddr>,
+    timeout: Duration,
+}
+
+/// `[dns]`: `--resolver` over `dns.resolver`; none means /etc/resolv.conf.
+fn dns_section(raw: FileDns, args: &RunArgs) -> Result<Dns, ConfigError> {
+    let resolver = match args.resolver.clone().or(raw.resolver) {
+        Some(text) => Some(parse_addr(&text).map_err(|e| invalid("dns.resolver", e))?),
+        None => None,
+    };
+    Ok(Dns {
+        resolver,
+        timeout: millis(
+            "dns.timeout_ms",
+            raw.timeout_ms,
+            DEFAULT_DNS_TIMEOUT_MS,
+            10,
+            60_000,
+        )?,
+    })
+}
+
+/// `[transport]` and `--transport DOMAIN=HOST:PORT` (the flags win), by lowercased
+/// domain.
+fn transport_section(
+    raw: HashMap<String, String>,
+    cli: &[String],
+) -> Result<HashMap<String, SocketAddr>, ConfigError> {
+    let mut transports = HashMap::new();
+    for (domain, target) in raw {
+        let addr = parse_addr(&target).map_err(|e| invalid(format!("transport.{domain}"), e))?;
+        transports.insert(domain.to_ascii_lowercase(), addr);
+    }
+    for spec in cli {
+        let (domain, target) = spec
+            .split_once('=')
+            .ok_or_else(|| invalid("--transport", format!("`{spec}` is not DOMAIN=HOST:PORT")))?;
+        let addr = parse_addr(target).map_err(|e| invalid("--transport", e))?;
+        transports.insert(domain.trim().to_ascii_lowercase(), addr);
+    }
+    Ok(transports)
+}
+
+/// `[domains.*]`: `domains.default` over the built-in defaults, every other domain
+/// over `domains.default`. Returns the defaults and the limits by lowercased domain.
+fn domains_section(
+    mut raw: HashMap<String, FileDomain>,
+) -> Result<(DomainLimits, HashMap<String, DomainLimits>), ConfigError> {
+    let default_limits = domain_limits_of(
+        "domains.default",
+        raw.remove("default").unwrap_or_default(),
+        DomainLimits::default(),
+    )?;
+    let mut domain_limits = HashMap::new();
+    for (domain, limits) in raw {
+        let field = format!("domains.\"{domain}\"");
+        domain_limits.insert(
+            domain.to_ascii_lowercase(),
+            domain_limits_of(&field, limits, default_limits)?,
+        );
+    }
+    Ok((default_limits, domain_limits))
 }
 
 fn domain_limits_of(
@@ -606,6 +769,198 @@ fn domain_limits_of(
     Ok(DomainLimits {
         max_connections,
         messages_per_second,
+    })
+}
+
+/// Where the VERP key is, once `[bounces]` is validated.
+#[derive(Debug)]
+enum BounceKey {
+    /// `bounces.key`, already checked.
+    Inline(Vec<u8>),
+    /// `bounces.key_file`, read by [`load_bounce_key`] after validation.
+    File(PathBuf),
+}
+
+/// The VERP part of `[bounces]`, validated but for a key file's contents.
+#[derive(Debug)]
+struct VerpSection {
+    domain: String,
+    bounce_prefix: String,
+    unsubscribe_prefix: String,
+    key: BounceKey,
+}
+
+/// `[bounces]` validated; [`load_bounce_key`] turns it into [`Bounces`].
+#[derive(Debug)]
+struct BouncesSection {
+    verp: Option<VerpSection>,
+    /// As configured; it takes effect only with VERP.
+    list_unsubscribe: bool,
+    unsubscribe_url: Option<String>,
+    dsn: bool,
+    delay_warning: Option<Duration>,
+    soft_bounce_limit: u32,
+    soft_bounce_window: Duration,
+    intake_interval: Duration,
+}
+
+/// A VERP key must make tags unforgeable.
+fn check_bounce_key(key: &[u8]) -> Result<(), ConfigError> {
+    if key.len() < 16 {
+        return Err(invalid(
+            "bounces.key",
+            "must be at least 16 bytes (it makes VERP tags unforgeable)",
+        ));
+    }
+    Ok(())
+}
+
+/// `bounces.bounce_prefix` and `bounces.unsubscribe_prefix`: the local part before
+/// the `+`, so it must be a safe one.
+fn address_prefix(
+    field: &'static str,
+    value: Option<String>,
+    default: &str,
+) -> Result<String, ConfigError> {
+    let value = value.unwrap_or_else(|| default.to_owned());
+    if value.is_empty()
+        || value.len() > 32
+        || !value
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_' || c == b'.')
+    {
+        return Err(invalid(
+            field,
+            "must be 1 to 32 letters, digits, '-', '_' or '.'",
+        ));
+    }
+    Ok(value)
+}
+
+/// `[bounces]`: VERP needs a domain and a key (`key` or `key_file`, not both);
+/// without them return paths are plain and nothing is read back. Opens no file.
+fn bounces_section(raw: FileBounces) -> Result<BouncesSection, ConfigError> {
+    let key = match (raw.key, raw.key_file) {
+        (Some(_), Some(_)) => return Err(invalid("bounces.key", "give key or key_file, not both")),
+        (Some(k), None) => Some(BounceKey::Inline(k.into_bytes())),
+        (None, Some(path)) => Some(BounceKey::File(path)),
+        (None, None) => None,
+    };
+    let bounce_prefix = address_prefix(
+        "bounces.bounce_prefix",
+        raw.bounce_prefix,
+        DEFAULT_BOUNCE_PREFIX,
+    )?;
+    let unsubscribe_prefix = address_prefix(
+        "bounces.unsubscribe_prefix",
+        raw.unsubscribe_prefix,
+        DEFAULT_UNSUBSCRIBE_PREFIX,
+    )?;
+    if bounce_prefix.eq_ignore_ascii_case(&unsubscribe_prefix) {
+        return Err(invalid(
+            "bounces.unsubscribe_prefix",
+            "must differ from bounces.bounce_prefix",
+        ));
+    }
+    let verp = match (raw.domain, key) {
+        (Some(domain), Some(key)) => {
+            // A key file's length is checked once it is read.
+            if let BounceKey::Inline(k) = &key {
+                check_bounce_key(k)?;
+            }
+            if domain.is_empty()
+                || !domain
+                    .bytes()
+                    .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'.')
+            {
+                return Err(invalid(
+                    "bounces.domain",
+                    format!("`{domain}` is not a domain name"),
+                ));
+            }
+            Some(VerpSection {
+                domain,
+                bounce_prefix,
+                unsubscribe_prefix,
+                key,
+            })
+        }
+        (Some(_), None) => return Err(invalid("bounces.key", "required with bounces.domain")),
+        (None, Some(_)) => return Err(invalid("bounces.domain", "required with bounces.key")),
+        (None, None) => None,
+    };
+    if let Some(url) = &raw.unsubscribe_url
+        && !(url.starts_with("https://") || url.starts_with("http://"))
+    {
+        return Err(invalid("bounces.unsubscribe_url", "must be an http(s) URL"));
+    }
+    let delay = raw.delay_warning_secs.unwrap_or(DEFAULT_DELAY_WARNING_SECS);
+    Ok(BouncesSection {
+        verp,
+        list_unsubscribe: raw.list_unsubscribe.unwrap_or(DEFAULT_LIST_UNSUBSCRIBE),
+        unsubscribe_url: raw.unsubscribe_url,
+        dsn: raw.dsn.unwrap_or(DEFAULT_DSN),
+        delay_warning: (delay > 0).then(|| Duration::from_secs(delay)),
+        soft_bounce_limit: bounded(
+            "bounces.soft_bounce_limit",
+            raw.soft_bounce_limit.unwrap_or(DEFAULT_SOFT_BOUNCE_LIMIT),
+            1,
+            1000,
+        )?,
+        soft_bounce_window: secs(
+            "bounces.soft_bounce_window_secs",
+            raw.soft_bounce_window_secs,
+            DEFAULT_SOFT_BOUNCE_WINDOW_SECS,
+            60,
+            365 * 86_400,
+        )?,
+        intake_interval: millis(
+            "bounces.intake_interval_ms",
+            raw.intake_interval_ms,
+            DEFAULT_INTAKE_INTERVAL_MS,
+            10,
+            3_600_000,
+        )?,
+    })
+}
+
+/// The step after validation: reads `bounces.key_file` when the key is there
+/// (surrounding whitespace trimmed, as an editor's final newline), checks it like an
+/// inline key, and builds the VERP settings.
+fn load_bounce_key(section: BouncesSection) -> Result<Bounces, ConfigError> {
+    let verp = match section.verp {
+        Some(v) => {
+            let key = match v.key {
+                BounceKey::Inline(key) => key,
+                BounceKey::File(path) => {
+                    let key = std::fs::read(&path)
+                        .map_err(|e| {
+                            invalid("bounces.key_file", format!("{}: {e}", path.display()))
+                        })?
+                        .trim_ascii()
+                        .to_vec();
+                    check_bounce_key(&key)?;
+                    key
+                }
+            };
+            Some(Verp::new(
+                &v.domain,
+                &v.bounce_prefix,
+                &v.unsubscribe_prefix,
+                &key,
+            ))
+        }
+        None => None,
+    };
+    Ok(Bounces {
+        list_unsubscribe: section.list_unsubscribe && verp.is_some(),
+        verp,
+        unsubscribe_url: section.unsubscribe_url,
+        dsn: section.dsn,
+        delay_warning: section.delay_warning,
+        soft_bounce_limit: section.soft_bounce_limit,
+        soft_bounce_window: section.soft_bounce_window,
+        intake_interval: section.intake_interval,
     })
 }
 
@@ -703,6 +1058,181 @@ mod tests {
         assert!(err("[bounces]\nkey = \"0123456789abcdef\"").starts_with("bounces.domain:"));
         assert!(
             err("[bounces]\nunsubscribe_url = \"ftp://x\"").starts_with("bounces.unsubscribe_url:")
+        );
+    }
+
+    fn machine() -> Machine {
+        Machine {
+            hostname: "relay.test".into(),
+            cores: 6,
+        }
+    }
+
+    #[test]
+    fn every_section_defaults_to_its_named_constant() {
+        let relay = relay_section(FileRelay::default(), &RunArgs::default(), &machine()).unwrap();
+        assert_eq!((relay.node_id.as_str(), relay.threads), ("relay.test", 6));
+        assert_eq!(relay.batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(relay.max_in_flight, DEFAULT_MAX_IN_FLIGHT);
+        assert_eq!(
+            relay.poll_interval,
+            Duration::from_millis(DEFAULT_POLL_INTERVAL_MS)
+        );
+        assert_eq!(relay.lease, Duration::from_secs(DEFAULT_LEASE_SECS));
+        assert_eq!(relay.heartbeat, Duration::from_secs(DEFAULT_HEARTBEAT_SECS));
+        assert_eq!(
+            relay.shutdown_grace,
+            Duration::from_secs(DEFAULT_SHUTDOWN_GRACE_SECS)
+        );
+        let d = delivery_section(FileDelivery::default(), &machine()).unwrap();
+        assert_eq!(
+            (d.helo_name.as_str(), d.message_id_domain.as_str()),
+            ("relay.test", "relay.test")
+        );
+        assert_eq!(
+            (d.port, d.max_connections),
+            (DEFAULT_SMTP_PORT, DEFAULT_MAX_CONNECTIONS)
+        );
+        assert_eq!(
+            d.idle_timeout,
+            Duration::from_secs(DEFAULT_IDLE_TIMEOUT_SECS)
+        );
+        assert_eq!(
+            d.data_timeout,
+            Duration::from_secs(DEFAULT_DATA_TIMEOUT_SECS)
+        );
+        assert_eq!(
+            d.max_recipients_per_transaction,
+            DEFAULT_MAX_RECIPIENTS_PER_TRANSACTION
+        );
+        assert!(d.starttls);
+        assert_eq!(
+            retry_section(FileRetry::default()).unwrap(),
+            RetryPolicy::default()
+        );
+        let dns = dns_section(FileDns::default(), &RunArgs::default()).unwrap();
+        assert_eq!(
+            (dns.resolver, dns.timeout),
+            (None, Duration::from_millis(DEFAULT_DNS_TIMEOUT_MS))
+        );
+        let b = load_bounce_key(bounces_section(FileBounces::default()).unwrap()).unwrap();
+        assert!(
+            b.verp.is_none() && !b.list_unsubscribe,
+            "no VERP, no List-Unsubscribe"
+        );
+        assert_eq!((b.dsn, b.delay_warning), (DEFAULT_DSN, None));
+        assert_eq!(b.soft_bounce_limit, DEFAULT_SOFT_BOUNCE_LIMIT);
+        assert_eq!(
+            b.soft_bounce_window,
+            Duration::from_secs(DEFAULT_SOFT_BOUNCE_WINDOW_SECS)
+        );
+        assert_eq!(
+            b.intake_interval,
+            Duration::from_millis(DEFAULT_INTAKE_INTERVAL_MS)
+        );
+        let (default_limits, others) = domains_section(HashMap::new()).unwrap();
+        assert_eq!(
+            default_limits.max_connections,
+            DEFAULT_DOMAIN_MAX_CONNECTIONS
+        );
+        assert!(others.is_empty());
+        assert_eq!(
+            store_section(None, None).unwrap().to_string(),
+            DEFAULT_STORE_URL
+        );
+        assert_eq!(redis_section(None, None).unwrap(), None);
+    }
+
+    #[test]
+    fn the_command_line_wins_over_the_file_section() {
+        let args = RunArgs {
+            node_id: Some("cli".into()),
+            threads: Some(2),
+            redis: Some("redis://127.0.0.1:6379".into()),
+            ..RunArgs::default()
+        };
+        let raw = FileRelay {
+            node_id: Some("file".into()),
+            threads: Some(9),
+            ..FileRelay::default()
+        };
+        let relay = relay_section(raw, &args, &machine()).unwrap();
+        assert_eq!((relay.node_id.as_str(), relay.threads), ("cli", 2));
+        let file = FileRedis {
+            url: Some("bogus".into()),
+        };
+        assert_eq!(
+            redis_section(args.redis.as_deref(), Some(file))
+                .unwrap()
+                .as_deref(),
+            Some("redis://127.0.0.1:6379")
+        );
+        let store = store_section(
+            Some("sqlite:/tmp/x.sqlite"),
+            Some(FileStore {
+                url: Some("sqlite:/tmp/y.sqlite".into()),
+            }),
+        )
+        .unwrap();
+        assert_eq!(store.to_string(), "sqlite:/tmp/x.sqlite");
+    }
+
+    #[test]
+    fn the_key_file_is_read_after_validation_trimmed_and_checked() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("verp.key");
+        std::fs::write(&path, "0123456789abcdef-from-file\n").unwrap();
+        let toml = |path: &Path| {
+            format!(
+                "[bounces]\ndomain = \"b.test\"\nkey_file = {:?}\n",
+                path.display().to_string()
+            )
+        };
+        let c = parse(&toml(&path), &RunArgs::default()).unwrap();
+        let verp = c.bounces.verp.unwrap();
+        let inline = Verp::new(
+            "b.test",
+            DEFAULT_BOUNCE_PREFIX,
+            DEFAULT_UNSUBSCRIBE_PREFIX,
+            b"0123456789abcdef-from-file",
+        );
+        assert_eq!(
+            verp.address(crate::verp::Kind::Bounce, 7),
+            inline.address(crate::verp::Kind::Bounce, 7),
+            "the trailing newline is not part of the key"
+        );
+        assert!(c.bounces.list_unsubscribe);
+
+        let err = |t: &str| parse(t, &RunArgs::default()).unwrap_err().to_string();
+        let missing = dir.path().join("missing.key");
+        assert!(err(&toml(&missing)).starts_with("bounces.key_file: "));
+        std::fs::write(&path, "short\n").unwrap();
+        assert!(err(&toml(&path)).starts_with("bounces.key: must be at least 16 bytes"));
+        // Validation comes first: a bad section is reported without opening the file.
+        let section = bounces_section(FileBounces {
+            key_file: Some(missing.clone()),
+            ..FileBounces::default()
+        });
+        assert!(
+            section
+                .unwrap_err()
+                .to_string()
+                .starts_with("bounces.domain: required with bounces.key")
+        );
+        let both = format!("{}key = \"0123456789abcdef\"\n", toml(&missing));
+        assert_eq!(err(&both), "bounces.key: give key or key_file, not both");
+    }
+
+    #[test]
+    fn bounce_prefixes_are_checked_and_must_differ() {
+        let err = |t: &str| parse(t, &RunArgs::default()).unwrap_err().to_string();
+        assert!(err("[bounces]\nbounce_prefix = \"a+b\"").starts_with("bounces.bounce_prefix:"));
+        assert!(
+            err("[bounces]\nunsubscribe_prefix = \"\"").starts_with("bounces.unsubscribe_prefix:")
+        );
+        assert!(
+            err("[bounces]\nbounce_prefix = \"x\"\nunsubscribe_prefix = \"X\"")
+                .starts_with("bounces.unsubscribe_prefix: must differ")
         );
     }
 }

@@ -25,6 +25,7 @@ use tokio::time::{Instant, sleep_until};
 use tracing::{debug, error, info, warn};
 
 use crate::address::{self, ReversePath};
+use crate::bounce_policy;
 use crate::client::Tls;
 use crate::config::Config;
 use crate::dsn;
@@ -355,9 +356,7 @@ impl Dispatcher {
         let templates = queue.templates(&template_ids).await?;
         let mut groups: HashMap<GroupKey, Group> = HashMap::new();
         for row in rows {
-            let dsn_to = address::reverse_path(&row.sender)
-                .ok()
-                .and_then(|p| p.dsn_recipient().map(str::to_owned));
+            let dsn_to = bounce_policy::dsn_recipient(&row.sender);
             self.in_flight.insert(
                 row.id,
                 InFlight {
@@ -519,16 +518,11 @@ impl Dispatcher {
             }
             if a.outcome == Outcome::Failed {
                 self.dsn(&a, &meta, dsn::Action::Failed);
-                // A server saying the address does not exist is a hard bounce,
-                // whether it says so at RCPT or in a DSN later.
-                if let (Some(code), Some(status)) = (a.code, &a.status)
-                    && code >= 500
-                    && dsn::classify(status, &a.text) == dsn::Class::Hard
+                if let Some(reason) =
+                    bounce_policy::refusal_suppression(a.code, a.status.as_deref(), &a.text)
                 {
-                    self.suppressions.push((
-                        a.recipient.to_ascii_lowercase(),
-                        format!("hard bounce {code} {status}: {}", a.text),
-                    ));
+                    self.suppressions
+                        .push((a.recipient.to_ascii_lowercase(), reason));
                 }
             }
             self.pending.push(a);
@@ -585,11 +579,13 @@ impl Dispatcher {
         let settings = Intake {
             verp,
             node: &self.cfg.node_id,
-            dsn: self.cfg.bounces.dsn,
-            soft_limit: self.cfg.bounces.soft_bounce_limit,
-            soft_window: self.cfg.bounces.soft_bounce_window,
-            reporting_mta: &self.cfg.helo_name,
-            id_domain: &self.cfg.message_id_domain,
+            policy: bounce_policy::Settings {
+                dsn: self.cfg.bounces.dsn,
+                soft_bounce_limit: self.cfg.bounces.soft_bounce_limit,
+                soft_bounce_window: self.cfg.bounces.soft_bounce_window,
+                reporting_mta: &self.cfg.helo_name,
+                message_id_domain: &self.cfg.message_id_domain,
+            },
         };
         match queue.intake(&settings, Utc::now()).await {
             Ok(r) if r.bounces + r.unsubscribes + r.forged > 0 => info!(

@@ -5,8 +5,9 @@
 //! - `outbound enqueue --from ADDR --to ADDR [--to ADDR ...] [--store URL] < message.eml`;
 //! - `outbound stats`, `outbound nodes`, `outbound suppress add|remove|list`.
 //!
-//! Modules: `address` (envelope addresses), `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
-//! SQL statement), `dispatch` (claims, retries, records), `worker` (a delivery
+//! Modules: `address` (envelope addresses), `bounce_policy` (what a bounce calls for),
+//! `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
+//! SQL statement), `row` (rows decoded by column name), `dispatch` (claims, retries, records), `worker` (a delivery
 //! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`, `node` (process identity),
 //! `template` (MIME rendering), `tls`.
 
@@ -20,6 +21,7 @@ use chrono::Utc;
 use clap::{Parser, Subcommand};
 
 mod address;
+mod bounce_policy;
 mod client;
 mod config;
 mod db;
@@ -31,6 +33,7 @@ mod node;
 mod payload;
 mod queue;
 mod retry;
+mod row;
 mod template;
 mod tls;
 mod verp;
@@ -305,8 +308,11 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
                 println!("removed {}", address.to_ascii_lowercase());
             }
             SuppressAction::List => {
-                for [address, reason, source, at] in queue.suppress_list().await? {
-                    println!("{address}\t{source}\t{at}\t{reason}");
+                for e in queue.suppress_list().await? {
+                    println!(
+                        "{}\t{}\t{}\t{}",
+                        e.address, e.source, e.created_at, e.reason
+                    );
                 }
             }
         },

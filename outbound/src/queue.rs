@@ -12,13 +12,16 @@
 //! process (fencing), so one that lost its lease cannot overwrite the newer owner's
 //! outcome. The node row (`outbound_nodes`) is taken by compare-and-set on its
 //! instance id and last heartbeat, so two processes cannot both own it.
-//! Must not: decide outcomes or schedules (the dispatcher does).
+//! Must not: decide outcomes or schedules (the dispatcher does), nor what a bounce
+//! calls for (`bounce_policy` does; this module runs the SQL its verdict asks for).
 
 use std::collections::{HashMap, HashSet};
 
 use chrono::{DateTime, NaiveDateTime, Utc};
 
+use crate::bounce_policy::{self, Source, Suppression};
 use crate::db::{Db, DbError, Val};
+use crate::row::{self, Column, Fields, RowError};
 use crate::template::{Template, TransferEncoding};
 
 /// `YYYY-MM-DD HH:MM:SS.mmm` in UTC: the format of every time column.
@@ -44,6 +47,44 @@ pub struct Claimed {
     pub params: Option<String>,
     pub attempts: u32,
     pub delay_notified: bool,
+}
+
+impl Claimed {
+    /// What the claim selects (MySQL) or returns (SQLite).
+    const COLUMNS: &'static [Column] = &[
+        Column::plain("id"),
+        Column::plain("sender"),
+        Column::plain("recipient"),
+        Column::plain("body"),
+        Column::plain("template_id"),
+        Column::plain("params"),
+        Column::plain("attempts"),
+        Column::plain("delay_notified"),
+        Column::text("created_at"),
+    ];
+
+    /// A claimed row; refused without an id. The schema makes the other columns NOT
+    /// NULL (or nullable by design: body, template_id, params); should one still be
+    /// NULL or unreadable, the claim has always defaulted it: sender and recipient
+    /// to `''` (the envelope check then fails a bad recipient), attempts to 0 (also
+    /// when out of range), delay_notified to false, created_at to `now`.
+    fn from_row(row: Vec<Val>, now: DateTime<Utc>) -> Result<Self, RowError> {
+        let mut f = Fields::new(Self::COLUMNS, row)?;
+        Ok(Self {
+            id: f.int("id")?,
+            sender: f.opt_text("sender")?.unwrap_or_default(),
+            recipient: f.opt_text("recipient")?.unwrap_or_default(),
+            body: f.opt_bytes("body")?,
+            template_id: f.opt_int("template_id")?,
+            params: f.opt_text("params")?,
+            attempts: u32::try_from(f.opt_int("attempts")?.unwrap_or(0)).unwrap_or(0),
+            delay_notified: f.opt_int("delay_notified")?.unwrap_or(0) != 0,
+            created: f
+                .opt_text("created_at")?
+                .and_then(|t| parse_ts(&t))
+                .unwrap_or(now),
+        })
+    }
 }
 
 /// What happened to one recipient in one attempt (the delivery log's `outcome`).
@@ -106,11 +147,34 @@ pub struct IntakeReport {
 pub struct Intake<'a> {
     pub verp: &'a crate::verp::Verp,
     pub node: &'a str,
-    pub dsn: bool,
-    pub soft_limit: u32,
-    pub soft_window: std::time::Duration,
-    pub reporting_mta: &'a str,
-    pub id_domain: &'a str,
+    /// What the bounce policy decides by.
+    pub policy: bounce_policy::Settings<'a>,
+}
+
+/// A queue row's `state` column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowState {
+    Queued,
+    Sending,
+    Deferred,
+    Delivered,
+    Failed,
+    Suppressed,
+}
+
+impl RowState {
+    /// The state as stored; None for text this relay never writes.
+    pub fn parse(text: &str) -> Option<Self> {
+        Some(match text {
+            "queued" => Self::Queued,
+            "sending" => Self::Sending,
+            "deferred" => Self::Deferred,
+            "delivered" => Self::Delivered,
+            "failed" => Self::Failed,
+            "suppressed" => Self::Suppressed,
+            _ => return None,
+        })
+    }
 }
 
 /// A relay node as its heartbeat row shows it.
@@ -186,7 +250,7 @@ async fn suppress(
     mysql: bool,
     address: &str,
     reason: &str,
-    source: &str,
+    source: Source,
     now: DateTime<Utc>,
 ) -> Result<bool, DbError> {
     let ignore = if mysql {
@@ -200,7 +264,7 @@ async fn suppress(
             vec![
                 address.to_ascii_lowercase().into(),
                 reason.chars().take(1000).collect::<String>().into(),
-                source.into(),
+                source.as_str().into(),
                 ts(now).into(),
             ],
         )
@@ -208,40 +272,343 @@ async fn suppress(
         > 0)
 }
 
-/// The columns of [`Node`], times as text.
-fn node_select(db: &Db) -> String {
-    format!(
-        "SELECT node_id, instance_id, hostname, pid, threads, heartbeat_secs, {}, {}, {} \
-         FROM outbound_nodes",
-        db.as_text("started_at"),
-        db.as_text("heartbeat_at"),
-        db.as_text("stopped_at")
-    )
+/// A verified bounce that is a failure, about one queue row.
+struct BounceRecord<'a> {
+    queue_id: i64,
+    /// `new_mail.mail_id` of the bounce message.
+    mail_id: i64,
+    /// The row's recipient, lowercased.
+    recipient: &'a str,
+    failure: &'a bounce_policy::Failure,
 }
 
-fn node_of_row(row: Vec<Val>) -> Option<Node> {
-    let mut it = row.into_iter();
-    let node_id = it.next()?.text()?;
-    let instance_id = it.next()?.text().unwrap_or_default();
-    let hostname = it.next()?.text().unwrap_or_default();
-    let pid = it.next()?.int().unwrap_or(0);
-    let threads = it.next()?.int().unwrap_or(0);
-    let heartbeat_secs = it.next()?.int().unwrap_or(0);
-    let started_at = it.next()?.text().unwrap_or_default();
-    let heartbeat_text = it.next()?.text().unwrap_or_default();
-    let stopped_at = it.next()?.text().and_then(|t| parse_ts(&t));
-    Some(Node {
-        node_id,
-        instance_id,
-        hostname,
-        pid,
-        threads,
-        heartbeat_secs,
-        started_at,
-        heartbeat_at: parse_ts(&heartbeat_text),
-        heartbeat_text,
-        stopped_at,
-    })
+/// The SQL a bounce failure asks for: the bounce recorded, the row failed, the
+/// delivery log, the suppression entry (counting soft bounces first when the policy
+/// needs the count, so the count includes this one) and the sender's DSN. Returns
+/// whether the address was newly suppressed.
+async fn record_bounce(
+    db: &mut Db,
+    mysql: bool,
+    node: &str,
+    b: &BounceRecord<'_>,
+    now: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    let f = b.failure;
+    db.exec(
+        "INSERT INTO outbound_bounces (at, queue_id, address, class, status, text, mail_id) \
+         VALUES (?, ?, ?, ?, ?, ?, ?)",
+        vec![
+            ts(now).into(),
+            b.queue_id.into(),
+            b.recipient.into(),
+            f.class.as_str().into(),
+            f.status.clone().into(),
+            f.diagnostic.clone().into(),
+            b.mail_id.into(),
+        ],
+    )
+    .await?;
+    db.exec(
+        "UPDATE outbound_queue SET state = 'failed', last_code = NULL, last_status = ?, \
+         last_text = ?, last_mx = 'bounce', updated_at = ?, finished_at = ? WHERE id = ?",
+        vec![
+            f.status.clone().into(),
+            f.text.as_str().into(),
+            ts(now).into(),
+            ts(now).into(),
+            b.queue_id.into(),
+        ],
+    )
+    .await?;
+    db.exec(
+        "INSERT INTO outbound_log (at, queue_id, node_id, recipient, mx, code, status, text, outcome) \
+         VALUES (?, ?, ?, ?, 'bounce', NULL, ?, ?, 'failed')",
+        vec![
+            ts(now).into(),
+            b.queue_id.into(),
+            node.into(),
+            b.recipient.into(),
+            f.status.clone().into(),
+            f.text.as_str().into(),
+        ],
+    )
+    .await?;
+    let reason = match &f.suppression {
+        Suppression::Now { reason } => Some(reason),
+        Suppression::Never => None,
+        Suppression::IfSoftLimitReached {
+            since,
+            limit,
+            reason,
+        } => {
+            let soft = db
+                .query(
+                    "SELECT COUNT(*) FROM outbound_bounces \
+                     WHERE address = ? AND class = 'soft' AND at >= ?",
+                    vec![b.recipient.into(), ts(*since).into()],
+                )
+                .await?;
+            let soft = row::scalar_int(&soft).unwrap_or(0);
+            bounce_policy::soft_limit_reached(soft, *limit).then_some(reason)
+        }
+    };
+    let suppressed = match reason {
+        Some(reason) => suppress(db, mysql, b.recipient, reason, Source::Bounce, now).await?,
+        None => false,
+    };
+    if let Some(dsn) = &f.dsn {
+        insert_row(db, dsn).await?;
+    }
+    Ok(suppressed)
+}
+
+// ---------------------------------------------------------------------------------
+// Rows: one struct per query, its column list the SELECT list, decoded by name.
+// ---------------------------------------------------------------------------------
+
+impl Node {
+    /// What [`Queue::node`] and [`Queue::nodes`] select.
+    const COLUMNS: &'static [Column] = &[
+        Column::plain("node_id"),
+        Column::plain("instance_id"),
+        Column::plain("hostname"),
+        Column::plain("pid"),
+        Column::plain("threads"),
+        Column::plain("heartbeat_secs"),
+        Column::text("started_at"),
+        Column::text("heartbeat_at"),
+        Column::text("stopped_at"),
+    ];
+
+    fn select(db: &Db) -> String {
+        format!(
+            "SELECT {} FROM outbound_nodes",
+            row::select_list(db, Self::COLUMNS)
+        )
+    }
+
+    /// A node row; refused without a node id. The rest defaults as it always has:
+    /// texts to `''` (instance_id is `''` in rows from before schema 3), numbers to
+    /// 0, unreadable times to None.
+    fn from_row(row: Vec<Val>) -> Result<Self, RowError> {
+        let mut f = Fields::new(Self::COLUMNS, row)?;
+        let heartbeat_text = f.opt_text("heartbeat_at")?.unwrap_or_default();
+        Ok(Self {
+            node_id: f.text("node_id")?,
+            instance_id: f.opt_text("instance_id")?.unwrap_or_default(),
+            hostname: f.opt_text("hostname")?.unwrap_or_default(),
+            pid: f.opt_int("pid")?.unwrap_or(0),
+            threads: f.opt_int("threads")?.unwrap_or(0),
+            heartbeat_secs: f.opt_int("heartbeat_secs")?.unwrap_or(0),
+            started_at: f.opt_text("started_at")?.unwrap_or_default(),
+            heartbeat_at: parse_ts(&heartbeat_text),
+            heartbeat_text,
+            stopped_at: f.opt_text("stopped_at")?.and_then(|t| parse_ts(&t)),
+        })
+    }
+}
+
+/// What the MySQL claim locks ([`Queue::claim`]): the ids of due rows.
+const DUE_IDS: &[Column] = &[Column::plain("id")];
+
+/// A `new_mail` row the intake reads ([`Queue::intake`]).
+#[derive(Debug)]
+struct NewMail {
+    mail_id: i64,
+    recipient: String,
+    mail: Vec<u8>,
+}
+
+impl NewMail {
+    const COLUMNS: &'static [Column] = &[
+        Column::plain("mail_id"),
+        Column::plain("recipient"),
+        Column::plain("mail"),
+    ];
+
+    /// Every column is required: a row without one is not mail the intake can read.
+    fn from_row(row: Vec<Val>) -> Result<Self, RowError> {
+        let mut f = Fields::new(Self::COLUMNS, row)?;
+        Ok(Self {
+            mail_id: f.int("mail_id")?,
+            recipient: f.text("recipient")?,
+            mail: f.bytes("mail")?,
+        })
+    }
+}
+
+/// The queue row a verified bounce or unsubscribe is about ([`Queue::intake`]).
+#[derive(Debug)]
+struct BouncedRow {
+    recipient: String,
+    sender: String,
+    state: Option<RowState>,
+    body: Vec<u8>,
+    created: DateTime<Utc>,
+}
+
+impl BouncedRow {
+    const COLUMNS: &'static [Column] = &[
+        Column::plain("recipient"),
+        Column::plain("sender"),
+        Column::plain("state"),
+        Column::plain("body"),
+        Column::text("created_at"),
+    ];
+
+    /// Defaults as the intake always had them (the schema makes all but body NOT
+    /// NULL): recipient and sender `''` (no DSN then), an unknown or NULL state None
+    /// (not "failed": the sender is told), body empty (template rows: the DSN
+    /// carries no original headers), created_at `now`.
+    fn from_row(row: Vec<Val>, now: DateTime<Utc>) -> Result<Self, RowError> {
+        let mut f = Fields::new(Self::COLUMNS, row)?;
+        Ok(Self {
+            recipient: f.opt_text("recipient")?.unwrap_or_default(),
+            sender: f.opt_text("sender")?.unwrap_or_default(),
+            state: f.opt_text("state")?.as_deref().and_then(RowState::parse),
+            body: f.opt_bytes("body")?.unwrap_or_default(),
+            created: f
+                .opt_text("created_at")?
+                .and_then(|t| parse_ts(&t))
+                .unwrap_or(now),
+        })
+    }
+}
+
+/// An `outbound_templates` row ([`Queue::templates`]).
+#[derive(Debug)]
+struct TemplateRow {
+    id: i64,
+    /// The template, or why it cannot be used (an unknown transfer encoding).
+    template: Result<Template, String>,
+}
+
+impl TemplateRow {
+    const COLUMNS: &'static [Column] = &[
+        Column::plain("id"),
+        Column::plain("from_header"),
+        Column::plain("subject"),
+        Column::plain("text_body"),
+        Column::plain("html_body"),
+        Column::plain("text_encoding"),
+        Column::plain("html_encoding"),
+    ];
+
+    /// Refused without an id. from_header and subject (NOT NULL in the schema)
+    /// default to `''`, as always; the bodies and encodings are optional by design.
+    fn from_row(row: Vec<Val>) -> Result<Self, RowError> {
+        let mut f = Fields::new(Self::COLUMNS, row)?;
+        let id = f.int("id")?;
+        let from = f.opt_text("from_header")?.unwrap_or_default();
+        let subject = f.opt_text("subject")?.unwrap_or_default();
+        let text = f.opt_text("text_body")?;
+        let html = f.opt_text("html_body")?;
+        let encoding = |e: Option<String>| -> Result<Option<TransferEncoding>, String> {
+            e.map(|e| e.parse::<TransferEncoding>().map_err(|e| e.to_string()))
+                .transpose()
+        };
+        let text_encoding = encoding(f.opt_text("text_encoding")?);
+        let html_encoding = encoding(f.opt_text("html_encoding")?);
+        let template = text_encoding.and_then(|text_encoding| {
+            Ok(Template {
+                from,
+                subject,
+                text,
+                html,
+                text_encoding,
+                html_encoding: html_encoding?,
+            })
+        });
+        Ok(Self { id, template })
+    }
+}
+
+/// What [`Queue::suppressed`] selects: the address, required (the primary key).
+const SUPPRESSED_COLUMNS: &[Column] = &[Column::plain("address")];
+
+/// A suppression list entry ([`Queue::suppress_list`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SuppressionEntry {
+    pub address: String,
+    pub reason: String,
+    /// `bounce`, `unsubscribe` or `manual`.
+    pub source: String,
+    /// As stored (`YYYY-MM-DD HH:MM:SS.mmm`), for printing.
+    pub created_at: String,
+}
+
+impl SuppressionEntry {
+    const COLUMNS: &'static [Column] = &[
+        Column::plain("address"),
+        Column::plain("reason"),
+        Column::plain("source"),
+        Column::text("created_at"),
+    ];
+
+    /// Every column NOT NULL in the schema; one that still is prints as `''`, as
+    /// the list always did.
+    fn from_row(row: Vec<Val>) -> Result<Self, RowError> {
+        let mut f = Fields::new(Self::COLUMNS, row)?;
+        let mut text = |name| f.opt_text(name).map(Option::unwrap_or_default);
+        Ok(Self {
+            address: text("address")?,
+            reason: text("reason")?,
+            source: text("source")?,
+            created_at: text("created_at")?,
+        })
+    }
+}
+
+/// One group of a `GROUP BY` count ([`Queue::stats`]).
+#[derive(Debug, PartialEq, Eq)]
+struct Tally {
+    key: String,
+    count: i64,
+}
+
+impl Tally {
+    /// Queue rows by state.
+    const BY_STATE: &'static [Column] = &[Column::plain("state"), Column::plain("COUNT(*)")];
+    /// Log rows by outcome.
+    const BY_OUTCOME: &'static [Column] = &[Column::plain("outcome"), Column::plain("COUNT(*)")];
+
+    /// Both values required; the key is the first of `columns`.
+    fn from_row(row: Vec<Val>, columns: &'static [Column]) -> Result<Self, RowError> {
+        let key = columns.first().map_or("", |c| c.name);
+        let mut f = Fields::new(columns, row)?;
+        Ok(Self {
+            key: f.text(key)?,
+            count: f.int("COUNT(*)")?,
+        })
+    }
+}
+
+/// The first and last delivery in the log ([`Queue::stats`]).
+#[derive(Debug, Default, PartialEq, Eq)]
+struct DeliverySpan {
+    first: Option<DateTime<Utc>>,
+    last: Option<DateTime<Utc>>,
+}
+
+impl DeliverySpan {
+    const COLUMNS: &'static [Column] = &[Column::text("MIN(at)"), Column::text("MAX(at)")];
+
+    /// From the one row an aggregate returns; both None when nothing was delivered
+    /// (NULL), as when there is no row or its times do not parse.
+    fn from_rows(rows: Vec<Vec<Val>>) -> Self {
+        let Some(Ok(mut f)) = rows
+            .into_iter()
+            .next()
+            .map(|r| Fields::new(Self::COLUMNS, r))
+        else {
+            return Self::default();
+        };
+        let mut time = |name| f.opt_text(name).ok().flatten().and_then(|t| parse_ts(&t));
+        Self {
+            first: time("MIN(at)"),
+            last: time("MAX(at)"),
+        }
+    }
 }
 
 impl Queue {
@@ -285,7 +652,7 @@ impl Queue {
         limit: usize,
     ) -> Result<Vec<Claimed>, DbError> {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let columns = "id, sender, recipient, body, template_id, params, attempts, delay_notified";
+        let columns = row::select_list(&self.db, Claimed::COLUMNS);
         let rows = if self.db.is_mysql() {
             let node = node.to_owned();
             let instance = instance.to_owned();
@@ -293,13 +660,19 @@ impl Queue {
                 .in_tx(async |db: &mut Db| {
                     let rows = db
                         .query(
-                            "SELECT id FROM outbound_queue \
-                             WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? \
-                             ORDER BY priority DESC, id LIMIT ? FOR UPDATE SKIP LOCKED",
+                            &format!(
+                                "SELECT {} FROM outbound_queue \
+                                 WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? \
+                                 ORDER BY priority DESC, id LIMIT ? FOR UPDATE SKIP LOCKED",
+                                row::select_list(db, DUE_IDS)
+                            ),
                             vec![ts(now).into(), limit.into()],
                         )
                         .await?;
-                    let ids: Vec<i64> = rows.iter().filter_map(|r| r.first()?.int()).collect();
+                    let ids: Vec<i64> = rows
+                        .into_iter()
+                        .filter_map(|r| Fields::new(DUE_IDS, r).and_then(|mut f| f.int("id")).ok())
+                        .collect();
                     if !ids.is_empty() {
                         let mut params: Vec<Val> = vec![
                             node.as_str().into(),
@@ -325,7 +698,7 @@ impl Queue {
                 return Ok(Vec::new());
             }
             let sql = format!(
-                "SELECT {columns}, CAST(created_at AS CHAR) FROM outbound_queue WHERE id IN ({}) \
+                "SELECT {columns} FROM outbound_queue WHERE id IN ({}) \
                  ORDER BY priority DESC, id",
                 Db::placeholders(ids.len())
             );
@@ -338,7 +711,7 @@ impl Queue {
                  updated_at = ?3, lease_instance = ?5 WHERE id IN (SELECT id FROM outbound_queue \
                  WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ?3 \
                  ORDER BY priority DESC, id LIMIT ?4) \
-                 RETURNING {columns}, CAST(created_at AS TEXT)"
+                 RETURNING {columns}"
             );
             let params = vec![
                 node.into(),
@@ -353,27 +726,12 @@ impl Queue {
         Ok(rows
             .into_iter()
             .filter_map(|row| {
-                let mut it = row.into_iter();
-                let id = it.next()?.int()?;
-                let sender = it.next()?.text().unwrap_or_default();
-                let recipient = it.next()?.text().unwrap_or_default();
-                let body = it.next()?.bytes();
-                let template_id = it.next()?.int();
-                let params = it.next()?.text();
-                let attempts = u32::try_from(it.next()?.int().unwrap_or(0)).unwrap_or(0);
-                let delay_notified = it.next()?.int().unwrap_or(0) != 0;
-                let created = it.next()?.text().and_then(|t| parse_ts(&t)).unwrap_or(now);
-                Some(Claimed {
-                    id,
-                    created,
-                    sender,
-                    recipient,
-                    body,
-                    template_id,
-                    params,
-                    attempts,
-                    delay_notified,
-                })
+                Claimed::from_row(row, now)
+                    .map_err(|e| {
+                        // Its lease runs out and it is claimed again: say so each time.
+                        tracing::warn!(error = %e, "skipping a claimed row that does not decode");
+                    })
+                    .ok()
             })
             .collect())
     }
@@ -459,7 +817,7 @@ impl Queue {
             }
             let now = Utc::now();
             for (address, reason) in suppressions {
-                suppress(db, mysql, address, reason, "bounce", now).await?;
+                suppress(db, mysql, address, reason, Source::Bounce, now).await?;
             }
             Ok(ours)
         })
@@ -475,37 +833,49 @@ impl Queue {
         now: DateTime<Utc>,
     ) -> Result<IntakeReport, DbError> {
         let mysql = self.db.is_mysql();
-        let created = self.db.as_text("created_at");
         self.in_tx(async |db: &mut Db| {
-            let ignore = if mysql { "INSERT IGNORE" } else { "INSERT OR IGNORE" };
+            let ignore = if mysql {
+                "INSERT IGNORE"
+            } else {
+                "INSERT OR IGNORE"
+            };
             db.exec(
-                &format!("{ignore} INTO outbound_intake (name, last_mail_id) VALUES ('new_mail', 0)"),
+                &format!(
+                    "{ignore} INTO outbound_intake (name, last_mail_id) VALUES ('new_mail', 0)"
+                ),
                 Vec::new(),
             )
             .await?;
             let lock = if mysql { " FOR UPDATE" } else { "" };
             let cursor = db
-                .query(&format!("SELECT last_mail_id FROM outbound_intake WHERE name = 'new_mail'{lock}"), Vec::new())
-                .await?
-                .first()
-                .and_then(|r| r.first())
-                .and_then(Val::int)
-                .unwrap_or(0);
+                .query(
+                    &format!(
+                        "SELECT last_mail_id FROM outbound_intake WHERE name = 'new_mail'{lock}"
+                    ),
+                    Vec::new(),
+                )
+                .await?;
+            // No row (it was inserted just above) or NULL: from the start.
+            let cursor = row::scalar_int(&cursor).unwrap_or(0);
             let rows = db
                 .query(
-                    "SELECT mail_id, recipient, mail FROM new_mail WHERE mail_id > ? ORDER BY mail_id LIMIT 200",
+                    &format!(
+                        "SELECT {} FROM new_mail WHERE mail_id > ? ORDER BY mail_id LIMIT 200",
+                        row::select_list(db, NewMail::COLUMNS)
+                    ),
                     vec![cursor.into()],
                 )
                 .await?;
             let mut report = IntakeReport::default();
             let mut last = cursor;
-            for row in rows {
-                let mut it = row.into_iter();
-                let (Some(mail_id), Some(address), Some(mail)) = (
-                    it.next().and_then(|v| v.int()),
-                    it.next().and_then(|v| v.text()),
-                    it.next().and_then(Val::bytes),
-                ) else {
+            for new_mail in rows {
+                // Skipped (neither scanned nor past the cursor by itself), as always.
+                let Ok(NewMail {
+                    mail_id,
+                    recipient: address,
+                    mail,
+                }) = NewMail::from_row(new_mail)
+                else {
                     continue;
                 };
                 last = last.max(mail_id);
@@ -521,118 +891,69 @@ impl Queue {
                         continue;
                     }
                 };
-                let original = db
+                let queued = db
                     .query(
-                        &format!("SELECT recipient, sender, state, body, {created} FROM outbound_queue WHERE id = ?"),
+                        &format!(
+                            "SELECT {} FROM outbound_queue WHERE id = ?",
+                            row::select_list(db, BouncedRow::COLUMNS)
+                        ),
                         vec![queue_id.into()],
                     )
                     .await?;
-                let Some(mut it) = original.into_iter().next().map(Vec::into_iter) else {
+                // A row deleted since: nothing to act on.
+                let Some(Ok(queued)) = queued
+                    .into_iter()
+                    .next()
+                    .map(|r| BouncedRow::from_row(r, now))
+                else {
                     continue;
                 };
-                let recipient = it.next().and_then(|v| v.text()).unwrap_or_default().to_ascii_lowercase();
-                let sender = it.next().and_then(|v| v.text()).unwrap_or_default();
-                let state = it.next().and_then(|v| v.text()).unwrap_or_default();
-                let body = it.next().and_then(Val::bytes).unwrap_or_default();
-                let arrival = it.next().and_then(|v| v.text()).and_then(|t| parse_ts(&t)).unwrap_or(now);
+                // The suppression list and outbound_bounces keep addresses lowercased.
+                let recipient = queued.recipient.to_ascii_lowercase();
                 match kind {
                     crate::verp::Kind::Unsubscribe => {
                         report.unsubscribes += 1;
-                        report.suppressed += suppress(db, mysql, &recipient, "unsubscribe request by mail", "unsubscribe", now).await? as usize;
+                        report.suppressed += usize::from(
+                            suppress(
+                                db,
+                                mysql,
+                                &recipient,
+                                bounce_policy::UNSUBSCRIBE_REASON,
+                                Source::Unsubscribe,
+                                now,
+                            )
+                            .await?,
+                        );
                     }
                     crate::verp::Kind::Bounce => {
                         let bounce = crate::dsn::parse_bounce(&mail);
-                        if bounce.action.as_deref().is_some_and(|a| a != "failed") {
-                            // "delayed", "relayed", "delivered": not a failure.
-                            continue;
-                        }
-                        report.bounces += 1;
-                        let text = format!("bounced after delivery: {}", bounce.diagnostic);
-                        db.exec(
-                            "INSERT INTO outbound_bounces (at, queue_id, address, class, status, text, mail_id) \
-                             VALUES (?, ?, ?, ?, ?, ?, ?)",
-                            vec![
-                                ts(now).into(),
-                                queue_id.into(),
-                                recipient.as_str().into(),
-                                bounce.class.as_str().into(),
-                                bounce.status.clone().into(),
-                                bounce.diagnostic.clone().into(),
-                                mail_id.into(),
-                            ],
-                        )
-                        .await?;
-                        db.exec(
-                            "UPDATE outbound_queue SET state = 'failed', last_code = NULL, last_status = ?, \
-                             last_text = ?, last_mx = 'bounce', updated_at = ?, finished_at = ? WHERE id = ?",
-                            vec![
-                                bounce.status.clone().into(),
-                                text.as_str().into(),
-                                ts(now).into(),
-                                ts(now).into(),
-                                queue_id.into(),
-                            ],
-                        )
-                        .await?;
-                        db.exec(
-                            "INSERT INTO outbound_log (at, queue_id, node_id, recipient, mx, code, status, text, outcome) \
-                             VALUES (?, ?, ?, ?, 'bounce', NULL, ?, ?, 'failed')",
-                            vec![
-                                ts(now).into(),
-                                queue_id.into(),
-                                s.node.into(),
-                                recipient.as_str().into(),
-                                bounce.status.clone().into(),
-                                text.as_str().into(),
-                            ],
-                        )
-                        .await?;
-                        let status = bounce.status.clone().unwrap_or_else(|| "5.0.0".into());
-                        let suppress_now = match bounce.class {
-                            crate::dsn::Class::Hard => true,
-                            crate::dsn::Class::Policy => false,
-                            crate::dsn::Class::Soft => {
-                                let since = now - chrono::Duration::from_std(s.soft_window).unwrap_or_default();
-                                let soft = db
-                                    .query(
-                                        "SELECT COUNT(*) FROM outbound_bounces WHERE address = ? AND class = 'soft' AND at >= ?",
-                                        vec![recipient.as_str().into(), ts(since).into()],
-                                    )
-                                    .await?
-                                    .first()
-                                    .and_then(|r| r.first())
-                                    .and_then(Val::int)
-                                    .unwrap_or(0);
-                                soft >= i64::from(s.soft_limit)
-                            }
+                        let original = bounce_policy::Original {
+                            recipient: &recipient,
+                            sender: &queued.sender,
+                            state: queued.state,
+                            body: &queued.body,
+                            arrival: queued.created,
                         };
-                        if suppress_now {
-                            let reason = format!("{} bounce {status}: {}", bounce.class.as_str(), bounce.diagnostic);
-                            report.suppressed += suppress(db, mysql, &recipient, &reason, "bounce", now).await? as usize;
-                        }
-                        // The sender hears of it once: not again if the relay already
-                        // failed the recipient (and sent its DSN) itself.
-                        let dsn_to = crate::address::reverse_path(&sender)
-                            .ok()
-                            .and_then(|p| p.dsn_recipient().map(str::to_owned));
-                        if let Some(dsn_to) = dsn_to.filter(|_| s.dsn && state != "failed") {
-                            let headers = crate::dsn::header_section(&body);
-                            let dsn = crate::dsn::render(&crate::dsn::Report {
-                                reporting_mta: s.reporting_mta,
-                                original_sender: &dsn_to,
+                        let bounce_policy::Verdict::Fail(failure) =
+                            bounce_policy::judge_bounce(&bounce, &original, &s.policy, now)
+                        else {
+                            continue;
+                        };
+                        report.bounces += 1;
+                        let suppressed = record_bounce(
+                            db,
+                            mysql,
+                            s.node,
+                            &BounceRecord {
+                                queue_id,
+                                mail_id,
                                 recipient: &recipient,
-                                action: crate::dsn::Action::Failed,
-                                status: &status,
-                                remote_mta: None,
-                                diagnostic: &bounce.diagnostic,
-                                diagnostic_is_smtp: true,
-                                arrival,
-                                now,
-                                original_headers: headers,
-                                message_id_domain: s.id_domain,
-                            });
-                            insert_row(db, &NewRow { sender: String::new(), recipient: dsn_to.clone(), body: dsn, tag: "dsn" }).await?;
-                        }
+                                failure: &failure,
+                            },
+                            now,
+                        )
+                        .await?;
+                        report.suppressed += usize::from(suppressed);
                     }
                 }
             }
@@ -650,13 +971,13 @@ impl Queue {
 
     /// The node row for `node_id`, if any.
     pub async fn node(&mut self, node_id: &str) -> Result<Option<Node>, DbError> {
-        let sql = format!("{} WHERE node_id = ?", node_select(&self.db));
+        let sql = format!("{} WHERE node_id = ?", Node::select(&self.db));
         Ok(self
             .db
             .query(&sql, vec![node_id.into()])
             .await?
             .into_iter()
-            .find_map(node_of_row))
+            .find_map(|r| Node::from_row(r).ok()))
     }
 
     /// Makes the node row `node`'s (its instance id, pid, a fresh heartbeat, not
@@ -823,42 +1144,20 @@ impl Queue {
             .db
             .query(
                 &format!(
-                    "SELECT id, from_header, subject, text_body, html_body, text_encoding, \
-                     html_encoding FROM outbound_templates WHERE id IN ({})",
+                    "SELECT {} FROM outbound_templates WHERE id IN ({})",
+                    row::select_list(&self.db, TemplateRow::COLUMNS),
                     Db::placeholders(ids.len())
                 ),
                 ids.iter().map(|&i| Val::Int(i)).collect(),
             )
             .await?;
-        let mut out = HashMap::new();
-        for row in rows {
-            let mut it = row.into_iter();
-            let Some(id) = it.next().and_then(|v| v.int()) else {
-                continue;
-            };
-            let mut next_text = || it.next().and_then(|v| v.text());
-            let from = next_text().unwrap_or_default();
-            let subject = next_text().unwrap_or_default();
-            let text = next_text();
-            let html = next_text();
-            let encodings = (next_text(), next_text());
-            let parse = |e: Option<String>| -> Result<Option<TransferEncoding>, String> {
-                e.map(|e| e.parse::<TransferEncoding>().map_err(|e| e.to_string()))
-                    .transpose()
-            };
-            let template = parse(encodings.0).and_then(|text_encoding| {
-                Ok(Template {
-                    from,
-                    subject,
-                    text,
-                    html,
-                    text_encoding,
-                    html_encoding: parse(encodings.1)?,
-                })
-            });
-            out.insert(id, template);
-        }
-        Ok(out)
+        // A row without an id cannot be asked for: left out, as always (the rows
+        // that name it then read "does not exist").
+        Ok(rows
+            .into_iter()
+            .filter_map(|r| TemplateRow::from_row(r).ok())
+            .map(|t| (t.id, t.template))
+            .collect())
     }
 
     /// Which of these (lowercased) addresses are on the suppression list.
@@ -873,16 +1172,18 @@ impl Queue {
                 .db
                 .query(
                     &format!(
-                        "SELECT address FROM suppression WHERE address IN ({})",
+                        "SELECT {} FROM suppression WHERE address IN ({})",
+                        row::select_list(&self.db, SUPPRESSED_COLUMNS),
                         Db::placeholders(chunk.len())
                     ),
                     chunk.iter().map(|a| Val::from(a.as_str())).collect(),
                 )
                 .await?;
-            out.extend(
-                rows.into_iter()
-                    .filter_map(|r| r.into_iter().next()?.text()),
-            );
+            out.extend(rows.into_iter().filter_map(|r| {
+                Fields::new(SUPPRESSED_COLUMNS, r)
+                    .and_then(|mut f| f.text("address"))
+                    .ok()
+            }));
         }
         Ok(out)
     }
@@ -918,7 +1219,7 @@ impl Queue {
                     "SELECT last_insert_rowid()"
                 };
                 let rows = db.query(sql, Vec::new()).await?;
-                if let Some(id) = rows.first().and_then(|r| r.first()).and_then(Val::int) {
+                if let Some(id) = row::scalar_int(&rows) {
                     ids.push(id);
                 }
             }
@@ -958,81 +1259,90 @@ impl Queue {
             > 0)
     }
 
-    pub async fn suppress_list(&mut self) -> Result<Vec<[String; 4]>, DbError> {
+    /// The whole suppression list, by address.
+    pub async fn suppress_list(&mut self) -> Result<Vec<SuppressionEntry>, DbError> {
         let sql = format!(
-            "SELECT address, reason, source, {} FROM suppression ORDER BY address",
-            self.db.as_text("created_at")
+            "SELECT {} FROM suppression ORDER BY address",
+            row::select_list(&self.db, SuppressionEntry::COLUMNS)
         );
         Ok(self
             .db
             .query(&sql, Vec::new())
             .await?
             .into_iter()
-            .map(|r| {
-                let mut it = r.into_iter().map(|v| v.text().unwrap_or_default());
-                [(); 4].map(|()| it.next().unwrap_or_default())
-            })
+            .filter_map(|r| SuppressionEntry::from_row(r).ok())
             .collect())
     }
 
     pub async fn nodes(&mut self) -> Result<Vec<Node>, DbError> {
-        let sql = format!("{} ORDER BY node_id", node_select(&self.db));
+        let sql = format!("{} ORDER BY node_id", Node::select(&self.db));
         Ok(self
             .db
             .query(&sql, Vec::new())
             .await?
             .into_iter()
-            .filter_map(node_of_row)
+            .filter_map(|r| Node::from_row(r).ok())
             .collect())
     }
 
     pub async fn stats(&mut self, now: DateTime<Utc>) -> Result<Stats, DbError> {
-        let pairs = |rows: Vec<Vec<Val>>| -> Vec<(String, i64)> {
+        // A group whose key or count does not read is left out, as always.
+        let tallies = |rows: Vec<Vec<Val>>, columns: &'static [Column]| -> Vec<(String, i64)> {
             rows.into_iter()
-                .filter_map(|r| {
-                    let mut it = r.into_iter();
-                    Some((it.next()?.text()?, it.next()?.int()?))
-                })
+                .filter_map(|r| Tally::from_row(r, columns).ok())
+                .map(|t| (t.key, t.count))
                 .collect()
         };
-        let by_state = pairs(
+        let by_state = tallies(
             self.db
                 .query(
-                    "SELECT state, COUNT(*) FROM outbound_queue GROUP BY state ORDER BY state",
+                    &format!(
+                        "SELECT {} FROM outbound_queue GROUP BY state ORDER BY state",
+                        row::select_list(&self.db, Tally::BY_STATE)
+                    ),
                     Vec::new(),
                 )
                 .await?,
+            Tally::BY_STATE,
         );
         let minute_ago = ts(now - chrono::Duration::seconds(60));
-        let log_last_minute = pairs(
+        let log_last_minute = tallies(
             self.db
                 .query(
-                    "SELECT outcome, COUNT(*) FROM outbound_log WHERE at >= ? GROUP BY outcome",
+                    &format!(
+                        "SELECT {} FROM outbound_log WHERE at >= ? GROUP BY outcome",
+                        row::select_list(&self.db, Tally::BY_OUTCOME)
+                    ),
                     vec![minute_ago.into()],
                 )
                 .await?,
+            Tally::BY_OUTCOME,
         )
         .into_iter()
         .collect();
-        let log_total = pairs(
+        let log_total = tallies(
             self.db
                 .query(
-                    "SELECT outcome, COUNT(*) FROM outbound_log GROUP BY outcome",
+                    &format!(
+                        "SELECT {} FROM outbound_log GROUP BY outcome",
+                        row::select_list(&self.db, Tally::BY_OUTCOME)
+                    ),
                     Vec::new(),
                 )
                 .await?,
+            Tally::BY_OUTCOME,
         )
         .into_iter()
         .collect();
         let sql = format!(
-            "SELECT {}, {} FROM outbound_log WHERE outcome = 'delivered'",
-            self.db.as_text("MIN(at)"),
-            self.db.as_text("MAX(at)")
+            "SELECT {} FROM outbound_log WHERE outcome = 'delivered'",
+            row::select_list(&self.db, DeliverySpan::COLUMNS)
         );
         let span = self.db.query(&sql, Vec::new()).await?;
-        let mut it = span.into_iter().next().unwrap_or_default().into_iter();
-        let first_delivery = it.next().and_then(|v| v.text()).and_then(|t| parse_ts(&t));
-        let last_delivery = it.next().and_then(|v| v.text()).and_then(|t| parse_ts(&t));
+        let DeliverySpan {
+            first: first_delivery,
+            last: last_delivery,
+        } = DeliverySpan::from_rows(span);
         Ok(Stats {
             by_state,
             log_last_minute,
@@ -1040,5 +1350,232 @@ impl Queue {
             first_delivery,
             last_delivery,
         })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn text(t: &str) -> Val {
+        Val::Text(t.into())
+    }
+
+    #[test]
+    fn every_query_selects_its_decoders_columns_in_its_dialect() {
+        let db = Db::Sqlite(rusqlite::Connection::open_in_memory().unwrap());
+        assert_eq!(
+            row::select_list(&db, Claimed::COLUMNS),
+            "id, sender, recipient, body, template_id, params, attempts, delay_notified, \
+             CAST(created_at AS TEXT)"
+        );
+        assert_eq!(
+            row::select_list(&db, DeliverySpan::COLUMNS),
+            "CAST(MIN(at) AS TEXT), CAST(MAX(at) AS TEXT)"
+        );
+        assert!(Node::select(&db).starts_with("SELECT node_id, instance_id, hostname"));
+    }
+
+    #[test]
+    fn a_claimed_row_needs_an_id_and_defaults_the_rest_as_documented() {
+        let now = Utc::now();
+        let row = |id: Val| {
+            vec![
+                id,
+                Val::Null,
+                Val::Null,
+                Val::Null,
+                Val::Null,
+                Val::Null,
+                Val::Null,
+                Val::Null,
+                Val::Null,
+            ]
+        };
+        assert_eq!(
+            Claimed::from_row(row(Val::Null), now).unwrap_err(),
+            RowError::Null("id")
+        );
+        let c = Claimed::from_row(row(Val::Int(9)), now).unwrap();
+        assert_eq!((c.id, c.sender.as_str(), c.recipient.as_str()), (9, "", ""));
+        assert_eq!((c.attempts, c.delay_notified, c.created), (0, false, now));
+        assert!(c.body.is_none() && c.template_id.is_none() && c.params.is_none());
+        // As MySQL sends them: everything as bytes.
+        let c = Claimed::from_row(
+            vec![
+                Val::Bytes(b"3".to_vec()),
+                Val::Bytes(b"a@b.test".to_vec()),
+                Val::Bytes(b"c@d.test".to_vec()),
+                Val::Bytes(b"Subject: x\r\n\r\n".to_vec()),
+                Val::Null,
+                Val::Null,
+                Val::Int(-1),
+                Val::Int(2),
+                text("2026-03-04 05:06:07.890"),
+            ],
+            now,
+        )
+        .unwrap();
+        assert_eq!((c.id, c.sender.as_str()), (3, "a@b.test"));
+        assert_eq!(c.body.as_deref(), Some(&b"Subject: x\r\n\r\n"[..]));
+        assert_eq!((c.attempts, c.delay_notified), (0, true), "negative → 0");
+        assert_eq!(ts(c.created), "2026-03-04 05:06:07.890");
+        assert!(Claimed::from_row(vec![Val::Int(1)], now).is_err(), "width");
+    }
+
+    #[test]
+    fn new_mail_needs_all_three_columns() {
+        let ok = NewMail::from_row(vec![Val::Int(5), text("b@x.test"), text("raw")]).unwrap();
+        assert_eq!((ok.mail_id, ok.recipient.as_str()), (5, "b@x.test"));
+        assert_eq!(ok.mail, b"raw");
+        for (i, name) in ["mail_id", "recipient", "mail"].into_iter().enumerate() {
+            let mut row = vec![Val::Int(5), text("b@x.test"), text("raw")];
+            row[i] = Val::Null;
+            assert_eq!(NewMail::from_row(row).unwrap_err(), RowError::Null(name));
+        }
+    }
+
+    #[test]
+    fn the_bounced_row_defaults_as_the_intake_always_did() {
+        let now = Utc::now();
+        let r = BouncedRow::from_row(vec![Val::Null; 5], now).unwrap();
+        assert_eq!((r.recipient.as_str(), r.sender.as_str()), ("", ""));
+        assert_eq!((r.state, r.body.len(), r.created), (None, 0, now));
+        let r = BouncedRow::from_row(
+            vec![
+                text("A@B.test"),
+                text("app@x.test"),
+                text("failed"),
+                Val::Null,
+                text("bogus"),
+            ],
+            now,
+        )
+        .unwrap();
+        assert_eq!(
+            r.recipient, "A@B.test",
+            "lowercased by the intake, not here"
+        );
+        assert_eq!((r.state, r.created), (Some(RowState::Failed), now));
+        assert_eq!(
+            BouncedRow::from_row(
+                vec![Val::Null, Val::Null, text("weird"), Val::Null, Val::Null],
+                now
+            )
+            .unwrap()
+            .state,
+            None
+        );
+    }
+
+    #[test]
+    fn templates_need_an_id_and_refuse_unknown_encodings_by_value() {
+        let row = |id: Val, enc: Val| {
+            vec![
+                id,
+                text("News <n@x.test>"),
+                Val::Null,
+                text("hi [Name]"),
+                Val::Null,
+                enc,
+                Val::Null,
+            ]
+        };
+        assert_eq!(
+            TemplateRow::from_row(row(Val::Null, Val::Null)).unwrap_err(),
+            RowError::Null("id")
+        );
+        let t = TemplateRow::from_row(row(Val::Int(2), text("base64"))).unwrap();
+        let template = t.template.unwrap();
+        assert_eq!((t.id, template.subject.as_str()), (2, ""));
+        assert_eq!(template.text.as_deref(), Some("hi [Name]"));
+        assert_eq!(template.text_encoding, Some(TransferEncoding::Base64));
+        let bad = TemplateRow::from_row(row(Val::Int(3), text("uuencode"))).unwrap();
+        assert!(bad.template.is_err());
+    }
+
+    #[test]
+    fn node_rows_need_an_id_and_parse_their_times() {
+        let mut row = vec![
+            text("n1"),
+            Val::Null,
+            text("host"),
+            Val::Int(42),
+            Val::Int(2),
+            Val::Int(5),
+            text("2026-01-01 00:00:00.000"),
+            text("2026-01-01 00:00:05.000"),
+            Val::Null,
+        ];
+        let n = Node::from_row(row.clone()).unwrap();
+        assert_eq!((n.node_id.as_str(), n.instance_id.as_str()), ("n1", ""));
+        assert_eq!((n.pid, n.threads, n.heartbeat_secs), (42, 2, 5));
+        assert_eq!(n.heartbeat_text, "2026-01-01 00:00:05.000");
+        assert_eq!(
+            n.heartbeat_at.map(ts).as_deref(),
+            Some("2026-01-01 00:00:05.000")
+        );
+        assert!(n.stopped_at.is_none());
+        row[0] = Val::Null;
+        assert_eq!(Node::from_row(row).unwrap_err(), RowError::Null("node_id"));
+    }
+
+    #[test]
+    fn stats_rows_need_key_and_count_and_the_span_may_be_empty() {
+        let t = Tally::from_row(vec![text("queued"), Val::Int(4)], Tally::BY_STATE).unwrap();
+        assert_eq!(
+            t,
+            Tally {
+                key: "queued".into(),
+                count: 4
+            }
+        );
+        assert_eq!(
+            Tally::from_row(vec![Val::Null, Val::Int(4)], Tally::BY_OUTCOME).unwrap_err(),
+            RowError::Null("outcome")
+        );
+        assert_eq!(
+            DeliverySpan::from_rows(vec![vec![Val::Null, Val::Null]]),
+            DeliverySpan::default()
+        );
+        assert_eq!(DeliverySpan::from_rows(Vec::new()), DeliverySpan::default());
+        let span = DeliverySpan::from_rows(vec![vec![
+            text("2026-01-01 00:00:00.000"),
+            text("2026-01-02 00:00:00.000"),
+        ]]);
+        assert_eq!(
+            span.last.map(ts).as_deref(),
+            Some("2026-01-02 00:00:00.000")
+        );
+    }
+
+    #[test]
+    fn suppression_entries_print_missing_values_as_empty() {
+        let e = SuppressionEntry::from_row(vec![
+            text("a@b.test"),
+            Val::Null,
+            text("manual"),
+            text("2026-01-01 00:00:00.000"),
+        ])
+        .unwrap();
+        assert_eq!((e.address.as_str(), e.reason.as_str()), ("a@b.test", ""));
+        assert_eq!(e.source, "manual");
+    }
+
+    #[test]
+    fn row_states_are_the_schemas() {
+        for s in [
+            "queued",
+            "sending",
+            "deferred",
+            "delivered",
+            "failed",
+            "suppressed",
+        ] {
+            assert!(RowState::parse(s).is_some(), "{s}");
+        }
+        assert_eq!(RowState::parse("FAILED"), None);
+        assert_eq!(RowState::parse(""), None);
     }
 }

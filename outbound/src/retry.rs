@@ -5,6 +5,8 @@
 
 use std::time::Duration;
 
+use crate::config;
+
 /// The schedule, from `[retry]` in the config.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -20,11 +22,12 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
+        // The defaults live with every other one, in `config`.
         Self {
-            first: Duration::from_secs(5 * 60),
-            multiplier: 2.0,
-            max_interval: Duration::from_secs(4 * 3600),
-            give_up_after: Duration::from_secs(5 * 24 * 3600),
+            first: Duration::from_secs(config::DEFAULT_RETRY_FIRST_SECS),
+            multiplier: config::DEFAULT_RETRY_MULTIPLIER,
+            max_interval: Duration::from_secs(config::DEFAULT_RETRY_MAX_INTERVAL_SECS),
+            give_up_after: Duration::from_secs(config::DEFAULT_RETRY_GIVE_UP_SECS),
         }
     }
 }
