@@ -42,8 +42,8 @@ fn main() -> ExitCode {
 fn init_logging(config: &Config) -> anyhow::Result<()> {
     ops::logging::init(&ops::logging::Logging {
         env_var: "SMTPD_LOG",
-        default_filter: if config.verbose { "debug" } else { "info" },
-        file: config.log_file.as_deref(),
+        default_filter: if config.log.verbose { "debug" } else { "info" },
+        file: config.log.file.as_deref(),
     })
     .context("log.file")?;
     Ok(())
@@ -51,15 +51,15 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 
 fn run(config: Config) -> anyhow::Result<()> {
     let stage = StorageStage::start(
-        &config.store_url,
+        &config.store.url,
         StageConfig {
-            batch_max_messages: config.batch_max_messages,
-            batch_max_delay: config.batch_max_delay,
-            batch_max_bytes: config.batch_max_bytes,
-            queue_capacity: config.queue_capacity,
-            hostname: config.hostname.clone(),
-            synchronous: config.synchronous,
-            migrate: config.migrate,
+            batch_max_messages: config.store.batch_max_messages,
+            batch_max_delay: config.store.batch_max_delay,
+            batch_max_bytes: config.store.batch_max_bytes,
+            queue_capacity: config.store.queue_capacity,
+            hostname: config.server.hostname.clone(),
+            synchronous: config.store.synchronous,
+            migrate: config.store.migrate,
             cache: config.cache.clone(),
             retention: config.retention.clone(),
         },
@@ -67,22 +67,27 @@ fn run(config: Config) -> anyhow::Result<()> {
     .context("cannot open the store")?;
     // Before any reactor runs: leftovers of a crashed run (never acknowledged) are
     // removed before anything new is spooled.
-    let spool = smtpd::spool::Spool::open(&config.spool_dir).context("cannot open the spool")?;
+    let spool =
+        smtpd::spool::Spool::open(&config.store.spool_dir).context("cannot open the spool")?;
 
     // Plain (STARTTLS) listeners first, then implicit-TLS ones: the reactor tells
     // them apart by index.
     let all_listen: Vec<_> = config
+        .server
         .listen
         .iter()
-        .chain(&config.implicit_tls_listen)
-        .chain(&config.proxy_listen)
+        .chain(&config.tls.implicit_listen)
+        .chain(&config.proxy.listen)
         .copied()
         .collect();
-    let implicit_tls_from = config.listen.len();
-    let proxy_from = implicit_tls_from + config.implicit_tls_listen.len();
-    raise_fd_limit(config.max_clients);
-    let (listeners, bound) =
-        reactor::listener::bind_all(&all_listen, config.threads, config.listen_backlog)?;
+    let implicit_tls_from = config.server.listen.len();
+    let proxy_from = implicit_tls_from + config.tls.implicit_listen.len();
+    raise_fd_limit(config.server.max_clients);
+    let (listeners, bound) = reactor::listener::bind_all(
+        &all_listen,
+        config.server.threads,
+        config.server.listen_backlog,
+    )?;
     for (i, addr) in bound.iter().enumerate() {
         // Tests and scripts look for this exact phrase to learn the bound port.
         if i < implicit_tls_from {
@@ -97,33 +102,35 @@ fn run(config: Config) -> anyhow::Result<()> {
         }
     }
     info!(
-        hostname = %config.hostname,
-        threads = config.threads,
-        store = %config.store_url,
+        hostname = %config.server.hostname,
+        threads = config.server.threads,
+        store = %config.store.url,
         redis = config.cache.as_ref().map_or_else(|| "-".to_string(), |c| c.display_url()),
-        domains = ?config.accept_domains,
-        max_clients = config.max_clients,
+        domains = ?config.server.accept_domains,
+        max_clients = config.server.max_clients,
         "smtpd started"
     );
 
     let session_config = Arc::new(config.session_config());
     let reactor_config = Arc::new(ReactorConfig {
-        command_timeout: config.command_timeout,
-        data_timeout: config.data_timeout,
-        shutdown_grace: config.shutdown_grace,
-        max_clients: config.max_clients,
-        hostname: config.hostname.clone(),
-        greet_delay: config.greet_delay,
-        max_inflight_bytes: config.max_inflight_bytes,
-        spill_threshold_bytes: config.spill_threshold_bytes,
+        command_timeout: config.timeouts.command,
+        data_timeout: config.timeouts.data,
+        shutdown_grace: config.timeouts.shutdown_grace,
+        max_clients: config.server.max_clients,
+        hostname: config.server.hostname.clone(),
+        greet_delay: config.limits.greet_delay,
+        max_inflight_bytes: config.limits.max_inflight_bytes,
+        spill_threshold_bytes: config.limits.spill_threshold_bytes,
         spool: Arc::clone(&spool),
         implicit_tls_from,
         proxy_from,
-        trusted_proxies: config.trusted_proxies.clone(),
+        trusted_proxies: config.proxy.trusted.clone(),
     });
-    let client_limits = Arc::new(reactor::limits::ClientLimits::new(config.client_limits));
+    let client_limits = Arc::new(reactor::limits::ClientLimits::new(
+        config.limits.client_limits,
+    ));
     if let Some(cache) = &config.cache
-        && config.client_limits.max_connection_rate_per_ip > 0
+        && config.limits.client_limits.max_connection_rate_per_ip > 0
     {
         // Several nodes with one Redis enforce one per-IP rate.
         reactor::rate_sync::spawn(
@@ -133,7 +140,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         )?;
     }
     let shared = Arc::new(Shared {
-        tls: smtpd::tls::TlsSlot::new(config.tls.clone()),
+        tls: smtpd::tls::TlsSlot::new(config.tls.loaded.clone()),
         client_limits: Some(client_limits),
         ..Shared::default()
     });
@@ -153,7 +160,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let signal_shared = Arc::clone(&shared);
     let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP])
         .context("cannot install signal handlers")?;
-    let tls_files = config.tls_files.clone();
+    let tls_files = config.tls.files.clone();
     std::thread::Builder::new()
         .name("signals".into())
         .spawn(move || {

@@ -17,18 +17,14 @@
 //! Every error names the field it is about (`limits.max_recipients: must be ...`),
 //! so an operator can fix a config without reading the source.
 
-use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::time::Duration;
+use std::path::Path;
 
 pub use ops::ConfigError;
 use ops::{invalid, parse_toml, read_toml};
 
-use crate::protocol::{DomainPolicy, SessionConfig};
+use crate::protocol::SessionConfig;
 use crate::store::cache::CacheConfig;
 use crate::store::retention::RetentionConfig;
-use crate::store::{StoreUrl, Synchronous};
 
 mod cli;
 mod defaults;
@@ -38,70 +34,37 @@ mod sections;
 pub use cli::Cli;
 pub use defaults::*;
 pub use raw::*;
+pub use sections::{Limits, Log, Proxy, Server, Store, Timeouts, Tls};
 
-/// A complete, validated configuration.
+/// A complete, validated configuration, by section (each as its file section
+/// says, after the flags that override it).
 #[derive(Debug, Clone)]
 pub struct Config {
-    pub hostname: String,
-    pub listen: Vec<SocketAddr>,
-    pub domains: DomainPolicy,
-    /// The accepted-domain entries as written, for the startup log line.
-    pub accept_domains: Vec<String>,
-    pub threads: usize,
-    pub max_clients: usize,
-    pub listen_backlog: u32,
-    pub max_message_bytes: usize,
-    pub max_recipients: usize,
-    pub max_data_line_bytes: usize,
-    pub max_errors: u32,
-    pub max_junk_commands: u32,
-    pub client_limits: crate::reactor::limits::LimitsConfig,
-    pub greet_delay: Duration,
-    pub max_inflight_bytes: usize,
-    pub spill_threshold_bytes: usize,
-    pub command_timeout: Duration,
-    pub data_timeout: Duration,
-    pub shutdown_grace: Duration,
-    pub store_url: StoreUrl,
-    pub batch_max_messages: usize,
-    pub batch_max_delay: Duration,
-    pub batch_max_bytes: usize,
-    pub queue_capacity: usize,
-    /// Where bodies over `spill_threshold_bytes` (or beyond the budget) are kept
-    /// until they are committed.
-    pub spool_dir: PathBuf,
-    pub synchronous: Synchronous,
-    pub migrate: bool,
-    /// The certificate and key files, when TLS is configured (SIGHUP reloads them).
-    pub tls_files: Option<(PathBuf, PathBuf)>,
-    /// Loaded at start: a bad certificate is a configuration error.
-    pub tls: Option<Arc<rustls::ServerConfig>>,
-    pub require_tls: bool,
-    /// Listeners where TLS starts at connect (port 465 style).
-    pub implicit_tls_listen: Vec<SocketAddr>,
-    /// Listeners behind a load balancer: a PROXY v1/v2 header comes first.
-    pub proxy_listen: Vec<SocketAddr>,
-    /// The load balancers allowed to connect to `proxy_listen`.
-    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub server: Server,
+    pub limits: Limits,
+    pub timeouts: Timeouts,
+    pub store: Store,
+    pub tls: Tls,
+    pub proxy: Proxy,
+    /// `[redis]`: the cache, when configured.
     pub cache: Option<CacheConfig>,
     pub retention: RetentionConfig,
-    pub verbose: bool,
-    pub log_file: Option<PathBuf>,
+    pub log: Log,
 }
 
 impl Config {
     /// The settings every SMTP session of this server shares.
     pub fn session_config(&self) -> SessionConfig {
         SessionConfig {
-            hostname: self.hostname.clone(),
-            max_message_bytes: self.max_message_bytes,
-            max_recipients: self.max_recipients,
-            max_data_line_bytes: self.max_data_line_bytes,
-            domains: self.domains.clone(),
-            starttls: self.tls.is_some(),
-            require_tls: self.require_tls,
-            max_errors: self.max_errors,
-            max_junk_commands: self.max_junk_commands,
+            hostname: self.server.hostname.clone(),
+            max_message_bytes: self.limits.max_message_bytes,
+            max_recipients: self.limits.max_recipients,
+            max_data_line_bytes: self.limits.max_data_line_bytes,
+            domains: self.server.domains.clone(),
+            starttls: self.tls.loaded.is_some(),
+            require_tls: self.tls.require,
+            max_errors: self.limits.max_errors,
+            max_junk_commands: self.limits.max_junk_commands,
         }
     }
 
@@ -121,7 +84,7 @@ impl Config {
     }
 
     /// Merges file and flags and validates every section; pure (the TLS files are
-    /// named, not read: `tls` is None until [`Config::load_tls`]).
+    /// named, not read: `tls.loaded` is None until [`Config::load_tls`]).
     pub fn validate(file: FileConfig, cli: &Cli) -> Result<Config, ConfigError> {
         let FileConfig {
             server,
@@ -134,60 +97,23 @@ impl Config {
             retention,
             log,
         } = file;
-        let server = sections::server(server, cli)?;
-        let limits = sections::limits(limits)?;
-        let timeouts = sections::timeouts(timeouts)?;
-        let store = sections::store(store, cli)?;
-        let tls = sections::tls(tls)?;
-        let proxy = sections::proxy(proxy)?;
-        let cache = sections::redis(redis, cli)?;
-        let retention = sections::retention(retention)?;
-        let log = sections::log(log, cli);
         Ok(Config {
-            hostname: server.hostname,
-            listen: server.listen,
-            domains: server.domains,
-            accept_domains: server.accept_domains,
-            threads: server.threads,
-            max_clients: server.max_clients,
-            listen_backlog: server.listen_backlog,
-            max_message_bytes: limits.max_message_bytes,
-            max_recipients: limits.max_recipients,
-            max_data_line_bytes: limits.max_data_line_bytes,
-            max_errors: limits.max_errors,
-            max_junk_commands: limits.max_junk_commands,
-            client_limits: limits.client_limits,
-            greet_delay: limits.greet_delay,
-            max_inflight_bytes: limits.max_inflight_bytes,
-            spill_threshold_bytes: limits.spill_threshold_bytes,
-            command_timeout: timeouts.command,
-            data_timeout: timeouts.data,
-            shutdown_grace: timeouts.shutdown_grace,
-            store_url: store.url,
-            batch_max_messages: store.batch_max_messages,
-            batch_max_delay: store.batch_max_delay,
-            batch_max_bytes: store.batch_max_bytes,
-            queue_capacity: store.queue_capacity,
-            spool_dir: store.spool_dir,
-            synchronous: store.synchronous,
-            migrate: store.migrate,
-            tls_files: tls.files,
-            tls: None,
-            require_tls: tls.require,
-            implicit_tls_listen: tls.implicit_listen,
-            proxy_listen: proxy.listen,
-            trusted_proxies: proxy.trusted,
-            cache,
-            retention,
-            verbose: log.verbose,
-            log_file: log.file,
+            server: sections::server(server, cli)?,
+            limits: sections::limits(limits)?,
+            timeouts: sections::timeouts(timeouts)?,
+            store: sections::store(store, cli)?,
+            tls: sections::tls(tls)?,
+            proxy: sections::proxy(proxy)?,
+            cache: sections::redis(redis, cli)?,
+            retention: sections::retention(retention)?,
+            log: sections::log(log, cli),
         })
     }
 
     /// Reads the certificate and key named by `tls.cert` and `tls.key`: a file that
     /// cannot be read or used is a configuration error naming the field.
     pub fn load_tls(mut self) -> Result<Config, ConfigError> {
-        if let Some((cert, key)) = &self.tls_files {
+        if let Some((cert, key)) = &self.tls.files {
             let loaded = crate::tls::load(cert, key).map_err(|e| {
                 invalid(
                     if matches!(e, crate::tls::TlsError::Key { .. }) {
@@ -198,7 +124,7 @@ impl Config {
                     e,
                 )
             })?;
-            self.tls = Some(loaded);
+            self.tls.loaded = Some(loaded);
         }
         Ok(self)
     }
@@ -216,7 +142,10 @@ pub fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    use std::path::Path;
+
     use super::*;
+    use crate::store::{StoreUrl, Synchronous};
 
     fn build(toml_text: &str, cli: &Cli) -> Result<Config, ConfigError> {
         let file = parse_file(Path::new("test.toml"), toml_text)?;
@@ -230,14 +159,14 @@ mod tests {
     #[test]
     fn defaults_are_loopback_sqlite_any_domain() {
         let c = build("", &Cli::default()).unwrap();
-        assert_eq!(c.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+        assert_eq!(c.server.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
         assert!(
-            matches!(c.store_url, StoreUrl::Sqlite(ref p) if p == Path::new("./data/smtpd.sqlite"))
+            matches!(c.store.url, StoreUrl::Sqlite(ref p) if p == Path::new("./data/smtpd.sqlite"))
         );
-        assert!(c.domains.accepts("anything.example"));
-        assert_eq!(c.max_recipients, 100);
-        assert_eq!(c.synchronous, Synchronous::Full);
-        assert!(c.threads >= 1);
+        assert!(c.server.domains.accepts("anything.example"));
+        assert_eq!(c.limits.max_recipients, 100);
+        assert_eq!(c.store.synchronous, Synchronous::Full);
+        assert!(c.server.threads >= 1);
     }
 
     #[test]
@@ -255,11 +184,11 @@ mod tests {
             &cli,
         )
         .unwrap();
-        assert_eq!(c.listen, vec!["127.0.0.2:2600".parse().unwrap()]);
-        assert_eq!(c.hostname, "mx.example.net");
-        assert_eq!(c.max_clients, 7);
-        assert!(c.domains.accepts("example.com"));
-        assert!(!c.domains.accepts("example.org"));
+        assert_eq!(c.server.listen, vec!["127.0.0.2:2600".parse().unwrap()]);
+        assert_eq!(c.server.hostname, "mx.example.net");
+        assert_eq!(c.server.max_clients, 7);
+        assert!(c.server.domains.accepts("example.com"));
+        assert!(!c.server.domains.accepts("example.org"));
     }
 
     #[test]
@@ -322,7 +251,7 @@ mod tests {
         )
         .unwrap();
         let config = Config::validate(file, &Cli::default()).unwrap();
-        assert!(config.tls.is_none() && config.tls_files.is_some());
+        assert!(config.tls.loaded.is_none() && config.tls.files.is_some());
         let e = config.load_tls().unwrap_err().to_string();
         assert!(e.starts_with("tls.cert: "), "{e}");
     }

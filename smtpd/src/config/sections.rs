@@ -6,6 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ops::host::{check_hostname, system_hostname};
@@ -23,7 +24,8 @@ use crate::store::retention::RetentionConfig;
 use crate::store::{StoreUrl, Synchronous};
 
 /// `[server]`.
-pub(super) struct Server {
+#[derive(Debug, Clone)]
+pub struct Server {
     pub hostname: String,
     pub listen: Vec<SocketAddr>,
     pub domains: DomainPolicy,
@@ -105,7 +107,8 @@ pub(super) fn server(raw: RawServer, cli: &Cli) -> Result<Server, ConfigError> {
 }
 
 /// `[limits]`.
-pub(super) struct Limits {
+#[derive(Debug, Clone)]
+pub struct Limits {
     pub max_message_bytes: usize,
     pub max_recipients: usize,
     pub max_data_line_bytes: usize,
@@ -187,7 +190,8 @@ pub(super) fn limits(raw: RawLimits) -> Result<Limits, ConfigError> {
 }
 
 /// `[timeouts]`.
-pub(super) struct Timeouts {
+#[derive(Debug, Clone)]
+pub struct Timeouts {
     pub command: Duration,
     pub data: Duration,
     pub shutdown_grace: Duration,
@@ -210,7 +214,8 @@ pub(super) fn timeouts(raw: RawTimeouts) -> Result<Timeouts, ConfigError> {
 }
 
 /// `[store]`.
-pub(super) struct Store {
+#[derive(Debug, Clone)]
+pub struct Store {
     pub url: StoreUrl,
     pub batch_max_messages: usize,
     pub batch_max_delay: Duration,
@@ -271,10 +276,14 @@ pub(super) fn store(raw: RawStore, cli: &Cli) -> Result<Store, ConfigError> {
     })
 }
 
-/// `[tls]`, before its files are read.
-pub(super) struct Tls {
-    /// The certificate and key files, when TLS is configured.
+/// `[tls]`.
+#[derive(Debug, Clone)]
+pub struct Tls {
+    /// The certificate and key files, when TLS is configured (SIGHUP reloads them).
     pub files: Option<(PathBuf, PathBuf)>,
+    /// The configuration made from them: None until `Config::load_tls` has read
+    /// them (a bad certificate is a configuration error).
+    pub loaded: Option<Arc<rustls::ServerConfig>>,
     pub require: bool,
     pub implicit_listen: Vec<SocketAddr>,
 }
@@ -305,13 +314,15 @@ pub(super) fn tls(raw: RawTls) -> Result<Tls, ConfigError> {
     }
     Ok(Tls {
         files,
+        loaded: None,
         require,
         implicit_listen,
     })
 }
 
 /// `[proxy]`.
-pub(super) struct Proxy {
+#[derive(Debug, Clone)]
+pub struct Proxy {
     pub listen: Vec<SocketAddr>,
     pub trusted: Vec<ipnet::IpNet>,
 }
@@ -407,7 +418,8 @@ pub(super) fn retention(raw: RawRetention) -> Result<RetentionConfig, ConfigErro
 }
 
 /// `[log]`.
-pub(super) struct Log {
+#[derive(Debug, Clone)]
+pub struct Log {
     pub verbose: bool,
     pub file: Option<PathBuf>,
 }
