@@ -82,46 +82,61 @@ fn too_many_commands_without_mail_end_the_session() {
     c.expect_closed();
 }
 
-/// A client that sends a command one byte at a time, never finishing the line,
-/// is timed out (the clock runs from the last complete command), while another
-/// client is served normally at the same time.
-#[test]
-fn a_slowloris_is_timed_out_while_others_are_served() {
-    let server = Server::with_config("[timeouts]\ncommand_secs = 2\n");
+/// Connects, writes `first`, then one more byte of the same unfinished command
+/// line every ~300 ms (calling `meanwhile` with the round number each time) until
+/// the server closes; at most 15 s. Returns when it closed and what it said.
+fn dribble_until_closed(
+    server: &Server,
+    first: &[u8],
+    mut meanwhile: impl FnMut(usize),
+) -> (Duration, String) {
     let mut slow = TcpStream::connect(server.addr).unwrap();
     slow.set_read_timeout(Some(Duration::from_millis(200)))
         .unwrap();
     let started = Instant::now();
     let mut got = Vec::new();
-    let mut normal = server.client();
-    normal.ehlo("client.example");
-    let mut i = 0;
+    let mut next = first.to_vec();
+    let mut round = 0;
     let closed_at = loop {
-        // One byte of an endless command line every ~500 ms.
-        if slow.write_all(b"x").is_err() {
+        if slow.write_all(&next).is_err() {
             break started.elapsed();
         }
+        next = b"x".to_vec();
         let mut buf = [0u8; 512];
         match std::io::Read::read(&mut slow, &mut buf) {
             Ok(0) => break started.elapsed(),
             Ok(n) => got.extend_from_slice(&buf[..n]),
             Err(_) => {}
         }
-        if i % 2 == 0 {
+        meanwhile(round);
+        round += 1;
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "slowloris never timed out: {:?}",
+            String::from_utf8_lossy(&got)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    (closed_at, String::from_utf8_lossy(&got).into_owned())
+}
+
+/// A client that sends a command one byte at a time, never finishing the line,
+/// is timed out (the clock runs from the last complete command), while another
+/// client is served normally at the same time.
+#[test]
+fn a_slowloris_is_timed_out_while_others_are_served() {
+    let server = Server::with_config("[timeouts]\ncommand_secs = 2\n");
+    let mut normal = server.client();
+    normal.ehlo("client.example");
+    let (closed_at, text) = dribble_until_closed(&server, b"x", |round| {
+        if round % 2 == 0 {
             normal.deliver(
                 "s@example.org",
                 &["x@example.com"],
                 &simple_message("meanwhile"),
             );
         }
-        i += 1;
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "slowloris never timed out"
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    let text = String::from_utf8_lossy(&got);
+    });
     assert!(text.contains("421 4.4.2"), "{text}");
     assert!(closed_at < Duration::from_secs(6), "took {closed_at:?}");
     assert!(server.row_count() >= 1);
@@ -133,35 +148,8 @@ fn a_slowloris_is_timed_out_while_others_are_served() {
 #[test]
 fn a_slowloris_on_an_over_long_line_is_timed_out() {
     let server = Server::with_config("[timeouts]\ncommand_secs = 2\n");
-    let mut slow = TcpStream::connect(server.addr).unwrap();
-    slow.set_read_timeout(Some(Duration::from_millis(200)))
-        .unwrap();
-    let started = Instant::now();
-    let mut got = Vec::new();
-    let mut first = format!("NOOP {}", "x".repeat(2000)).into_bytes();
-    let closed_at = loop {
-        let bytes = if first.is_empty() {
-            vec![b'x']
-        } else {
-            std::mem::take(&mut first)
-        };
-        if slow.write_all(&bytes).is_err() {
-            break started.elapsed();
-        }
-        let mut buf = [0u8; 512];
-        match std::io::Read::read(&mut slow, &mut buf) {
-            Ok(0) => break started.elapsed(),
-            Ok(n) => got.extend_from_slice(&buf[..n]),
-            Err(_) => {}
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(15),
-            "the over-long-line slowloris never timed out: {:?}",
-            String::from_utf8_lossy(&got)
-        );
-        std::thread::sleep(Duration::from_millis(300));
-    };
-    let text = String::from_utf8_lossy(&got);
+    let first = format!("NOOP {}", "x".repeat(2000));
+    let (closed_at, text) = dribble_until_closed(&server, first.as_bytes(), |_| {});
     assert!(text.contains("421 4.4.2"), "{text}");
     assert!(!text.contains("500 "), "the line never ended: {text}");
     assert!(closed_at < Duration::from_secs(6), "took {closed_at:?}");
