@@ -119,6 +119,32 @@ pub const DEFAULT_SOFT_BOUNCE_WINDOW_SECS: u64 = 7 * 86_400;
 /// on the database.
 pub const DEFAULT_INTAKE_INTERVAL_MS: u64 = 1_000;
 
+/// `web.listen`: the HTTP API on loopback only unless an operator says otherwise
+/// (it holds every account's lists).
+pub const DEFAULT_WEB_LISTEN: &str = "127.0.0.1:8080";
+/// `web.max_body_bytes`: a JSON request body; 10,000 subscribers with a name and a
+/// few attributes each stay well inside it.
+pub const DEFAULT_WEB_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// `web.max_import_bytes`: an uploaded import file (CSV or archive) as sent; a
+/// million-row CSV is ~50-100 MB.
+pub const DEFAULT_WEB_MAX_IMPORT_BYTES: u64 = 1024 * 1024 * 1024;
+/// `web.import_dir`: where uploads wait (streamed to disk, never held in memory)
+/// until their import has run.
+pub const DEFAULT_WEB_IMPORT_DIR: &str = "./data/imports";
+
+/// `campaigns.backlog`: a campaign's rows waiting in the queue at once. Pause and
+/// cancel touch at most this many rows, and mail queued behind a campaign waits
+/// behind at most this many.
+pub const DEFAULT_CAMPAIGN_BACKLOG: usize = 10_000;
+/// `campaigns.expand_batch`: subscribers looked at per expansion transaction.
+pub const DEFAULT_CAMPAIGN_EXPAND_BATCH: usize = 5_000;
+/// `campaigns.lease_secs`: a node's hold on a campaign's expansion; another node
+/// takes the expansion over once it has lapsed.
+pub const DEFAULT_CAMPAIGN_LEASE_SECS: u64 = 15;
+/// `campaigns.interval_ms`: how often a node looks for campaigns to start, expand
+/// or finish.
+pub const DEFAULT_CAMPAIGN_INTERVAL_MS: u64 = 500;
+
 /// Options of the relay itself (`outbound` with no subcommand).
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct RunArgs {
@@ -156,6 +182,8 @@ struct FileConfig {
     retry: Option<FileRetry>,
     dns: Option<FileDns>,
     bounces: Option<FileBounces>,
+    web: Option<FileWeb>,
+    campaigns: Option<FileCampaigns>,
     /// Per-domain limits; the key `default` sets the defaults.
     #[serde(default)]
     domains: HashMap<String, FileDomain>,
@@ -236,6 +264,24 @@ struct FileBounces {
     soft_bounce_limit: Option<u32>,
     soft_bounce_window_secs: Option<u64>,
     intake_interval_ms: Option<u64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileWeb {
+    listen: Option<String>,
+    max_body_bytes: Option<usize>,
+    max_import_bytes: Option<u64>,
+    import_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileCampaigns {
+    backlog: Option<usize>,
+    expand_batch: Option<usize>,
+    lease_secs: Option<u64>,
+    interval_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -319,6 +365,34 @@ pub struct Config {
     pub domain_limits: HashMap<String, DomainLimits>,
     pub transports: HashMap<String, SocketAddr>,
     pub bounces: Bounces,
+    pub web: Web,
+    pub campaigns: Campaigns,
+}
+
+/// The HTTP API (`[web]`, `outbound web`).
+#[derive(Debug, Clone)]
+pub struct Web {
+    /// Where `outbound web` listens (`--listen` overrides).
+    pub listen: SocketAddr,
+    /// Largest JSON request body; larger gets 413.
+    pub max_body_bytes: usize,
+    /// Largest import upload; larger gets 413.
+    pub max_import_bytes: u64,
+    /// Uploads wait here for their import.
+    pub import_dir: PathBuf,
+}
+
+/// The campaign runner of each relay node (`[campaigns]`).
+#[derive(Debug, Clone)]
+pub struct Campaigns {
+    /// A running campaign's rows in the queue at once (queued, deferred, sending).
+    pub backlog: usize,
+    /// Subscribers looked at per expansion transaction.
+    pub expand_batch: usize,
+    /// A node's lease on one campaign's expansion.
+    pub lease: Duration,
+    /// How often the runner looks at campaigns.
+    pub interval: Duration,
 }
 
 /// The bounce loop (`[bounces]`): VERP, DSNs, intake, unsubscribe.
@@ -390,6 +464,8 @@ impl Config {
         let retry = retry_section(file.retry.unwrap_or_default())?;
         let bounces = bounces_section(file.bounces.unwrap_or_default())?;
         let delivery = delivery_section(file.delivery.unwrap_or_default(), &machine)?;
+        let web = web_section(file.web.unwrap_or_default())?;
+        let campaigns = campaigns_section(file.campaigns.unwrap_or_default())?;
         // Every value is valid: only now is a file opened.
         let bounces = load_bounce_key(bounces)?;
         Ok(Self {
@@ -422,6 +498,8 @@ impl Config {
             domain_limits,
             transports,
             bounces,
+            web,
+            campaigns,
         })
     }
 }
@@ -444,6 +522,76 @@ impl Machine {
             cores: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
+}
+
+fn web_section(raw: FileWeb) -> Result<Web, ConfigError> {
+    let listen = parse_listen(
+        "web.listen",
+        raw.listen.as_deref().unwrap_or(DEFAULT_WEB_LISTEN),
+    )?;
+    let import_dir = raw
+        .import_dir
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_WEB_IMPORT_DIR));
+    if import_dir.as_os_str().is_empty() {
+        return Err(invalid("web.import_dir", "must not be empty"));
+    }
+    Ok(Web {
+        listen,
+        max_body_bytes: bounded(
+            "web.max_body_bytes",
+            raw.max_body_bytes.unwrap_or(DEFAULT_WEB_MAX_BODY_BYTES),
+            1024,
+            1024 * 1024 * 1024,
+        )?,
+        max_import_bytes: bounded(
+            "web.max_import_bytes",
+            raw.max_import_bytes.unwrap_or(DEFAULT_WEB_MAX_IMPORT_BYTES),
+            1024,
+            64 * 1024 * 1024 * 1024,
+        )?,
+        import_dir,
+    })
+}
+
+/// `ADDR:PORT` for a listener (an IP address: a listener never resolves names).
+pub fn parse_listen(field: &'static str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value.trim().parse().map_err(|_| {
+        invalid(
+            field,
+            &format!("`{value}` is not ADDR:PORT (e.g. 127.0.0.1:8080)"),
+        )
+    })
+}
+
+fn campaigns_section(raw: FileCampaigns) -> Result<Campaigns, ConfigError> {
+    Ok(Campaigns {
+        backlog: bounded(
+            "campaigns.backlog",
+            raw.backlog.unwrap_or(DEFAULT_CAMPAIGN_BACKLOG),
+            1,
+            10_000_000,
+        )?,
+        expand_batch: bounded(
+            "campaigns.expand_batch",
+            raw.expand_batch.unwrap_or(DEFAULT_CAMPAIGN_EXPAND_BATCH),
+            1,
+            1_000_000,
+        )?,
+        lease: secs(
+            "campaigns.lease_secs",
+            raw.lease_secs,
+            DEFAULT_CAMPAIGN_LEASE_SECS,
+            2,
+            3_600,
+        )?,
+        interval: millis(
+            "campaigns.interval_ms",
+            raw.interval_ms,
+            DEFAULT_CAMPAIGN_INTERVAL_MS,
+            10,
+            60_000,
+        )?,
+    })
 }
 
 /// `value` (or `default`) seconds, within `min..=max`.

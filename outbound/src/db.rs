@@ -112,6 +112,30 @@ impl Db {
         }
     }
 
+    /// `n` connections to one store (for the HTTP API's pool): MySQL shares one
+    /// connection pool among them, SQLite opens `n` files handles (migrating once).
+    pub async fn open_many(
+        url: &StoreUrl,
+        migrate: bool,
+        n: usize,
+    ) -> Result<Vec<Self>, OpenError> {
+        let n = n.max(1);
+        match url {
+            StoreUrl::Sqlite(path) => (0..n)
+                .map(|_| Ok(Self::Sqlite(schema::open_sqlite(path, Synchronous::Full)?)))
+                .collect(),
+            StoreUrl::Mysql(url) => {
+                let pool = schema::open_mysql(url, migrate, n, 64).await?;
+                Ok((0..n)
+                    .map(|_| Self::Mysql {
+                        pool: pool.clone(),
+                        conn: None,
+                    })
+                    .collect())
+            }
+        }
+    }
+
     pub fn is_mysql(&self) -> bool {
         matches!(self, Self::Mysql { .. })
     }

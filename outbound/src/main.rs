@@ -3,13 +3,17 @@
 //! - `outbound [-c FILE] [--store URL] [--redis URL] [--node-id ID] [--threads N]
 //!   [--transport DOMAIN=HOST:PORT ...] [--resolver HOST:PORT] [-v] [-l FILE]` runs it;
 //! - `outbound enqueue --from ADDR --to ADDR [--to ADDR ...] [--store URL] < message.eml`;
-//! - `outbound stats`, `outbound nodes`, `outbound suppress add|remove|list`.
+//! - `outbound stats`, `outbound nodes`, `outbound suppress add|remove|list`;
+//! - `outbound web [--listen ADDR:PORT]`: the HTTP API (`web`);
+//! - `outbound account add NAME [--admin]`, `outbound list import LIST_ID FILE`,
+//!   `outbound campaign start|pause|resume|cancel|stats ID`.
 //!
 //! Modules: `address` (envelope addresses), `bounce_policy` (what a bounce calls for),
 //! `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
 //! SQL statement), `row` (rows decoded by column name), `dispatch` (claims, retries, records), `worker` (a delivery
 //! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`, `node` (process identity),
-//! `template` (MIME rendering), `tls`.
+//! `template` (MIME rendering), `tls`; `accounts`, `lists`, `import`, `campaign`
+//! (the mass-mailing data and the campaign runner), `web` (HTTP API), `db_pool`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -20,11 +24,15 @@ use anyhow::Context;
 use chrono::Utc;
 use clap::{Parser, Subcommand};
 
+mod accounts;
 mod address;
 mod bounce_policy;
+mod cli_campaigns;
+mod cli_lists;
 mod client;
 mod config;
 mod db;
+mod db_pool;
 mod dispatch;
 mod dsn;
 mod mime;
@@ -37,6 +45,7 @@ mod row;
 mod template;
 mod tls;
 mod verp;
+mod web;
 mod worker;
 
 use config::{Config, RunArgs};
@@ -97,6 +106,38 @@ enum Command {
     Suppress {
         #[command(subcommand)]
         action: SuppressAction,
+    },
+    /// Serve the HTTP API (JSON under /api/v1).
+    Web {
+        /// Listen address (default web.listen, 127.0.0.1:8080; port 0 picks one).
+        #[arg(long = "listen", value_name = "ADDR:PORT")]
+        listen: Option<String>,
+    },
+    /// Accounts of the mass-mailing system.
+    Account {
+        #[command(subcommand)]
+        action: AccountAction,
+    },
+    /// Mailing lists.
+    List {
+        #[command(subcommand)]
+        action: cli_lists::ListAction,
+    },
+    /// Campaigns.
+    Campaign {
+        #[command(subcommand)]
+        action: cli_campaigns::CampaignAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AccountAction {
+    /// Create an account; prints its API token (once: only a hash is kept).
+    Add {
+        name: String,
+        /// May manage other accounts.
+        #[arg(long = "admin")]
+        admin: bool,
     },
 }
 
@@ -189,6 +230,13 @@ fn check_command(command: Option<Command>) -> Result<Option<Command>, String> {
 }
 
 async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()> {
+    if let Some(Command::Web { listen }) = &command {
+        let listen = listen
+            .as_deref()
+            .map(|l| config::parse_listen("--listen", l))
+            .transpose()?;
+        return web::serve(config, listen).await;
+    }
     let db = db::Db::open(&config.store, config.migrate)
         .await
         .with_context(|| format!("store {}", config.store))?;
@@ -293,6 +341,22 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
                 );
             }
         }
+        // Served above, before any single connection is opened.
+        Some(Command::Web { .. }) => {}
+        Some(Command::Account {
+            action: AccountAction::Add { name, admin },
+        }) => {
+            let (account, token) = accounts::create(queue.db(), &name, admin).await?;
+            println!(
+                "account {} ({}){}",
+                account.name,
+                account.id,
+                if admin { ", admin" } else { "" }
+            );
+            println!("token {token}");
+        }
+        Some(Command::List { action }) => cli_lists::run(queue.db(), action).await?,
+        Some(Command::Campaign { action }) => cli_campaigns::run(queue.db(), action).await?,
         Some(Command::Suppress { action }) => match action {
             SuppressAction::Add { address, reason } => {
                 if !address.contains('@') || address.bytes().any(|b| !b.is_ascii_graphic()) {

@@ -620,6 +620,12 @@ impl Queue {
         self.db.close().await;
     }
 
+    /// The connection, for the tables this module does not own (accounts, lists,
+    /// campaigns).
+    pub fn db(&mut self) -> &mut Db {
+        &mut self.db
+    }
+
     /// Runs `f` in a transaction, rolling back on error.
     async fn in_tx<T>(
         &mut self,

@@ -37,6 +37,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "0003_relay_instances",
         include_str!("../sqlite/0003_relay_instances.sql"),
     ),
+    (
+        4,
+        "0004_campaigns",
+        include_str!("../sqlite/0004_campaigns.sql"),
+    ),
 ];
 
 /// MySQL migrations, in order (same versions as SQLite's).
@@ -55,6 +60,11 @@ pub const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
         3,
         "0003_relay_instances",
         include_str!("../mysql/0003_relay_instances.sql"),
+    ),
+    (
+        4,
+        "0004_campaigns",
+        include_str!("../mysql/0004_campaigns.sql"),
     ),
 ];
 

@@ -26,3 +26,4 @@ mod delivery;
 mod limits;
 mod nodes;
 mod routing;
+mod web;

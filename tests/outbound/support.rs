@@ -554,3 +554,197 @@ impl Drop for Smtpd {
         let _ = self.child.wait();
     }
 }
+
+// ---------------------------------------------------------------------------------
+// The HTTP API (`outbound web`), driven with curl
+// ---------------------------------------------------------------------------------
+
+/// A running `outbound web`.
+pub struct Web {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    dir: TempDir,
+}
+
+/// An HTTP answer: status and body (parsed as JSON when it is JSON, else Null).
+#[derive(Debug)]
+pub struct Answer {
+    pub status: u16,
+    pub json: serde_json::Value,
+    pub body: String,
+}
+
+impl Web {
+    /// `outbound web --store URL -c CONFIG --listen 127.0.0.1:0`.
+    pub fn start(store: &Store, config: &str) -> Web {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = dir.path().join("outbound.toml");
+        let config = format!(
+            "{config}\n[web]\nimport_dir = \"{}\"\n",
+            dir.path().join("imports").display()
+        );
+        // A [web] table given twice is an error: the test's own goes first.
+        std::fs::write(&cfg, merge_web_table(&config)).unwrap();
+        let log = std::fs::File::create(dir.path().join("web.log")).unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_outbound"))
+            .args(["--store", &store.url(), "-v", "-c"])
+            .arg(&cfg)
+            .args(["web", "--listen", "127.0.0.1:0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send(line);
+        });
+        let line = rx.recv_timeout(START).unwrap_or_default();
+        let addr = line
+            .trim()
+            .strip_prefix("outbound web: listening on ")
+            .and_then(|a| a.parse().ok());
+        let Some(addr) = addr else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "outbound web printed {line:?}; log:\n{}",
+                std::fs::read_to_string(dir.path().join("web.log")).unwrap_or_default()
+            );
+        };
+        Web {
+            child: Some(child),
+            addr,
+            dir,
+        }
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("web.log")).unwrap_or_default()
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// curl `method` `path` with the bearer `token` (if any) and a JSON body.
+    pub fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        json: Option<&serde_json::Value>,
+    ) -> Answer {
+        let body = json.map(|j| j.to_string().into_bytes());
+        self.send(method, path, token, body.as_deref(), "application/json")
+    }
+
+    /// curl with a raw body of `content_type` (e.g. an import file).
+    pub fn send(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&[u8]>,
+        content_type: &str,
+    ) -> Answer {
+        let out_file = self
+            .dir
+            .path()
+            .join(format!("answer-{}", std::process::id()));
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "60", "-X", method, "-o"])
+            .arg(&out_file)
+            .args(["-w", "%{http_code}"]);
+        if let Some(t) = token {
+            cmd.args(["-H", &format!("Authorization: Bearer {t}")]);
+        }
+        let body_file = self.dir.path().join(format!("body-{}", std::process::id()));
+        if let Some(b) = body {
+            std::fs::write(&body_file, b).unwrap();
+            cmd.args([
+                "-H",
+                &format!("Content-Type: {content_type}"),
+                "--data-binary",
+            ])
+            .arg(format!("@{}", body_file.display()));
+        }
+        cmd.arg(self.url(path));
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "curl {method} {path}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let status: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+        let body = std::fs::read_to_string(&out_file).unwrap_or_default();
+        let _ = std::fs::remove_file(&out_file);
+        let _ = std::fs::remove_file(&body_file);
+        let json = serde_json::from_str(&body).unwrap_or(serde_json::Value::Null);
+        Answer { status, json, body }
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for Web {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            eprintln!("--- web log ---\n{}", self.log());
+        }
+        self.kill();
+    }
+}
+
+/// Moves every `[web]` table's keys into one table (a test config may carry its
+/// own `[web]` settings besides the harness's `import_dir`).
+fn merge_web_table(config: &str) -> String {
+    let mut out = String::new();
+    let mut web = String::new();
+    let mut in_web = false;
+    for line in config.lines() {
+        let t = line.trim();
+        if t.starts_with('[') {
+            in_web = t == "[web]";
+            continue_if_header(&mut out, line, in_web);
+            continue;
+        }
+        if in_web {
+            web.push_str(line);
+            web.push('\n');
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    format!("{out}\n[web]\n{web}")
+}
+
+fn continue_if_header(out: &mut String, line: &str, in_web: bool) {
+    if !in_web {
+        out.push_str(line);
+        out.push('\n');
+    }
+}
+
+/// `outbound account add NAME`; returns the token.
+pub fn account(store: &Store, name: &str) -> String {
+    let out = outbound(store, &["account", "add", name], None);
+    assert!(
+        out.status.success(),
+        "account add: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .find_map(|l| l.strip_prefix("token ").map(str::to_owned))
+        .expect("a token line")
+}

@@ -1,0 +1,92 @@
+//! `outbound web`: the HTTP API (JSON under `/api/v1`) of accounts, lists,
+//! subscribers, imports and campaigns.
+//!
+//! Owns: the listener, the router (each resource's routes live in its own file:
+//! `lists`, `imports`, `campaigns`), the shared state (a [`DbPool`] and the
+//! config), the request body limit, JSON 404/405 for unknown paths, and a graceful
+//! stop on SIGTERM/SIGINT. Every route takes [`auth::Auth`] and reads only the
+//! authenticated account's rows.
+//! Must not: hold SQL (the resource modules' stores do).
+
+pub mod auth;
+pub mod error;
+
+mod campaigns;
+mod imports;
+mod lists;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
+use tokio::signal::unix::{SignalKind, signal};
+use tracing::info;
+
+use crate::config::Config;
+use crate::db_pool::DbPool;
+use error::ApiError;
+
+/// Connections the API holds to the store.
+const POOL_SIZE: usize = 8;
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: Arc<DbPool>,
+    pub cfg: Arc<Config>,
+}
+
+/// The whole API, for a server or a test.
+pub fn router(state: AppState) -> Router {
+    let api = Router::new()
+        .merge(lists::routes())
+        .merge(imports::routes())
+        .merge(campaigns::routes())
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this path",
+            )
+        });
+    Router::new()
+        .nest("/api/v1", api)
+        .fallback(|| async { ApiError::not_found("path") })
+        .layer(DefaultBodyLimit::max(state.cfg.web.max_body_bytes))
+        .with_state(state)
+}
+
+/// Serves until SIGTERM or SIGINT.
+pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Result<()> {
+    let pool = DbPool::open(&cfg.store, cfg.migrate, POOL_SIZE)
+        .await
+        .with_context(|| format!("store {}", cfg.store))?;
+    let state = AppState {
+        pool: Arc::new(pool),
+        cfg: cfg.clone(),
+    };
+    imports::resume(&state).await;
+    let addr = listen.unwrap_or(cfg.web.listen);
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("web.listen: cannot listen on {addr}"))?;
+    let local = listener.local_addr()?;
+    // The first line on stdout, for scripts and tests (as `smtpd` prints its own).
+    println!("outbound web: listening on {local}");
+    info!(%local, store = %cfg.store, "HTTP API running");
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    axum::serve(listener, router(state))
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            info!("stopping the HTTP API");
+        })
+        .await
+        .context("HTTP server")?;
+    Ok(())
+}
