@@ -163,8 +163,9 @@ pub struct RunArgs {
     /// DNS server for MX lookups (default: /etc/resolv.conf).
     #[arg(long = "resolver", value_name = "HOST:PORT")]
     pub resolver: Option<String>,
-    /// Create or update the MySQL schema at start (schema/mysql/*.sql).
-    #[arg(long = "migrate")]
+    /// Create or update the MySQL schema at start (schema/mysql/*.sql); also
+    /// after a subcommand (`outbound web --migrate`).
+    #[arg(long = "migrate", global = true)]
     pub migrate: bool,
 }
 

@@ -23,6 +23,7 @@ mod support;
 
 mod bounces;
 mod delivery;
+mod flow;
 mod limits;
 mod nodes;
 mod routing;
