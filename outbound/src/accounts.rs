@@ -130,17 +130,37 @@ pub async fn create(
     }
 }
 
-/// The account `token` belongs to, if any.
+/// How stale `api_tokens.last_used_at` may get: it is written at most once a
+/// minute per token, not on every request.
+const LAST_USED_GRANULARITY_SECS: i64 = 60;
+
+/// The account `token` belongs to, if any; notes when the token was last used.
 pub async fn authenticate(db: &mut Db, token: &str) -> Result<Option<Account>, DbError> {
     if token.is_empty() || token.len() > 256 {
         return Ok(None);
     }
+    let hash = token_sha256(token);
     let sql = format!(
         "SELECT {} FROM api_tokens t JOIN accounts a ON a.id = t.account_id WHERE t.token_sha256 = ?",
         crate::row::select_list(db, Account::COLUMNS)
     );
-    let rows = db.query(&sql, vec![token_sha256(token).into()]).await?;
-    Ok(rows.into_iter().next().and_then(Account::from_row))
+    let rows = db.query(&sql, vec![hash.as_str().into()]).await?;
+    let Some(account) = rows.into_iter().next().and_then(Account::from_row) else {
+        return Ok(None);
+    };
+    let now = chrono::Utc::now();
+    let stale = now - chrono::Duration::seconds(LAST_USED_GRANULARITY_SECS);
+    db.exec(
+        "UPDATE api_tokens SET last_used_at = ? \
+         WHERE token_sha256 = ? AND (last_used_at IS NULL OR last_used_at < ?)",
+        vec![
+            crate::queue::ts(now).into(),
+            hash.into(),
+            crate::queue::ts(stale).into(),
+        ],
+    )
+    .await?;
+    Ok(Some(account))
 }
 
 /// The account called `name`, if any.

@@ -20,9 +20,16 @@ fn requests_need_a_known_bearer_token() {
     assert_eq!(wrong.status, 401, "{}", wrong.body);
     assert_eq!(wrong.json["error"], "Authorization: unknown token");
     // A known token gets past authentication; an unknown path is a JSON 404.
+    let own = web.call("GET", "/api/v1/lists", Some(&token), None);
+    assert_eq!(own.status, 200, "{}", own.body);
     let missing = web.call("GET", "/api/v1/nothing-here", Some(&token), None);
     assert_eq!(missing.status, 404, "{}", missing.body);
     assert!(missing.json["error"].is_string());
+    // The token's use is noted (at most once a minute, not per request).
+    assert_eq!(
+        store.count("SELECT COUNT(*) FROM api_tokens WHERE last_used_at IS NOT NULL"),
+        1
+    );
 }
 
 #[test]
