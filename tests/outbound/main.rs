@@ -23,7 +23,9 @@ mod support;
 
 mod bounces;
 mod delivery;
+mod imports;
 mod limits;
+mod lists;
 mod nodes;
 mod routing;
 mod web;
