@@ -38,6 +38,8 @@ pub const MAX_ERRORS: usize = 100;
 /// Imports running at once per process: each is one writer on the store; more
 /// would only contend for SQLite's write lock or InnoDB's.
 pub const MAX_RUNNING: usize = 2;
+/// SQLite page cache of an import's connection (see `run_inner`).
+const IMPORT_SQLITE_CACHE_KIB: u32 = 32 * 1024;
 /// A chunk whose transaction fails (SQLite busy past its timeout, a MySQL
 /// connection lost) is retried this many times before the import fails.
 const CHUNK_ATTEMPTS: u32 = 3;
@@ -314,6 +316,15 @@ pub async fn run(db: &mut Db, job: &Job, mut on_progress: Option<OnProgress>) ->
 
 async fn run_inner(db: &mut Db, job: &Job, on_progress: &mut Option<OnProgress>) -> Outcome {
     let mut progress = Progress::default();
+    if !db.is_mysql() {
+        // The store's 64 MiB page cache is sized for a long-running daemon's
+        // working set; an import writes each page once or twice, and the OS
+        // page cache serves the re-reads. A smaller cache on this connection keeps
+        // the import's memory flat (bench/import.sh, 1M rows: 64 MiB cache 93 MiB RSS, 32 MiB 57 MiB at ~10% less speed, 16 MiB 38 MiB at ~30% less).
+        if let Err(e) = db.exec(&format!("PRAGMA cache_size = -{IMPORT_SQLITE_CACHE_KIB}"), vec![]).await {
+            warn!(import = job.import_id, error = %e, "cannot shrink the page cache");
+        }
+    }
     if let Err(e) = start(db, job.import_id).await {
         return Outcome::Failed(format!("database: {e}"), progress);
     }
