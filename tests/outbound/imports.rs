@@ -299,7 +299,11 @@ fn upload_errors_have_their_own_status() {
     let store = Store::sqlite();
     let ann = account(&store, "ann");
     let bob = account(&store, "bob");
-    let web = Web::start(&store, "[web]\nmax_import_bytes = 2048\n");
+    // The JSON limit below the import limit: an upload is not held to it.
+    let web = Web::start(
+        &store,
+        "[web]\nmax_import_bytes = 2048\nmax_body_bytes = 1024\n",
+    );
     let list = create_list(&web, &ann, "single");
     let path = format!("/api/v1/lists/{list}/imports");
     let csv = PEOPLE.as_bytes();
@@ -321,6 +325,22 @@ fn upload_errors_have_their_own_status() {
     let a = web.send("POST", &path, Some(&ann), Some(big.as_bytes()), "text/csv");
     assert_eq!(a.status, 413, "{}", a.body);
     assert_eq!(a.json["error"], "body: larger than the limit of 2048 bytes");
+    // Without a Content-Length (chunked), the limit is enforced as the body streams.
+    let script = format!(
+        "import http.client\nc = http.client.HTTPConnection('127.0.0.1', {port}, timeout=30)\n\
+         c.request('POST', {path:?}, body=(b'x' * 100 for _ in range(50)), encode_chunked=True,\n\
+         headers={{'Authorization': 'Bearer {ann}', 'Content-Type': 'text/csv'}})\n\
+         r = c.getresponse()\nprint(r.status, r.read().decode())\n",
+        port = web.addr.port()
+    );
+    let out = python(&script, "");
+    assert!(
+        out.starts_with("413 ") && out.contains("2048 bytes"),
+        "{out}"
+    );
+    let mid = format!("email\n{}", "someone@example.test\n".repeat(70)); // 1,476 bytes
+    let id = upload(&web, &ann, list, mid.as_bytes(), "text/csv");
+    assert_eq!(finished(&web, &ann, id)["added"], 1);
     let a = web.send(
         "POST",
         "/api/v1/lists/zz/imports",
@@ -332,7 +352,7 @@ fn upload_errors_have_their_own_status() {
     // Bob can neither import into Ann's list nor see Ann's import.
     let a = web.send("POST", &path, Some(&bob), Some(csv), "text/csv");
     assert_eq!(a.status, 404, "{}", a.body);
-    assert_eq!(store.count("SELECT COUNT(*) FROM imports"), 0);
+    assert_eq!(store.count("SELECT COUNT(*) FROM imports"), 1); // the one above
     let id = upload(&web, &ann, list, csv, "text/csv");
     finished(&web, &ann, id);
     let a = web.call("GET", &format!("/api/v1/imports/{id}"), Some(&bob), None);
@@ -340,8 +360,23 @@ fn upload_errors_have_their_own_status() {
     assert_eq!(a.json["error"], format!("import {id} not found"));
     let a = web.call("GET", "/api/v1/imports/nope", Some(&ann), None);
     assert_eq!(a.status, 400, "{}", a.body);
-    // A JSON route keeps its own (router-wide) limit.
-    assert_eq!(store.count("SELECT COUNT(*) FROM subscribers"), 3);
+    // A JSON route keeps the router-wide limit.
+    let items: Vec<Value> = (0..100)
+        .map(|i| json!({ "email": format!("u{i}@example.test") }))
+        .collect();
+    let a = web.call(
+        "POST",
+        &format!("/api/v1/lists/{list}/subscribers"),
+        Some(&ann),
+        Some(&Value::Array(items)),
+    );
+    assert_eq!(a.status, 413, "{}", a.body);
+    assert_eq!(
+        store.count("SELECT COUNT(*) FROM subscribers"),
+        4,
+        "{:?}",
+        store.column("SELECT email FROM subscribers")
+    );
 }
 
 #[test]

@@ -123,13 +123,14 @@ pub async fn create(db: &mut Db, list: &List) -> Result<i64, DbError> {
             vec![list.account_id.into(), list.id.into()],
         )
         .await?;
-        // Within the transaction the newest row of this list is ours.
-        let rows = db
-            .query(
-                "SELECT MAX(id) FROM imports WHERE list_id = ?",
-                vec![list.id.into()],
-            )
-            .await?;
+        // The id this connection just inserted (MySQL: `Db` holds one connection
+        // across the transaction's statements), whatever others insert meanwhile.
+        let sql = if db.is_mysql() {
+            "SELECT LAST_INSERT_ID()"
+        } else {
+            "SELECT last_insert_rowid()"
+        };
+        let rows = db.query(sql, vec![]).await?;
         crate::row::scalar_int(&rows).ok_or(DbError::Timeout(Duration::ZERO))
     }
     .await;
@@ -321,7 +322,13 @@ async fn run_inner(db: &mut Db, job: &Job, on_progress: &mut Option<OnProgress>)
         // working set; an import writes each page once or twice, and the OS
         // page cache serves the re-reads. A smaller cache on this connection keeps
         // the import's memory flat (bench/import.sh, 1M rows: 64 MiB cache 93 MiB RSS, 32 MiB 57 MiB at ~10% less speed, 16 MiB 38 MiB at ~30% less).
-        if let Err(e) = db.exec(&format!("PRAGMA cache_size = -{IMPORT_SQLITE_CACHE_KIB}"), vec![]).await {
+        if let Err(e) = db
+            .exec(
+                &format!("PRAGMA cache_size = -{IMPORT_SQLITE_CACHE_KIB}"),
+                vec![],
+            )
+            .await
+        {
             warn!(import = job.import_id, error = %e, "cannot shrink the page cache");
         }
     }

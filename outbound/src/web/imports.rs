@@ -52,7 +52,9 @@ pub fn routes() -> Router<AppState> {
         .route(
             "/lists/{id}/imports",
             // The router's limit is for JSON bodies; this one streams to disk and
-            // enforces web.max_import_bytes itself.
+            // enforces web.max_import_bytes itself. (axum 0.8 applies the limit to
+            // buffering extractors, not to a raw `Body`, but lifting it here keeps
+            // that true whatever this handler extracts.)
             post(upload).layer(DefaultBodyLimit::disable()),
         )
         .route("/imports/{id}", get(show))
@@ -261,7 +263,10 @@ pub async fn resume(state: &AppState) {
             Ok(Some(_)) => {
                 Err("the upload is gone (the server stopped before it was imported)".into())
             }
-            Ok(None) => Err("the list is gone".into()),
+            Ok(None) => {
+                let _ = std::fs::remove_file(&path);
+                Err("the list is gone".into())
+            }
             Err(e) => {
                 warn!(import = row.id, error = %e, "cannot resume the import");
                 continue;
