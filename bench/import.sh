@@ -107,7 +107,7 @@ for store in $STORES; do
         measure "$store" "$url" "$list" "$run"
         # The same file again into the same list: every row exists and is
         # unchanged, so this is the lookup path alone (all `updated`, no writes).
-        [ "${REIMPORT:-1}" = 1 ] && measure "$store-again" "$url" "$list" "$run"
+        if [ "${REIMPORT:-1}" = 1 ]; then measure "$store-again" "$url" "$list" "$run"; fi
     done
 done
 python3 - "$results" <<'PY'

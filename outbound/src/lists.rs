@@ -406,6 +406,9 @@ pub async fn upsert(db: &mut Db, list: &List, rows: &[NewSubscriber]) -> Result<
     let existing = lookup(db, list, &merged).await?;
 
     // The subscriber rows to write: every new one, and existing ones that change.
+    // SQLite gives the ids of the rows written back (`RETURNING`), so new ones
+    // need no second lookup; MySQL has no `RETURNING` and looks them up below.
+    let mut ids: HashMap<String, i64> = HashMap::new();
     let mut writes: Vec<Val> = Vec::new();
     let mut write_rows = 0usize;
     let mut insert_sql_full: Option<String> = None;
@@ -435,22 +438,21 @@ pub async fn upsert(db: &mut Db, list: &List, rows: &[NewSubscriber]) -> Result<
         if write_rows == INSERT_BATCH {
             let sql =
                 insert_sql_full.get_or_insert_with(|| subscriber_upsert_sql(db, INSERT_BATCH));
-            db.exec(sql, std::mem::take(&mut writes)).await?;
+            write_subscribers(db, sql, std::mem::take(&mut writes), &mut ids).await?;
             write_rows = 0;
         }
     }
     if write_rows > 0 {
-        db.exec(&subscriber_upsert_sql(db, write_rows), writes)
-            .await?;
+        let sql = subscriber_upsert_sql(db, write_rows);
+        write_subscribers(db, &sql, writes, &mut ids).await?;
     }
 
-    // Ids of the subscribers that were not there before.
+    // Ids of the subscribers that were not there before (and not returned).
     let new_keys: Vec<&str> = merged
         .iter()
-        .filter(|(k, _)| !existing.contains_key(k))
+        .filter(|(k, _)| !existing.contains_key(k) && !ids.contains_key(k))
         .map(|(k, _)| k.as_str())
         .collect();
-    let mut ids: HashMap<String, i64> = HashMap::with_capacity(new_keys.len());
     for batch in new_keys.chunks(LOOKUP_BATCH) {
         let sql = format!(
             "SELECT email_key, id FROM subscribers WHERE account_id = ? AND email_key IN ({})",
@@ -459,14 +461,7 @@ pub async fn upsert(db: &mut Db, list: &List, rows: &[NewSubscriber]) -> Result<
         let mut params = Vec::with_capacity(batch.len() + 1);
         params.push(Val::Int(list.account_id));
         params.extend(batch.iter().map(|k| Val::Text((*k).to_owned())));
-        for row in db.query(&sql, params).await? {
-            if let (Some(k), Some(id)) = (
-                row.first().and_then(Val::text),
-                row.get(1).and_then(Val::int),
-            ) {
-                ids.insert(k, id);
-            }
-        }
+        collect_ids(db.query(&sql, params).await?, &mut ids);
     }
 
     // Memberships of those not yet members.
@@ -494,6 +489,33 @@ pub async fn upsert(db: &mut Db, list: &List, rows: &[NewSubscriber]) -> Result<
         added,
         updated: total.saturating_sub(added),
     })
+}
+
+/// Runs one subscriber upsert; on SQLite, notes the ids it returns.
+async fn write_subscribers(
+    db: &mut Db,
+    sql: &str,
+    params: Vec<Val>,
+    ids: &mut HashMap<String, i64>,
+) -> Result<(), DbError> {
+    if db.is_mysql() {
+        db.exec(sql, params).await?;
+    } else {
+        collect_ids(db.query(sql, params).await?, ids);
+    }
+    Ok(())
+}
+
+/// `(email_key, id)` rows into `ids`.
+fn collect_ids(rows: Vec<Vec<Val>>, ids: &mut HashMap<String, i64>) {
+    for row in rows {
+        if let (Some(k), Some(id)) = (
+            row.first().and_then(Val::text),
+            row.get(1).and_then(Val::int),
+        ) {
+            ids.insert(k, id);
+        }
+    }
 }
 
 /// The stored subscribers among `merged`, by key, with their membership of `list`.
@@ -551,7 +573,8 @@ fn subscriber_upsert_sql(db: &Db, rows: usize) -> String {
             "INSERT INTO subscribers (account_id, email, email_key, name, attributes) VALUES {values} \
              ON CONFLICT (account_id, email_key) DO UPDATE SET email = excluded.email, \
              name = excluded.name, attributes = excluded.attributes, \
-             updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now')"
+             updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now') \
+             RETURNING email_key, id"
         )
     }
 }

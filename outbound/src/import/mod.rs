@@ -333,7 +333,7 @@ async fn run_inner(db: &mut Db, job: &Job, on_progress: &mut Option<OnProgress>)
         }
     }
     if let Err(e) = start(db, job.import_id).await {
-        return Outcome::Failed(format!("database: {e}"), progress);
+        return Outcome::Failed(store_failed(job, &e), progress);
     }
     let (tx, mut rx) = tokio::sync::mpsc::channel(READ_AHEAD_CHUNKS);
     let path = job.path.clone();
@@ -362,7 +362,7 @@ async fn run_inner(db: &mut Db, job: &Job, on_progress: &mut Option<OnProgress>)
                         progress.updated += done.updated;
                     }
                     // Dropping `rx` (on return) stops the reader.
-                    Err(e) => return Outcome::Failed(format!("database: {e}"), progress),
+                    Err(e) => return Outcome::Failed(store_failed(job, &e), progress),
                 }
                 if let Some(f) = on_progress.as_mut() {
                     f(&progress, consumed);
@@ -372,6 +372,13 @@ async fn run_inner(db: &mut Db, job: &Job, on_progress: &mut Option<OnProgress>)
         }
     }
     Outcome::Finished(progress)
+}
+
+/// The failure shown for a store error: the cause goes to the log, not to the
+/// account (as `web::error::ApiError::unavailable` does for requests).
+fn store_failed(job: &Job, e: &DbError) -> String {
+    warn!(import = job.import_id, error = %e, "import failed on the store");
+    "the database failed (the server log has the cause); run the import again".to_owned()
 }
 
 /// The reading thread: the file as chunks of validated rows, sent to `tx`; it
