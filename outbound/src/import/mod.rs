@@ -277,6 +277,9 @@ enum Msg {
         consumed: u64,
     },
     Failed(String),
+    /// The whole file was read. (The channel closing without it means the reader
+    /// died: a failure, never a silent "finished".)
+    Done,
 }
 
 /// Chunks read ahead of the writer: parsing the next chunk overlaps storing this
@@ -369,9 +372,10 @@ async fn run_inner(db: &mut Db, job: &Job, on_progress: &mut Option<OnProgress>)
                 }
             }
             Msg::Failed(why) => return Outcome::Failed(why, progress),
+            Msg::Done => return Outcome::Finished(progress),
         }
     }
-    Outcome::Finished(progress)
+    Outcome::Failed("the file reader stopped unexpectedly".into(), progress)
 }
 
 /// The failure shown for a store error: the cause goes to the log, not to the
@@ -438,7 +442,10 @@ fn read_file(path: &std::path::Path, tx: &tokio::sync::mpsc::Sender<Msg>) {
         }
     });
     let failure = match result {
-        Ok(Ok(())) => return,
+        Ok(Ok(())) => {
+            let _ = tx.blocking_send(Msg::Done);
+            return;
+        }
         Ok(Err(why)) => why,
         Err(e) => e.to_string(),
     };
