@@ -192,6 +192,57 @@ fn a_csv_upload_imports_good_rows_and_reports_bad_ones_by_line() {
 }
 
 #[test]
+fn counts_span_chunks_and_only_the_first_100_errors_are_kept() {
+    let store = Store::sqlite();
+    let token = account(&store, "press");
+    let web = Web::start(&store, "");
+    let list = create_list(&web, &token, "single");
+    // 12,000 rows (three chunks of the importer), every 80th one bad: 150 bad.
+    let mut csv = String::from("email\n");
+    for i in 0..12_000 {
+        if i % 80 == 0 {
+            csv.push_str(&format!("bad{i}\n"));
+        } else {
+            csv.push_str(&format!("u{i}@example.test\n"));
+        }
+    }
+    // Two imports at once (the second list's) both run to the end.
+    let other = {
+        let a = web.call(
+            "POST",
+            "/api/v1/lists",
+            Some(&token),
+            Some(&json!({ "name": "other" })),
+        );
+        a.json["id"].as_i64().unwrap()
+    };
+    let first = upload(&web, &token, list, csv.as_bytes(), "text/csv");
+    let second = upload(&web, &token, other, csv.as_bytes(), "text/csv");
+    for id in [first, second] {
+        let import = finished(&web, &token, id);
+        assert_eq!(import["state"], "finished", "{import}");
+        assert_eq!(import["rows_read"], 12_000);
+        assert_eq!(import["rejected"], 150);
+        assert_eq!(import["added"], 11_850);
+        let errors = errors(&import);
+        assert_eq!(errors.len(), 100);
+        // Row i is on line i + 2 (after the header).
+        assert_eq!(
+            errors[0],
+            (
+                2,
+                "bad0".into(),
+                "email: not an email address (local@domain)".into()
+            )
+        );
+        assert_eq!(errors[99].0, 99 * 80 + 2);
+    }
+    // The second list's members are the same subscribers.
+    assert_eq!(store.count("SELECT COUNT(*) FROM subscribers"), 11_850);
+    assert_eq!(store.count("SELECT COUNT(*) FROM list_members"), 23_700);
+}
+
+#[test]
 fn zip_gzip_and_rar_archives_are_read_by_their_magic_bytes() {
     let dir = tempfile::tempdir().unwrap();
     for (kind, body, content_type) in [

@@ -11,6 +11,12 @@
 //! An upload is written to `upload-<random>.part`, made durable, then renamed to
 //! `import-<id>.upload` once its `imports` row exists: the name is how [`resume`]
 //! finds it again, and a `.part` file never has a row that points to it.
+//!
+//! Compromise: [`resume`] takes every `queued`/`running` import of the store as
+//! left by a stopped server. With several `outbound web` processes on one MySQL
+//! store, each needs the same `web.import_dir` (a shared volume), or one
+//! restarting would fail (or re-run) another's live import: the `imports` row does
+//! not say which process runs it.
 
 use std::path::{Path, PathBuf};
 
