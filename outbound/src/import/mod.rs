@@ -5,12 +5,14 @@
 //! first [`MAX_ERRORS`] row errors, the failure), and the job itself: rows read
 //! from `source` through `csv_rows` in chunks of [`CHUNK_ROWS`], each chunk stored
 //! by `lists::upsert` in one transaction together with the import's progress, so
-//! what the row says is always what is committed. Memory is flat whatever the file
-//! size: one chunk of rows in flight. A job runs on an OS thread of its own with
-//! its own runtime and store connection ([`spawn`]), so neither the HTTP API nor
-//! the CLI's progress bar waits on it; at most [`MAX_RUNNING`] run at once, the
-//! others wait `queued`. Re-running a job is safe (the upsert is idempotent), which
-//! is how a server restart resumes one (`web::imports::resume`).
+//! what the row says is always what is committed. The file is read and validated
+//! on a thread of its own, at most [`READ_AHEAD_CHUNKS`] ahead of the writer, so
+//! memory is flat whatever the file size and parsing overlaps the store's work.
+//! An upload's job runs on an OS thread with its own runtime and store connection
+//! ([`spawn`]), so the HTTP API never waits on it; at most [`MAX_RUNNING`] run at
+//! once, the others wait `queued`. The CLI runs the same job in the foreground
+//! ([`run`]). Re-running a job is safe (the upsert is idempotent), which is how a
+//! server restart resumes one (`web::imports::resume`).
 //! Must not: know HTTP (`web::imports` does) or list rules (`lists` does).
 
 pub mod csv_rows;

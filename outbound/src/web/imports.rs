@@ -118,16 +118,11 @@ async fn upload(
     tokio::fs::create_dir_all(&dir)
         .await
         .map_err(|e| ApiError::unavailable(&format!("web.import_dir {}: {e}", dir.display())))?;
-    let part = dir.join(format!("upload-{}.part", random_hex()?));
-    let written = match receive(body, &part, limit).await {
-        Ok(n) => n,
-        Err(e) => {
-            let _ = tokio::fs::remove_file(&part).await;
-            return Err(e);
-        }
-    };
+    // Removed on every way out but success, a client gone mid-upload included
+    // (axum drops this future then).
+    let part = PartFile(Some(dir.join(format!("upload-{}.part", random_hex()?))));
+    let written = receive(body, part.path(), limit).await?;
     if written == 0 {
-        let _ = tokio::fs::remove_file(&part).await;
         return Err(ApiError::field(
             "body",
             "empty: send the CSV file or archive",
@@ -135,21 +130,16 @@ async fn upload(
     }
     let id = {
         let mut db = state.pool.get().await?;
-        match import::create(&mut db, &list).await {
-            Ok(id) => id,
-            Err(e) => {
-                let _ = tokio::fs::remove_file(&part).await;
-                return Err(e.into());
-            }
-        }
+        import::create(&mut db, &list).await?
     };
     let path = upload_path(&dir, id);
-    if let Err(e) = tokio::fs::rename(&part, &path).await {
-        let _ = tokio::fs::remove_file(&part).await;
+    if let Err(e) = tokio::fs::rename(part.path(), &path).await {
+        drop(part);
         let mut db = state.pool.get().await?;
         import::mark_failed(&mut db, id, "the upload could not be kept").await?;
         return Err(ApiError::unavailable(&e));
     }
+    part.keep();
     info!(
         import = id,
         list = list.id,
@@ -158,6 +148,30 @@ async fn upload(
     );
     start(&state, id, list, path).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+}
+
+/// An upload being received: deleted when dropped unless kept.
+struct PartFile(Option<PathBuf>);
+
+impl PartFile {
+    fn path(&self) -> &Path {
+        self.0.as_deref().unwrap_or_else(|| Path::new(""))
+    }
+
+    /// It has been renamed to its import's name: nothing to delete.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for PartFile {
+    fn drop(&mut self) {
+        if let Some(path) = self.0.take() {
+            // Blocking, but a single unlink; the async runtime is not held up for
+            // longer than any other syscall.
+            let _ = std::fs::remove_file(path);
+        }
+    }
 }
 
 /// Streams `body` into `path`, at most `limit` bytes; the bytes written.
