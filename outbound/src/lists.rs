@@ -376,29 +376,7 @@ struct Existing {
 /// inserts. A concurrent writer of the same address is absorbed by the conflict
 /// clauses (it may then be counted as added by both).
 pub async fn upsert(db: &mut Db, list: &List, rows: &[NewSubscriber]) -> Result<Upserted, DbError> {
-    // Merge duplicates (later given fields win), keeping first-seen order.
-    let mut index: HashMap<String, usize> = HashMap::with_capacity(rows.len());
-    let mut merged: Vec<(String, NewSubscriber)> = Vec::with_capacity(rows.len());
-    for row in rows {
-        let key = row.key();
-        match index.get(&key) {
-            Some(&i) => {
-                if let Some((_, earlier)) = merged.get_mut(i) {
-                    earlier.email.clone_from(&row.email);
-                    if row.name.is_some() {
-                        earlier.name.clone_from(&row.name);
-                    }
-                    if row.attributes.is_some() {
-                        earlier.attributes.clone_from(&row.attributes);
-                    }
-                }
-            }
-            None => {
-                index.insert(key.clone(), merged.len());
-                merged.push((key, row.clone()));
-            }
-        }
-    }
+    let merged = merge(rows);
     if merged.is_empty() {
         return Ok(Upserted::default());
     }
@@ -489,6 +467,33 @@ pub async fn upsert(db: &mut Db, list: &List, rows: &[NewSubscriber]) -> Result<
         added,
         updated: total.saturating_sub(added),
     })
+}
+
+/// `rows` by key, duplicates merged (later given fields win), in first-seen order.
+fn merge(rows: &[NewSubscriber]) -> Vec<(String, NewSubscriber)> {
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(rows.len());
+    let mut merged: Vec<(String, NewSubscriber)> = Vec::with_capacity(rows.len());
+    for row in rows {
+        let key = row.key();
+        match index.get(&key) {
+            Some(&i) => {
+                if let Some((_, earlier)) = merged.get_mut(i) {
+                    earlier.email.clone_from(&row.email);
+                    if row.name.is_some() {
+                        earlier.name.clone_from(&row.name);
+                    }
+                    if row.attributes.is_some() {
+                        earlier.attributes.clone_from(&row.attributes);
+                    }
+                }
+            }
+            None => {
+                index.insert(key.clone(), merged.len());
+                merged.push((key, row.clone()));
+            }
+        }
+    }
+    merged
 }
 
 /// Runs one subscriber upsert; on SQLite, notes the ids it returns.
@@ -626,6 +631,35 @@ mod tests {
         assert!(check_subscriber_name(&"x".repeat(256)).is_err());
         assert!(check_attributes(&"x".repeat(MAX_ATTRIBUTES_BYTES)).is_ok());
         assert!(check_attributes(&"x".repeat(MAX_ATTRIBUTES_BYTES + 1)).is_err());
+    }
+
+    fn sub(email: &str, name: Option<&str>, attributes: Option<&str>) -> NewSubscriber {
+        NewSubscriber {
+            email: email.into(),
+            name: name.map(Into::into),
+            attributes: attributes.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn duplicates_merge_field_by_field_later_winning_in_first_seen_order() {
+        let merged = merge(&[
+            sub("a@x.test", Some("A"), Some("{\"k\":1}")),
+            sub("b@x.test", None, None),
+            sub("A@X.test", None, Some("{\"k\":2}")),
+            sub("a@x.TEST", Some("A2"), None),
+        ]);
+        assert_eq!(
+            merged,
+            vec![
+                (
+                    "a@x.test".into(),
+                    sub("a@x.TEST", Some("A2"), Some("{\"k\":2}"))
+                ),
+                ("b@x.test".into(), sub("b@x.test", None, None)),
+            ]
+        );
+        assert!(merge(&[]).is_empty());
     }
 
     #[test]

@@ -302,3 +302,48 @@ pub async fn resume(state: &AppState) {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn with_type(value: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(v) = value {
+            h.insert(CONTENT_TYPE, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn upload_content_types() {
+        for ok in [
+            None,
+            Some("text/csv"),
+            Some("Text/CSV; charset=utf-8"),
+            Some("application/x-rar-compressed"),
+            Some(" application/octet-stream "),
+        ] {
+            assert!(content_type_allowed(&with_type(ok)).is_ok(), "{ok:?}");
+        }
+        for bad in [
+            "application/json",
+            "multipart/form-data; boundary=x",
+            "",
+            "text",
+        ] {
+            let e = content_type_allowed(&with_type(Some(bad))).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNSUPPORTED_MEDIA_TYPE, "{bad}");
+            assert!(e.message.starts_with("Content-Type:"));
+        }
+    }
+
+    #[test]
+    fn an_upload_waits_under_its_import_id() {
+        assert_eq!(
+            upload_path(Path::new("/d"), 7),
+            PathBuf::from("/d/import-7.upload")
+        );
+    }
+}

@@ -240,3 +240,47 @@ async fn remove_subscriber(
         )))
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_subscriber_item_is_checked_field_by_field() {
+        let ok =
+            subscriber(&json!({ "email": " a@b.test ", "name": "A", "attributes": { "k": 1 } }))
+                .unwrap();
+        assert_eq!(ok.email, "a@b.test");
+        assert_eq!(ok.name.as_deref(), Some("A"));
+        assert_eq!(ok.attributes.as_deref(), Some(r#"{"k":1}"#));
+        let bare = subscriber(&json!({ "email": "a@b.test", "name": null })).unwrap();
+        assert_eq!((bare.name, bare.attributes), (None, None));
+        for (item, email, error) in [
+            (json!({}), "", "email: missing"),
+            (json!({ "email": 1 }), "", "email: expected a string"),
+            (
+                json!({ "email": "x" }),
+                "x",
+                "email: not an email address (local@domain)",
+            ),
+            (
+                json!({ "email": "a@b.test", "attributes": "k=v" }),
+                "a@b.test",
+                "attributes: expected a JSON object",
+            ),
+            (
+                json!({ "email": "a@b.test", "extra": 1 }),
+                "a@b.test",
+                "extra: unknown field",
+            ),
+            (json!(null), "", "expected a JSON object"),
+        ] {
+            assert_eq!(
+                subscriber(&item).unwrap_err(),
+                (email.to_owned(), error.to_owned()),
+                "{item}"
+            );
+        }
+    }
+}
