@@ -35,6 +35,8 @@ mod db;
 mod db_pool;
 mod dispatch;
 mod dsn;
+mod import;
+mod lists;
 mod mime;
 mod mx;
 mod node;
