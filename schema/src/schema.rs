@@ -42,6 +42,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "0004_campaigns",
         include_str!("../sqlite/0004_campaigns.sql"),
     ),
+    (
+        5,
+        "0005_tracking",
+        include_str!("../sqlite/0005_tracking.sql"),
+    ),
 ];
 
 /// MySQL migrations, in order (same versions as SQLite's).
@@ -65,6 +70,11 @@ pub const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
         4,
         "0004_campaigns",
         include_str!("../mysql/0004_campaigns.sql"),
+    ),
+    (
+        5,
+        "0005_tracking",
+        include_str!("../mysql/0005_tracking.sql"),
     ),
 ];
 
