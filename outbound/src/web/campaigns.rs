@@ -40,8 +40,16 @@ fn not_found(id: i64) -> ApiError {
 async fn create(
     state: axum::extract::State<AppState>,
     Auth(account): Auth,
-    ApiJson(raw): ApiJson<NewCampaign>,
+    body: Result<ApiJson<NewCampaign>, ApiError>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
+    // A field of the wrong type is a bad request like any other bad field (axum
+    // says 422 for it; this API says 400 for every field at fault).
+    let ApiJson(raw) = body.map_err(|mut e| {
+        if e.status == StatusCode::UNPROCESSABLE_ENTITY {
+            e.status = StatusCode::BAD_REQUEST;
+        }
+        e
+    })?;
     let valid = campaign::validate(raw).map_err(|e| ApiError::field(e.field, e.why))?;
     let mut db = state.pool.get().await?;
     match store::create(&mut db, account.id, &valid).await {
