@@ -98,7 +98,7 @@ impl Action {
 
     /// The states the action is allowed from: the `state IN (...)` of its
     /// compare-and-set UPDATE.
-    pub fn from_states(self) -> &'static [State] {
+    pub fn allowed_from(self) -> &'static [State] {
         match self {
             Self::Start => &[State::Draft],
             Self::Pause => &[State::Running, State::Scheduled],
@@ -126,7 +126,7 @@ impl Action {
 /// The state `action` leads to from `current`, or `Err(current)` when the action
 /// is not allowed there (409 naming it).
 pub fn transition(current: State, action: Action, send_at_ahead: bool) -> Result<State, State> {
-    if action.from_states().contains(&current) {
+    if action.allowed_from().contains(&current) {
         Ok(action.target(send_at_ahead))
     } else {
         Err(current)

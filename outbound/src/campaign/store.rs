@@ -476,7 +476,7 @@ async fn apply_in_tx(
             }
         })?;
     let from: Vec<Val> = action
-        .from_states()
+        .allowed_from()
         .iter()
         .map(|s| Val::from(s.as_str()))
         .collect();
