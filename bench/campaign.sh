@@ -6,6 +6,7 @@
 #   bench/campaign.sh                              # both, 3 runs each
 #   EXPAND_N=1000000 SEND_N=200000 RUNS=3 THREADS=2 bench/campaign.sh
 #   PHASES=expand bench/campaign.sh                # one of them
+#   PERF=/tmp/relay.perf PHASES=send RUNS=1 bench/campaign.sh   # profile the relay
 #
 # Each run uses a fresh SQLite file: one account, one single opt-in list of N
 # subscribers (made with one INSERT ... SELECT over a recursive CTE; each with a
@@ -62,7 +63,7 @@ prepare() {
     local n=$1 rate=$2 db="$work/q_$RANDOM$RANDOM.sqlite"
     "$BIN" --store "sqlite:$db" stats >/dev/null 2>&1
     "$BIN" --store "sqlite:$db" account add bench >/dev/null
-    sqlite3 "$db" <<SQL
+    sqlite3 "$db" >/dev/null <<SQL
 PRAGMA journal_mode=WAL;
 INSERT INTO lists (account_id, name, opt_in) VALUES (1, 'all', 'single');
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $n)
@@ -86,12 +87,16 @@ relay() {
     cat >"$work/relay.toml" <<TOML
 [relay]
 poll_interval_ms = 50
+batch_size = ${BATCH:-256}
+max_in_flight = ${IN_FLIGHT:-5000}
 [delivery]
 helo_name = "bench.test"
 [campaigns]
 $campaigns
 TOML
-    "$BIN" --store "sqlite:$db" -c "$work/relay.toml" --threads "$THREADS" "${transports[@]}" 2>"$work/relay.log" &
+    local perf=()
+    if [ -n "${PERF:-}" ]; then perf=(perf record -F 499 -g -o "$PERF"); fi
+    "${perf[@]}" "$BIN" --store "sqlite:$db" -c "$work/relay.toml" --threads "$THREADS" "${transports[@]}" 2>"$work/relay.log" &
     relay_pid=$!
     local deadline=$(( $(date +%s) + 30 ))
     until [ "$(sqlite3 "$db" 'SELECT COUNT(*) FROM outbound_nodes')" -gt 0 ] || [ "$(date +%s)" -ge "$deadline" ]; do sleep 0.1; done
