@@ -700,3 +700,75 @@ fn a_killed_node_loses_its_campaign_expansion_to_another() {
         (Some(120), Some(120))
     );
 }
+
+/// An unsubscribe request (mail to the List-Unsubscribe address, through
+/// `smtpd`) about a campaign's message ends the subscriber's membership of that
+/// campaign's lists, and nothing else: the address is not suppressed, so the
+/// application's own mail still reaches it, and its other lists keep it.
+#[test]
+fn a_campaign_unsubscribe_ends_list_memberships_not_transactional_mail() {
+    let store = Store::sqlite();
+    let token = account(&store, "press");
+    let acc = account_id(&store, "press");
+    let web = Web::start(&store, "");
+    let dest = Dest::start(&[]);
+    let smtpd = crate::support::Smtpd::start(&store, &["bounce.test"]);
+    let news = list(&store, acc, "news", "single");
+    let vip = list(&store, acc, "vip", "single");
+    let other = list(&store, acc, "other", "single");
+    let ann = subscriber(&store, acc, "ann@a.test", "Ann", "{}", "enabled");
+    for l in [news, vip, other] {
+        member(&store, l, ann, "confirmed");
+    }
+    let id = create(
+        &web,
+        &token,
+        &json!({"name": "n", "from": "news@press.test", "subject": "s", "text": "Hi [Name]",
+                "lists": [news, vip]}),
+    );
+    let cfg = FAST.replace("[bounces]\ndsn = false\n", "")
+        + "\n[bounces]\ndsn = false\ndomain = \"bounce.test\"\nkey = \"0123456789abcdef-test-key\"\n\
+           intake_interval_ms = 200\n[campaigns]\ninterval_ms = 100\n";
+    let _relay = Relay::start(
+        &store,
+        &cfg,
+        &["--transport", &format!("a.test={}", dest.addr)],
+    );
+    act(&web, &token, id, "start");
+    wait_state(&web, &token, id, "finished", Duration::from_secs(30));
+    let data = dest.messages()[0]["data"].as_str().unwrap().to_owned();
+    let address = data
+        .split("<mailto:")
+        .nth(1)
+        .and_then(|a| a.split('?').next())
+        .unwrap_or_else(|| panic!("no List-Unsubscribe: {data}"))
+        .to_owned();
+    smtpd.send(
+        "ann@a.test",
+        &address,
+        "Subject: unsubscribe\r\n\r\nunsubscribe\r\n",
+    );
+    wait_for("the unsubscribe", Duration::from_secs(20), || {
+        store.count(&format!(
+            "SELECT COUNT(*) FROM list_members WHERE unsubscribed_by = {id} AND status = 'unsubscribed'"
+        )) == 2
+    });
+    assert_eq!(
+        store.column(&format!(
+            "SELECT status FROM list_members WHERE list_id = {other}"
+        )),
+        ["confirmed"]
+    );
+    assert_eq!(store.count("SELECT COUNT(*) FROM suppression"), 0);
+    assert_eq!(show(&web, &token, id)["unsubscribed"], 2);
+    enqueue(
+        &store,
+        "app@sender.test",
+        &["ann@a.test"],
+        &message("receipt"),
+    );
+    wait_for("the receipt", Duration::from_secs(10), || {
+        dest.recipients().len() == 2
+    });
+    assert_eq!(store.state("ann@a.test"), "delivered");
+}
