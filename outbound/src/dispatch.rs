@@ -417,7 +417,10 @@ impl Dispatcher {
         let templates = queue.templates(&template_ids).await?;
         let mut groups: HashMap<GroupKey, Group> = HashMap::new();
         for row in rows {
-            let dsn_to = bounce_policy::dsn_recipient(&row.sender);
+            // A campaign's failures are counted in its stats, not mailed back to
+            // its From address one DSN per recipient.
+            let dsn_to =
+                bounce_policy::dsn_recipient(&row.sender).filter(|_| row.campaign_id.is_none());
             self.in_flight.insert(
                 row.id,
                 InFlight {
