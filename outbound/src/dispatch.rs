@@ -356,8 +356,9 @@ impl Dispatcher {
                 }
                 self.stopped = report.stopped;
             }
-            // The campaign tables missing (a relay-only database) or the store down.
-            Err(e) => debug!(error = %e, "campaign runner failed"),
+            // The store down, most likely; the next tick tries again (a window
+            // that failed was rolled back whole).
+            Err(e) => warn!(error = %e, "campaign runner failed"),
         }
     }
 
