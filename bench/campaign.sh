@@ -38,14 +38,21 @@ LIMIT_SECS=600
 if ! [ -x /usr/sbin/smtp-sink ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix sqlite3 >/dev/null
 fi
-cargo build --release -p outbound >/dev/null 2>&1
-BIN=$PWD/target/release/outbound
+# BIN=path runs another build (an A/B of two commits).
+if [ -z "${BIN:-}" ]; then
+    cargo build --release -p outbound >/dev/null 2>&1
+    BIN=$PWD/target/release/outbound
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; rm -rf "$work"; }
+relay_pid=""
+cleanup() {
+    for p in "${pids[@]}" $relay_pid; do kill "$p" 2>/dev/null || true; done
+    rm -rf "$work"
+}
 trap cleanup EXIT
 
 port=$(free_port)
