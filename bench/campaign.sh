@@ -62,6 +62,9 @@ sleep 0.5
 transports=()
 for d in $(seq 0 9); do transports+=(--transport "d$d.test=127.0.0.1:$port"); done
 
+# sqlite3 waiting for the relay's write lock instead of failing at once.
+sq() { sqlite3 -cmd ".timeout 10000" "$@"; }
+
 median() { sort -g | awk '{a[NR]=$1} END {if (NR == 0) print "n/a"; else if (NR % 2) print a[(NR+1)/2]; else print (a[NR/2]+a[NR/2+1])/2}'; }
 
 # A fresh store with N subscribers on list 1 and a draft campaign 1 (rate $2,
@@ -70,7 +73,7 @@ prepare() {
     local n=$1 rate=$2 db="$work/q_$RANDOM$RANDOM.sqlite"
     "$BIN" --store "sqlite:$db" stats >/dev/null 2>&1
     "$BIN" --store "sqlite:$db" account add bench >/dev/null
-    sqlite3 "$db" >/dev/null <<SQL
+    sq "$db" >/dev/null <<SQL
 PRAGMA journal_mode=WAL;
 INSERT INTO lists (account_id, name, opt_in) VALUES (1, 'all', 'single');
 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < $n)
@@ -106,12 +109,12 @@ TOML
     "${perf[@]}" "$BIN" --store "sqlite:$db" -c "$work/relay.toml" --threads "$THREADS" "${transports[@]}" 2>"$work/relay.log" &
     relay_pid=$!
     local deadline=$(( $(date +%s) + 30 ))
-    until [ "$(sqlite3 "$db" 'SELECT COUNT(*) FROM outbound_nodes')" -gt 0 ] || [ "$(date +%s)" -ge "$deadline" ]; do sleep 0.1; done
+    until [ "$(sq "$db" 'SELECT COUNT(*) FROM outbound_nodes')" -gt 0 ] || [ "$(date +%s)" -ge "$deadline" ]; do sleep 0.1; done
 }
 
 wait_until() { # SQL returning 1 when done
     local db=$1 sql=$2 deadline=$(( $(date +%s) + LIMIT_SECS ))
-    until [ "$(sqlite3 "$db" "$sql")" = 1 ]; do
+    until [ "$(sq "$db" "$sql")" = 1 ]; do
         if [ "$(date +%s)" -ge "$deadline" ]; then echo "run did not finish in ${LIMIT_SECS}s" >&2; tail -5 "$work/relay.log" >&2; return 1; fi
         sleep 0.2
     done
@@ -130,7 +133,7 @@ expand_batch = 100000
 interval_ms = 10"
         "$BIN" --store "sqlite:$db" campaign start 1 >/dev/null
         wait_until "$db" "SELECT expand_done FROM campaigns WHERE id = 1" || true
-        read -r n secs < <(sqlite3 -separator ' ' "$db" \
+        read -r n secs < <(sq -separator ' ' "$db" \
             "SELECT recipients, (julianday(updated_at) - julianday(started_at)) * 86400 FROM campaigns WHERE id = 1")
         kill "$relay_pid"; wait "$relay_pid" || true
         rate=$(echo "$n / $secs" | bc -l)
@@ -153,7 +156,7 @@ interval_ms = 50"
         "$BIN" --store "sqlite:$db" campaign start 1 >/dev/null
         wait_until "$db" "SELECT state = 'finished' FROM campaigns WHERE id = 1" || true
         kill "$relay_pid"; wait "$relay_pid" || true
-        read -r n secs < <(sqlite3 -separator ' ' "$db" \
+        read -r n secs < <(sq -separator ' ' "$db" \
             "SELECT COUNT(*), (julianday(MAX(at)) - julianday(MIN(at))) * 86400 FROM outbound_log \
              WHERE campaign_id = 1 AND outcome = 'delivered'")
         rate=$(echo "$n / $secs" | bc -l)
