@@ -26,6 +26,8 @@ use tracing::{debug, error, info, warn};
 
 use crate::address::{self, ReversePath};
 use crate::bounce_policy;
+use crate::campaign::State as CampaignState;
+use crate::campaign::runner::Runner;
 use crate::client::Tls;
 use crate::config::Config;
 use crate::dsn;
@@ -36,6 +38,13 @@ use crate::retry::Next;
 use crate::template::{Template, prepend_headers, render};
 use crate::verp::Kind;
 use crate::worker::{self, Job};
+
+/// Attempts wait at most this long to be recorded, so that one transaction (one
+/// fsync) records many: at thousands of deliveries a second a commit per loop
+/// turn was what bounded the rate. Recording later delays no delivery.
+const FLUSH_DELAY: Duration = Duration::from_millis(20);
+/// ... unless this many are waiting already.
+const FLUSH_ROWS: usize = 1_024;
 
 /// How often the node row is read while watching for a heartbeat at start.
 const WATCH_POLL: Duration = Duration::from_millis(200);
@@ -55,6 +64,8 @@ struct InFlight {
     /// The message's header section, for DSNs (None for template rows).
     headers: Option<Vec<u8>>,
     delay_notified: bool,
+    /// The row's campaign, for the delivery log.
+    campaign_id: Option<i64>,
 }
 
 pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result<()> {
@@ -114,17 +125,25 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         instance: node.instance_id.clone(),
         in_flight: HashMap::new(),
         pending: Vec::new(),
+        pending_since: None,
         new_rows: Vec::new(),
         suppressions: Vec::new(),
         jobs,
+        campaign_of: HashMap::new(),
+        stopped: HashMap::new(),
     };
     let mut lost = d.heartbeat(&mut queue, &node).await;
     info!(node = %cfg.node_id, instance = %node.instance_id, threads = cfg.threads, store = %cfg.store, "relay running");
     let mut next_heartbeat = Instant::now() + cfg.heartbeat;
     let mut next_claim = Instant::now();
     let mut next_intake = Instant::now();
+    let mut next_campaigns = Instant::now();
     while lost.is_none() {
         let now = Instant::now();
+        if now >= next_campaigns {
+            d.campaigns(&mut queue, &node).await;
+            next_campaigns = Instant::now() + cfg.campaigns.interval;
+        }
         if cfg.bounces.verp.is_some() && now >= next_intake {
             d.intake(&mut queue).await;
             next_intake = now + cfg.bounces.intake_interval;
@@ -138,7 +157,10 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         }
         if now >= next_claim {
             let room = cfg.max_in_flight.saturating_sub(d.in_flight.len());
-            if room == 0 {
+            // Nearly full: wait for a worthwhile batch rather than committing a
+            // claim transaction (an fsync) for a handful of rows.
+            let worthwhile = (cfg.batch_size.min(cfg.max_in_flight) / 4).max(1);
+            if room == 0 || (room < worthwhile && !d.in_flight.is_empty()) {
                 next_claim = now + cfg.poll_interval;
             } else {
                 let want = room.min(cfg.batch_size);
@@ -153,8 +175,13 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
                 }
             }
         }
-        d.flush(&mut queue).await;
-        let mut wake = next_claim.min(next_heartbeat);
+        if d.flush_due(Instant::now()) {
+            d.flush(&mut queue).await;
+        }
+        let mut wake = next_claim.min(next_heartbeat).min(next_campaigns);
+        if let Some(since) = d.pending_since {
+            wake = wake.min(since + FLUSH_DELAY);
+        }
         if cfg.bounces.verp.is_some() {
             wake = wake.min(next_intake);
         }
@@ -293,14 +320,48 @@ struct Dispatcher {
     in_flight: HashMap<i64, InFlight>,
     /// Attempts waiting to be recorded.
     pending: Vec<Attempt>,
+    /// When the oldest of them arrived (None: none waiting).
+    pending_since: Option<Instant>,
     /// DSNs to queue, recorded with the attempts that caused them.
     new_rows: Vec<NewRow>,
     /// Addresses a server refused as non-existent (hard 5xx at RCPT/DATA).
     suppressions: Vec<(String, String)>,
     jobs: Vec<mpsc::UnboundedSender<Job>>,
+    /// Campaign of each pending attempt's row (queue id → campaign id), for the
+    /// delivery log; filled by `finish`, emptied by `flush`.
+    campaign_of: HashMap<i64, i64>,
+    /// Campaigns paused or cancelled, as the last runner tick saw them: their
+    /// rows claimed since (a lease that came back, a race with the pause) are
+    /// put back instead of sent.
+    stopped: HashMap<i64, CampaignState>,
 }
 
 impl Dispatcher {
+    /// One campaign runner tick (`campaign::runner`), on this connection.
+    async fn campaigns(&mut self, queue: &mut Queue, node: &Node) {
+        let runner = Runner {
+            cfg: &self.cfg.campaigns,
+            node: &node.node_id,
+            instance: &node.instance_id,
+        };
+        match runner.tick(queue.db(), Utc::now()).await {
+            Ok(report) => {
+                if report.started + report.expanded + report.finished > 0 {
+                    debug!(
+                        started = report.started,
+                        expanded = report.expanded,
+                        finished = report.finished,
+                        "campaign runner"
+                    );
+                }
+                self.stopped = report.stopped;
+            }
+            // The store down, most likely; the next tick tries again (a window
+            // that failed was rolled back whole).
+            Err(e) => warn!(error = %e, "campaign runner failed"),
+        }
+    }
+
     /// One heartbeat; an error when another process has taken the node id over
     /// (this one must stop: its leases are no longer its own).
     async fn heartbeat(&mut self, queue: &mut Queue, node: &Node) -> Option<node::NodeError> {
@@ -342,6 +403,7 @@ impl Dispatcher {
         if claimed == 0 {
             return Ok(0);
         }
+        let rows = self.put_back_stopped(queue, rows).await;
         debug!(claimed, "claimed");
         let addresses: HashSet<String> = rows
             .iter()
@@ -356,7 +418,10 @@ impl Dispatcher {
         let templates = queue.templates(&template_ids).await?;
         let mut groups: HashMap<GroupKey, Group> = HashMap::new();
         for row in rows {
-            let dsn_to = bounce_policy::dsn_recipient(&row.sender);
+            // A campaign's failures are counted in its stats, not mailed back to
+            // its From address one DSN per recipient.
+            let dsn_to =
+                bounce_policy::dsn_recipient(&row.sender).filter(|_| row.campaign_id.is_none());
             self.in_flight.insert(
                 row.id,
                 InFlight {
@@ -365,6 +430,7 @@ impl Dispatcher {
                     dsn_to,
                     headers: row.body.as_deref().map(|b| dsn::header_section(b).to_vec()),
                     delay_notified: row.delay_notified,
+                    campaign_id: row.campaign_id,
                 },
             );
             if suppressed.contains(&row.recipient.to_ascii_lowercase()) {
@@ -440,6 +506,46 @@ impl Dispatcher {
         Ok(claimed)
     }
 
+    /// Rows of campaigns paused or cancelled since they were queued go back
+    /// (paused) or away (cancelled) instead of out; the rest are returned. On
+    /// failure they are sent: the pause missed them by a moment, as it would have
+    /// had they been claimed a moment earlier.
+    async fn put_back_stopped(&mut self, queue: &mut Queue, rows: Vec<Claimed>) -> Vec<Claimed> {
+        if self.stopped.is_empty() {
+            return rows;
+        }
+        let (mut paused, mut cancelled) = (Vec::new(), Vec::new());
+        for r in &rows {
+            match r.campaign_id.and_then(|c| self.stopped.get(&c)) {
+                Some(CampaignState::Paused) => paused.push(r.id),
+                Some(CampaignState::Cancelled) => cancelled.push(r.id),
+                _ => {}
+            }
+        }
+        if paused.is_empty() && cancelled.is_empty() {
+            return rows;
+        }
+        let (node, instance) = (self.cfg.node_id.clone(), self.instance.clone());
+        let back = queue
+            .put_back_stopped(&node, &instance, &paused, false)
+            .await;
+        let gone = queue
+            .put_back_stopped(&node, &instance, &cancelled, true)
+            .await;
+        if let Err(e) = back.as_ref().and(gone.as_ref()) {
+            warn!(error = %e, "could not put back rows of stopped campaigns; sending them");
+            return rows;
+        }
+        debug!(
+            paused = paused.len(),
+            cancelled = cancelled.len(),
+            "claimed rows of stopped campaigns put back"
+        );
+        rows.into_iter()
+            .filter(|r| !paused.contains(&r.id) && !cancelled.contains(&r.id))
+            .collect()
+    }
+
     fn send_job(&mut self, job: Job) {
         let mut h = DefaultHasher::new();
         job.domain.hash(&mut h);
@@ -493,6 +599,9 @@ impl Dispatcher {
             let Some(meta) = self.in_flight.remove(&a.queue_id) else {
                 continue;
             };
+            if let Some(campaign) = meta.campaign_id {
+                self.campaign_of.insert(a.queue_id, campaign);
+            }
             let age = (a.at - meta.created).to_std().unwrap_or_default();
             if a.outcome == Outcome::Deferred {
                 let attempts = meta.attempts.saturating_add(1);
@@ -526,6 +635,7 @@ impl Dispatcher {
                 }
             }
             self.pending.push(a);
+            self.pending_since.get_or_insert_with(Instant::now);
         }
     }
 
@@ -601,13 +711,24 @@ impl Dispatcher {
         }
     }
 
+    /// Whether to record now: enough waiting, or the oldest has waited
+    /// [`FLUSH_DELAY`]. DSNs and suppressions only come with attempts.
+    fn flush_due(&self, now: Instant) -> bool {
+        self.pending.len() >= FLUSH_ROWS
+            || self
+                .pending_since
+                .is_some_and(|since| now >= since + FLUSH_DELAY)
+    }
+
     async fn flush(&mut self, queue: &mut Queue) {
+        self.pending_since = None;
         if self.pending.is_empty() && self.new_rows.is_empty() && self.suppressions.is_empty() {
             return;
         }
         let batch = std::mem::take(&mut self.pending);
         let new_rows = std::mem::take(&mut self.new_rows);
         let suppressions = std::mem::take(&mut self.suppressions);
+        let campaign_of = std::mem::take(&mut self.campaign_of);
         // Recording must not be lost: retry until it lands. Deliveries carry on
         // meanwhile; the leases are renewed by the heartbeat.
         let mut wait = Duration::from_millis(100);
@@ -617,6 +738,7 @@ impl Dispatcher {
                     &self.cfg.node_id,
                     &self.instance,
                     &batch,
+                    &campaign_of,
                     &new_rows,
                     &suppressions,
                 )
@@ -772,6 +894,7 @@ mod tests {
             params: None,
             attempts: 0,
             delay_notified: false,
+            campaign_id: None,
         }
     }
 

@@ -27,6 +27,7 @@ use clap::{Parser, Subcommand};
 mod accounts;
 mod address;
 mod bounce_policy;
+mod campaign;
 mod cli_campaigns;
 mod cli_lists;
 mod client;
@@ -192,7 +193,11 @@ fn main() -> ExitCode {
         Err(e) => {
             eprintln!("outbound: {e:#}");
             // A node id another process runs under is a configuration error.
-            if e.downcast_ref::<node::NodeError>().is_some() {
+            // So is an unknown campaign id (`outbound campaign ... ID`).
+            if e.downcast_ref::<node::NodeError>().is_some()
+                || e.downcast_ref::<cli_campaigns::CampaignNotFound>()
+                    .is_some()
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::from(1)

@@ -116,3 +116,5 @@ ALTER TABLE outbound_queue
 ALTER TABLE outbound_log
   ADD COLUMN campaign_id BIGINT UNSIGNED NULL,
   ADD KEY outbound_log_campaign (campaign_id, at);
+-- A campaign's bounce count joins bounces to queue rows.
+ALTER TABLE outbound_bounces ADD KEY outbound_bounces_queue (queue_id);

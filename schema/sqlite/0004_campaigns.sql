@@ -130,6 +130,12 @@ ALTER TABLE outbound_queue ADD COLUMN subscriber_id INTEGER;
 CREATE UNIQUE INDEX IF NOT EXISTS outbound_queue_campaign_subscriber
   ON outbound_queue (campaign_id, subscriber_id);
 CREATE INDEX IF NOT EXISTS outbound_queue_campaign_state ON outbound_queue (campaign_id, state);
+-- The SQLite claim walks queued rows in claim order (priority DESC, id) and stops
+-- after a batch, rather than sorting every due row (a campaign's backlog is due at
+-- once). MySQL's claim (FOR UPDATE SKIP LOCKED) keeps outbound_queue_due.
+CREATE INDEX IF NOT EXISTS outbound_queue_claim ON outbound_queue (state, priority DESC, id);
+-- A campaign's bounce count joins bounces to queue rows.
+CREATE INDEX IF NOT EXISTS outbound_bounces_queue ON outbound_bounces (queue_id);
 -- The delivery log names the campaign too, for its timeline.
 ALTER TABLE outbound_log ADD COLUMN campaign_id INTEGER;
 CREATE INDEX IF NOT EXISTS outbound_log_campaign ON outbound_log (campaign_id, at);

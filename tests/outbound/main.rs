@@ -12,6 +12,8 @@
 //!   SERVFAIL.
 //! - [`limits`]: per-domain rate and connection limits, measured at the destination.
 //! - [`nodes`]: two relays sharing one MariaDB queue; a relay killed mid-run.
+//! - [`campaigns`]: campaigns over the API and the CLI, expanded and delivered by
+//!   relays: the recipient rule, tags, pause/resume/cancel, priority, takeover.
 //! - [`bounces`]: the bounce loop with `smtpd`: VERP, DSNs both ways, suppression,
 //!   forged bounces, unsubscribe.
 //!
@@ -22,6 +24,7 @@
 mod support;
 
 mod bounces;
+mod campaigns;
 mod delivery;
 mod flow;
 mod imports;
