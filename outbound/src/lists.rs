@@ -360,7 +360,6 @@ pub struct Upserted {
 /// One stored subscriber as [`upsert`] looks it up.
 struct Existing {
     id: i64,
-    email: String,
     name: String,
     attributes: String,
     /// Its membership of the list, if any.
@@ -391,11 +390,14 @@ pub async fn upsert(db: &mut Db, list: &List, rows: &[NewSubscriber]) -> Result<
     let mut write_rows = 0usize;
     let mut insert_sql_full: Option<String> = None;
     for (key, row) in &merged {
+        // An existing subscriber keeps the address as first stored: the key is
+        // case-insensitive, but an application's own spelling (a local part may be
+        // case-sensitive at its server) is not rewritten by a later import.
         let (name, attributes) = match existing.get(key) {
             Some(e) => {
                 let name = row.name.as_deref().unwrap_or(&e.name);
                 let attributes = row.attributes.as_deref().unwrap_or(&e.attributes);
-                if e.email == row.email && e.name == name && e.attributes == attributes {
+                if e.name == name && e.attributes == attributes {
                     continue; // unchanged: no write, no lock
                 }
                 (name.to_owned(), attributes.to_owned())
@@ -532,7 +534,7 @@ async fn lookup(
     let mut existing = HashMap::new();
     for batch in merged.chunks(LOOKUP_BATCH) {
         let sql = format!(
-            "SELECT s.email_key, s.id, s.email, s.name, s.attributes, m.status \
+            "SELECT s.email_key, s.id, s.name, s.attributes, m.status \
              FROM subscribers s LEFT JOIN list_members m \
                ON m.list_id = ? AND m.subscriber_id = s.id \
              WHERE s.account_id = ? AND s.email_key IN ({})",
@@ -545,8 +547,7 @@ async fn lookup(
         for row in db.query(&sql, params).await? {
             let mut values = row.into_iter();
             let mut next = || values.next().unwrap_or(Val::Null);
-            let (key, id, email, name, attributes, status) =
-                (next(), next(), next(), next(), next(), next());
+            let (key, id, name, attributes, status) = (next(), next(), next(), next(), next());
             let (Some(key), Some(id)) = (key.text(), id.int()) else {
                 continue;
             };
@@ -554,7 +555,6 @@ async fn lookup(
                 key,
                 Existing {
                     id,
-                    email: email.text().unwrap_or_default(),
                     name: name.text().unwrap_or_default(),
                     attributes: attributes.text().unwrap_or_else(|| "{}".to_owned()),
                     member: status != Val::Null,
@@ -570,13 +570,13 @@ fn subscriber_upsert_sql(db: &Db, rows: usize) -> String {
     if db.is_mysql() {
         format!(
             "INSERT INTO subscribers (account_id, email, email_key, name, attributes) VALUES {values} \
-             ON DUPLICATE KEY UPDATE email = VALUES(email), name = VALUES(name), \
+             ON DUPLICATE KEY UPDATE name = VALUES(name), \
              attributes = VALUES(attributes), updated_at = CURRENT_TIMESTAMP(3)"
         )
     } else {
         format!(
             "INSERT INTO subscribers (account_id, email, email_key, name, attributes) VALUES {values} \
-             ON CONFLICT (account_id, email_key) DO UPDATE SET email = excluded.email, \
+             ON CONFLICT (account_id, email_key) DO UPDATE SET \
              name = excluded.name, attributes = excluded.attributes, \
              updated_at = strftime('%Y-%m-%d %H:%M:%f', 'now') \
              RETURNING email_key, id"

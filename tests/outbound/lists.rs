@@ -230,8 +230,9 @@ fn subscribers_are_added_updated_or_rejected_one_by_one() {
     );
     assert_eq!(errors.len(), 9);
 
-    // Case-insensitively one subscriber per account: an update, not an add. A
-    // given name replaces; absent attributes keep the stored ones.
+    // Case-insensitively one subscriber per account: an update, not an add, and
+    // the address keeps its first spelling. A given name replaces; absent
+    // attributes keep the stored ones.
     let out = add(
         &web,
         &token,
@@ -244,7 +245,7 @@ fn subscribers_are_added_updated_or_rejected_one_by_one() {
     );
     assert_eq!(
         store.column("SELECT email || '|' || name || '|' || attributes FROM subscribers WHERE email_key = 'ann@example.test'"),
-        vec!["ANN@example.test|Ann B.|{\"city\":\"Oslo\"}"]
+        vec!["ann@example.test|Ann B.|{\"city\":\"Oslo\"}"]
     );
     // A given attributes object replaces the stored one; absent name is kept.
     add(
