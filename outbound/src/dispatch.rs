@@ -7,7 +7,9 @@
 //! into jobs (grouping recipients of one domain that share a sender and body;
 //! rendering templates), handing each job to the worker owning its domain (hash of
 //! the domain), applying the retry schedule to deferrals, and recording every
-//! attempt in batches. On SIGTERM/SIGINT it stops claiming, lets deliveries under way
+//! attempt in batches (one transaction per [`FLUSH_DELAY`] or [`FLUSH_ROWS`]), the
+//! campaign runner's tick (`campaign::runner`) on its own connection, and putting
+//! back claimed rows of campaigns paused or cancelled since. On SIGTERM/SIGINT it stops claiming, lets deliveries under way
 //! finish (up to `relay.shutdown_grace_secs`), returns the rest (its own leases
 //! only) to the queue and marks the node stopped.
 //! Must not: talk SMTP or DNS.

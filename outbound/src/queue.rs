@@ -12,8 +12,12 @@
 //! process (fencing), so one that lost its lease cannot overwrite the newer owner's
 //! outcome. The node row (`outbound_nodes`) is taken by compare-and-set on its
 //! instance id and last heartbeat, so two processes cannot both own it.
+//! Claimed rows carry their campaign (logged with each attempt); a campaign row's
+//! unsubscribe request ends the subscriber's memberships of that campaign's lists
+//! instead of suppressing the address.
 //! Must not: decide outcomes or schedules (the dispatcher does), nor what a bounce
-//! calls for (`bounce_policy` does; this module runs the SQL its verdict asks for).
+//! calls for (`bounce_policy` does; this module runs the SQL its verdict asks for),
+//! nor campaign states and expansion (`campaign` does).
 
 use std::collections::{HashMap, HashSet};
 

@@ -773,3 +773,95 @@ fn a_campaign_unsubscribe_ends_list_memberships_not_transactional_mail() {
     });
     assert_eq!(store.state("ann@a.test"), "delivered");
 }
+
+/// The MySQL dialect of what the SQLite tests cover: pause (CLI), resume with the
+/// rows re-spaced (`UPDATE … JOIN` over a window), the timeline's buckets (`DIV`)
+/// and the counts.
+#[test]
+fn pause_resume_timeline_and_counts_on_mariadb() {
+    let store = Store::mariadb();
+    let token = account(&store, "press");
+    let acc = account_id(&store, "press");
+    let web = Web::start(&store, "");
+    let dest = Dest::start(&["--rule", "u7@a.test=550 5.1.1 No such user"]);
+    let news = list(&store, acc, "news", "single");
+    let values: Vec<String> = (0..30)
+        .map(|i| format!("({acc}, 'u{i}@a.test', 'u{i}@a.test', 'U{i}', '{{\"n\": {i}}}')"))
+        .collect();
+    store.exec(&format!(
+        "INSERT INTO subscribers (account_id, email, email_key, name, attributes) VALUES {}",
+        values.join(", ")
+    ));
+    store.exec(&format!(
+        "INSERT INTO list_members (list_id, subscriber_id, status) \
+         SELECT {news}, id, 'confirmed' FROM subscribers WHERE account_id = {acc}"
+    ));
+    let id = create(
+        &web,
+        &token,
+        &json!({"name": "m", "from": "News <news@press.test>", "subject": "s [n]",
+                "text": "Hi [Name], number [n]", "lists": [news], "messages_per_second": 10}),
+    );
+    let _relay = Relay::start(
+        &store,
+        &config(""),
+        &["--transport", &format!("a.test={}", dest.addr)],
+    );
+    act(&web, &token, id, "start");
+    wait_for("some deliveries", Duration::from_secs(20), || {
+        dest.recipients().len() >= 3
+    });
+    let paused = outbound(&store, &["campaign", "pause", &id.to_string()], None);
+    assert!(
+        paused.status.success(),
+        "{}",
+        String::from_utf8_lossy(&paused.stderr)
+    );
+    assert!(
+        store.count(&format!(
+            "SELECT COUNT(*) FROM outbound_queue WHERE campaign_id = {id} AND state = 'paused'"
+        )) > 0
+    );
+    assert_eq!(act(&web, &token, id, "resume")["state"], "running");
+    // Re-spaced at 10/s from the resume: the last row is due ≥ 1 s after the first.
+    let spread = store.count(&format!(
+        "SELECT TIMESTAMPDIFF(MICROSECOND, MIN(next_attempt_at), MAX(next_attempt_at)) \
+         FROM outbound_queue WHERE campaign_id = {id} AND state IN ('queued', 'sending', 'paused')"
+    ));
+    assert!(spread >= 900_000, "{spread} µs");
+    let done = wait_state(&web, &token, id, "finished", Duration::from_secs(30));
+    assert_eq!(
+        (done["recipients"].as_i64(), done["delivered"].as_i64()),
+        (Some(30), Some(29))
+    );
+    assert_eq!(
+        (done["failed"].as_i64(), done["bounced"].as_i64()),
+        (Some(1), Some(0))
+    );
+    assert_eq!(per_recipient(&dest).len(), 29);
+    let text = dest
+        .messages()
+        .iter()
+        .map(|m| m["data"].as_str().unwrap().to_owned())
+        .find(|d| d.contains("U12"))
+        .unwrap();
+    assert!(text.contains("Hi U12, number 12"), "{text}");
+    let timeline = web.call(
+        "GET",
+        &format!("/api/v1/campaigns/{id}/timeline?step=1"),
+        Some(&token),
+        None,
+    );
+    assert_eq!(timeline.status, 200, "{}", timeline.body);
+    let points = timeline.json["points"].as_array().unwrap();
+    let sum = |k: &str| -> i64 { points.iter().map(|p| p[k].as_i64().unwrap()).sum() };
+    assert_eq!((sum("delivered"), sum("failed")), (29, 1), "{points:?}");
+    assert!(points.len() >= 2, "spread over seconds at 10/s: {points:?}");
+    assert!(points[0]["at"].as_str().unwrap().ends_with('Z'));
+    let stats = outbound(&store, &["campaign", "stats", &id.to_string()], None);
+    let stats = String::from_utf8_lossy(&stats.stdout);
+    assert!(
+        stats.contains("delivered 29\n") && stats.contains("failed 1\n"),
+        "{stats}"
+    );
+}

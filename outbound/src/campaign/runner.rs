@@ -40,7 +40,7 @@ use chrono::{DateTime, Utc};
 use tracing::{debug, info, warn};
 
 use super::State;
-use super::store::{PARAMS_MYSQL, PARAMS_SQLITE, interval_secs, spaced_time};
+use super::store::{MAX_SPAN_MS, PARAMS_MYSQL, PARAMS_SQLITE, interval_secs, spaced_time};
 use crate::config::Campaigns;
 use crate::db::{Db, DbError, Val};
 use crate::queue::{parse_ts, ts};
@@ -415,7 +415,9 @@ impl Runner<'_> {
         ]);
         let queued = db.exec(&sql, params).await?;
         let next = start
-            + chrono::Duration::milliseconds((interval * queued as f64 * 1000.0).min(1e15) as i64);
+            + chrono::Duration::milliseconds(
+                (interval * queued as f64 * 1000.0).min(MAX_SPAN_MS) as i64
+            );
         db.exec(
             "UPDATE campaigns SET expand_cursor = ?, recipients = recipients + ?, \
              next_send_at = ?, updated_at = ? WHERE id = ?",

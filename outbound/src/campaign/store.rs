@@ -58,9 +58,18 @@ pub fn spaced_time(
     }
 }
 
-/// 1/R in seconds; 0 without a rate (every row due at once).
+/// The longest spacing between two rows of a campaign: a rate below one message
+/// an hour is taken as one an hour, so that due times stay within what both
+/// dialects' time columns hold.
+pub const MAX_INTERVAL_SECS: f64 = 3_600.0;
+/// The furthest ahead `next_send_at` is moved (ten years, in milliseconds).
+pub const MAX_SPAN_MS: f64 = 10.0 * 365.0 * 86_400_000.0;
+
+/// 1/R in seconds (at most [`MAX_INTERVAL_SECS`]); 0 without a rate (every row
+/// due at once).
 pub fn interval_secs(rate: Option<f64>) -> f64 {
-    rate.filter(|r| *r > 0.0).map_or(0.0, |r| 1.0 / r)
+    rate.filter(|r| *r > 0.0)
+        .map_or(0.0, |r| (1.0 / r).min(MAX_INTERVAL_SECS))
 }
 
 /// A stored time as RFC 3339 UTC (milliseconds).
@@ -576,8 +585,8 @@ async fn resume_rows(
         params
     };
     let n = db.exec(&sql, all).await?;
-    let next =
-        now + chrono::Duration::milliseconds((interval * n as f64 * 1000.0).min(1e15) as i64);
+    let next = now
+        + chrono::Duration::milliseconds((interval * n as f64 * 1000.0).min(MAX_SPAN_MS) as i64);
     db.exec(
         "UPDATE campaigns SET next_send_at = ? WHERE id = ?",
         vec![ts(next).into(), id.into()],
