@@ -274,6 +274,7 @@ struct FileWeb {
     max_body_bytes: Option<usize>,
     max_import_bytes: Option<u64>,
     import_dir: Option<PathBuf>,
+    secure_cookies: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -381,6 +382,10 @@ pub struct Web {
     pub max_import_bytes: u64,
     /// Uploads wait here for their import.
     pub import_dir: PathBuf,
+    /// The console's session cookie carries `Secure`. Default false: the default
+    /// listener is loopback plain HTTP, where a `Secure` cookie would never be sent
+    /// back; set it behind a TLS-terminating proxy.
+    pub secure_cookies: bool,
 }
 
 /// The campaign runner of each relay node (`[campaigns]`).
@@ -551,6 +556,7 @@ fn web_section(raw: FileWeb) -> Result<Web, ConfigError> {
             64 * 1024 * 1024 * 1024,
         )?,
         import_dir,
+        secure_cookies: raw.secure_cookies.unwrap_or(false),
     })
 }
 

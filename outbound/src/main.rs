@@ -5,7 +5,7 @@
 //! - `outbound enqueue --from ADDR --to ADDR [--to ADDR ...] [--store URL] < message.eml`;
 //! - `outbound stats`, `outbound nodes`, `outbound suppress add|remove|list`;
 //! - `outbound web [--listen ADDR:PORT]`: the HTTP API (`web`);
-//! - `outbound account add NAME [--admin]`, `outbound list import LIST_ID FILE`,
+//! - `outbound account add NAME [--admin]`, `outbound account passwd NAME` (stdin), `outbound list import LIST_ID FILE`,
 //!   `outbound campaign start|pause|resume|cancel|stats ID`.
 //!
 //! Modules: `address` (envelope addresses), `bounce_policy` (what a bounce calls for),
@@ -13,7 +13,7 @@
 //! SQL statement), `row` (rows decoded by column name), `dispatch` (claims, retries, records), `worker` (a delivery
 //! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`, `node` (process identity),
 //! `template` (MIME rendering), `tls`; `accounts`, `lists`, `import`, `campaign`
-//! (the mass-mailing data and the campaign runner), `web` (HTTP API), `db_pool`.
+//! (the mass-mailing data and the campaign runner), `web` (HTTP API), `console` (the web console's pages), `db_pool`.
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -32,6 +32,7 @@ mod cli_campaigns;
 mod cli_lists;
 mod client;
 mod config;
+mod console;
 mod db;
 mod db_pool;
 mod dispatch;
@@ -142,6 +143,9 @@ enum AccountAction {
         #[arg(long = "admin")]
         admin: bool,
     },
+    /// Set the console password of an account (read from stdin, one line, at
+    /// least 12 characters); ends its console sessions.
+    Passwd { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -361,6 +365,21 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
                 if admin { ", admin" } else { "" }
             );
             println!("token {token}");
+        }
+        Some(Command::Account {
+            action: AccountAction::Passwd { name },
+        }) => {
+            let mut line = String::new();
+            std::io::stdin()
+                .take(console::session::MAX_PASSWORD_BYTES as u64 + 2)
+                .read_to_string(&mut line)
+                .context("reading the password from stdin")?;
+            let password = line.strip_suffix('\n').unwrap_or(&line);
+            let password = password.strip_suffix('\r').unwrap_or(password);
+            if !console::session::set_password(queue.db(), &name, password).await? {
+                anyhow::bail!("no account `{name}`");
+            }
+            println!("password set for {name}");
         }
         Some(Command::List { action }) => cli_lists::run(queue.db(), action).await?,
         Some(Command::Campaign { action }) => cli_campaigns::run(queue.db(), action).await?,

@@ -103,7 +103,20 @@ async fn upload(
         let mut db = state.pool.get().await?;
         own_list(&mut db, account.id, list_id).await?
     };
-    content_type_allowed(&headers)?;
+    let id = accept(&state, list, &headers, body).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+}
+
+/// Receives the upload `body` into `list` and starts its import; returns the
+/// import's id. Also the console's upload (`console::lists`), after its own
+/// session and CSRF checks.
+pub(crate) async fn accept(
+    state: &AppState,
+    list: List,
+    headers: &HeaderMap,
+    body: Body,
+) -> ApiResult<i64> {
+    content_type_allowed(headers)?;
     let limit = state.cfg.web.max_import_bytes;
     // A declared length over the limit is refused before reading a byte.
     if let Some(n) = headers
@@ -146,8 +159,8 @@ async fn upload(
         bytes = written,
         "import uploaded"
     );
-    start(&state, id, list, path).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "id": id }))))
+    start(state, id, list, path).await?;
+    Ok(id)
 }
 
 /// An upload being received: deleted when dropped unless kept.

@@ -12,7 +12,7 @@ pub mod auth;
 pub mod error;
 
 mod campaigns;
-mod imports;
+pub(crate) mod imports;
 mod lists;
 
 use std::net::SocketAddr;
@@ -53,6 +53,7 @@ pub fn router(state: AppState) -> Router {
         });
     Router::new()
         .nest("/api/v1", api)
+        .merge(crate::console::routes())
         .fallback(|| async { ApiError::not_found("path") })
         .layer(DefaultBodyLimit::max(state.cfg.web.max_body_bytes))
         .with_state(state)
@@ -78,15 +79,18 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
     info!(%local, store = %cfg.store, "HTTP API running");
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            info!("stopping the HTTP API");
-        })
-        .await
-        .context("HTTP server")?;
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!("stopping the HTTP API");
+    })
+    .await
+    .context("HTTP server")?;
     Ok(())
 }

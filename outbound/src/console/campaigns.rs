@@ -1,0 +1,348 @@
+//! `/campaigns`: an account's campaigns: the list, a new draft, a campaign's page
+//! (counts, delivery chart from the timeline, top links, bounce reasons,
+//! unsubscribes, the start/pause/resume/cancel buttons) and its live JSON.
+//!
+//! Owns: the pages, the form → [`NewCampaign`] mapping (with field limits), and
+//! two reads of its own for the page (top links from `campaign_links`/`clicks`,
+//! which the tracking code fills; bounce reasons of the campaign's rows).
+//! Another account's campaign is a 404, as in the API.
+//! Must not: validate campaigns or apply transitions itself (`campaign::validate`,
+//! `campaign::store::apply` do).
+
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use chrono::Utc;
+use maud::{PreEscaped, html};
+use serde_json::{Map, Value, json};
+
+use super::charts::Chart;
+use super::csrf::Posted;
+use super::session::Console;
+use super::{PageError, PageResult, csrf_field, page, see_other};
+use crate::campaign::store::{self, ActionError, Campaign, Counts, CreateError};
+use crate::campaign::{self, Action, NewCampaign};
+use crate::db::{Db, DbError, Val};
+use crate::lists;
+use crate::web::AppState;
+
+/// Largest text or HTML body a form may carry (the router's body limit applies
+/// to the whole form as well).
+const MAX_BODY_CHARS: usize = 512 * 1024;
+/// Rows of the top-links and bounce-reason tables.
+const TOP_ROWS: i64 = 10;
+/// Points the delivery chart aims at (its step is the campaign's age / this).
+const CHART_POINTS: i64 = 40;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/campaigns", get(index).post(create))
+        .route("/campaigns/new", get(new_form))
+        .route("/campaigns/{id}", get(show))
+        .route("/campaigns/{id}/action", post(act))
+        .route("/campaigns/{id}/live", get(live))
+}
+
+fn not_found(id: i64) -> PageError {
+    PageError::not_found(&format!("campaign {id}"))
+}
+
+async fn own(db: &mut Db, c: &Console, id: i64) -> Result<Campaign, PageError> {
+    store::get(db, Some(c.account.id), id)
+        .await?
+        .ok_or_else(|| not_found(id))
+}
+
+/// (url, clicks, unique clickers) of the campaign's most clicked links.
+async fn top_links(db: &mut Db, campaign: i64) -> Result<Vec<(String, i64, i64)>, DbError> {
+    Ok(db
+        .query(
+            "SELECT l.url, COUNT(k.id), COUNT(DISTINCT k.subscriber_id) FROM campaign_links l \
+             LEFT JOIN clicks k ON k.link_id = l.id AND k.campaign_id = l.campaign_id \
+             WHERE l.campaign_id = ? GROUP BY l.id, l.url ORDER BY 2 DESC, l.id LIMIT ?",
+            vec![campaign.into(), TOP_ROWS.into()],
+        )
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r.first().and_then(Val::text)?,
+                r.get(1).and_then(Val::int)?,
+                r.get(2).and_then(Val::int)?,
+            ))
+        })
+        .collect())
+}
+
+/// (class, status, text, count) of the campaign's bounces, most frequent first.
+async fn bounce_reasons(
+    db: &mut Db,
+    campaign: i64,
+) -> Result<Vec<(String, String, String, i64)>, DbError> {
+    Ok(db
+        .query(
+            "SELECT b.class, b.status, b.text, COUNT(*) FROM outbound_bounces b \
+             JOIN outbound_queue q ON q.id = b.queue_id WHERE q.campaign_id = ? \
+             GROUP BY b.class, b.status, b.text ORDER BY 4 DESC LIMIT ?",
+            vec![campaign.into(), TOP_ROWS.into()],
+        )
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r.first().and_then(Val::text)?,
+                r.get(1).and_then(Val::text).unwrap_or_default(),
+                r.get(2).and_then(Val::text).unwrap_or_default(),
+                r.get(3).and_then(Val::int)?,
+            ))
+        })
+        .collect())
+}
+
+async fn index(State(state): State<AppState>, c: Console) -> PageResult {
+    let mut db = state.pool.get().await?;
+    let all = store::list(&mut db, c.account.id).await?;
+    Ok(page(
+        Some(&c),
+        "Campaigns",
+        html! {
+            h1 { "Campaigns" }
+            p { a href="/campaigns/new" id="new-campaign" { "New campaign" } }
+            table {
+                tr { th { "id" } th { "name" } th { "subject" } th { "state" } th { "recipients" } }
+                @for k in &all {
+                    tr {
+                        td.num { (k.id) }
+                        td { a href=(format!("/campaigns/{}", k.id)) { (k.name) } }
+                        td { (k.subject) } td.state { (k.state) } td.num { (k.recipients) }
+                    }
+                }
+                @if all.is_empty() { tr { td colspan="5" { "No campaigns yet." } } }
+            }
+        },
+    ))
+}
+
+async fn new_form(State(state): State<AppState>, c: Console) -> PageResult {
+    let mut db = state.pool.get().await?;
+    let own_lists = lists::all(&mut db, Some(c.account.id)).await?;
+    Ok(page(
+        Some(&c),
+        "New campaign",
+        html! {
+            h1 { "New campaign" }
+            form.box method="post" action="/campaigns" {
+                (csrf_field(&c))
+                label for="name" { "Name" }
+                input type="text" id="name" name="name" maxlength=(campaign::MAX_NAME_CHARS) required;
+                label for="from" { "From" }
+                input type="text" id="from" name="from" maxlength=(campaign::MAX_HEADER_CHARS) placeholder="News <news@example.com>" required;
+                label for="subject" { "Subject" }
+                input type="text" id="subject" name="subject" maxlength=(campaign::MAX_HEADER_CHARS) required;
+                label for="text" { "Text body" }
+                textarea id="text" name="text" maxlength=(MAX_BODY_CHARS) {}
+                label for="html" { "HTML body" }
+                textarea id="html" name="html" maxlength=(MAX_BODY_CHARS) {}
+                label { "Send to lists" }
+                @for l in &own_lists {
+                    label { input type="checkbox" name="lists" value=(l.id); " " (l.name) }
+                }
+                label { "Exclude lists" }
+                @for l in &own_lists {
+                    label { input type="checkbox" name="exclude_lists" value=(l.id); " " (l.name) }
+                }
+                label for="rate" { "Messages per second (empty: no limit)" }
+                input type="number" id="rate" name="rate" min="0" step="any";
+                label for="send_at" { "Send at (RFC 3339, empty: at once)" }
+                input type="text" id="send_at" name="send_at" maxlength="40" placeholder="2026-01-31T09:00:00Z";
+                p { button type="submit" id="create-campaign" { "Create draft" } }
+            }
+        },
+    ))
+}
+
+async fn create(State(state): State<AppState>, posted: Posted) -> Result<Response, PageError> {
+    let rate = match posted.text("rate", 32)? {
+        None => None,
+        Some(r) => Some(
+            r.parse::<f64>()
+                .map_err(|_| PageError::bad("rate: not a number"))?,
+        ),
+    };
+    let raw = NewCampaign {
+        name: posted.text("name", campaign::MAX_NAME_CHARS)?,
+        from: posted.text("from", campaign::MAX_HEADER_CHARS)?,
+        subject: posted.text("subject", campaign::MAX_HEADER_CHARS)?,
+        text: posted.text("text", MAX_BODY_CHARS)?,
+        html: posted.text("html", MAX_BODY_CHARS)?,
+        lists: Some(posted.ids("lists")),
+        exclude_lists: Some(posted.ids("exclude_lists")),
+        messages_per_second: rate,
+        send_at: posted.text("send_at", 40)?,
+    };
+    let valid =
+        campaign::validate(raw).map_err(|e| PageError::bad(format!("{}: {}", e.field, e.why)))?;
+    let mut db = state.pool.get().await?;
+    match store::create(&mut db, posted.console.account.id, &valid).await {
+        Ok(id) => Ok(see_other(&format!("/campaigns/{id}"))),
+        Err(CreateError::Field(e)) => Err(PageError::bad(format!("{}: {}", e.field, e.why))),
+        Err(CreateError::Db(e)) => Err(e.into()),
+    }
+}
+
+/// The timeline step for a campaign of this age: about [`CHART_POINTS`] points.
+fn chart_step(k: &Campaign) -> i64 {
+    let started = k
+        .started_at
+        .as_deref()
+        .and_then(|s| chrono::DateTime::parse_from_rfc3339(s).ok());
+    let age = started.map_or(60, |s| (Utc::now() - s.with_timezone(&Utc)).num_seconds());
+    (age / CHART_POINTS).clamp(campaign::MIN_STEP_SECS, 3600)
+}
+
+/// The delivery chart: delivered so far, over time (cumulative, so a running
+/// campaign's line climbs).
+async fn chart(db: &mut Db, c: &Console, k: &Campaign) -> Result<String, PageError> {
+    let step = chart_step(k);
+    let points = store::timeline(db, c.account.id, k.id, step)
+        .await?
+        .ok_or_else(|| not_found(k.id))?;
+    let mut total = 0i64;
+    let series: Vec<(String, f64)> = points
+        .iter()
+        .map(|p| {
+            total = total.saturating_add(p.delivered);
+            // `at` is RFC 3339: its time of day is the label.
+            let label = p.at.get(11..19).unwrap_or(&p.at).to_owned();
+            (label, total as f64)
+        })
+        .collect();
+    Ok(Chart {
+        title: &format!("Delivered over time (every {step} s, UTC)"),
+        x_label: "time",
+        y_label: "delivered",
+        points: &series,
+    }
+    .svg())
+}
+
+fn counts_json(n: &Counts) -> Map<String, Value> {
+    n.pairs()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), json!(v)))
+        .collect()
+}
+
+async fn show(State(state): State<AppState>, c: Console, Path(id): Path<i64>) -> PageResult {
+    let mut db = state.pool.get().await?;
+    let k = own(&mut db, &c, id).await?;
+    let n = store::counts(&mut db, &k).await?;
+    let svg = chart(&mut db, &c, &k).await?;
+    let links = top_links(&mut db, k.id).await?;
+    let bounces = bounce_reasons(&mut db, k.id).await?;
+    let own_lists = lists::all(&mut db, Some(c.account.id)).await?;
+    let list_name = |id: &i64| {
+        own_lists
+            .iter()
+            .find(|l| l.id == *id)
+            .map_or_else(|| format!("list {id}"), |l| l.name.clone())
+    };
+    Ok(page(
+        Some(&c),
+        &k.name,
+        html! {
+            h1 { "Campaign: " (k.name) }
+            div data-live-url=(format!("/campaigns/{}/live", k.id)) {}
+            table {
+                tr { th { "state" } td.state data-count="state" { (k.state) } }
+                tr { th { "from" } td { (k.from) } }
+                tr { th { "subject" } td { (k.subject) } }
+                tr { th { "lists" } td { @for l in &k.lists { (list_name(l)) " " } } }
+                tr { th { "excluded" } td { @for l in &k.exclude_lists { (list_name(l)) " " } } }
+                tr { th { "rate" } td { (k.messages_per_second.map_or("no limit".to_owned(), |r| format!("{r}/s"))) } }
+                tr { th { "send at" } td { (k.send_at.clone().unwrap_or_else(|| "at once".into())) } }
+                tr { th { "started" } td { (k.started_at.clone().unwrap_or_default()) } }
+                tr { th { "finished" } td { (k.finished_at.clone().unwrap_or_default()) } }
+            }
+            div.actions {
+                @for a in [Action::Start, Action::Pause, Action::Resume, Action::Cancel] {
+                    form.inline method="post" action=(format!("/campaigns/{}/action", k.id)) {
+                        (csrf_field(&c))
+                        input type="hidden" name="action" value=(a.as_str());
+                        button type="submit" id=(format!("action-{}", a.as_str())) { (a.as_str()) }
+                    }
+                    " "
+                }
+            }
+            h2 { "Counts" }
+            div.cards {
+                @for (name, v) in n.pairs() {
+                    div.card { div.n data-count=(name) id=(format!("count-{name}")) { (v) } div.k { (name) } }
+                }
+            }
+            h2 { "Delivery" }
+            div data-chart id="campaign-chart" { (PreEscaped(svg)) }
+            h2 { "Top links" }
+            table {
+                tr { th { "link" } th { "clicks" } th { "unique clickers" } }
+                @for (url, clicks, unique) in &links { tr { td { (url) } td.num { (clicks) } td.num { (unique) } } }
+                @if links.is_empty() { tr { td colspan="3" { "no links tracked yet" } } }
+            }
+            h2 { "Bounce reasons" }
+            table {
+                tr { th { "class" } th { "status" } th { "diagnostic" } th { "bounces" } }
+                @for (class, status, text, count) in &bounces { tr { td { (class) } td { (status) } td { (text) } td.num { (count) } } }
+                @if bounces.is_empty() { tr { td colspan="4" { "none" } } }
+            }
+            h2 { "Unsubscribes" }
+            p { span data-count="unsubscribed" { (n.unsubscribed) } " memberships ended by this campaign's unsubscribe requests." }
+        },
+    ))
+}
+
+async fn act(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    posted: Posted,
+) -> Result<Response, PageError> {
+    let action = match posted.required("action", 16)?.as_str() {
+        "start" => Action::Start,
+        "pause" => Action::Pause,
+        "resume" => Action::Resume,
+        "cancel" => Action::Cancel,
+        _ => return Err(PageError::bad("action: start, pause, resume or cancel")),
+    };
+    let mut db = state.pool.get().await?;
+    match store::apply(
+        &mut db,
+        Some(posted.console.account.id),
+        id,
+        action,
+        Utc::now(),
+    )
+    .await
+    {
+        Ok(_) => Ok(see_other(&format!("/campaigns/{id}"))),
+        Err(ActionError::NotFound(_)) => Err(not_found(id)),
+        Err(e @ ActionError::Conflict { .. }) => {
+            Err(PageError::new(StatusCode::CONFLICT, e.to_string()))
+        }
+        Err(ActionError::Db(e)) => Err(e.into()),
+    }
+}
+
+async fn live(
+    State(state): State<AppState>,
+    c: Console,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, PageError> {
+    let mut db = state.pool.get().await?;
+    let k = own(&mut db, &c, id).await?;
+    let n = store::counts(&mut db, &k).await?;
+    let svg = chart(&mut db, &c, &k).await?;
+    let mut counts = counts_json(&n);
+    counts.insert("state".into(), json!(k.state));
+    Ok(Json(json!({ "counts": counts, "svg": svg })))
+}

@@ -1,0 +1,297 @@
+//! `/lists`: an account's lists: create one, a list's members by status, add one
+//! subscriber, search members by email, upload a file (with a progress bar the
+//! script fills from `/imports/{id}/progress`).
+//!
+//! Owns: the pages, the upload's CSRF check (a header: the script sends the file
+//! as the body), and one read of its own (members matching an email, bounded).
+//! Another account's list or import is a 404.
+//! Must not: write subscribers or parse uploads itself (`lists::upsert`,
+//! `web::imports::accept` do).
+
+use axum::body::Body;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use maud::html;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::csrf::{self, Posted};
+use super::session::Console;
+use super::{PageError, PageResult, csrf_field, page, see_other};
+use crate::db::{Db, DbError, Val};
+use crate::import;
+use crate::lists::{self, List, NewSubscriber, OptIn};
+use crate::web::AppState;
+
+/// Members a page shows at most.
+const MAX_SHOWN: i64 = 100;
+/// Longest search text.
+const MAX_QUERY_CHARS: usize = 320;
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/lists", get(index).post(create))
+        .route("/lists/{id}", get(show))
+        .route("/lists/{id}/subscribers", post(add))
+        .route(
+            "/lists/{id}/upload",
+            // Streams to disk with web.max_import_bytes as its limit (as the API's).
+            post(upload).layer(axum::extract::DefaultBodyLimit::disable()),
+        )
+        .route("/imports/{id}/progress", get(progress))
+}
+
+async fn own(db: &mut Db, c: &Console, id: i64) -> Result<List, PageError> {
+    lists::get(db, c.account.id, id)
+        .await?
+        .ok_or_else(|| PageError::not_found(&format!("list {id}")))
+}
+
+/// `%`, `_` and `!` taken literally in a LIKE pattern (with `ESCAPE '!'`: not a
+/// backslash, which MySQL string literals would eat).
+fn like_literal(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    for c in text.chars() {
+        if matches!(c, '%' | '_' | '!') {
+            out.push('!');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// (email, name, status) of members whose address contains `q` (all with None),
+/// by address, at most [`MAX_SHOWN`].
+async fn members(
+    db: &mut Db,
+    list: i64,
+    q: Option<&str>,
+) -> Result<Vec<(String, String, String)>, DbError> {
+    let pattern = format!("%{}%", like_literal(&q.unwrap_or("").to_lowercase()));
+    Ok(db
+        .query(
+            "SELECT s.email, s.name, m.status FROM list_members m \
+             JOIN subscribers s ON s.id = m.subscriber_id \
+             WHERE m.list_id = ? AND s.email_key LIKE ? ESCAPE '!' ORDER BY s.email_key LIMIT ?",
+            vec![list.into(), pattern.into(), MAX_SHOWN.into()],
+        )
+        .await?
+        .into_iter()
+        .filter_map(|r| {
+            Some((
+                r.first().and_then(Val::text)?,
+                r.get(1).and_then(Val::text).unwrap_or_default(),
+                r.get(2).and_then(Val::text)?,
+            ))
+        })
+        .collect())
+}
+
+async fn index(State(state): State<AppState>, c: Console) -> PageResult {
+    let mut db = state.pool.get().await?;
+    let all = lists::all(&mut db, Some(c.account.id)).await?;
+    let mut rows = Vec::with_capacity(all.len());
+    for l in all {
+        let n = lists::member_counts(&mut db, l.id).await?;
+        rows.push((l, n));
+    }
+    Ok(page(
+        Some(&c),
+        "Lists",
+        html! {
+            h1 { "Lists" }
+            table {
+                tr { th { "id" } th { "name" } th { "opt-in" } th { "confirmed" } th { "unconfirmed" } th { "unsubscribed" } }
+                @for (l, n) in &rows {
+                    tr {
+                        td.num { (l.id) }
+                        td { a href=(format!("/lists/{}", l.id)) { (l.name) } }
+                        td { (l.opt_in.as_str()) }
+                        td.num { (n.confirmed) } td.num { (n.unconfirmed) } td.num { (n.unsubscribed) }
+                    }
+                }
+                @if rows.is_empty() { tr { td colspan="6" { "No lists yet." } } }
+            }
+            h2 { "New list" }
+            form.box method="post" action="/lists" {
+                (csrf_field(&c))
+                label for="name" { "Name" }
+                input type="text" id="list-name" name="name" maxlength=(lists::MAX_LIST_NAME_CHARS) required;
+                label for="opt_in" { "Opt-in" }
+                select id="opt_in" name="opt_in" {
+                    option value="single" { "single" }
+                    option value="double" { "double" }
+                }
+                p { button type="submit" id="create-list" { "Create list" } }
+            }
+        },
+    ))
+}
+
+async fn create(State(state): State<AppState>, posted: Posted) -> Result<Response, PageError> {
+    let name = posted.required("name", lists::MAX_LIST_NAME_CHARS)?;
+    let opt_in = match posted.text("opt_in", 16)? {
+        None => OptIn::Single,
+        Some(o) => OptIn::parse(&o).ok_or_else(|| PageError::bad("opt_in: single or double"))?,
+    };
+    let mut db = state.pool.get().await?;
+    match lists::create(&mut db, posted.console.account.id, &name, opt_in).await {
+        Ok(id) => Ok(see_other(&format!("/lists/{id}"))),
+        Err(lists::ListError::Db(e)) => Err(e.into()),
+        Err(e) => Err(PageError::bad(e.to_string())),
+    }
+}
+
+#[derive(Deserialize)]
+struct Search {
+    q: Option<String>,
+}
+
+async fn show(
+    State(state): State<AppState>,
+    c: Console,
+    Path(id): Path<i64>,
+    Query(search): Query<Search>,
+) -> PageResult {
+    let q: Option<String> = search
+        .q
+        .map(|q| q.trim().chars().take(MAX_QUERY_CHARS).collect())
+        .filter(|q: &String| !q.is_empty());
+    let mut db = state.pool.get().await?;
+    let list = own(&mut db, &c, id).await?;
+    let n = lists::member_counts(&mut db, list.id).await?;
+    let shown = members(&mut db, list.id, q.as_deref()).await?;
+    Ok(page(
+        Some(&c),
+        &list.name,
+        html! {
+            h1 { "List: " (list.name) }
+            div.cards {
+                div.card { div.n data-count="confirmed" id="count-confirmed" { (n.confirmed) } div.k { "confirmed" } }
+                div.card { div.n data-count="unconfirmed" { (n.unconfirmed) } div.k { "unconfirmed" } }
+                div.card { div.n data-count="unsubscribed" { (n.unsubscribed) } div.k { "unsubscribed" } }
+            }
+            h2 { "Upload a file" }
+            form.box id="upload-form" method="post" enctype="application/octet-stream"
+                action=(format!("/lists/{}/upload", list.id)) data-upload-url=(format!("/lists/{}/upload", list.id)) {
+                (csrf_field(&c))
+                p { "A CSV file (email, name, attributes…) or a zip, gzip or RAR archive of one. Needs JavaScript." }
+                input type="file" id="upload-file" name="file";
+                button type="submit" id="upload" { "Upload" }
+                p { progress id="upload-progress" max="100" value="0" {} " " span id="upload-status" { "" } }
+            }
+            h2 { "Add a subscriber" }
+            form.box method="post" action=(format!("/lists/{}/subscribers", list.id)) {
+                (csrf_field(&c))
+                label for="email" { "Email" }
+                input type="email" id="email" name="email" maxlength=(lists::MAX_EMAIL_BYTES) required;
+                label for="sub-name" { "Name" }
+                input type="text" id="sub-name" name="name" maxlength=(lists::MAX_SUBSCRIBER_NAME_CHARS);
+                p { button type="submit" id="add-subscriber" { "Add" } }
+            }
+            h2 { "Members" }
+            form method="get" action=(format!("/lists/{}", list.id)) {
+                input type="text" name="q" value=(q.clone().unwrap_or_default()) maxlength=(MAX_QUERY_CHARS) placeholder="search by email";
+                " " button type="submit" { "Search" }
+            }
+            table id="members" {
+                tr { th { "email" } th { "name" } th { "status" } }
+                @for (email, name, status) in &shown { tr { td { (email) } td { (name) } td { (status) } } }
+                @if shown.is_empty() { tr { td colspan="3" { "no members" @if q.is_some() { " match" } } } }
+            }
+            @if shown.len() as i64 >= MAX_SHOWN { p { "Showing the first " (MAX_SHOWN) "; search to narrow." } }
+        },
+    ))
+}
+
+async fn add(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    posted: Posted,
+) -> Result<Response, PageError> {
+    let email = posted.required("email", lists::MAX_EMAIL_BYTES)?;
+    let email =
+        lists::check_email(&email).map_err(|why| PageError::bad(format!("email: {why}")))?;
+    let name = posted.text("name", lists::MAX_SUBSCRIBER_NAME_CHARS)?;
+    if let Some(n) = &name {
+        lists::check_subscriber_name(n).map_err(|why| PageError::bad(format!("name: {why}")))?;
+    }
+    let mut db = state.pool.get().await?;
+    let list = own(&mut db, &posted.console, id).await?;
+    db.begin().await?;
+    let row = NewSubscriber {
+        email,
+        name,
+        attributes: None,
+    };
+    if let Err(e) = lists::upsert(&mut db, &list, &[row]).await {
+        db.rollback().await;
+        return Err(e.into());
+    }
+    db.commit().await?;
+    Ok(see_other(&format!("/lists/{id}")))
+}
+
+async fn upload(
+    State(state): State<AppState>,
+    c: Console,
+    Path(id): Path<i64>,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, PageError> {
+    let given = headers
+        .get(csrf::HEADER)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !csrf::matches(&c.csrf, given) {
+        return Err(PageError::new(
+            StatusCode::FORBIDDEN,
+            "CSRF token missing or wrong",
+        ));
+    }
+    let list = {
+        let mut db = state.pool.get().await?;
+        own(&mut db, &c, id).await?
+    };
+    match crate::web::imports::accept(&state, list, &headers, body).await {
+        Ok(import_id) => {
+            Ok((StatusCode::ACCEPTED, Json(json!({ "id": import_id }))).into_response())
+        }
+        Err(e) => Err(PageError::new(e.status, e.message)),
+    }
+}
+
+async fn progress(
+    State(state): State<AppState>,
+    c: Console,
+    Path(id): Path<i64>,
+) -> Result<Json<Value>, PageError> {
+    let mut db = state.pool.get().await?;
+    let row = import::get(&mut db, c.account.id, id)
+        .await?
+        .ok_or_else(|| PageError::not_found(&format!("import {id}")))?;
+    let n = lists::member_counts(&mut db, row.list_id).await?;
+    Ok(Json(json!({
+        "id": row.id,
+        "state": row.state,
+        "rows_read": row.rows_read,
+        "added": row.added,
+        "updated": row.updated,
+        "rejected": row.rejected,
+        "counts": { "confirmed": n.confirmed, "unconfirmed": n.unconfirmed, "unsubscribed": n.unsubscribed },
+    })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn search_text_is_literal_in_like() {
+        assert_eq!(like_literal("a_b%c!d"), "a!_b!%c!!d");
+        assert_eq!(like_literal("ann@x.test"), "ann@x.test");
+    }
+}
