@@ -14,6 +14,8 @@
 //! - [`nodes`]: two relays sharing one MariaDB queue; a relay killed mid-run.
 //! - [`campaigns`]: campaigns over the API and the CLI, expanded and delivered by
 //!   relays: the recipient rule, tags, pause/resume/cancel, priority, takeover.
+//! - [`console`]: the web console over curl (sessions, CSRF, isolation,
+//!   escaping) and in headless chromium (a campaign run from the browser).
 //! - [`bounces`]: the bounce loop with `smtpd`: VERP, DSNs both ways, suppression,
 //!   forged bounces, unsubscribe.
 //!
@@ -25,6 +27,7 @@ mod support;
 
 mod bounces;
 mod campaigns;
+mod console;
 mod delivery;
 mod flow;
 mod imports;

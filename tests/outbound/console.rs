@@ -1,0 +1,434 @@
+//! The web console (`/` of `outbound web`) over real HTTP: curl with a cookie jar
+//! for logins, sessions, CSRF, account isolation, the admin pages and escaping;
+//! and Debian's headless chromium (selenium, `fixtures/console_browser.py`)
+//! driving it as a person would, with a relay delivering to a fixture server.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use crate::support::{Dest, FAST, Relay, Store, Web, account, outbound, wait_for};
+
+const XSS: &str = "<script>alert(1)</script>";
+const XSS_ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
+
+/// A browser-like curl client: its own cookie jar.
+struct Client<'a> {
+    web: &'a Web,
+    jar: PathBuf,
+    dir: &'a Path,
+}
+
+struct Page {
+    status: u16,
+    headers: String,
+    body: String,
+}
+
+impl<'a> Client<'a> {
+    fn new(web: &'a Web, dir: &'a Path, name: &str) -> Self {
+        Self {
+            web,
+            jar: dir.join(format!("{name}.jar")),
+            dir,
+        }
+    }
+
+    fn request(&self, method: &str, path: &str, form: &[(&str, &str)]) -> Page {
+        let out = self.dir.join("out");
+        let head = self.dir.join("head");
+        let mut cmd = Command::new("curl");
+        cmd.args(["-sS", "--max-time", "30", "-X", method, "-b"])
+            .arg(&self.jar)
+            .arg("-c")
+            .arg(&self.jar)
+            .arg("-o")
+            .arg(&out)
+            .arg("-D")
+            .arg(&head)
+            .args(["-w", "%{http_code}"]);
+        for (k, v) in form {
+            cmd.arg("--data-urlencode").arg(format!("{k}={v}"));
+        }
+        cmd.arg(self.web.url(path));
+        let o = cmd.output().unwrap();
+        assert!(
+            o.status.success(),
+            "curl: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        Page {
+            status: String::from_utf8_lossy(&o.stdout).trim().parse().unwrap(),
+            headers: std::fs::read_to_string(&head).unwrap_or_default(),
+            body: std::fs::read_to_string(&out).unwrap_or_default(),
+        }
+    }
+
+    fn get(&self, path: &str) -> Page {
+        self.request("GET", path, &[])
+    }
+
+    /// POSTs `form` with the page's CSRF token (from `token_page`).
+    fn post(&self, path: &str, token: &str, form: &[(&str, &str)]) -> Page {
+        let mut all = vec![("csrf", token)];
+        all.extend_from_slice(form);
+        self.request("POST", path, &all)
+    }
+
+    fn login(&self, name: &str, password: &str) -> Page {
+        let form = self.get("/login");
+        let token = csrf(&form.body);
+        self.request(
+            "POST",
+            "/login",
+            &[("csrf", &token), ("account", name), ("password", password)],
+        )
+    }
+}
+
+/// The value of the first hidden csrf field of a page.
+fn csrf(body: &str) -> String {
+    let at = body.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
+    body[at..].split('"').next().unwrap().to_owned()
+}
+
+fn passwd(store: &Store, name: &str, password: &str) -> std::process::Output {
+    outbound(
+        store,
+        &["account", "passwd", name],
+        Some(format!("{password}\n").as_bytes()),
+    )
+}
+
+fn admin(store: &Store, name: &str) {
+    let out = outbound(store, &["account", "add", name, "--admin"], None);
+    assert!(out.status.success());
+}
+
+fn location(p: &Page) -> String {
+    p.headers
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("location: ")
+                .or_else(|| l.strip_prefix("Location: "))
+        })
+        .unwrap_or("")
+        .trim()
+        .to_owned()
+}
+
+/// The id at the end of a `/things/{id}` redirect.
+fn id_of(p: &Page) -> i64 {
+    location(p).rsplit('/').next().unwrap().parse().unwrap()
+}
+
+#[test]
+fn console_logins_sessions_csrf_isolation_and_escaping() {
+    let store = Store::sqlite();
+    account(&store, "ann");
+    account(&store, "bob");
+    admin(&store, "root");
+    assert!(
+        !passwd(&store, "ann", "short").status.success(),
+        "12 characters at least"
+    );
+    for name in ["ann", "bob", "root"] {
+        let out = passwd(&store, name, &format!("{name} has a long password"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    assert_eq!(
+        store.count("SELECT COUNT(*) FROM accounts WHERE password_hash LIKE '$argon2id$%'"),
+        3
+    );
+    let web = Web::start(&store, "");
+    let dir = tempfile::tempdir().unwrap();
+    let ann = Client::new(&web, dir.path(), "ann");
+    let bob = Client::new(&web, dir.path(), "bob");
+    let root = Client::new(&web, dir.path(), "root");
+
+    // Not signed in: every page sends to the login form.
+    let p = ann.get("/campaigns");
+    assert_eq!((p.status, location(&p).as_str()), (303, "/login"));
+
+    // A wrong password fails; the login form's CSRF token is checked too.
+    let p = ann.login("ann", "ann has a wrong password");
+    assert_eq!(p.status, 401);
+    assert!(p.body.contains("wrong account or password"));
+    let p = ann.request(
+        "POST",
+        "/login",
+        &[("account", "ann"), ("password", "ann has a long password")],
+    );
+    assert_eq!(p.status, 403, "login without its CSRF token");
+
+    // The right one: a session cookie with its attributes.
+    let p = ann.login("ann", "ann has a long password");
+    assert_eq!(p.status, 303, "{}", p.body);
+    let cookie = p
+        .headers
+        .lines()
+        .find(|l| {
+            l.to_ascii_lowercase()
+                .starts_with("set-cookie: outbound_session=")
+        })
+        .expect("a session cookie")
+        .to_owned();
+    for attr in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
+        assert!(cookie.contains(attr), "{cookie}");
+    }
+    assert!(!cookie.contains("Secure"), "plain-HTTP default: {cookie}");
+    let value = cookie.split(['=', ';']).nth(1).unwrap();
+    assert_eq!(value.len(), 64);
+    assert_eq!(
+        store.count(&format!(
+            "SELECT COUNT(*) FROM console_sessions WHERE id_sha256 = '{value}'"
+        )),
+        0,
+        "only the hash of the session id is stored"
+    );
+
+    // The dashboard, with the security headers.
+    let home = ann.get("/");
+    assert_eq!(home.status, 200);
+    let h = home.headers.to_ascii_lowercase();
+    assert!(
+        h.contains("content-security-policy: default-src 'self'"),
+        "{h}"
+    );
+    assert!(h.contains("x-frame-options: deny"));
+    assert!(!home.body.contains("<script>"), "no inline script");
+    let token = csrf(&home.body);
+
+    // CSRF missing or wrong → 403, and nothing is made.
+    let p = ann.request("POST", "/lists", &[("name", "nope")]);
+    assert_eq!(p.status, 403);
+    let p = ann.post("/lists", "0000", &[("name", "nope")]);
+    assert_eq!(p.status, 403);
+    assert_eq!(store.count("SELECT COUNT(*) FROM lists"), 0);
+
+    // XSS payloads in every shown field come back as text.
+    let p = ann.post("/lists", &token, &[("name", XSS), ("opt_in", "single")]);
+    assert_eq!(p.status, 303, "{}", p.body);
+    let list = id_of(&p);
+    let p = ann.post(
+        &format!("/lists/{list}/subscribers"),
+        &token,
+        &[("email", "x@xss.test"), ("name", XSS)],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let p = ann.post(
+        "/campaigns",
+        &token,
+        &[
+            ("name", XSS),
+            ("from", "News <news@xss.test>"),
+            ("subject", XSS),
+            ("text", "hello"),
+            ("lists", &list.to_string()),
+        ],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let campaign = id_of(&p);
+    for path in [
+        "/lists".to_owned(),
+        format!("/lists/{list}"),
+        format!("/lists/{list}?q=x%40"),
+        "/campaigns".to_owned(),
+        format!("/campaigns/{campaign}"),
+        format!("/campaigns/{campaign}/live"),
+    ] {
+        let p = ann.get(&path);
+        assert_eq!(p.status, 200, "{path}");
+        assert!(!p.body.contains(XSS), "{path}: unescaped");
+        assert!(
+            p.body.contains(XSS_ESCAPED) || path.ends_with("/live") || path.contains("?q="),
+            "{path}: {}",
+            p.body
+        );
+    }
+    assert!(
+        ann.get(&format!("/lists/{list}?q=x%40"))
+            .body
+            .contains(XSS_ESCAPED)
+    );
+
+    // Another account's list and campaign are 404s, for reading and acting.
+    assert!(bob.login("bob", "bob has a long password").status == 303);
+    let bob_token = csrf(&bob.get("/").body);
+    assert_eq!(bob.get(&format!("/lists/{list}")).status, 404);
+    assert_eq!(bob.get(&format!("/campaigns/{campaign}")).status, 404);
+    assert_eq!(bob.get(&format!("/campaigns/{campaign}/live")).status, 404);
+    let p = bob.post(
+        &format!("/campaigns/{campaign}/action"),
+        &bob_token,
+        &[("action", "start")],
+    );
+    assert_eq!(p.status, 404);
+    let p = bob.post(
+        &format!("/lists/{list}/subscribers"),
+        &bob_token,
+        &[("email", "y@xss.test")],
+    );
+    assert_eq!(p.status, 404);
+    assert!(!bob.get("/lists").body.contains(XSS_ESCAPED));
+    // A session's token is its own: ann's token does not work for bob.
+    assert_eq!(bob.post("/lists", &token, &[("name", "b")]).status, 403);
+
+    // The admin pages: 403 for others; the admin manages accounts and suppression.
+    assert_eq!(ann.get("/accounts").status, 403);
+    assert_eq!(ann.get("/suppression").status, 403);
+    assert_eq!(
+        ann.post(
+            "/accounts",
+            &token,
+            &[("name", "eve"), ("password", "eve has a long password")]
+        )
+        .status,
+        403
+    );
+    assert_eq!(
+        ann.post("/suppression/add", &token, &[("address", "a@b.test")])
+            .status,
+        403
+    );
+    assert!(root.login("root", "root has a long password").status == 303);
+    let root_token = csrf(&root.get("/accounts").body);
+    let p = root.post(
+        "/accounts",
+        &root_token,
+        &[("name", "eve"), ("password", "eve has a long password")],
+    );
+    assert_eq!(p.status, 200, "{}", p.body);
+    assert!(p.body.contains("account eve created"));
+    let p = root.post(
+        "/suppression/add",
+        &root_token,
+        &[("address", "Bad@Sup.test"), ("reason", XSS)],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let p = root.get("/suppression?q=sup.test");
+    assert!(p.body.contains("bad@sup.test") && p.body.contains(XSS_ESCAPED));
+    assert!(!p.body.contains(XSS));
+    let p = root.post(
+        "/suppression/remove",
+        &root_token,
+        &[("address", "bad@sup.test")],
+    );
+    assert_eq!(p.status, 303);
+    assert_eq!(store.count("SELECT COUNT(*) FROM suppression"), 0);
+    let eve = Client::new(&web, dir.path(), "eve");
+    assert_eq!(eve.login("eve", "eve has a long password").status, 303);
+
+    // Logout ends the session: the old cookie no longer works.
+    let saved = std::fs::read_to_string(&ann.jar).unwrap();
+    let p = ann.post("/logout", &token, &[]);
+    assert_eq!((p.status, location(&p).as_str()), (303, "/login"));
+    std::fs::write(&ann.jar, saved).unwrap();
+    let p = ann.get("/campaigns");
+    assert_eq!((p.status, location(&p).as_str()), (303, "/login"));
+
+    // Login attempts are bounded per account and address.
+    let mut last = 0;
+    for _ in 0..12 {
+        last = bob.login("bob", "bob has a wrong password").status;
+    }
+    assert_eq!(last, 429);
+}
+
+/// Chromium headless (Debian's chromium + chromium-driver + python3-selenium)
+/// drives the console; the relay delivers the campaign to a fixture server.
+#[test]
+fn a_person_runs_a_campaign_in_the_console_with_a_browser() {
+    if Command::new("/usr/bin/python3")
+        .args(["-c", "import selenium, PIL"])
+        .status()
+        .map_or(true, |s| !s.success())
+        || !Path::new("/usr/bin/chromedriver").exists()
+    {
+        panic!(
+            "chromium-driver, python3-selenium and python3-pil are needed (scripts/test installs them)"
+        );
+    }
+    let store = Store::sqlite();
+    account(&store, "press");
+    assert!(
+        passwd(&store, "press", "press has a long password")
+            .status
+            .success()
+    );
+    let dest = Dest::start(&[]);
+    let web = Web::start(&store, "");
+    let _relay = Relay::start(
+        &store,
+        &format!("{FAST}\n[campaigns]\ninterval_ms = 100\n"),
+        &["--transport", &format!("b.test={}", dest.addr)],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("people.csv");
+    let mut text = String::from("email,name\n");
+    for i in 0..40 {
+        text.push_str(&format!("p{i}@b.test,Person {i}\n"));
+    }
+    std::fs::write(&csv, text).unwrap();
+    let shots = dir.path().join("shots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let script = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../tests/outbound/fixtures/console_browser.py"
+    );
+    let out = Command::new("/usr/bin/python3")
+        .arg(script)
+        .args([&web.url(""), "press", "press has a long password"])
+        .arg(&csv)
+        .arg(&shots)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "browser script failed:\n{stdout}\n{}\nweb log:\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        web.log()
+    );
+    // The counts the browser saw are the destination's.
+    wait_for("40 deliveries", Duration::from_secs(20), || {
+        dest.recipients().len() >= 40
+    });
+    let delivered: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("delivered "))
+        .and_then(|n| n.trim().parse().ok())
+        .expect("the script prints what the page counted");
+    assert_eq!(delivered, dest.recipients().len());
+    // Screenshots are not blank: many distinct colours each.
+    let mut seen = 0;
+    for entry in std::fs::read_dir(&shots).unwrap() {
+        let path = entry.unwrap().path();
+        let colours = distinct_colours(&path);
+        assert!(colours > 50, "{}: {colours} colours", path.display());
+        seen += 1;
+    }
+    assert!(seen >= 3, "{seen} screenshots");
+    if let Ok(keep) = std::env::var("CONSOLE_SHOTS") {
+        let _ = Command::new("cp").arg("-r").arg(&shots).arg(keep).status();
+    }
+}
+
+/// Distinct RGB colours of a PNG (decoded with the `png` crate).
+fn distinct_colours(path: &Path) -> usize {
+    let decoder = png::Decoder::new(std::io::BufReader::new(std::fs::File::open(path).unwrap()));
+    let mut reader = decoder.read_info().unwrap();
+    let mut buf = vec![0; reader.output_buffer_size().unwrap()];
+    let info = reader.next_frame(&mut buf).unwrap();
+    let step = info.color_type.samples();
+    assert!(step >= 3, "{:?}", info.color_type);
+    let mut colours = std::collections::HashSet::new();
+    for px in buf[..info.buffer_size()].chunks(step) {
+        colours.insert((px[0], px[1], px[2]));
+    }
+    colours.len()
+}
