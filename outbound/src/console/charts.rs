@@ -129,9 +129,15 @@ impl Chart<'_> {
         let every = n.div_ceil(MAX_X_LABELS).max(1);
         for (i, (label, _)) in self.points.iter().enumerate() {
             if i % every == 0 || i + 1 == n {
+                // The ends are anchored inwards, so their labels are not clipped.
+                let anchor = match i {
+                    0 if n > 1 => "start",
+                    _ if i + 1 == n && n > 1 => "end",
+                    _ => "middle",
+                };
                 let _ = write!(
                     s,
-                    "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"middle\" fill=\"#555\">{}</text>",
+                    "<text x=\"{:.1}\" y=\"{:.1}\" font-size=\"10\" text-anchor=\"{anchor}\" fill=\"#555\">{}</text>",
                     x(i),
                     TOP + plot_h + 14.0,
                     escape(label)
