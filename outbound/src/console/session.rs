@@ -292,10 +292,13 @@ pub fn client_ip(parts_ext: &axum::http::Extensions) -> Option<IpAddr> {
     parts_ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
 }
 
+/// Whose attempts are counted together: the account name tried, from where.
+type AttemptKey = (String, Option<IpAddr>);
+
 /// Login attempts per (account name, client address) in a sliding window.
 #[derive(Default)]
 pub struct Limiter {
-    attempts: Mutex<HashMap<(String, Option<IpAddr>), Vec<Instant>>>,
+    attempts: Mutex<HashMap<AttemptKey, Vec<Instant>>>,
 }
 
 impl Limiter {
