@@ -256,6 +256,49 @@ fn console_logins_sessions_csrf_isolation_and_escaping() {
             .contains(XSS_ESCAPED)
     );
 
+    // A draft is edited in place; what the tracking code records is escaped too.
+    let p = ann.get(&format!("/campaigns/{campaign}/edit"));
+    assert_eq!(p.status, 200);
+    assert!(p.body.contains(XSS_ESCAPED) && !p.body.contains(XSS));
+    let p = ann.post(
+        &format!("/campaigns/{campaign}/edit"),
+        &token,
+        &[
+            ("name", XSS),
+            ("from", "News <news@xss.test>"),
+            ("subject", "Edited <b>subject</b>"),
+            ("text", "hello again"),
+            ("lists", &list.to_string()),
+            ("rate", "5"),
+        ],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    store.exec(&format!(
+        "INSERT INTO campaign_links (campaign_id, url, url_sha256) \
+         VALUES ({campaign}, 'https://x.test/?q=<script>alert(1)</script>', 'h1')"
+    ));
+    let link = store.count("SELECT MAX(id) FROM campaign_links");
+    store.exec(&format!(
+        "INSERT INTO clicks (at, campaign_id, link_id, subscriber_id) VALUES \
+         ('2026-01-01 00:00:00.000', {campaign}, {link}, 1), \
+         ('2026-01-01 00:00:01.000', {campaign}, {link}, 1)"
+    ));
+    let p = ann.get(&format!("/campaigns/{campaign}"));
+    assert!(
+        p.body.contains("Edited &lt;b&gt;subject&lt;/b&gt;"),
+        "{}",
+        p.body
+    );
+    assert!(p.body.contains("5/s"));
+    assert!(p.body.contains("q=&lt;script&gt;alert(1)&lt;/script&gt;"));
+    assert!(!p.body.contains(XSS));
+    assert!(
+        p.body
+            .contains("<td class=\"num\">2</td><td class=\"num\">1</td>"),
+        "2 clicks, 1 clicker: {}",
+        p.body
+    );
+
     // Another account's list and campaign are 404s, for reading and acting.
     assert!(bob.login("bob", "bob has a long password").status == 303);
     let bob_token = csrf(&bob.get("/").body);
@@ -274,7 +317,27 @@ fn console_logins_sessions_csrf_isolation_and_escaping() {
         &[("email", "y@xss.test")],
     );
     assert_eq!(p.status, 404);
+    assert_eq!(bob.get(&format!("/campaigns/{campaign}/edit")).status, 404);
+    let p = bob.post(
+        &format!("/campaigns/{campaign}/edit"),
+        &bob_token,
+        &[
+            ("name", "x"),
+            ("from", "a@b.test"),
+            ("subject", "s"),
+            ("text", "t"),
+        ],
+    );
+    assert_eq!(p.status, 404);
     assert!(!bob.get("/lists").body.contains(XSS_ESCAPED));
+    // Only a draft can be edited.
+    let p = ann.post(
+        &format!("/campaigns/{campaign}/action"),
+        &token,
+        &[("action", "cancel")],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(ann.get(&format!("/campaigns/{campaign}/edit")).status, 409);
     // A session's token is its own: ann's token does not work for bob.
     assert_eq!(bob.post("/lists", &token, &[("name", "b")]).status, 403);
 

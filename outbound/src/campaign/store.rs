@@ -1,5 +1,5 @@
-//! The SQL of campaigns for the HTTP API and the CLI: creating one (its template,
-//! its lists) in one transaction, the state transitions with what they do to the
+//! The SQL of campaigns for the HTTP API, the console and the CLI: creating one
+//! (its template, its lists) in one transaction, replacing a draft's the same way, the state transitions with what they do to the
 //! campaign's queue rows, the counts and the timeline.
 //!
 //! Owns: the `campaigns` and `campaign_lists` tables' writes outside the runner,
@@ -114,31 +114,7 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
     );
     db.begin().await?;
     let result = async {
-        for (field, ids) in [("lists", &v.lists), ("exclude_lists", &v.exclude_lists)] {
-            if ids.is_empty() {
-                continue;
-            }
-            let mut params: Vec<Val> = vec![account.into()];
-            params.extend(ids.iter().map(|&i| Val::Int(i)));
-            let found: Vec<i64> = db
-                .query(
-                    &format!(
-                        "SELECT id FROM lists WHERE account_id = ? AND id IN ({})",
-                        Db::placeholders(ids.len())
-                    ),
-                    params,
-                )
-                .await?
-                .iter()
-                .filter_map(|r| r.first().and_then(Val::int))
-                .collect();
-            if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
-                return Err(CreateError::Field(FieldError::new(
-                    field,
-                    format!("list {missing} not found"),
-                )));
-            }
-        }
+        check_lists(db, account, v).await?;
         db.exec(
             "INSERT INTO outbound_templates (name, from_header, subject, text_body, html_body) \
              VALUES (?, ?, ?, ?, ?)",
@@ -170,15 +146,7 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
         let id = last_id(db)
             .await?
             .ok_or(DbError::Timeout(std::time::Duration::ZERO))?;
-        for (kind, ids) in [("include", &v.lists), ("exclude", &v.exclude_lists)] {
-            for &list in ids {
-                db.exec(
-                    "INSERT INTO campaign_lists (campaign_id, list_id, kind) VALUES (?, ?, ?)",
-                    vec![id.into(), list.into(), kind.into()],
-                )
-                .await?;
-            }
-        }
+        insert_lists(db, id, v).await?;
         Ok(id)
     }
     .await;
@@ -192,6 +160,157 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
             Err(e)
         }
     }
+}
+
+/// Refuses lists of another account (or none), naming the field and the id.
+async fn check_lists(db: &mut Db, account: i64, v: &Valid) -> Result<(), CreateError> {
+    for (field, ids) in [("lists", &v.lists), ("exclude_lists", &v.exclude_lists)] {
+        if ids.is_empty() {
+            continue;
+        }
+        let mut params: Vec<Val> = vec![account.into()];
+        params.extend(ids.iter().map(|&i| Val::Int(i)));
+        let found: Vec<i64> = db
+            .query(
+                &format!(
+                    "SELECT id FROM lists WHERE account_id = ? AND id IN ({})",
+                    Db::placeholders(ids.len())
+                ),
+                params,
+            )
+            .await?
+            .iter()
+            .filter_map(|r| r.first().and_then(Val::int))
+            .collect();
+        if let Some(missing) = ids.iter().find(|id| !found.contains(id)) {
+            return Err(CreateError::Field(FieldError::new(
+                field,
+                format!("list {missing} not found"),
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn insert_lists(db: &mut Db, id: i64, v: &Valid) -> Result<(), DbError> {
+    for (kind, ids) in [("include", &v.lists), ("exclude", &v.exclude_lists)] {
+        for &list in ids {
+            db.exec(
+                "INSERT INTO campaign_lists (campaign_id, list_id, kind) VALUES (?, ?, ?)",
+                vec![id.into(), list.into(), kind.into()],
+            )
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Why a draft was not edited.
+#[derive(Debug, thiserror::Error)]
+pub enum EditError {
+    #[error("campaign {0} not found")]
+    NotFound(i64),
+    /// Only a draft can be edited: what is running has its message in the queue.
+    #[error("only a draft can be edited; this campaign is {0}")]
+    NotDraft(String),
+    #[error("{0}")]
+    Field(FieldError),
+    #[error(transparent)]
+    Db(#[from] DbError),
+}
+
+impl From<CreateError> for EditError {
+    fn from(e: CreateError) -> Self {
+        match e {
+            CreateError::Field(f) => Self::Field(f),
+            CreateError::Db(d) => Self::Db(d),
+        }
+    }
+}
+
+/// Replaces draft `id` of `account` with `v` (its template, name, rate, send
+/// time and lists), in one transaction; refused unless it is still a draft.
+pub async fn update_draft(db: &mut Db, account: i64, id: i64, v: &Valid) -> Result<(), EditError> {
+    db.begin().await?;
+    let result = async {
+        let rows = db
+            .query(
+                "SELECT state, template_id FROM campaigns WHERE id = ? AND account_id = ?",
+                vec![id.into(), account.into()],
+            )
+            .await?;
+        let row = rows.first().ok_or(EditError::NotFound(id))?;
+        let state = row.first().and_then(Val::text).unwrap_or_default();
+        if state != State::Draft.as_str() {
+            return Err(EditError::NotDraft(state));
+        }
+        let template = row.get(1).and_then(Val::int).ok_or(EditError::NotFound(id))?;
+        check_lists(db, account, v).await?;
+        db.exec(
+            "UPDATE outbound_templates SET from_header = ?, subject = ?, text_body = ?, html_body = ? \
+             WHERE id = ?",
+            vec![
+                v.from_header.as_str().into(),
+                v.subject.as_str().into(),
+                v.text.clone().into(),
+                v.html.clone().into(),
+                template.into(),
+            ],
+        )
+        .await?;
+        // `state = 'draft'` again: a start committed by another connection since
+        // the SELECT leaves this edit without effect rather than half-applied.
+        let changed = db
+            .exec(
+                "UPDATE campaigns SET name = ?, sender = ?, messages_per_second = ?, send_at = ? \
+                 WHERE id = ? AND state = 'draft'",
+                vec![
+                    v.name.as_str().into(),
+                    v.sender.as_str().into(),
+                    v.messages_per_second.map_or(Val::Null, Val::Real),
+                    v.send_at.map(ts).into(),
+                    id.into(),
+                ],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(EditError::NotDraft("no longer a draft".into()));
+        }
+        db.exec(
+            "DELETE FROM campaign_lists WHERE campaign_id = ?",
+            vec![id.into()],
+        )
+        .await?;
+        insert_lists(db, id, v).await?;
+        Ok(())
+    }
+    .await;
+    match result {
+        Ok(()) => Ok(db.commit().await?),
+        Err(e) => {
+            db.rollback().await;
+            Err(e)
+        }
+    }
+}
+
+/// The text and HTML bodies of campaign `id` of `account` (for editing a draft).
+pub async fn bodies(
+    db: &mut Db,
+    account: i64,
+    id: i64,
+) -> Result<Option<(Option<String>, Option<String>)>, DbError> {
+    let rows = db
+        .query(
+            "SELECT t.text_body, t.html_body FROM campaigns c \
+             JOIN outbound_templates t ON t.id = c.template_id WHERE c.id = ? AND c.account_id = ?",
+            vec![id.into(), account.into()],
+        )
+        .await?;
+    Ok(rows
+        .into_iter()
+        .next()
+        .map(|r| (r.first().and_then(Val::text), r.get(1).and_then(Val::text))))
 }
 
 /// A campaign as `GET /api/v1/campaigns/{id}` shows it (the counts apart).

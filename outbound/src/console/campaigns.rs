@@ -1,4 +1,5 @@
-//! `/campaigns`: an account's campaigns: the list, a new draft, a campaign's page
+//! `/campaigns`: an account's campaigns: the list, a new draft or an edited one
+//! (`/campaigns/{id}/edit`, drafts only: 409 otherwise), a campaign's page
 //! (counts, delivery chart from the timeline, top links, bounce reasons,
 //! unsubscribes, the start/pause/resume/cancel buttons) and its live JSON.
 //!
@@ -6,8 +7,8 @@
 //! two reads of its own for the page (top links from `campaign_links`/`clicks`,
 //! which the tracking code fills; bounce reasons of the campaign's rows).
 //! Another account's campaign is a 404, as in the API.
-//! Must not: validate campaigns or apply transitions itself (`campaign::validate`,
-//! `campaign::store::apply` do).
+//! Must not: validate campaigns, write them or apply transitions itself
+//! (`campaign::validate`, `campaign::store::{create, update_draft, apply}` do).
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -22,7 +23,7 @@ use super::charts::Chart;
 use super::csrf::Posted;
 use super::session::Console;
 use super::{PageError, PageResult, csrf_field, page, see_other};
-use crate::campaign::store::{self, ActionError, Campaign, Counts, CreateError};
+use crate::campaign::store::{self, ActionError, Campaign, Counts, CreateError, EditError};
 use crate::campaign::{self, Action, NewCampaign};
 use crate::db::{Db, DbError, Val};
 use crate::lists;
@@ -41,6 +42,7 @@ pub fn routes() -> Router<AppState> {
         .route("/campaigns", get(index).post(create))
         .route("/campaigns/new", get(new_form))
         .route("/campaigns/{id}", get(show))
+        .route("/campaigns/{id}/edit", get(edit_form).post(edit))
         .route("/campaigns/{id}/action", post(act))
         .route("/campaigns/{id}/live", get(live))
 }
@@ -125,45 +127,110 @@ async fn index(State(state): State<AppState>, c: Console) -> PageResult {
     ))
 }
 
-async fn new_form(State(state): State<AppState>, c: Console) -> PageResult {
+/// What the draft form starts with (empty for a new campaign).
+#[derive(Default)]
+struct Draft {
+    name: String,
+    from: String,
+    subject: String,
+    text: String,
+    html: String,
+    lists: Vec<i64>,
+    exclude_lists: Vec<i64>,
+    rate: String,
+    send_at: String,
+}
+
+/// The draft form, posting to `action`.
+async fn draft_form(
+    state: &AppState,
+    c: &Console,
+    title: &str,
+    action: &str,
+    d: &Draft,
+) -> PageResult {
     let mut db = state.pool.get().await?;
     let own_lists = lists::all(&mut db, Some(c.account.id)).await?;
     Ok(page(
-        Some(&c),
-        "New campaign",
+        Some(c),
+        title,
         html! {
-            h1 { "New campaign" }
-            form.box method="post" action="/campaigns" {
-                (csrf_field(&c))
+            h1 { (title) }
+            form.box method="post" action=(action) {
+                (csrf_field(c))
                 label for="name" { "Name" }
-                input type="text" id="name" name="name" maxlength=(campaign::MAX_NAME_CHARS) required;
+                input type="text" id="name" name="name" value=(d.name) maxlength=(campaign::MAX_NAME_CHARS) required;
                 label for="from" { "From" }
-                input type="text" id="from" name="from" maxlength=(campaign::MAX_HEADER_CHARS) placeholder="News <news@example.com>" required;
+                input type="text" id="from" name="from" value=(d.from) maxlength=(campaign::MAX_HEADER_CHARS) placeholder="News <news@example.com>" required;
                 label for="subject" { "Subject" }
-                input type="text" id="subject" name="subject" maxlength=(campaign::MAX_HEADER_CHARS) required;
+                input type="text" id="subject" name="subject" value=(d.subject) maxlength=(campaign::MAX_HEADER_CHARS) required;
                 label for="text" { "Text body" }
-                textarea id="text" name="text" maxlength=(MAX_BODY_CHARS) {}
+                textarea id="text" name="text" maxlength=(MAX_BODY_CHARS) { (d.text) }
                 label for="html" { "HTML body" }
-                textarea id="html" name="html" maxlength=(MAX_BODY_CHARS) {}
+                textarea id="html" name="html" maxlength=(MAX_BODY_CHARS) { (d.html) }
                 label { "Send to lists" }
                 @for l in &own_lists {
-                    label { input type="checkbox" name="lists" value=(l.id); " " (l.name) }
+                    label { input type="checkbox" name="lists" value=(l.id) checked[d.lists.contains(&l.id)]; " " (l.name) }
                 }
                 label { "Exclude lists" }
                 @for l in &own_lists {
-                    label { input type="checkbox" name="exclude_lists" value=(l.id); " " (l.name) }
+                    label { input type="checkbox" name="exclude_lists" value=(l.id) checked[d.exclude_lists.contains(&l.id)]; " " (l.name) }
                 }
                 label for="rate" { "Messages per second (empty: no limit)" }
-                input type="number" id="rate" name="rate" min="0" step="any";
+                input type="number" id="rate" name="rate" value=(d.rate) min="0" step="any";
                 label for="send_at" { "Send at (RFC 3339, empty: at once)" }
-                input type="text" id="send_at" name="send_at" maxlength="40" placeholder="2026-01-31T09:00:00Z";
-                p { button type="submit" id="create-campaign" { "Create draft" } }
+                input type="text" id="send_at" name="send_at" value=(d.send_at) maxlength="40" placeholder="2026-01-31T09:00:00Z";
+                p { button type="submit" id="create-campaign" { "Save draft" } }
             }
         },
     ))
 }
 
-async fn create(State(state): State<AppState>, posted: Posted) -> Result<Response, PageError> {
+async fn new_form(State(state): State<AppState>, c: Console) -> PageResult {
+    draft_form(&state, &c, "New campaign", "/campaigns", &Draft::default()).await
+}
+
+async fn edit_form(State(state): State<AppState>, c: Console, Path(id): Path<i64>) -> PageResult {
+    let (k, (text, html)) = {
+        let mut db = state.pool.get().await?;
+        let k = own(&mut db, &c, id).await?;
+        let bodies = store::bodies(&mut db, c.account.id, id)
+            .await?
+            .ok_or_else(|| not_found(id))?;
+        (k, bodies)
+    };
+    if k.state != "draft" {
+        return Err(PageError::new(
+            StatusCode::CONFLICT,
+            format!("only a draft can be edited; this campaign is {}", k.state),
+        ));
+    }
+    let d = Draft {
+        name: k.name,
+        from: k.from,
+        subject: k.subject,
+        text: text.unwrap_or_default(),
+        html: html.unwrap_or_default(),
+        lists: k.lists,
+        exclude_lists: k.exclude_lists,
+        rate: k
+            .messages_per_second
+            .map(|r| r.to_string())
+            .unwrap_or_default(),
+        send_at: k.send_at.unwrap_or_default(),
+    };
+    draft_form(
+        &state,
+        &c,
+        "Edit campaign",
+        &format!("/campaigns/{id}/edit"),
+        &d,
+    )
+    .await
+}
+
+/// The posted draft form, validated.
+fn posted_campaign(posted: &Posted) -> Result<campaign::Valid, PageError> {
     let rate = match posted.text("rate", 32)? {
         None => None,
         Some(r) => Some(
@@ -182,13 +249,34 @@ async fn create(State(state): State<AppState>, posted: Posted) -> Result<Respons
         messages_per_second: rate,
         send_at: posted.text("send_at", 40)?,
     };
-    let valid =
-        campaign::validate(raw).map_err(|e| PageError::bad(format!("{}: {}", e.field, e.why)))?;
+    campaign::validate(raw).map_err(|e| PageError::bad(format!("{}: {}", e.field, e.why)))
+}
+
+async fn create(State(state): State<AppState>, posted: Posted) -> Result<Response, PageError> {
+    let valid = posted_campaign(&posted)?;
     let mut db = state.pool.get().await?;
     match store::create(&mut db, posted.console.account.id, &valid).await {
         Ok(id) => Ok(see_other(&format!("/campaigns/{id}"))),
         Err(CreateError::Field(e)) => Err(PageError::bad(format!("{}: {}", e.field, e.why))),
         Err(CreateError::Db(e)) => Err(e.into()),
+    }
+}
+
+async fn edit(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    posted: Posted,
+) -> Result<Response, PageError> {
+    let mut db = state.pool.get().await?;
+    // Another account's campaign is a 404 whatever the form holds.
+    own(&mut db, &posted.console, id).await?;
+    let valid = posted_campaign(&posted)?;
+    match store::update_draft(&mut db, posted.console.account.id, id, &valid).await {
+        Ok(()) => Ok(see_other(&format!("/campaigns/{id}"))),
+        Err(EditError::NotFound(_)) => Err(not_found(id)),
+        Err(e @ EditError::NotDraft(_)) => Err(PageError::new(StatusCode::CONFLICT, e.to_string())),
+        Err(EditError::Field(e)) => Err(PageError::bad(format!("{}: {}", e.field, e.why))),
+        Err(EditError::Db(e)) => Err(e.into()),
     }
 }
 
@@ -267,6 +355,9 @@ async fn show(State(state): State<AppState>, c: Console, Path(id): Path<i64>) ->
                 tr { th { "finished" } td { (k.finished_at.clone().unwrap_or_default()) } }
             }
             div.actions {
+                @if k.state == "draft" {
+                    a href=(format!("/campaigns/{}/edit", k.id)) id="edit" { "Edit draft" } " "
+                }
                 @for a in [Action::Start, Action::Pause, Action::Resume, Action::Cancel] {
                     form.inline method="post" action=(format!("/campaigns/{}/action", k.id)) {
                         (csrf_field(&c))
