@@ -224,3 +224,36 @@ pub fn csrf_field(c: &Console) -> Markup {
 pub fn see_other(to: &str) -> Response {
     (StatusCode::SEE_OTHER, [(header::LOCATION, to.to_owned())]).into_response()
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::accounts::Account;
+
+    #[test]
+    fn pages_escape_what_they_are_given() {
+        let c = Console {
+            account: Account {
+                id: 1,
+                name: "<b>ann</b>".into(),
+                is_admin: false,
+            },
+            csrf: "\"><script>x</script>".into(),
+            session_id: String::new(),
+        };
+        let Html(body) = page(
+            Some(&c),
+            "<script>alert(1)</script>",
+            html! { p { ("<img src=x onerror=alert(1)>") } },
+        );
+        assert!(!body.contains("<script>alert(1)") && !body.contains("<img src=x"));
+        assert!(body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"));
+        assert!(body.contains("&lt;b&gt;ann&lt;/b&gt;"));
+        assert!(body.contains("value=\"&quot;&gt;&lt;script&gt;x&lt;/script&gt;\""));
+        // The only script is the embedded file; admin links are not shown.
+        assert_eq!(body.matches("<script").count(), 1);
+        assert!(body.contains("<script src=\"/assets/console.js\""));
+        assert!(!body.contains("/accounts"));
+    }
+}
