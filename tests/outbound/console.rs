@@ -265,6 +265,50 @@ fn logins_sessions_csrf_isolation_and_escaping(store: &Store) {
             .contains(XSS_ESCAPED)
     );
 
+    // An upload without script (multipart, the token its first field) lands on
+    // the import's page, which reaches "finished"; without the token it is 403.
+    let csv = dir.path().join("up.csv");
+    std::fs::write(&csv, "email,name\nu1@up.test,U1\nu2@up.test,U2\n").unwrap();
+    let upload = |fields: &[String]| -> (u16, String) {
+        let mut cmd = Command::new("curl");
+        cmd.args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code} %{redirect_url}",
+            "-b",
+        ])
+        .arg(&ann.jar);
+        for f in fields {
+            cmd.arg("-F").arg(f);
+        }
+        let o = cmd
+            .arg(web.url(&format!("/lists/{list}/upload")))
+            .output()
+            .unwrap();
+        let out = String::from_utf8_lossy(&o.stdout).into_owned();
+        let (code, url) = out.split_once(' ').unwrap_or((&out, ""));
+        (code.parse().unwrap(), url.to_owned())
+    };
+    let file = format!("file=@{};type=text/csv", csv.display());
+    assert_eq!(upload(std::slice::from_ref(&file)).0, 403);
+    assert_eq!(upload(&["csrf=wrong".into(), file.clone()]).0, 403);
+    let (code, url) = upload(&[format!("csrf={token}"), file]);
+    assert_eq!(code, 303);
+    let import_page = url
+        .split_once("/imports/")
+        .map(|(_, id)| format!("/imports/{id}"))
+        .unwrap();
+    wait_for("the import to finish", Duration::from_secs(20), || {
+        ann.get(&import_page)
+            .body
+            .contains("id=\"import-state\">finished<")
+    });
+    assert_eq!(bob_get_status(&web, dir.path(), &import_page), 404);
+    let p = ann.get(&format!("/lists/{list}?q=up.test"));
+    assert!(p.body.contains("u1@up.test") && p.body.contains("u2@up.test"));
+
     // A draft is edited in place; what the tracking code records is escaped too.
     let p = ann.get(&format!("/campaigns/{campaign}/edit"));
     assert_eq!(p.status, 200);
@@ -409,6 +453,13 @@ fn logins_sessions_csrf_isolation_and_escaping(store: &Store) {
         last = bob.login("bob", "bob has a wrong password").status;
     }
     assert_eq!(last, 429);
+}
+
+/// What another signed-in account gets for `path`.
+fn bob_get_status(web: &Web, dir: &Path, path: &str) -> u16 {
+    let bob = Client::new(web, dir, "bob-isolation");
+    assert_eq!(bob.login("bob", "bob has a long password").status, 303);
+    bob.get(path).status
 }
 
 /// Chromium headless (Debian's chromium + chromium-driver + python3-selenium)

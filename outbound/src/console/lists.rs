@@ -2,14 +2,16 @@
 //! subscriber, search members by email, upload a file (with a progress bar the
 //! script fills from `/imports/{id}/progress`).
 //!
-//! Owns: the pages, the upload's CSRF check (a header: the script sends the file
-//! as the body), and one read of its own (members matching an email, bounded).
+//! Owns: the pages, the upload's CSRF check (a header when the script sends the
+//! file as the body; the form's first field when a browser without script sends
+//! multipart), an import's progress page, and one read of its own (members matching an email, bounded).
 //! Another account's list or import is a 404.
 //! Must not: write subscribers or parse uploads itself (`lists::upsert`,
 //! `web::imports::accept` do).
 
-use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::body::{Body, Bytes};
+use axum::extract::{FromRequest, Multipart, Path, Query, Request, State};
+use axum::http::header::CONTENT_TYPE;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -41,6 +43,7 @@ pub fn routes() -> Router<AppState> {
             // Streams to disk with web.max_import_bytes as its limit (as the API's).
             post(upload).layer(axum::extract::DefaultBodyLimit::disable()),
         )
+        .route("/imports/{id}", get(import_page))
         .route("/imports/{id}/progress", get(progress))
 }
 
@@ -175,10 +178,10 @@ async fn show(
                 div.card { div.n data-count="unsubscribed" { (n.unsubscribed) } div.k { "unsubscribed" } }
             }
             h2 { "Upload a file" }
-            form.box id="upload-form" method="post" enctype="application/octet-stream"
+            form.box id="upload-form" method="post" enctype="multipart/form-data"
                 action=(format!("/lists/{}/upload", list.id)) data-upload-url=(format!("/lists/{}/upload", list.id)) {
                 (csrf_field(&c))
-                p { "A CSV file (email, name, attributes…) or a zip, gzip or RAR archive of one. Needs JavaScript." }
+                p { "A CSV file (email, name, attributes…) or a zip, gzip or RAR archive of one." }
                 input type="file" id="upload-file" name="file";
                 button type="submit" id="upload" { "Upload" }
                 p { progress id="upload-progress" max="100" value="0" {} " " span id="upload-status" { "" } }
@@ -235,33 +238,145 @@ async fn add(
     Ok(see_other(&format!("/lists/{id}")))
 }
 
+/// The longest CSRF field a multipart upload may carry (a token is 64 bytes).
+const MAX_CSRF_FIELD_BYTES: usize = 128;
+
+/// `POST /lists/{id}/upload`: the script sends the file as the body with the
+/// token in a header (→ 202 `{"id"}`); a browser without script sends the form
+/// as multipart, its `csrf` field first (→ 303 to the import's page).
 async fn upload(
     State(state): State<AppState>,
     c: Console,
     Path(id): Path<i64>,
-    headers: HeaderMap,
-    body: Body,
+    req: Request,
 ) -> Result<Response, PageError> {
-    let given = headers
-        .get(csrf::HEADER)
+    let multipart = req
+        .headers()
+        .get(CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    if !csrf::matches(&c.csrf, given) {
-        return Err(PageError::new(
-            StatusCode::FORBIDDEN,
-            "CSRF token missing or wrong",
-        ));
+        .is_some_and(|v| {
+            v.trim()
+                .to_ascii_lowercase()
+                .starts_with("multipart/form-data")
+        });
+    if !multipart {
+        let given = req
+            .headers()
+            .get(csrf::HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        if !csrf::matches(&c.csrf, given) {
+            return Err(PageError::new(
+                StatusCode::FORBIDDEN,
+                "CSRF token missing or wrong",
+            ));
+        }
     }
     let list = {
         let mut db = state.pool.get().await?;
         own(&mut db, &c, id).await?
     };
-    match crate::web::imports::accept(&state, list, &headers, body).await {
-        Ok(import_id) => {
-            Ok((StatusCode::ACCEPTED, Json(json!({ "id": import_id }))).into_response())
-        }
-        Err(e) => Err(PageError::new(e.status, e.message)),
+    if !multipart {
+        let (parts, body) = req.into_parts();
+        return match crate::web::imports::accept(&state, list, &parts.headers, body).await {
+            Ok(import_id) => {
+                Ok((StatusCode::ACCEPTED, Json(json!({ "id": import_id }))).into_response())
+            }
+            Err(e) => Err(PageError::new(e.status, e.message)),
+        };
     }
+    let bad = |e: axum::extract::multipart::MultipartError| {
+        PageError::bad(format!("form: {}", e.body_text()))
+    };
+    let mut form = Multipart::from_request(req, &state)
+        .await
+        .map_err(|e| PageError::bad(format!("form: {}", e.body_text())))?;
+    let mut token_ok = false;
+    while let Some(mut field) = form.next_field().await.map_err(bad)? {
+        match field.name() {
+            Some(csrf::FIELD) => {
+                // Read in chunks, bounded: this route has no body limit.
+                let mut value = Vec::new();
+                while let Some(chunk) = field.chunk().await.map_err(bad)? {
+                    value.extend_from_slice(&chunk);
+                    if value.len() > MAX_CSRF_FIELD_BYTES {
+                        return Err(PageError::new(
+                            StatusCode::FORBIDDEN,
+                            "CSRF token missing or wrong",
+                        ));
+                    }
+                }
+                token_ok = csrf::matches(&c.csrf, &String::from_utf8_lossy(&value));
+            }
+            Some("file") => {
+                if !token_ok {
+                    return Err(PageError::new(
+                        StatusCode::FORBIDDEN,
+                        "CSRF token missing or wrong",
+                    ));
+                }
+                // The file part's own type is what `accept` checks.
+                let mut headers = HeaderMap::new();
+                if let Some(t) = field.content_type().and_then(|t| t.parse().ok()) {
+                    headers.insert(CONTENT_TYPE, t);
+                }
+                // The part is streamed through a small channel into the same
+                // receiver as the script's upload (to disk, under the size limit).
+                let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+                let body =
+                    Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+                        rx.recv().await.map(|item| (item, rx))
+                    }));
+                let pump = async move {
+                    loop {
+                        let item = match field.chunk().await {
+                            Ok(Some(chunk)) => Ok(chunk),
+                            Ok(None) => break,
+                            Err(e) => Err(std::io::Error::other(e.body_text())),
+                        };
+                        let failed = item.is_err();
+                        if tx.send(item).await.is_err() || failed {
+                            break;
+                        }
+                    }
+                };
+                let (accepted, ()) = tokio::join!(
+                    crate::web::imports::accept(&state, list, &headers, body),
+                    pump
+                );
+                return match accepted {
+                    Ok(import_id) => Ok(see_other(&format!("/imports/{import_id}"))),
+                    Err(e) => Err(PageError::new(e.status, e.message)),
+                };
+            }
+            _ => {}
+        }
+    }
+    Err(PageError::bad("file: missing"))
+}
+
+/// An import's progress as a page (the upload without script lands here); it
+/// reloads itself with a meta refresh until the import is done.
+async fn import_page(State(state): State<AppState>, c: Console, Path(id): Path<i64>) -> PageResult {
+    let mut db = state.pool.get().await?;
+    let row = import::get(&mut db, c.account.id, id)
+        .await?
+        .ok_or_else(|| PageError::not_found(&format!("import {id}")))?;
+    let done = row.state == "finished" || row.state == "failed";
+    let body = html! {
+        @if !done { meta http-equiv="refresh" content="2"; }
+        h1 { "Import " (row.id) }
+        table {
+            tr { th { "state" } td.state id="import-state" { (row.state) } }
+            tr { th { "rows read" } td.num { (row.rows_read) } }
+            tr { th { "added" } td.num { (row.added) } }
+            tr { th { "updated" } td.num { (row.updated) } }
+            tr { th { "rejected" } td.num { (row.rejected) } }
+            @if let Some(f) = &row.failure { tr { th { "failure" } td.error { (f) } } }
+        }
+        p { a href=(format!("/lists/{}", row.list_id)) { "Back to the list" } }
+    };
+    Ok(page(Some(&c), &format!("Import {}", row.id), body))
 }
 
 async fn progress(
