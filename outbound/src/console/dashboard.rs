@@ -26,6 +26,8 @@ use crate::web::AppState;
 
 /// Minutes the deliveries chart covers.
 const CHART_MINUTES: i64 = 60;
+/// How often the script refreshes the dashboard.
+const DASHBOARD_REFRESH_MS: u64 = 5_000;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -135,7 +137,9 @@ async fn index(
         "Dashboard",
         html! {
             h1 { "Dashboard" }
-            div data-live-url="/dashboard/live" {}
+            // Slower than a campaign's page: `Queue::stats` also totals the whole
+            // delivery log, which grows without bound.
+            div data-live-url="/dashboard/live" data-live-every-ms=(DASHBOARD_REFRESH_MS) {}
             h2 { "Relay nodes" }
             @if d.nodes.is_empty() { p { "No relay node has started yet." } }
             @else {

@@ -11,10 +11,12 @@ function setCounts(counts) {
   }
 }
 
-// A page with data-live-url polls it: {"counts": {...}, "svg": "<svg ...>"}.
+// A page with data-live-url polls it (every data-live-every-ms, default 1.5 s):
+// {"counts": {...}, "svg": "<svg ...>"}.
 // The SVG is built and escaped by the server.
 function live(el) {
   const url = el.getAttribute("data-live-url");
+  const every = Number(el.getAttribute("data-live-every-ms")) || 1500;
   const tick = async () => {
     try {
       const r = await fetch(url, { credentials: "same-origin", cache: "no-store" });
@@ -25,9 +27,9 @@ function live(el) {
         if (chart && data.svg) chart.innerHTML = data.svg;
       }
     } catch (e) { /* next tick retries */ }
-    setTimeout(tick, 1500);
+    setTimeout(tick, every);
   };
-  setTimeout(tick, 1500);
+  setTimeout(tick, every);
 }
 
 // The upload form sends the file as the request body (X-CSRF-Token header),
