@@ -2,7 +2,8 @@
 //! subscribers, imports and campaigns.
 //!
 //! Owns: the listener, the router (each resource's routes live in its own file:
-//! `lists`, `imports`, `campaigns`), the shared state (a [`DbPool`] and the
+//! `lists`, `imports`, `campaigns`; the web console's, `crate::console`, merged
+//! at the root), the shared state (a [`DbPool`] and the
 //! config), the request body limit, JSON 404/405 for unknown paths, and a graceful
 //! stop on SIGTERM/SIGINT. Every route takes [`auth::Auth`] and reads only the
 //! authenticated account's rows.
@@ -79,18 +80,17 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
     info!(%local, store = %cfg.store, "HTTP API running");
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
-        tokio::select! {
-            _ = term.recv() => {}
-            _ = int.recv() => {}
-        }
-        info!("stopping the HTTP API");
-    })
-    .await
-    .context("HTTP server")?;
+    // The console bounds login attempts per client address.
+    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+            }
+            info!("stopping the HTTP API");
+        })
+        .await
+        .context("HTTP server")?;
     Ok(())
 }
