@@ -914,6 +914,8 @@ mod tests {
             attempts: 0,
             delay_notified: false,
             campaign_id: None,
+            pool: None,
+            expires_at: None,
         }
     }
 

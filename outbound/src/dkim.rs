@@ -155,13 +155,23 @@ impl Keys {
                 Private::Ed25519(s) => s.sign(message),
             };
             match signed {
-                Ok(sig) => out.extend_from_slice(sig.to_header().as_bytes()),
+                Ok(sig) => out.extend_from_slice(unfold_last(sig.to_header()).as_bytes()),
                 Err(e) => {
                     tracing::warn!(domain, selector = key.selector, error = %e, "DKIM signing failed")
                 }
             }
         }
         (!out.is_empty()).then_some(out)
+    }
+}
+
+/// mail-auth folds before the closing `;` when the `b=` value ends a line, but signs
+/// the field without that fold; a verifier keeps the fold (it is outside the tag
+/// value, RFC 6376 §3.2) and the signature fails. So the fold goes.
+fn unfold_last(header: String) -> String {
+    match header.strip_suffix("\r\n\t;\r\n") {
+        Some(head) => format!("{head};\r\n"),
+        None => header,
     }
 }
 

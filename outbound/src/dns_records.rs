@@ -14,6 +14,7 @@ use base64::engine::general_purpose::STANDARD as B64;
 use hickory_resolver::TokioResolver;
 use hickory_resolver::config::{NameServerConfigGroup, ResolverConfig, ResolverOpts};
 use hickory_resolver::name_server::TokioConnectionProvider;
+use hickory_resolver::proto::rr::{RData, RecordType};
 
 use crate::config::Config;
 use crate::dkim;
@@ -153,6 +154,7 @@ fn resolver(ns: Option<SocketAddr>) -> anyhow::Result<TokioResolver> {
     opts.attempts = 2;
     // A check must see what is published now, not what was cached.
     opts.cache_size = 0;
+    opts.use_hosts_file = hickory_resolver::config::ResolveHosts::Never;
     let builder = match ns {
         Some(ns) => {
             let group = NameServerConfigGroup::from_ips_clear(&[ns.ip()], ns.port(), true);
@@ -272,10 +274,19 @@ pub async fn check(records: &[Record], ns: Option<SocketAddr>) -> anyhow::Result
                 }
             }
             Expect::Ptr(ip, host) => {
-                let found: Vec<String> = match resolver.reverse_lookup(*ip).await {
-                    Ok(l) => l.iter().map(|p| trim_name(&p.0.to_utf8())).collect(),
-                    Err(_) => Vec::new(),
-                };
+                // A PTR query, not `reverse_lookup`: that one answers from
+                // /etc/hosts first, and the check is about what DNS publishes.
+                let found: Vec<String> =
+                    match resolver.lookup(r.name.as_str(), RecordType::PTR).await {
+                        Ok(l) => l
+                            .iter()
+                            .filter_map(|d| match d {
+                                RData::PTR(p) => Some(trim_name(&p.0.to_utf8())),
+                                _ => None,
+                            })
+                            .collect(),
+                        Err(_) => Vec::new(),
+                    };
                 if !found.iter().any(|f| f == host) {
                     problems.push(format!(
                         "PTR {ip}: {} (want {host})",

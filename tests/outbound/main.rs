@@ -14,6 +14,8 @@
 //! - [`nodes`]: two relays sharing one MariaDB queue; a relay killed mid-run.
 //! - [`campaigns`]: campaigns over the API and the CLI, expanded and delivered by
 //!   relays: the recipient rule, tags, pause/resume/cancel, priority, takeover.
+//! - [`sending`]: DKIM verified by dkimpy, sending IP pools, dns-records and
+//!   dns-check, per-message expiry.
 //! - [`bounces`]: the bounce loop with `smtpd`: VERP, DSNs both ways, suppression,
 //!   forged bounces, unsubscribe.
 //!
@@ -32,4 +34,5 @@ mod limits;
 mod lists;
 mod nodes;
 mod routing;
+mod sending;
 mod web;
