@@ -1476,7 +1476,7 @@ mod tests {
         assert_eq!(
             row::select_list(&db, Claimed::COLUMNS),
             "id, sender, recipient, body, template_id, params, attempts, delay_notified, \
-             CAST(created_at AS TEXT), campaign_id"
+             CAST(created_at AS TEXT), campaign_id, pool, CAST(expires_at AS TEXT)"
         );
         assert_eq!(
             row::select_list(&db, DeliverySpan::COLUMNS),
@@ -1491,6 +1491,8 @@ mod tests {
         let row = |id: Val| {
             vec![
                 id,
+                Val::Null,
+                Val::Null,
                 Val::Null,
                 Val::Null,
                 Val::Null,
@@ -1523,10 +1525,14 @@ mod tests {
                 Val::Int(2),
                 text("2026-03-04 05:06:07.890"),
                 Val::Bytes(b"12".to_vec()),
+                Val::Bytes(b"a".to_vec()),
+                Val::Bytes(b"2026-03-05 00:00:00.000".to_vec()),
             ],
             now,
         )
         .unwrap();
+        assert_eq!(c.pool.as_deref(), Some("a"));
+        assert_eq!(c.expires_at, parse_ts("2026-03-05 00:00:00"));
         assert_eq!((c.id, c.sender.as_str()), (3, "a@b.test"));
         assert_eq!(c.body.as_deref(), Some(&b"Subject: x\r\n\r\n"[..]));
         assert_eq!((c.attempts, c.delay_notified), (0, true), "negative → 0");
