@@ -305,7 +305,10 @@ pub fn validate(raw: NewCampaign) -> Result<Valid, FieldError> {
     // unknown one fails with "unknown sending pool" there.
     let pool = match raw.pool.map(|p| p.trim().to_owned()) {
         Some(p) if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_graphic()) => {
-            return Err(FieldError::new("pool", "must be a pool name of 1 to 64 characters"));
+            return Err(FieldError::new(
+                "pool",
+                "must be a pool name of 1 to 64 characters",
+            ));
         }
         other => other,
     };
