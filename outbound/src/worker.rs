@@ -60,6 +60,9 @@ struct Pooled {
     since: Instant,
 }
 
+/// A destination domain and the source address (None: the default one).
+type DomainKey = (String, Option<IpAddr>);
+
 struct DomainState {
     permits: Rc<Semaphore>,
     /// Earliest start of the next transaction (local rate limit: each transaction
@@ -77,7 +80,7 @@ struct Worker {
     global: Rc<Semaphore>,
     /// Per destination domain *and source address*: providers count connections
     /// and rates per sending IP, so each pool address has its own limits and cache.
-    domains: RefCell<HashMap<(String, Option<IpAddr>), Rc<DomainState>>>,
+    domains: RefCell<HashMap<DomainKey, Rc<DomainState>>>,
     redis: Option<RefCell<redis::aio::MultiplexedConnection>>,
     results: mpsc::UnboundedSender<Vec<Attempt>>,
 }
