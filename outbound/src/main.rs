@@ -2,7 +2,10 @@
 //!
 //! - `outbound [-c FILE] [--store URL] [--redis URL] [--node-id ID] [--threads N]
 //!   [--transport DOMAIN=HOST:PORT ...] [--resolver HOST:PORT] [-v] [-l FILE]` runs it;
-//! - `outbound enqueue --from ADDR --to ADDR [--to ADDR ...] [--store URL] < message.eml`;
+//! - `outbound enqueue --from ADDR --to ADDR [--to ADDR ...] [--pool NAME]
+//!   [--expires-in SECS] [--store URL] < message.eml`;
+//! - `outbound dkim generate DOMAIN --selector S [--algorithm rsa|ed25519] --out FILE`,
+//!   `outbound dns-records DOMAIN`, `outbound dns-check DOMAIN [--resolver HOST:PORT]`;
 //! - `outbound stats`, `outbound nodes`, `outbound suppress add|remove|list`;
 //! - `outbound web [--listen ADDR:PORT]`: the HTTP API (`web`);
 //! - `outbound account add NAME [--admin]`, `outbound list import LIST_ID FILE`,
@@ -13,7 +16,9 @@
 //! SQL statement), `row` (rows decoded by column name), `dispatch` (claims, retries, records), `worker` (a delivery
 //! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`, `node` (process identity),
 //! `template` (MIME rendering), `tls`; `accounts`, `lists`, `import`, `campaign`
-//! (the mass-mailing data and the campaign runner), `web` (HTTP API), `db_pool`.
+//! (the mass-mailing data and the campaign runner), `web` (HTTP API), `db_pool`;
+//! `dkim` (signing, keys), `sending` (`[dkim]` and `[pools]` settings, source
+//! address choice), `dns_records` (`dns-records`, `dns-check`).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -56,6 +61,9 @@ mod worker;
 
 use config::{Config, RunArgs};
 use queue::Queue;
+
+/// Longest `enqueue --expires-in`: ten years (a bound, so the time cannot overflow).
+const MAX_EXPIRES_IN_SECS: i64 = 10 * 366 * 24 * 3600;
 
 /// Largest message `outbound enqueue` takes from stdin.
 const MAX_ENQUEUE_BYTES: u64 = 64 * 1024 * 1024;
@@ -106,9 +114,11 @@ enum Command {
         /// Send from this sending pool ([pools.NAME]).
         #[arg(long = "pool", value_name = "NAME")]
         pool: Option<String>,
-        /// Fail the rows (4.4.7, no DSN) if not delivered within SECS.
-        #[arg(long = "expires-in", value_name = "SECS")]
-        expires_in: Option<u64>,
+        /// Fail the rows (4.4.7, no DSN) if not delivered within SECS (at most
+        /// ten years).
+        #[arg(long = "expires-in", value_name = "SECS",
+              value_parser = clap::value_parser!(u32).range(1..=MAX_EXPIRES_IN_SECS))]
+        expires_in: Option<u32>,
     },
     /// DKIM keys.
     Dkim {
@@ -398,13 +408,9 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
                     tag.as_deref(),
                     &queue::EnqueueSending {
                         pool,
-                        expires_at: expires_in.map(|s| {
-                            Utc::now()
-                                + chrono::Duration::seconds(
-                                    i64::try_from(s)
-                                        .unwrap_or(i64::MAX / 1000)
-                                        .min(i64::MAX / 1000),
-                                )
+                        // Bounded by clap to ten years: the sum cannot overflow.
+                        expires_at: expires_in.and_then(|s| {
+                            Utc::now().checked_add_signed(chrono::Duration::seconds(i64::from(s)))
                         }),
                     },
                 )

@@ -135,8 +135,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// The source address for a new connection to `domain`.
-    pub fn pick(&self, domain: &str) -> &Source {
+    /// The source address for a new connection to `domain` (None only for a pool
+    /// without addresses, which validation refuses).
+    pub fn pick(&self, domain: &str) -> Option<&Source> {
         let n = self.addresses.len().max(1);
         let i = if self.sticky {
             let mut h = DefaultHasher::new();
@@ -145,8 +146,7 @@ impl Pool {
         } else {
             self.next.fetch_add(1, Ordering::Relaxed) % n
         };
-        // `addresses` is never empty (validated); the index is in range.
-        &self.addresses[i % self.addresses.len()]
+        self.addresses.get(i)
     }
 }
 
@@ -280,13 +280,15 @@ mod tests {
         )
         .unwrap();
         let a = p.get("a").unwrap();
-        let seq: Vec<String> = (0..4).map(|_| a.pick("x.org").ip.to_string()).collect();
+        let seq: Vec<String> = (0..4)
+            .map(|_| a.pick("x.org").unwrap().ip.to_string())
+            .collect();
         assert_eq!(seq, ["127.0.0.2", "127.0.0.3", "127.0.0.2", "127.0.0.3"]);
         assert_eq!(a.addresses[0].helo, "m2.example.com");
         assert_eq!(a.addresses[1].helo, "mta.example.com");
         let b = p.get("b").unwrap();
-        let first = b.pick("x.org").ip;
-        assert!((0..5).all(|_| b.pick("x.org").ip == first));
+        let first = b.pick("x.org").unwrap().ip;
+        assert!((0..5).all(|_| b.pick("x.org").unwrap().ip == first));
     }
 
     #[test]

@@ -277,7 +277,8 @@ impl Worker {
                 .cfg
                 .pools
                 .get(name)
-                .map(|p| Some(p.pick(&job.domain).clone()))
+                .and_then(|p| p.pick(&job.domain))
+                .map(|s| Some(s.clone()))
                 .ok_or(name),
         };
         let reports = match source {
