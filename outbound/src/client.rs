@@ -114,16 +114,36 @@ pub struct SmtpClient {
 /// Opportunistic TLS settings: `None` = never STARTTLS.
 pub type Tls = Option<Arc<TlsConnector>>;
 
+/// Connects from `source` (bound before connect, port chosen by the kernel) or from
+/// wherever the routing table says.
+async fn tcp_connect(
+    addr: std::net::SocketAddr,
+    source: Option<std::net::IpAddr>,
+) -> std::io::Result<TcpStream> {
+    let Some(ip) = source else {
+        return TcpStream::connect(addr).await;
+    };
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(std::net::SocketAddr::new(ip, 0))?;
+    socket.connect(addr).await
+}
+
 impl SmtpClient {
     /// Connects, reads the greeting, says EHLO (HELO if EHLO is refused), and
     /// upgrades with STARTTLS when offered and `tls` is set.
+    /// `source` binds the local address first (a sending pool's address).
     pub async fn connect(
         endpoint: &Endpoint,
+        source: Option<std::net::IpAddr>,
         helo_name: &str,
         tls: &Tls,
         timeouts: &Timeouts,
     ) -> Result<Self, ClientError> {
-        let tcp = timeout(timeouts.connect, TcpStream::connect(endpoint.addr))
+        let tcp = timeout(timeouts.connect, tcp_connect(endpoint.addr, source))
             .await
             .map_err(|_| ClientError::Timeout("connect"))?
             .map_err(|e| ClientError::Io(format!("connect to {endpoint}: {e}")))?;
@@ -218,7 +238,7 @@ impl SmtpClient {
     ) -> Result<TxOutcome, ClientError> {
         let mut mail = format!("MAIL FROM:<{sender}>");
         if self.ext.size.is_some() {
-            mail.push_str(&format!(" SIZE={}", payload.size));
+            mail.push_str(&format!(" SIZE={}", payload.size()));
         }
         if payload.eight_bit && self.ext.eight_bit_mime {
             mail.push_str(" BODY=8BITMIME");
@@ -314,7 +334,7 @@ impl SmtpClient {
     async fn send_payload(&mut self, payload: &Payload) -> Result<Reply, ClientError> {
         self.data_started = true;
         timeout(self.timeouts.data, async {
-            self.stream.io()?.write_all(&payload.wire).await
+            self.stream.io()?.write_all(payload.wire()).await
         })
         .await
         .map_err(|_| ClientError::Timeout("sending the message"))?

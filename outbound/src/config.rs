@@ -191,6 +191,11 @@ struct FileConfig {
     /// DOMAIN = "HOST:PORT".
     #[serde(default)]
     transport: HashMap<String, String>,
+    /// Responsible sending (`sending`): DKIM keys per From domain, IP pools.
+    #[serde(default)]
+    dkim: HashMap<String, crate::sending::FileDkim>,
+    #[serde(default)]
+    pools: HashMap<String, crate::sending::FilePool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -369,6 +374,10 @@ pub struct Config {
     pub bounces: Bounces,
     pub web: Web,
     pub campaigns: Campaigns,
+    /// DKIM keys by From domain, loaded once at start (`sending`).
+    pub dkim: std::sync::Arc<crate::dkim::Keys>,
+    /// Sending IP pools by name (`sending`).
+    pub pools: std::sync::Arc<crate::sending::Pools>,
 }
 
 /// The HTTP API (`[web]`, `outbound web`).
@@ -472,8 +481,10 @@ impl Config {
         let delivery = delivery_section(file.delivery.unwrap_or_default(), &machine)?;
         let web = web_section(file.web.unwrap_or_default())?;
         let campaigns = campaigns_section(file.campaigns.unwrap_or_default())?;
+        let pools = crate::sending::pools_section(file.pools, &delivery.helo_name)?;
         // Every value is valid: only now is a file opened.
         let bounces = load_bounce_key(bounces)?;
+        let dkim = crate::sending::dkim_section(file.dkim)?;
         Ok(Self {
             store,
             migrate: args.migrate,
@@ -506,6 +517,8 @@ impl Config {
             bounces,
             web,
             campaigns,
+            dkim: std::sync::Arc::new(dkim),
+            pools: std::sync::Arc::new(pools),
         })
     }
 }

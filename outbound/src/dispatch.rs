@@ -52,7 +52,8 @@ const FLUSH_ROWS: usize = 1_024;
 const WATCH_POLL: Duration = Duration::from_millis(200);
 
 /// Recipients share a transaction when domain, sender and body (hash) are equal.
-type GroupKey = (String, String, u64);
+/// (domain, envelope sender, body hash, sending pool).
+type GroupKey = (String, String, u64, Option<String>);
 /// A group's shared message and its (queue id, recipient) pairs.
 type Group = (Arc<Payload>, Vec<(i64, String)>);
 
@@ -435,6 +436,20 @@ impl Dispatcher {
                     campaign_id: row.campaign_id,
                 },
             );
+            if row.expires_at.is_some_and(|e| e <= now) {
+                // A reminder of an event that is over is worse than none: no
+                // attempt, and no DSN either (`sending`, per-message expiry).
+                if let Some(f) = self.in_flight.get_mut(&row.id) {
+                    f.dsn_to = None;
+                }
+                self.local(
+                    &row,
+                    Outcome::Failed,
+                    Some("4.4.7"),
+                    "message expired".into(),
+                );
+                continue;
+            }
             if suppressed.contains(&row.recipient.to_ascii_lowercase()) {
                 self.local(
                     &row,
@@ -476,7 +491,7 @@ impl Dispatcher {
                 Ok(Message::Shared(body)) => {
                     let mut h = DefaultHasher::new();
                     body.hash(&mut h);
-                    let key = (domain, envelope_sender, h.finish());
+                    let key = (domain, envelope_sender, h.finish(), row.pool.clone());
                     let entry = groups
                         .entry(key)
                         .or_insert_with(|| (Arc::new(Payload::new(&body)), Vec::new()));
@@ -488,12 +503,13 @@ impl Dispatcher {
                         sender: envelope_sender,
                         recipients: vec![(row.id, row.recipient.clone())],
                         payload: Arc::new(Payload::new(&body)),
+                        pool: row.pool.clone(),
                     });
                 }
                 Err(text) => self.local(&row, Outcome::Failed, Some("5.3.0"), text),
             }
         }
-        for ((domain, sender, _), (payload, recipients)) in groups {
+        for ((domain, sender, _, pool), (payload, recipients)) in groups {
             // Under a rate limit, at most one second's worth per transaction.
             let per_transaction = self.cfg.recipients_per_transaction(&domain);
             for chunk in recipients.chunks(per_transaction.max(1)) {
@@ -502,6 +518,7 @@ impl Dispatcher {
                     sender: sender.clone(),
                     recipients: chunk.to_vec(),
                     payload: payload.clone(),
+                    pool: pool.clone(),
                 });
             }
         }
@@ -897,6 +914,8 @@ mod tests {
             attempts: 0,
             delay_notified: false,
             campaign_id: None,
+            pool: None,
+            expires_at: None,
         }
     }
 

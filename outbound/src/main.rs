@@ -2,7 +2,10 @@
 //!
 //! - `outbound [-c FILE] [--store URL] [--redis URL] [--node-id ID] [--threads N]
 //!   [--transport DOMAIN=HOST:PORT ...] [--resolver HOST:PORT] [-v] [-l FILE]` runs it;
-//! - `outbound enqueue --from ADDR --to ADDR [--to ADDR ...] [--store URL] < message.eml`;
+//! - `outbound enqueue --from ADDR --to ADDR [--to ADDR ...] [--pool NAME]
+//!   [--expires-in SECS] [--store URL] < message.eml`;
+//! - `outbound dkim generate DOMAIN --selector S [--algorithm rsa|ed25519] --out FILE`,
+//!   `outbound dns-records DOMAIN`, `outbound dns-check DOMAIN [--resolver HOST:PORT]`;
 //! - `outbound stats`, `outbound nodes`, `outbound suppress add|remove|list`;
 //! - `outbound web [--listen ADDR:PORT]`: the HTTP API (`web`);
 //! - `outbound account add NAME [--admin]`, `outbound account passwd NAME` (stdin), `outbound list import LIST_ID FILE`,
@@ -13,7 +16,9 @@
 //! SQL statement), `row` (rows decoded by column name), `dispatch` (claims, retries, records), `worker` (a delivery
 //! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`, `node` (process identity),
 //! `template` (MIME rendering), `tls`; `accounts`, `lists`, `import`, `campaign`
-//! (the mass-mailing data and the campaign runner), `web` (HTTP API), `console` (the web console's pages), `db_pool`.
+//! (the mass-mailing data and the campaign runner), `web` (HTTP API), `console` (the
+//! web console's pages), `db_pool`; `dkim` (signing, keys), `sending` (`[dkim]` and
+//! `[pools]` settings, source address choice), `dns_records` (`dns-records`, `dns-check`).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -36,6 +41,8 @@ mod console;
 mod db;
 mod db_pool;
 mod dispatch;
+mod dkim;
+mod dns_records;
 mod dsn;
 mod import;
 mod lists;
@@ -46,6 +53,7 @@ mod payload;
 mod queue;
 mod retry;
 mod row;
+mod sending;
 mod template;
 mod tls;
 mod verp;
@@ -54,6 +62,9 @@ mod worker;
 
 use config::{Config, RunArgs};
 use queue::Queue;
+
+/// Longest `enqueue --expires-in`: ten years (a bound, so the time cannot overflow).
+const MAX_EXPIRES_IN_SECS: i64 = 10 * 366 * 24 * 3600;
 
 /// Largest message `outbound enqueue` takes from stdin.
 const MAX_ENQUEUE_BYTES: u64 = 64 * 1024 * 1024;
@@ -101,6 +112,35 @@ enum Command {
         /// Campaign or category recorded with each row.
         #[arg(long = "tag")]
         tag: Option<String>,
+        /// Send from this sending pool ([pools.NAME]).
+        #[arg(long = "pool", value_name = "NAME")]
+        pool: Option<String>,
+        /// Fail the rows (4.4.7, no DSN) if not delivered within SECS (at most
+        /// ten years).
+        #[arg(long = "expires-in", value_name = "SECS",
+              value_parser = clap::value_parser!(u32).range(1..=MAX_EXPIRES_IN_SECS))]
+        expires_in: Option<u32>,
+    },
+    /// DKIM keys.
+    Dkim {
+        #[command(subcommand)]
+        action: DkimAction,
+    },
+    /// Print, in zone-file syntax, the DNS records DOMAIN needs to send from here.
+    DnsRecords {
+        domain: String,
+        /// Only this pool's addresses (SPF, PTR); default: every pool.
+        #[arg(long = "pool", value_name = "NAME")]
+        pool: Option<String>,
+    },
+    /// Look up the records `dns-records` prints; exit 1 if any is missing or different.
+    DnsCheck {
+        domain: String,
+        #[arg(long = "pool", value_name = "NAME")]
+        pool: Option<String>,
+        /// DNS server to ask (default dns.resolver, else the system's).
+        #[arg(long = "resolver", value_name = "HOST:PORT")]
+        resolver: Option<String>,
     },
     /// Queue totals by state, attempts by outcome, and the delivery rate.
     Stats,
@@ -132,6 +172,29 @@ enum Command {
         #[command(subcommand)]
         action: cli_campaigns::CampaignAction,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum DkimAction {
+    /// Write a new private key (PKCS#8 PEM, mode 0600) and print its TXT record.
+    Generate {
+        domain: String,
+        #[arg(long = "selector", value_name = "S")]
+        selector: String,
+        #[arg(long = "algorithm", value_enum, default_value = "rsa")]
+        algorithm: KeyAlgorithm,
+        /// Where to write the key; an existing file is never overwritten.
+        #[arg(long = "out", value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum KeyAlgorithm {
+    /// RSA-2048, signing with rsa-sha256.
+    Rsa,
+    /// Ed25519, signing with ed25519-sha256 (RFC 8463).
+    Ed25519,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +264,7 @@ fn main() -> ExitCode {
             if e.downcast_ref::<node::NodeError>().is_some()
                 || e.downcast_ref::<cli_campaigns::CampaignNotFound>()
                     .is_some()
+                || e.downcast_ref::<sending::BindError>().is_some()
             {
                 ExitCode::from(2)
             } else {
@@ -219,6 +283,8 @@ fn check_command(command: Option<Command>) -> Result<Option<Command>, String> {
         to,
         priority,
         tag,
+        pool,
+        expires_in,
     }) = command
     else {
         return Ok(command);
@@ -237,6 +303,8 @@ fn check_command(command: Option<Command>) -> Result<Option<Command>, String> {
         to,
         priority,
         tag,
+        pool,
+        expires_in,
     }))
 }
 
@@ -248,12 +316,65 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
             .transpose()?;
         return web::serve(config, listen).await;
     }
+    // Responsible-sending tools: no store needed.
+    match &command {
+        Some(Command::Dkim {
+            action:
+                DkimAction::Generate {
+                    domain,
+                    selector,
+                    algorithm,
+                    out,
+                },
+        }) => {
+            let algorithm = match algorithm {
+                KeyAlgorithm::Rsa => dkim::Algorithm::Rsa,
+                KeyAlgorithm::Ed25519 => dkim::Algorithm::Ed25519,
+            };
+            println!(
+                "{}",
+                dkim::generate_to_file(domain, selector, algorithm, out)?
+            );
+            return Ok(());
+        }
+        Some(Command::DnsRecords { domain, pool }) => {
+            let records = dns_records::records(&config, domain, pool.as_deref())?;
+            print!("{}", dns_records::zone_text(&records));
+            return Ok(());
+        }
+        Some(Command::DnsCheck {
+            domain,
+            pool,
+            resolver,
+        }) => {
+            let ns = match resolver {
+                Some(r) => Some(config::parse_listen("--resolver", r)?),
+                None => config.resolver,
+            };
+            let records = dns_records::records(&config, domain, pool.as_deref())?;
+            let problems = dns_records::check(&records, ns).await?;
+            if problems.is_empty() {
+                println!("{domain}: all {} records as they should be", records.len());
+                return Ok(());
+            }
+            for p in &problems {
+                println!("{p}");
+            }
+            return Err(anyhow::Error::new(DnsCheckFailed(problems.len())));
+        }
+        _ => {}
+    }
     let db = db::Db::open(&config.store, config.migrate)
         .await
         .with_context(|| format!("store {}", config.store))?;
     let mut queue = Queue::new(db);
     match command {
         None => {
+            // A pool address this host cannot send from is a config error, now.
+            if let Err(e) = config.pools.check_bindable() {
+                tracing::error!(error = %e, "sending pool address cannot be bound");
+                return Err(e.into());
+            }
             let tls = if config.starttls {
                 Some(Arc::new(
                     tls::opportunistic_connector().context("TLS setup")?,
@@ -268,6 +389,8 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
             to,
             priority,
             tag,
+            pool,
+            expires_in,
         }) => {
             let mut body = Vec::new();
             std::io::stdin()
@@ -281,7 +404,20 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
                 anyhow::bail!("no message on stdin");
             }
             let ids = queue
-                .enqueue(&from, &to, &body, priority, tag.as_deref())
+                .enqueue(
+                    &from,
+                    &to,
+                    &body,
+                    priority,
+                    tag.as_deref(),
+                    &queue::EnqueueSending {
+                        pool,
+                        // Bounded by clap to ten years: the sum cannot overflow.
+                        expires_at: expires_in.and_then(|s| {
+                            Utc::now().checked_add_signed(chrono::Duration::seconds(i64::from(s)))
+                        }),
+                    },
+                )
                 .await?;
             for (id, rcpt) in ids.iter().zip(&to) {
                 println!("{id} {rcpt}");
@@ -353,7 +489,8 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
             }
         }
         // Served above, before any single connection is opened.
-        Some(Command::Web { .. }) => {}
+        Some(Command::Web { .. } | Command::Dkim { .. })
+        | Some(Command::DnsRecords { .. } | Command::DnsCheck { .. }) => {}
         Some(Command::Account {
             action: AccountAction::Add { name, admin },
         }) => {
@@ -410,6 +547,11 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
     queue.close().await;
     Ok(())
 }
+
+/// `dns-check` found problems (exit 1; they are printed on stdout).
+#[derive(Debug, thiserror::Error)]
+#[error("{0} DNS record(s) missing or different")]
+struct DnsCheckFailed(usize);
 
 fn init_logging(verbose: bool, file: Option<&std::path::Path>) -> anyhow::Result<()> {
     ops::logging::init(&ops::logging::Logging {

@@ -53,6 +53,17 @@ pub struct Claimed {
     pub delay_notified: bool,
     /// The campaign the row belongs to (None for other mail).
     pub campaign_id: Option<i64>,
+    /// The sending pool to send from (None: the default source address).
+    pub pool: Option<String>,
+    /// Past this, the row fails with 4.4.7 and no DSN (None: never).
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// `outbound enqueue --pool --expires-in`: what a row carries for responsible sending.
+#[derive(Debug, Default)]
+pub struct EnqueueSending {
+    pub pool: Option<String>,
+    pub expires_at: Option<DateTime<Utc>>,
 }
 
 impl Claimed {
@@ -68,6 +79,8 @@ impl Claimed {
         Column::plain("delay_notified"),
         Column::text("created_at"),
         Column::plain("campaign_id"),
+        Column::plain("pool"),
+        Column::text("expires_at"),
     ];
 
     /// A claimed row; refused without an id. The schema makes the other columns NOT
@@ -91,6 +104,8 @@ impl Claimed {
                 .and_then(|t| parse_ts(&t))
                 .unwrap_or(now),
             campaign_id: f.opt_int("campaign_id")?,
+            pool: f.opt_text("pool")?,
+            expires_at: f.opt_text("expires_at")?.and_then(|t| parse_ts(&t)),
         })
     }
 }
@@ -1286,20 +1301,23 @@ impl Queue {
         body: &[u8],
         priority: i64,
         tag: Option<&str>,
+        sending: &EnqueueSending,
     ) -> Result<Vec<i64>, DbError> {
         let is_mysql = self.db.is_mysql();
         self.in_tx(async |db: &mut Db| {
             let mut ids = Vec::with_capacity(recipients.len());
             for r in recipients {
                 db.exec(
-                    "INSERT INTO outbound_queue (sender, recipient, body, priority, tag) \
-                     VALUES (?, ?, ?, ?, ?)",
+                    "INSERT INTO outbound_queue (sender, recipient, body, priority, tag, \
+                     pool, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                     vec![
                         sender.into(),
                         r.as_str().into(),
                         Val::Bytes(body.to_vec()),
                         priority.into(),
                         tag.into(),
+                        sending.pool.as_deref().into(),
+                        sending.expires_at.map(ts).into(),
                     ],
                 )
                 .await?;
@@ -1458,7 +1476,7 @@ mod tests {
         assert_eq!(
             row::select_list(&db, Claimed::COLUMNS),
             "id, sender, recipient, body, template_id, params, attempts, delay_notified, \
-             CAST(created_at AS TEXT), campaign_id"
+             CAST(created_at AS TEXT), campaign_id, pool, CAST(expires_at AS TEXT)"
         );
         assert_eq!(
             row::select_list(&db, DeliverySpan::COLUMNS),
@@ -1473,6 +1491,8 @@ mod tests {
         let row = |id: Val| {
             vec![
                 id,
+                Val::Null,
+                Val::Null,
                 Val::Null,
                 Val::Null,
                 Val::Null,
@@ -1505,10 +1525,14 @@ mod tests {
                 Val::Int(2),
                 text("2026-03-04 05:06:07.890"),
                 Val::Bytes(b"12".to_vec()),
+                Val::Bytes(b"a".to_vec()),
+                Val::Bytes(b"2026-03-05 00:00:00.000".to_vec()),
             ],
             now,
         )
         .unwrap();
+        assert_eq!(c.pool.as_deref(), Some("a"));
+        assert_eq!(c.expires_at, parse_ts("2026-03-05 00:00:00"));
         assert_eq!((c.id, c.sender.as_str()), (3, "a@b.test"));
         assert_eq!(c.body.as_deref(), Some(&b"Subject: x\r\n\r\n"[..]));
         assert_eq!((c.attempts, c.delay_notified), (0, true), "negative → 0");

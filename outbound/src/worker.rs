@@ -10,6 +10,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -24,6 +25,7 @@ use crate::config::Config;
 use crate::mx::{RouteError, Router};
 use crate::payload::Payload;
 use crate::queue::{Attempt, Outcome};
+use crate::sending::Source;
 use smtp_wire::Reply;
 
 /// Reserves a transaction's share of a domain's shared schedule (GCRA: the key holds
@@ -49,12 +51,17 @@ pub struct Job {
     /// (queue id, address)
     pub recipients: Vec<(i64, String)>,
     pub payload: Arc<Payload>,
+    /// The rows' sending pool (None: no binding, the default source address).
+    pub pool: Option<String>,
 }
 
 struct Pooled {
     client: SmtpClient,
     since: Instant,
 }
+
+/// A destination domain and the source address (None: the default one).
+type DomainKey = (String, Option<IpAddr>);
 
 struct DomainState {
     permits: Rc<Semaphore>,
@@ -71,7 +78,9 @@ struct Worker {
     tls: Tls,
     timeouts: Timeouts,
     global: Rc<Semaphore>,
-    domains: RefCell<HashMap<String, Rc<DomainState>>>,
+    /// Per destination domain *and source address*: providers count connections
+    /// and rates per sending IP, so each pool address has its own limits and cache.
+    domains: RefCell<HashMap<DomainKey, Rc<DomainState>>>,
     redis: Option<RefCell<redis::aio::MultiplexedConnection>>,
     results: mpsc::UnboundedSender<Vec<Attempt>>,
 }
@@ -247,10 +256,10 @@ fn reply_outcome(reply: &Reply) -> Outcome {
 }
 
 impl Worker {
-    fn domain(&self, domain: &str) -> Rc<DomainState> {
+    fn domain(&self, domain: &str, source: Option<IpAddr>) -> Rc<DomainState> {
         self.domains
             .borrow_mut()
-            .entry(domain.to_owned())
+            .entry((domain.to_owned(), source))
             .or_insert_with(|| {
                 Rc::new(DomainState {
                     permits: Rc::new(Semaphore::new(self.cfg.limits_for(domain).max_connections)),
@@ -262,12 +271,48 @@ impl Worker {
     }
 
     async fn deliver(self: Rc<Self>, job: Job) {
-        let state = self.domain(&job.domain);
-        let reports = match (state.permits.acquire().await, self.global.acquire().await) {
+        let source = match job.pool.as_deref() {
+            None => Ok(None),
+            Some(name) => self
+                .cfg
+                .pools
+                .get(name)
+                .and_then(|p| p.pick(&job.domain))
+                .map(|s| Some(s.clone()))
+                .ok_or(name),
+        };
+        let reports = match source {
+            Ok(source) => self.deliver_from(&job, source).await,
+            // Permanent: retrying cannot make the name known to this process.
+            Err(name) => vec![Report::local(
+                Outcome::Failed,
+                Some("5.3.5"),
+                format!("unknown sending pool {name}"),
+                None,
+            )],
+        };
+        self.finish(&job, &reports);
+    }
+
+    async fn deliver_from(&self, job: &Job, source: Option<Source>) -> Vec<Report> {
+        let ip = source.as_ref().map(|s| s.ip);
+        let state = self.domain(&job.domain, ip);
+        match (state.permits.acquire().await, self.global.acquire().await) {
             (Ok(_domain_permit), Ok(_global_permit)) => {
-                self.rate_limit(&job.domain, &state, job.recipients.len())
+                // DKIM here, on this worker's thread and once per payload (the
+                // dispatcher only renders): a chunk sharing the payload reuses it.
+                // The relay's own DSNs (null sender) fall back to the bounce domain.
+                let fallback = self
+                    .cfg
+                    .bounces
+                    .verp
+                    .as_ref()
+                    .filter(|_| job.sender.is_empty())
+                    .map(|v| v.domain.as_str());
+                job.payload.sign(&self.cfg.dkim, fallback);
+                self.rate_limit(&job.domain, ip, &state, job.recipients.len())
                     .await;
-                self.attempt(&job, &state).await
+                self.attempt(job, &state, source.as_ref()).await
             }
             _ => vec![Report::local(
                 Outcome::Deferred,
@@ -275,7 +320,10 @@ impl Worker {
                 "relay shutting down".into(),
                 None,
             )],
-        };
+        }
+    }
+
+    fn finish(&self, job: &Job, reports: &[Report]) {
         let at = Utc::now();
         let attempts: Vec<Attempt> = job
             .recipients
@@ -308,7 +356,13 @@ impl Worker {
     /// them. The dispatcher keeps a transaction within one second's worth
     /// ([`crate::config::DomainLimits::rate_burst`]), so no second sees more than the
     /// rate. Redis-shared when configured, else a local schedule.
-    async fn rate_limit(&self, domain: &str, state: &DomainState, recipients: usize) {
+    async fn rate_limit(
+        &self,
+        domain: &str,
+        source: Option<IpAddr>,
+        state: &DomainState,
+        recipients: usize,
+    ) {
         let rate = self.cfg.limits_for(domain).messages_per_second;
         if rate <= 0.0 {
             return;
@@ -320,7 +374,10 @@ impl Worker {
             // from one: each transaction reserves its recipients' share of it.
             let mut conn = redis.borrow().clone();
             let wait: Result<i64, _> = redis::Script::new(SHARED_SLOT)
-                .key(format!("outbound:rate:{domain}"))
+                .key(match source {
+                    Some(ip) => format!("outbound:rate:{domain}:{ip}"),
+                    None => format!("outbound:rate:{domain}"),
+                })
                 .arg(u64::try_from(interval.as_micros()).unwrap_or(u64::MAX))
                 .invoke_async(&mut conn)
                 .await;
@@ -339,7 +396,12 @@ impl Worker {
     }
 
     /// One attempt for the job's recipients; a report per recipient (or one for all).
-    async fn attempt(&self, job: &Job, state: &DomainState) -> Vec<Report> {
+    async fn attempt(
+        &self,
+        job: &Job,
+        state: &DomainState,
+        source: Option<&Source>,
+    ) -> Vec<Report> {
         let addresses: Vec<String> = job.recipients.iter().map(|(_, a)| a.clone()).collect();
         // A cached session first; if it turns out dead, a fresh one.
         let pooled = state.idle.borrow_mut().pop();
@@ -376,7 +438,7 @@ impl Worker {
         let mut all_permanent = true;
         for endpoint in hops.iter().flat_map(|h| h.endpoints.iter()) {
             let mx = endpoint.to_string();
-            let mut client = match self.connect(endpoint).await {
+            let mut client = match self.connect(endpoint, source).await {
                 Ok(c) => c,
                 Err(e) => {
                     debug!(worker = self.index, mx, error = %e, "connection failed");
@@ -397,13 +459,13 @@ impl Worker {
                     continue;
                 }
             };
-            if let (Some(limit), true) = (client.ext.size, job.payload.size > 0)
+            if let (Some(limit), true) = (client.ext.size, job.payload.size() > 0)
                 && limit > 0
-                && job.payload.size as u64 > limit
+                && job.payload.size() as u64 > limit
             {
                 let text = format!(
                     "message of {} octets exceeds {mx}'s limit of {limit}",
-                    job.payload.size
+                    job.payload.size()
                 );
                 client.quit().await;
                 return vec![Report::local(
@@ -448,12 +510,18 @@ impl Worker {
 
     /// Connects with opportunistic STARTTLS; a host whose TLS handshake fails is
     /// tried once more in plaintext (as Postfix does at its "may" level).
-    async fn connect(&self, endpoint: &Endpoint) -> Result<SmtpClient, ClientError> {
-        let helo = &self.cfg.helo_name;
-        match SmtpClient::connect(endpoint, helo, &self.tls, &self.timeouts).await {
+    /// From a pool address, the EHLO name is that address's (its PTR).
+    async fn connect(
+        &self,
+        endpoint: &Endpoint,
+        source: Option<&Source>,
+    ) -> Result<SmtpClient, ClientError> {
+        let helo = source.map_or(self.cfg.helo_name.as_str(), |s| s.helo.as_str());
+        let ip = source.map(|s| s.ip);
+        match SmtpClient::connect(endpoint, ip, helo, &self.tls, &self.timeouts).await {
             Err(ClientError::Tls(e)) => {
                 info!(mx = %endpoint, error = %e, "TLS handshake failed; retrying without TLS");
-                SmtpClient::connect(endpoint, helo, &None, &self.timeouts).await
+                SmtpClient::connect(endpoint, ip, helo, &None, &self.timeouts).await
             }
             other => other,
         }

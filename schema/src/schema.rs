@@ -47,6 +47,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "0005_tracking",
         include_str!("../sqlite/0005_tracking.sql"),
     ),
+    (
+        6,
+        "0006_sending",
+        include_str!("../sqlite/0006_sending.sql"),
+    ),
 ];
 
 /// MySQL migrations, in order (same versions as SQLite's).
@@ -76,6 +81,7 @@ pub const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
         "0005_tracking",
         include_str!("../mysql/0005_tracking.sql"),
     ),
+    (6, "0006_sending", include_str!("../mysql/0006_sending.sql")),
 ];
 
 /// How long a statement waits for a lock held by another connection or process

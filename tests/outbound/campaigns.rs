@@ -869,3 +869,50 @@ fn pause_resume_timeline_and_counts_on_mariadb() {
         "{stats}"
     );
 }
+
+#[test]
+fn a_campaigns_pool_is_copied_to_its_rows_and_sends_from_that_address() {
+    let store = Store::sqlite();
+    let token = account(&store, "pooled");
+    let acc = account_id(&store, "pooled");
+    let web = Web::start(&store, "");
+    let dest = Dest::start(&[]);
+    let news = list(&store, acc, "news", "single");
+    for who in ["ann", "bob"] {
+        let s = subscriber(&store, acc, &format!("{who}@a.test"), who, "{}", "enabled");
+        member(&store, news, s, "confirmed");
+    }
+    let id = create(
+        &web,
+        &token,
+        &json!({
+            "name": "Pooled",
+            "from": "News <news@press.test>",
+            "subject": "Hi",
+            "text": "Hi [Name]",
+            "lists": [news],
+            "pool": "p",
+        }),
+    );
+    assert_eq!(show(&web, &token, id)["pool"], "p");
+    let _relay = Relay::start(
+        &store,
+        &config(
+            "[pools.p]\naddresses = [{ address = \"127.0.0.4\", helo = \"mta4.relay.test\" }]\n",
+        ),
+        &["--transport", &format!("a.test={}", dest.addr)],
+    );
+    act(&web, &token, id, "start");
+    wait_state(&web, &token, id, "finished", Duration::from_secs(30));
+    assert_eq!(
+        store.column("SELECT DISTINCT pool FROM outbound_queue"),
+        ["p"]
+    );
+    let msgs = dest.messages();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(
+        msgs.iter()
+            .all(|m| m["peer"] == "127.0.0.4" && m["helo"] == "mta4.relay.test"),
+        "{msgs:?}"
+    );
+}

@@ -16,6 +16,8 @@
 //!   relays: the recipient rule, tags, pause/resume/cancel, priority, takeover.
 //! - [`console`]: the web console over curl (sessions, CSRF, isolation,
 //!   escaping) and in headless chromium (a campaign run from the browser).
+//! - [`sending`]: DKIM verified by dkimpy, sending IP pools, dns-records and
+//!   dns-check, per-message expiry.
 //! - [`bounces`]: the bounce loop with `smtpd`: VERP, DSNs both ways, suppression,
 //!   forged bounces, unsubscribe.
 //!
@@ -35,4 +37,5 @@ mod limits;
 mod lists;
 mod nodes;
 mod routing;
+mod sending;
 mod web;

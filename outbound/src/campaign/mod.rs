@@ -147,6 +147,8 @@ pub struct NewCampaign {
     pub exclude_lists: Option<Vec<i64>>,
     pub messages_per_second: Option<f64>,
     pub send_at: Option<String>,
+    /// Sending pool of the campaign's rows (`[pools.NAME]`; `sending`).
+    pub pool: Option<String>,
 }
 
 /// A campaign that passed [`validate`] (list ownership is checked by the store,
@@ -166,6 +168,7 @@ pub struct Valid {
     pub exclude_lists: Vec<i64>,
     pub messages_per_second: Option<f64>,
     pub send_at: Option<DateTime<Utc>>,
+    pub pool: Option<String>,
 }
 
 /// A field at fault and why (400 `field: why`).
@@ -298,6 +301,17 @@ pub fn validate(raw: NewCampaign) -> Result<Valid, FieldError> {
                 .map_err(|e| FieldError::new("send_at", format!("not an RFC 3339 time ({e})")))
         })
         .transpose()?;
+    // The name only: which pools exist is the relay's config, and a row naming an
+    // unknown one fails with "unknown sending pool" there.
+    let pool = match raw.pool.map(|p| p.trim().to_owned()) {
+        Some(p) if p.is_empty() || p.len() > 64 || !p.bytes().all(|b| b.is_ascii_graphic()) => {
+            return Err(FieldError::new(
+                "pool",
+                "must be a pool name of 1 to 64 characters",
+            ));
+        }
+        other => other,
+    };
     Ok(Valid {
         name,
         from_header,
@@ -309,6 +323,7 @@ pub fn validate(raw: NewCampaign) -> Result<Valid, FieldError> {
         exclude_lists,
         messages_per_second,
         send_at,
+        pool,
     })
 }
 
@@ -419,6 +434,7 @@ mod tests {
             exclude_lists: None,
             messages_per_second: None,
             send_at: None,
+            pool: None,
         }
     }
 

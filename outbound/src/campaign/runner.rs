@@ -383,8 +383,9 @@ impl Runner<'_> {
         // subscriber on two include lists to one row.
         let sql = format!(
             "{ignore} INTO outbound_queue (sender, recipient, template_id, params, priority, tag, \
-             campaign_id, subscriber_id, next_attempt_at) \
-             SELECT ?, s.email, ?, {params_sql}, ?, ?, ?, s.id, {due} \
+             campaign_id, subscriber_id, next_attempt_at, pool) \
+             SELECT ?, s.email, ?, {params_sql}, ?, ?, ?, s.id, {due}, \
+             (SELECT cp.pool FROM campaigns cp WHERE cp.id = ?) \
              FROM subscribers s \
              WHERE s.account_id = ? AND s.id > ? AND s.id <= ? AND s.status = 'enabled' \
              AND EXISTS (SELECT 1 FROM campaign_lists cl \
@@ -406,6 +407,8 @@ impl Runner<'_> {
             c.id.into(),
         ];
         params.extend(due_params);
+        // The campaign's sending pool, copied to each row (the subquery above).
+        params.push(c.id.into());
         params.extend([
             c.account_id.into(),
             cursor.into(),

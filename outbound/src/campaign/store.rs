@@ -132,7 +132,7 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
             .ok_or(DbError::Timeout(std::time::Duration::ZERO))?;
         db.exec(
             "INSERT INTO campaigns (account_id, name, template_id, sender, messages_per_second, \
-             send_at) VALUES (?, ?, ?, ?, ?, ?)",
+             send_at, pool) VALUES (?, ?, ?, ?, ?, ?, ?)",
             vec![
                 account.into(),
                 v.name.as_str().into(),
@@ -140,6 +140,7 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
                 v.sender.as_str().into(),
                 v.messages_per_second.map_or(Val::Null, Val::Real),
                 v.send_at.map(ts).into(),
+                v.pool.as_deref().into(),
             ],
         )
         .await?;
@@ -331,6 +332,8 @@ pub struct Campaign {
     pub started_at: Option<String>,
     pub finished_at: Option<String>,
     pub recipients: i64,
+    /// Sending pool (`sending`).
+    pub pool: Option<String>,
 }
 
 impl Campaign {
@@ -347,6 +350,7 @@ impl Campaign {
         Column::text("c.started_at"),
         Column::text("c.finished_at"),
         Column::plain("c.recipients"),
+        Column::plain("c.pool"),
     ];
 
     /// Refused without id, account or state; the texts are NOT NULL in the
@@ -374,6 +378,7 @@ impl Campaign {
             started_at: rfc3339(f.opt_text("c.started_at")?),
             finished_at: rfc3339(f.opt_text("c.finished_at")?),
             recipients: f.opt_int("c.recipients")?.unwrap_or(0),
+            pool: f.opt_text("c.pool")?,
         })
     }
 }

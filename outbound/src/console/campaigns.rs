@@ -248,6 +248,7 @@ fn posted_campaign(posted: &Posted) -> Result<campaign::Valid, PageError> {
         exclude_lists: Some(posted.ids("exclude_lists")),
         messages_per_second: rate,
         send_at: posted.text("send_at", 40)?,
+        pool: posted.text("pool", 64)?,
     };
     campaign::validate(raw).map_err(|e| PageError::bad(format!("{}: {}", e.field, e.why)))
 }
