@@ -53,6 +53,8 @@ pub struct Claimed {
     pub delay_notified: bool,
     /// The campaign the row belongs to (None for other mail).
     pub campaign_id: Option<i64>,
+    /// A campaign row's subscriber (its tracking tokens name it).
+    pub subscriber_id: Option<i64>,
 }
 
 impl Claimed {
@@ -68,6 +70,7 @@ impl Claimed {
         Column::plain("delay_notified"),
         Column::text("created_at"),
         Column::plain("campaign_id"),
+        Column::plain("subscriber_id"),
     ];
 
     /// A claimed row; refused without an id. The schema makes the other columns NOT
@@ -91,6 +94,7 @@ impl Claimed {
                 .and_then(|t| parse_ts(&t))
                 .unwrap_or(now),
             campaign_id: f.opt_int("campaign_id")?,
+            subscriber_id: f.opt_int("subscriber_id")?,
         })
     }
 }
@@ -446,6 +450,32 @@ impl NewMail {
             mail: f.bytes("mail")?,
         })
     }
+}
+
+/// A campaign's unsubscribe request (by mail to its VERP address, or the
+/// one-click URL of `outbound web`): the subscriber's memberships of the
+/// campaign's include lists become `unsubscribed`, by that campaign. Idempotent;
+/// returns how many memberships it ended.
+pub async fn unsubscribe_member(
+    db: &mut Db,
+    campaign: i64,
+    subscriber: i64,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    db.exec(
+        "UPDATE list_members SET status = 'unsubscribed', \
+         unsubscribed_by = ?, updated_at = ? \
+         WHERE subscriber_id = ? AND status <> 'unsubscribed' \
+         AND list_id IN (SELECT list_id FROM campaign_lists \
+         WHERE campaign_id = ? AND kind = 'include')",
+        vec![
+            campaign.into(),
+            ts(now).into(),
+            subscriber.into(),
+            campaign.into(),
+        ],
+    )
+    .await
 }
 
 /// The queue row a verified bounce or unsubscribe is about ([`Queue::intake`]).
@@ -952,20 +982,7 @@ impl Queue {
                     crate::verp::Kind::Unsubscribe if queued.campaign.is_some() => {
                         report.unsubscribes += 1;
                         if let Some((campaign, subscriber)) = queued.campaign {
-                            db.exec(
-                                "UPDATE list_members SET status = 'unsubscribed', \
-                                 unsubscribed_by = ?, updated_at = ? \
-                                 WHERE subscriber_id = ? AND status <> 'unsubscribed' \
-                                 AND list_id IN (SELECT list_id FROM campaign_lists \
-                                 WHERE campaign_id = ? AND kind = 'include')",
-                                vec![
-                                    campaign.into(),
-                                    ts(now).into(),
-                                    subscriber.into(),
-                                    campaign.into(),
-                                ],
-                            )
-                            .await?;
+                            unsubscribe_member(db, campaign, subscriber, now).await?;
                         }
                     }
                     crate::verp::Kind::Unsubscribe => {

@@ -139,6 +139,18 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
                 )));
             }
         }
+        if let Some(d) = crate::tracking::store::first_foreign_domain(
+            db,
+            account,
+            &v.tracking_domains,
+        )
+        .await?
+        {
+            return Err(CreateError::Field(FieldError::new(
+                "tracking_domains",
+                format!("{d} is not a tracking domain of this account"),
+            )));
+        }
         db.exec(
             "INSERT INTO outbound_templates (name, from_header, subject, text_body, html_body) \
              VALUES (?, ?, ?, ?, ?)",
@@ -156,7 +168,7 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
             .ok_or(DbError::Timeout(std::time::Duration::ZERO))?;
         db.exec(
             "INSERT INTO campaigns (account_id, name, template_id, sender, messages_per_second, \
-             send_at) VALUES (?, ?, ?, ?, ?, ?)",
+             send_at, tracking_domains, track_opens) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             vec![
                 account.into(),
                 v.name.as_str().into(),
@@ -164,12 +176,22 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
                 v.sender.as_str().into(),
                 v.messages_per_second.map_or(Val::Null, Val::Real),
                 v.send_at.map(ts).into(),
+                serde_json::to_string(&v.tracking_domains)
+                    .unwrap_or_else(|_| "[]".to_owned())
+                    .into(),
+                i64::from(v.track_opens).into(),
             ],
         )
         .await?;
         let id = last_id(db)
             .await?
             .ok_or(DbError::Timeout(std::time::Duration::ZERO))?;
+        // Links get their ids now; the relay masks only these.
+        if !v.tracking_domains.is_empty() {
+            let urls =
+                crate::tracking::links::extract(v.html.as_deref(), v.text.as_deref());
+            crate::tracking::store::insert_links(db, id, &urls).await?;
+        }
         for (kind, ids) in [("include", &v.lists), ("exclude", &v.exclude_lists)] {
             for &list in ids {
                 db.exec(
