@@ -123,15 +123,15 @@ pub fn extract(html: Option<&str>, text: Option<&str>) -> Vec<String> {
         // An unparsable part has no links we could mask either.
         let _ = rewrite_str(
             html,
-            RewriteStrSettings {
-                element_content_handlers: vec![element!("a[href], area[href]", |el| {
+            RewriteStrSettings::new().append_element_content_handler(element!(
+                "a[href], area[href]",
+                |el| {
                     if let Some(href) = el.get_attribute("href") {
                         hrefs.push(decode_entities(href.trim()));
                     }
                     Ok(())
-                })],
-                ..RewriteStrSettings::new()
-            },
+                }
+            )),
         );
         hrefs.into_iter().for_each(&mut add);
     }
@@ -232,8 +232,9 @@ impl<'a> Recipient<'a> {
         let mut out = if self.mask_links {
             rewrite_str(
                 html,
-                RewriteStrSettings {
-                    element_content_handlers: vec![element!("a[href], area[href]", |el| {
+                RewriteStrSettings::new().append_element_content_handler(element!(
+                    "a[href], area[href]",
+                    |el| {
                         let masked = el
                             .get_attribute("href")
                             .and_then(|href| self.masked(&decode_entities(href.trim())));
@@ -241,9 +242,8 @@ impl<'a> Recipient<'a> {
                             el.set_attribute("href", &masked)?;
                         }
                         Ok(())
-                    })],
-                    ..RewriteStrSettings::new()
-                },
+                    }
+                )),
             )
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, campaign = self.campaign, "HTML part not masked");
