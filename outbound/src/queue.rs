@@ -1475,7 +1475,7 @@ mod tests {
         assert_eq!(
             row::select_list(&db, Claimed::COLUMNS),
             "id, sender, recipient, body, template_id, params, attempts, delay_notified, \
-             CAST(created_at AS TEXT), campaign_id"
+             CAST(created_at AS TEXT), campaign_id, subscriber_id"
         );
         assert_eq!(
             row::select_list(&db, DeliverySpan::COLUMNS),
@@ -1490,6 +1490,7 @@ mod tests {
         let row = |id: Val| {
             vec![
                 id,
+                Val::Null,
                 Val::Null,
                 Val::Null,
                 Val::Null,
@@ -1522,6 +1523,7 @@ mod tests {
                 Val::Int(2),
                 text("2026-03-04 05:06:07.890"),
                 Val::Bytes(b"12".to_vec()),
+                Val::Bytes(b"44".to_vec()),
             ],
             now,
         )
@@ -1531,6 +1533,7 @@ mod tests {
         assert_eq!((c.attempts, c.delay_notified), (0, true), "negative → 0");
         assert_eq!(ts(c.created), "2026-03-04 05:06:07.890");
         assert_eq!(c.campaign_id, Some(12));
+        assert_eq!(c.subscriber_id, Some(44));
         assert!(Claimed::from_row(vec![Val::Int(1)], now).is_err(), "width");
     }
 

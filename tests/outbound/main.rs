@@ -17,6 +17,8 @@
 //! - [`bounces`]: the bounce loop with `smtpd`: VERP, DSNs both ways, suppression,
 //!   forged bounces, unsubscribe.
 //!
+//! - [`tracking`]: masked links, clicks, the open pixel and one-click unsubscribe.
+//!
 //! Every wait is bounded; every process is killed on drop.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -32,4 +34,5 @@ mod limits;
 mod lists;
 mod nodes;
 mod routing;
+mod tracking;
 mod web;

@@ -466,6 +466,8 @@ mod tests {
             exclude_lists: None,
             messages_per_second: None,
             send_at: None,
+            tracking_domains: None,
+            track_opens: None,
         }
     }
 
