@@ -1191,7 +1191,9 @@ fn check_tracking_key(field: &'static str, key: &[u8]) -> Result<(), ConfigError
     if key.len() < MIN_TRACKING_KEY_BYTES {
         return Err(invalid(
             field,
-            format!("must be at least {MIN_TRACKING_KEY_BYTES} bytes (it makes tracking tokens unforgeable)"),
+            format!(
+                "must be at least {MIN_TRACKING_KEY_BYTES} bytes (it makes tracking tokens unforgeable)"
+            ),
         ));
     }
     Ok(())
@@ -1200,7 +1202,10 @@ fn check_tracking_key(field: &'static str, key: &[u8]) -> Result<(), ConfigError
 fn tracking_section(raw: FileTracking) -> Result<TrackingSection, ConfigError> {
     let key = match (raw.key, raw.key_file) {
         (Some(_), Some(_)) => {
-            return Err(invalid("tracking.key", "give `key` or `key_file`, not both"));
+            return Err(invalid(
+                "tracking.key",
+                "give `key` or `key_file`, not both",
+            ));
         }
         (Some(k), None) => {
             check_tracking_key("tracking.key", k.as_bytes())?;
@@ -1264,7 +1269,11 @@ mod tests {
         let c = parse("", &RunArgs::default()).unwrap();
         assert_eq!(c.tracking, Tracking::default());
         assert!(!c.tracking.link_masking);
-        let c = parse("[tracking]\nkey = \"0123456789abcdef\"\n", &RunArgs::default()).unwrap();
+        let c = parse(
+            "[tracking]\nkey = \"0123456789abcdef\"\n",
+            &RunArgs::default(),
+        )
+        .unwrap();
         assert!(c.tracking.link_masking);
         assert_eq!(c.tracking.scheme, "https");
         let c = parse(
@@ -1278,12 +1287,26 @@ mod tests {
             ("[tracking]\nkey = \"short\"\n", "tracking.key"),
             ("[tracking]\nscheme = \"ftp\"\n", "tracking.scheme"),
             ("[tracking]\nlink_masking = true\n", "tracking.link_masking"),
-            ("[tracking]\nkey_file = \"/nonexistent/key\"\n", "tracking.key_file"),
+            (
+                "[tracking]\nkey_file = \"/nonexistent/key\"\n",
+                "tracking.key_file",
+            ),
         ] {
-            let e = parse(toml_text, &RunArgs::default()).unwrap_err().to_string();
+            let e = parse(toml_text, &RunArgs::default())
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(field), "{toml_text}: {e}");
         }
-        assert!(!format!("{:?}", Tracking { key: Some(b"secret-secret-secret".to_vec()), ..Tracking::default() }).contains("secret"));
+        assert!(
+            !format!(
+                "{:?}",
+                Tracking {
+                    key: Some(b"secret-secret-secret".to_vec()),
+                    ..Tracking::default()
+                }
+            )
+            .contains("secret")
+        );
     }
 
     #[test]

@@ -135,7 +135,11 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         jobs,
         campaign_of: HashMap::new(),
         stopped: HashMap::new(),
-        signer: cfg.tracking.key.as_deref().map(|k| Arc::new(Signer::new(k))),
+        signer: cfg
+            .tracking
+            .key
+            .as_deref()
+            .map(|k| Arc::new(Signer::new(k))),
         tracking: HashMap::new(),
     };
     let mut lost = d.heartbeat(&mut queue, &node).await;
@@ -895,8 +899,8 @@ fn message_for(
         ),
     };
     rendered
-    .map(|message| Message::Own(prepend_headers(extra_headers, message)))
-    .map_err(|e| format!("template {id}: {e}"))
+        .map(|message| Message::Own(prepend_headers(extra_headers, message)))
+        .map_err(|e| format!("template {id}: {e}"))
 }
 
 /// `List-Unsubscribe` (RFC 2369) with our unsubscribe address, plus the one-click

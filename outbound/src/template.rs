@@ -350,7 +350,9 @@ pub fn render(
     extra_headers: &[(String, String)],
     now: DateTime<Utc>,
 ) -> Result<Vec<u8>, TemplateError> {
-    render_rewritten(t, params, to, id_domain, extra_headers, now, &|_, body| body)
+    render_rewritten(t, params, to, id_domain, extra_headers, now, &|_, body| {
+        body
+    })
 }
 
 /// A body part, as [`render_rewritten`] names it to its rewrite step.

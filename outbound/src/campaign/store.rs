@@ -139,12 +139,8 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
                 )));
             }
         }
-        if let Some(d) = crate::tracking::store::first_foreign_domain(
-            db,
-            account,
-            &v.tracking_domains,
-        )
-        .await?
+        if let Some(d) =
+            crate::tracking::store::first_foreign_domain(db, account, &v.tracking_domains).await?
         {
             return Err(CreateError::Field(FieldError::new(
                 "tracking_domains",
@@ -188,8 +184,7 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
             .ok_or(DbError::Timeout(std::time::Duration::ZERO))?;
         // Links get their ids now; the relay masks only these.
         if !v.tracking_domains.is_empty() {
-            let urls =
-                crate::tracking::links::extract(v.html.as_deref(), v.text.as_deref());
+            let urls = crate::tracking::links::extract(v.html.as_deref(), v.text.as_deref());
             crate::tracking::store::insert_links(db, id, &urls).await?;
         }
         for (kind, ids) in [("include", &v.lists), ("exclude", &v.exclude_lists)] {

@@ -363,7 +363,11 @@ mod tests {
         // Subscriber 4 of two domains: t1 (4 mod 2 = 0), every time.
         // lol_html keeps an attribute's name as written (`HREF`).
         let out = out.replace("HREF=", "href=");
-        let hrefs: Vec<&str> = out.split("href=\"").skip(1).map(|h| h.split('"').next().unwrap()).collect();
+        let hrefs: Vec<&str> = out
+            .split("href=\"")
+            .skip(1)
+            .map(|h| h.split('"').next().unwrap())
+            .collect();
         assert!(hrefs[0].starts_with("https://t1.example/l/"), "{hrefs:?}");
         assert_eq!(link_of(&s, hrefs[0]), 1);
         assert_eq!(link_of(&s, hrefs[3]), 2);
@@ -375,8 +379,13 @@ mod tests {
         let s = signer();
         let l = links(&["https://c.example/path?q=1", "https://d.example/x"]);
         let r = Recipient::new(&s, "http", true, &l, 9, 5).unwrap();
-        let out = r.text("Go to https://c.example/path?q=1, or (https://d.example/x). Not https://e.example/.");
-        assert!(!out.contains("c.example") && !out.contains("d.example"), "{out}");
+        let out = r.text(
+            "Go to https://c.example/path?q=1, or (https://d.example/x). Not https://e.example/.",
+        );
+        assert!(
+            !out.contains("c.example") && !out.contains("d.example"),
+            "{out}"
+        );
         assert!(out.starts_with("Go to http://t2.example/l/"), "{out}");
         assert!(out.contains(", or (http://t2.example/l/"));
         assert!(out.ends_with("). Not https://e.example/."), "{out}");
@@ -389,7 +398,10 @@ mod tests {
         l.track_opens = true;
         let r = Recipient::new(&s, "https", false, &l, 1, 1).unwrap();
         let out = r.html("<html><BODY><a href=\"https://a.example/\">a</a></BODY></html>");
-        assert!(out.contains("href=\"https://a.example/\""), "masking off: {out}");
+        assert!(
+            out.contains("href=\"https://a.example/\""),
+            "masking off: {out}"
+        );
         let at = out.find("/o/").unwrap();
         assert!(at < out.find("</BODY>").unwrap());
         assert_eq!(out.matches("<img").count(), 1);
@@ -414,8 +426,17 @@ mod tests {
             h[0].1,
             "<https://t.example/u/TOKEN>, <mailto:unsub+x@b.example?subject=unsubscribe>"
         );
-        assert_eq!(h[1], ("List-Unsubscribe-Post".into(), "List-Unsubscribe=One-Click".into()));
-        assert_eq!(list_unsubscribe("https://t/u/x", None)[0].1, "<https://t/u/x>");
+        assert_eq!(
+            h[1],
+            (
+                "List-Unsubscribe-Post".into(),
+                "List-Unsubscribe=One-Click".into()
+            )
+        );
+        assert_eq!(
+            list_unsubscribe("https://t/u/x", None)[0].1,
+            "<https://t/u/x>"
+        );
     }
 
     #[test]
@@ -423,6 +444,9 @@ mod tests {
         assert_eq!(decode_entities("a&amp;b&#38;c&#x26;d&lt;"), "a&b&c&d<");
         assert_eq!(decode_entities("a&unknown;b&"), "a&unknown;b&");
         assert_eq!(decode_entities("&#xFFFFFFFF;"), "&#xFFFFFFFF;");
-        assert_eq!(escape_html("<script>\"'&"), "&lt;script&gt;&quot;&#39;&amp;");
+        assert_eq!(
+            escape_html("<script>\"'&"),
+            "&lt;script&gt;&quot;&#39;&amp;"
+        );
     }
 }

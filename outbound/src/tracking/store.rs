@@ -36,7 +36,9 @@ pub fn normalize_domain(domain: &str) -> Option<String> {
                 && label.len() <= 63
                 && !label.starts_with('-')
                 && !label.ends_with('-')
-                && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         });
     ok.then_some(d)
 }
@@ -264,20 +266,18 @@ fn two(rows: &[Vec<Val>]) -> (i64, i64) {
 }
 
 pub async fn counts(db: &mut Db, campaign: i64) -> Result<Counts, DbError> {
-    let (clicks, unique_clickers) = two(
-        &db.query(
+    let (clicks, unique_clickers) = two(&db
+        .query(
             "SELECT COUNT(*), COUNT(DISTINCT subscriber_id) FROM clicks WHERE campaign_id = ?",
             vec![campaign.into()],
         )
-        .await?,
-    );
-    let (opens, unique_opens) = two(
-        &db.query(
+        .await?);
+    let (opens, unique_opens) = two(&db
+        .query(
             "SELECT COUNT(*), COUNT(DISTINCT subscriber_id) FROM opens WHERE campaign_id = ?",
             vec![campaign.into()],
         )
-        .await?,
-    );
+        .await?);
     Ok(Counts {
         clicks,
         unique_clickers,

@@ -255,7 +255,10 @@ mod tests {
         ] {
             let t = s.sign(claim);
             assert!(t.len() <= MAX_TOKEN_CHARS, "{t}");
-            assert!(t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            assert!(
+                t.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            );
             assert_eq!(s.verify(&t), Ok(claim));
         }
         // Compact: realistic ids make a short URL.
@@ -313,14 +316,20 @@ mod tests {
             URL_SAFE_NO_PAD.encode(b)
         };
         for payload in [
-            &[9u8, 1, 1][..],      // unknown kind
-            &[1, 1, 1][..],        // link without a subscriber
-            &[2, 1, 1, 1][..],     // trailing byte
-            &[2, 0, 1][..],        // id 0
+            &[9u8, 1, 1][..],        // unknown kind
+            &[1, 1, 1][..],          // link without a subscriber
+            &[2, 1, 1, 1][..],       // trailing byte
+            &[2, 0, 1][..],          // id 0
             &[2, 0x81, 0x00, 1][..], // overlong varint
-            &[2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1][..], // > i64
+            &[
+                2, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1,
+            ][..], // > i64
         ] {
-            assert_eq!(s.verify(&forge(payload)), Err(TokenError::Payload), "{payload:?}");
+            assert_eq!(
+                s.verify(&forge(payload)),
+                Err(TokenError::Payload),
+                "{payload:?}"
+            );
         }
         assert_eq!(
             s.verify(&forge(&[2, 5, 6])),

@@ -91,15 +91,15 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
         listener,
         router(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            info!("stopping the HTTP API");
-        })
-        .await
-        .context("HTTP server")?;
+    .with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!("stopping the HTTP API");
+    })
+    .await
+    .context("HTTP server")?;
     // The router (and with it the last sender) is gone: the writer flushes what
     // it holds and ends.
     if tokio::time::timeout(std::time::Duration::from_secs(5), writer)

@@ -51,9 +51,9 @@ const DROP_REPORT: Duration = Duration::from_secs(10);
 
 /// A 1×1 transparent GIF (GIF89a).
 const PIXEL_GIF: &[u8] = &[
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
-    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
 /// What the tracking routes share.
@@ -72,7 +72,10 @@ pub struct Tracker {
 impl Tracker {
     /// The tracker and its writer task (ends, after a last flush, when every
     /// sender is dropped).
-    pub fn start(pool: Arc<DbPool>, key: Option<&[u8]>) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
+    pub fn start(
+        pool: Arc<DbPool>,
+        key: Option<&[u8]>,
+    ) -> (Arc<Self>, tokio::task::JoinHandle<()>) {
         let (tx, rx) = mpsc::channel(EVENT_CHANNEL);
         let dropped = Arc::new(AtomicU64::new(0));
         let writer = tokio::spawn(write_events(pool.clone(), rx, dropped.clone()));
@@ -103,7 +106,12 @@ impl Tracker {
     }
 
     async fn link_url(&self, campaign: i64, link: i64) -> Result<Option<Arc<str>>, Response> {
-        if let Some(url) = self.links.lock().ok().and_then(|m| m.get(&(campaign, link)).cloned()) {
+        if let Some(url) = self
+            .links
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&(campaign, link)).cloned())
+        {
             return Ok(Some(url));
         }
         let mut db = self.pool.get().await.map_err(|_| unavailable())?;
@@ -124,7 +132,12 @@ impl Tracker {
     }
 
     async fn track_opens(&self, campaign: i64) -> Result<bool, Response> {
-        if let Some(on) = self.opens.lock().ok().and_then(|m| m.get(&campaign).copied()) {
+        if let Some(on) = self
+            .opens
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&campaign).copied())
+        {
             return Ok(on);
         }
         let mut db = self.pool.get().await.map_err(|_| unavailable())?;
@@ -182,11 +195,7 @@ pub fn routes<S: Clone + Send + Sync + 'static>(tracker: Arc<Tracker>) -> Router
         .with_state(tracker)
 }
 
-async fn click(
-    State(t): State<Arc<Tracker>>,
-    Path(token): Path<String>,
-    req: Request,
-) -> Response {
+async fn click(State(t): State<Arc<Tracker>>, Path(token): Path<String>, req: Request) -> Response {
     let Some(Claim::Link {
         campaign,
         link,
@@ -263,10 +272,7 @@ fn page(title: &str, body: &str) -> Html<String> {
     ))
 }
 
-async fn unsubscribe_page(
-    State(t): State<Arc<Tracker>>,
-    Path(token): Path<String>,
-) -> Response {
+async fn unsubscribe_page(State(t): State<Arc<Tracker>>, Path(token): Path<String>) -> Response {
     let Some(Claim::Unsubscribe {
         campaign,
         subscriber,
@@ -362,7 +368,10 @@ async fn write_events(pool: Arc<DbPool>, mut rx: mpsc::Receiver<Event>, dropped:
 fn report_drops(dropped: &AtomicU64) {
     let n = dropped.swap(0, Ordering::Relaxed);
     if n > 0 {
-        warn!(dropped = n, "clicks and opens dropped: the writer's channel was full");
+        warn!(
+            dropped = n,
+            "clicks and opens dropped: the writer's channel was full"
+        );
     }
 }
 
