@@ -126,6 +126,32 @@ fn tracked_urls(text: &str, kind: &str) -> Vec<String> {
         .collect()
 }
 
+/// A token minted here from the documented format (kind, LEB128 ids, 12 bytes of
+/// HMAC-SHA256 over a domain prefix and the payload, base64url): the test holds
+/// the format and the key, as an operator's own tools could.
+fn mint(kind: u8, ids: &[u64]) -> String {
+    use base64::Engine as _;
+    use hmac::Mac as _;
+    let mut payload = vec![kind];
+    for &id in ids {
+        let mut v = id;
+        loop {
+            let b = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                payload.push(b);
+                break;
+            }
+            payload.push(b | 0x80);
+        }
+    }
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(KEY.as_bytes()).unwrap();
+    mac.update(b"outbound-tracking-v1\0");
+    mac.update(&payload);
+    payload.extend_from_slice(&mac.finalize().into_bytes()[..12]);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(payload)
+}
+
 fn show(web: &Web, token: &str, id: i64) -> Value {
     let a = web.call("GET", &format!("/api/v1/campaigns/{id}"), Some(token), None);
     assert_eq!(a.status, 200, "{}", a.body);
@@ -385,6 +411,26 @@ fn masked_links_redirect_and_count_and_one_click_unsubscribes() {
     assert_eq!(new.len(), 1, "{second}");
     assert_eq!(new[0].rcpt, "bob@a.test");
     assert!(!new[0].html.contains("/o/"), "no pixel without track_opens");
+    // Even a well-signed open token of that campaign is 404; of the first, 200.
+    let bob_id = store.count("SELECT id FROM subscribers WHERE email_key = 'bob@a.test'") as u64;
+    let open_url = |c: i64| format!("http://t.press.test/o/{}.gif", mint(2, &[c as u64, bob_id]));
+    assert_eq!(curl(&web, "GET", &open_url(second), None).0, 404);
+    assert_eq!(curl(&web, "GET", &open_url(first), None).0, 200);
+    // A link token of a link the campaign does not have: 404.
+    let unknown = format!(
+        "http://t.press.test/l/{}",
+        mint(1, &[first as u64, 999, bob_id])
+    );
+    assert_eq!(curl(&web, "GET", &unknown, None).0, 404);
+    let known = format!(
+        "http://t.press.test/l/{}",
+        mint(1, &[first as u64, 1, bob_id])
+    );
+    assert_eq!(
+        curl(&web, "GET", &known, None).0,
+        302,
+        "the minted format is the relay's"
+    );
     assert!(tracked_urls(&new[0].html, "/l/").len() == 1);
 }
 

@@ -20,9 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use axum::body::Bytes;
 use axum::extract::{ConnectInfo, Path, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
@@ -309,12 +308,7 @@ async fn unsubscribe_page(State(t): State<Arc<Tracker>>, Path(token): Path<Strin
 /// RFC 8058 §3.1: the POST body is `List-Unsubscribe=One-Click`; the page's form
 /// sends the same. Any verified POST unsubscribes (a mail client may send other
 /// form encodings), at once and idempotently.
-async fn unsubscribe(
-    State(t): State<Arc<Tracker>>,
-    Path(token): Path<String>,
-    _headers: HeaderMap,
-    _body: Bytes,
-) -> Response {
+async fn unsubscribe(State(t): State<Arc<Tracker>>, Path(token): Path<String>) -> Response {
     let Some(Claim::Unsubscribe {
         campaign,
         subscriber,
