@@ -564,7 +564,7 @@ pub fn parse_listen(field: &'static str, value: &str) -> Result<SocketAddr, Conf
     value.trim().parse().map_err(|_| {
         invalid(
             field,
-            &format!("`{value}` is not ADDR:PORT (e.g. 127.0.0.1:8080)"),
+            format!("`{value}` is not ADDR:PORT (e.g. 127.0.0.1:8080)"),
         )
     })
 }
