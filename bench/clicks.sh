@@ -21,7 +21,9 @@ RATE=${RATE:-2000}
 SECS=${SECS:-10}
 KEY=bench-tracking-key-0123456789
 
-command -v oha >/dev/null || cargo install oha --locked >/dev/null
+# oha from crates.io (LOAD=python: the stdlib client bench/clicks_load.py instead).
+LOAD=${LOAD:-oha}
+if [ "$LOAD" = oha ] && ! command -v oha >/dev/null; then cargo install oha --locked >/dev/null; fi
 command -v sqlite3 >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends sqlite3 >/dev/null
 if [ -z "${BIN:-}" ]; then
     cargo build --release -p outbound >/dev/null 2>&1
@@ -74,10 +76,18 @@ code=$(curl -s -o /dev/null -w '%{http_code} %{redirect_url}' "$url")
 [ "${code%% *}" = 302 ] || { echo "expected 302, got $code" >&2; cat "$work/web.log" >&2; exit 1; }
 
 echo "commit $(git rev-parse --short HEAD), $(nproc) cores, $(uname -m), release build, SQLite (WAL)"
-echo "== bounded: $N requests over $C connections"
-oha --no-tui --redirect 0 -n "$N" -c "$C" "$url"
-echo "== fixed rate: $RATE requests/s for ${SECS}s over $C connections"
-oha --no-tui --redirect 0 -q "$RATE" -z "${SECS}s" -c "$C" "$url"
+echo "== bounded: $N requests over $C connections ($LOAD)"
+if [ "$LOAD" = oha ]; then
+    oha --no-tui --redirect 0 -n "$N" -c "$C" "$url"
+else
+    python3 bench/clicks_load.py "$url" "$N" "$C"
+fi
+echo "== fixed rate: $RATE requests/s for ${SECS}s over $C connections ($LOAD)"
+if [ "$LOAD" = oha ]; then
+    oha --no-tui --redirect 0 -q "$RATE" -z "${SECS}s" -c "$C" "$url"
+else
+    python3 bench/clicks_load.py "$url" $(( RATE * SECS )) "$C" "$RATE"
+fi
 sleep 1
 want=$(( 1 + N ))
 got=$(sqlite3 -cmd ".timeout 10000" "$db" "SELECT COUNT(*) FROM clicks")
