@@ -69,7 +69,8 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
         .await
         .with_context(|| format!("store {}", cfg.store))?;
     let pool = Arc::new(pool);
-    let (tracker, writer) = tracking::Tracker::start(pool.clone(), cfg.tracking.key.as_deref());
+    let (tracker, writer) = tracking::Tracker::start(pool.clone(), cfg.tracking.key.as_deref())
+        .context("starting the click writer")?;
     let state = AppState {
         pool,
         cfg: cfg.clone(),
