@@ -59,5 +59,10 @@ async fn stats(db: &mut Db, id: i64) -> anyhow::Result<()> {
     for (name, value) in counts.pairs() {
         println!("{name} {value}");
     }
+    let t = crate::tracking::store::counts(db, id).await?;
+    println!("clicks {}", t.clicks);
+    println!("unique_clickers {}", t.unique_clickers);
+    println!("opens {}", t.opens);
+    println!("unique_opens {}", t.unique_opens);
     Ok(())
 }

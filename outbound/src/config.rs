@@ -185,6 +185,7 @@ struct FileConfig {
     bounces: Option<FileBounces>,
     web: Option<FileWeb>,
     campaigns: Option<FileCampaigns>,
+    tracking: Option<FileTracking>,
     /// Per-domain limits; the key `default` sets the defaults.
     #[serde(default)]
     domains: HashMap<String, FileDomain>,
@@ -378,6 +379,7 @@ pub struct Config {
     pub dkim: std::sync::Arc<crate::dkim::Keys>,
     /// Sending IP pools by name (`sending`).
     pub pools: std::sync::Arc<crate::sending::Pools>,
+    pub tracking: Tracking,
 }
 
 /// The HTTP API (`[web]`, `outbound web`).
@@ -482,9 +484,11 @@ impl Config {
         let web = web_section(file.web.unwrap_or_default())?;
         let campaigns = campaigns_section(file.campaigns.unwrap_or_default())?;
         let pools = crate::sending::pools_section(file.pools, &delivery.helo_name)?;
+        let tracking = tracking_section(file.tracking.unwrap_or_default())?;
         // Every value is valid: only now is a file opened.
         let bounces = load_bounce_key(bounces)?;
         let dkim = crate::sending::dkim_section(file.dkim)?;
+        let tracking = load_tracking_key(tracking)?;
         Ok(Self {
             store,
             migrate: args.migrate,
@@ -519,6 +523,7 @@ impl Config {
             campaigns,
             dkim: std::sync::Arc::new(dkim),
             pools: std::sync::Arc::new(pools),
+            tracking,
         })
     }
 }
@@ -1140,6 +1145,135 @@ fn parse_addr(text: &str) -> Result<SocketAddr, String> {
         .ok_or_else(|| format!("`{text}` resolves to no address"))
 }
 
+// ---------------------------------------------------------------------------------
+// [tracking]: masked links, open pixels and unsubscribe pages (`tracking`). Read by
+// the relay (it masks) and by `outbound web` (it verifies): one file for both.
+// ---------------------------------------------------------------------------------
+
+/// `tracking.scheme`: recipients' clients follow https links without a warning;
+/// `http` is for tests on loopback.
+pub const DEFAULT_TRACKING_SCHEME: &str = "https";
+/// The shortest tracking key: the HMAC makes tokens unforgeable.
+pub const MIN_TRACKING_KEY_BYTES: usize = 16;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileTracking {
+    key: Option<String>,
+    key_file: Option<PathBuf>,
+    scheme: Option<String>,
+    link_masking: Option<bool>,
+}
+
+/// `[tracking]` validated but for a key file's contents.
+#[derive(Debug)]
+struct TrackingSection {
+    key: Option<BounceKey>,
+    scheme: &'static str,
+    link_masking: Option<bool>,
+}
+
+/// `[tracking]`: the key of tracking tokens and how links are written.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Tracking {
+    /// The HMAC key of tracking tokens; None: no masking, and `outbound web`
+    /// answers 404 to every `/l`, `/o`, `/u` path.
+    pub key: Option<Vec<u8>>,
+    /// `https` (default) or `http`.
+    pub scheme: &'static str,
+    /// Links masked in campaign mail (default: on when a key is set).
+    pub link_masking: bool,
+}
+
+impl std::fmt::Debug for Tracking {
+    // The key stays out of logs and panics.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tracking")
+            .field("key", &self.key.as_ref().map(|_| "<set>"))
+            .field("scheme", &self.scheme)
+            .field("link_masking", &self.link_masking)
+            .finish()
+    }
+}
+
+impl Default for Tracking {
+    fn default() -> Self {
+        Self {
+            key: None,
+            scheme: DEFAULT_TRACKING_SCHEME,
+            link_masking: false,
+        }
+    }
+}
+
+fn check_tracking_key(field: &'static str, key: &[u8]) -> Result<(), ConfigError> {
+    if key.len() < MIN_TRACKING_KEY_BYTES {
+        return Err(invalid(
+            field,
+            format!(
+                "must be at least {MIN_TRACKING_KEY_BYTES} bytes (it makes tracking tokens unforgeable)"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn tracking_section(raw: FileTracking) -> Result<TrackingSection, ConfigError> {
+    let key = match (raw.key, raw.key_file) {
+        (Some(_), Some(_)) => {
+            return Err(invalid(
+                "tracking.key",
+                "give `key` or `key_file`, not both",
+            ));
+        }
+        (Some(k), None) => {
+            check_tracking_key("tracking.key", k.as_bytes())?;
+            Some(BounceKey::Inline(k.into_bytes()))
+        }
+        (None, Some(path)) => Some(BounceKey::File(path)),
+        (None, None) => None,
+    };
+    let scheme = match raw.scheme.as_deref().map(str::trim) {
+        None => DEFAULT_TRACKING_SCHEME,
+        Some(s) if s.eq_ignore_ascii_case("https") => "https",
+        Some(s) if s.eq_ignore_ascii_case("http") => "http",
+        Some(_) => return Err(invalid("tracking.scheme", "must be `https` or `http`")),
+    };
+    if raw.link_masking == Some(true) && key.is_none() {
+        return Err(invalid(
+            "tracking.link_masking",
+            "needs `tracking.key` or `tracking.key_file`",
+        ));
+    }
+    Ok(TrackingSection {
+        key,
+        scheme,
+        link_masking: raw.link_masking,
+    })
+}
+
+/// Reads `tracking.key_file` (trimmed, as `bounces.key_file`) once every section
+/// is valid.
+fn load_tracking_key(section: TrackingSection) -> Result<Tracking, ConfigError> {
+    let key = match section.key {
+        None => None,
+        Some(BounceKey::Inline(k)) => Some(k),
+        Some(BounceKey::File(path)) => {
+            let key = std::fs::read(&path)
+                .map_err(|e| invalid("tracking.key_file", format!("{}: {e}", path.display())))?
+                .trim_ascii()
+                .to_vec();
+            check_tracking_key("tracking.key_file", &key)?;
+            Some(key)
+        }
+    };
+    Ok(Tracking {
+        link_masking: section.link_masking.unwrap_or(key.is_some()) && key.is_some(),
+        key,
+        scheme: section.scheme,
+    })
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
@@ -1147,6 +1281,51 @@ mod tests {
 
     fn parse(toml_text: &str, args: &RunArgs) -> Result<Config, ConfigError> {
         Config::from_file(toml::from_str(toml_text).unwrap(), None, args)
+    }
+
+    #[test]
+    fn tracking_masks_by_default_once_a_key_is_set_and_checks_its_fields() {
+        let c = parse("", &RunArgs::default()).unwrap();
+        assert_eq!(c.tracking, Tracking::default());
+        assert!(!c.tracking.link_masking);
+        let c = parse(
+            "[tracking]\nkey = \"0123456789abcdef\"\n",
+            &RunArgs::default(),
+        )
+        .unwrap();
+        assert!(c.tracking.link_masking);
+        assert_eq!(c.tracking.scheme, "https");
+        let c = parse(
+            "[tracking]\nkey = \"0123456789abcdef\"\nlink_masking = false\nscheme = \"http\"\n",
+            &RunArgs::default(),
+        )
+        .unwrap();
+        assert!(!c.tracking.link_masking);
+        assert_eq!(c.tracking.scheme, "http");
+        for (toml_text, field) in [
+            ("[tracking]\nkey = \"short\"\n", "tracking.key"),
+            ("[tracking]\nscheme = \"ftp\"\n", "tracking.scheme"),
+            ("[tracking]\nlink_masking = true\n", "tracking.link_masking"),
+            (
+                "[tracking]\nkey_file = \"/nonexistent/key\"\n",
+                "tracking.key_file",
+            ),
+        ] {
+            let e = parse(toml_text, &RunArgs::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(field), "{toml_text}: {e}");
+        }
+        assert!(
+            !format!(
+                "{:?}",
+                Tracking {
+                    key: Some(b"secret-secret-secret".to_vec()),
+                    ..Tracking::default()
+                }
+            )
+            .contains("secret")
+        );
     }
 
     #[test]

@@ -37,7 +37,9 @@ use crate::node;
 use crate::payload::Payload;
 use crate::queue::{Attempt, Beat, Claimed, Intake, Leases, NewRow, Node, Outcome, Queue};
 use crate::retry::Next;
-use crate::template::{Template, prepend_headers, render};
+use crate::template::{Part, Template, prepend_headers, render, render_rewritten};
+use crate::tracking::links::{CampaignLinks, Recipient, UNSUBSCRIBE_TAG, list_unsubscribe};
+use crate::tracking::token::Signer;
 use crate::verp::Kind;
 use crate::worker::{self, Job};
 
@@ -134,6 +136,12 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         jobs,
         campaign_of: HashMap::new(),
         stopped: HashMap::new(),
+        signer: cfg
+            .tracking
+            .key
+            .as_deref()
+            .map(|k| Arc::new(Signer::new(k))),
+        tracking: HashMap::new(),
     };
     let mut lost = d.heartbeat(&mut queue, &node).await;
     info!(node = %cfg.node_id, instance = %node.instance_id, threads = cfg.threads, store = %cfg.store, "relay running");
@@ -337,7 +345,15 @@ struct Dispatcher {
     /// rows claimed since (a lease that came back, a race with the pause) are
     /// put back instead of sent.
     stopped: HashMap<i64, CampaignState>,
+    /// Signs tracking tokens (`[tracking] key`); None: campaigns go unmasked.
+    signer: Option<Arc<Signer>>,
+    /// Each campaign's tracking domains and link map, loaded once (a campaign's
+    /// links are fixed when it is created), at most [`MAX_TRACKED_CAMPAIGNS`].
+    tracking: HashMap<i64, Arc<CampaignLinks>>,
 }
+
+/// Campaigns whose link maps the dispatcher keeps; past it the cache starts over.
+const MAX_TRACKED_CAMPAIGNS: usize = 1_000;
 
 impl Dispatcher {
     /// One campaign runner tick (`campaign::runner`), on this connection.
@@ -419,6 +435,11 @@ impl Dispatcher {
             .filter_map(|r| r.template_id)
             .collect();
         let templates = queue.templates(&template_ids).await?;
+        if self.signer.is_some() {
+            self.load_tracking(queue, &rows).await;
+        }
+        let scheme = self.cfg.tracking.scheme;
+        let mask_links = self.cfg.tracking.link_masking;
         let mut groups: HashMap<GroupKey, Group> = HashMap::new();
         for row in rows {
             // A campaign's failures are counted in its stats, not mailed back to
@@ -478,16 +499,45 @@ impl Dispatcher {
                 || sender.as_str().to_owned(),
                 |v| v.address(Kind::Bounce, row.id),
             );
-            let unsubscribe = verp
-                .filter(|_| self.cfg.bounces.list_unsubscribe)
-                .map(|v| {
-                    unsubscribe_headers(
-                        &v.address(Kind::Unsubscribe, row.id),
-                        self.cfg.bounces.unsubscribe_url.as_deref(),
-                    )
-                })
-                .unwrap_or_default();
-            match message_for(&row, &templates, &self.cfg.message_id_domain, &unsubscribe) {
+            let links = row.campaign_id.and_then(|c| self.tracking.get(&c).cloned());
+            let signer = self.signer.clone();
+            // A campaign row with a tracking domain: masked links and a one-click
+            // unsubscribe URL of its own.
+            let recipient = match (&signer, &links, row.campaign_id, row.subscriber_id) {
+                (Some(s), Some(l), Some(c), Some(sub)) => {
+                    Recipient::new(s, scheme, mask_links, l, c, sub)
+                }
+                _ => None,
+            };
+            let mailto = verp.filter(|_| self.cfg.bounces.list_unsubscribe);
+            let unsubscribe = match &recipient {
+                Some(r) => list_unsubscribe(
+                    &r.unsubscribe_url(),
+                    mailto
+                        .map(|v| {
+                            format!(
+                                "<mailto:{}?subject=unsubscribe>",
+                                v.address(Kind::Unsubscribe, row.id)
+                            )
+                        })
+                        .as_deref(),
+                ),
+                None => mailto
+                    .map(|v| {
+                        unsubscribe_headers(
+                            &v.address(Kind::Unsubscribe, row.id),
+                            self.cfg.bounces.unsubscribe_url.as_deref(),
+                        )
+                    })
+                    .unwrap_or_default(),
+            };
+            match message_for(
+                &row,
+                &templates,
+                &self.cfg.message_id_domain,
+                &unsubscribe,
+                recipient.as_ref(),
+            ) {
                 Ok(Message::Shared(body)) => {
                     let mut h = DefaultHasher::new();
                     body.hash(&mut h);
@@ -523,6 +573,32 @@ impl Dispatcher {
             }
         }
         Ok(claimed)
+    }
+
+    /// Loads the tracking settings of the claimed rows' campaigns not cached yet.
+    /// A failed read leaves them out: those rows go unmasked, as without a key,
+    /// rather than wait (their next claim tries again).
+    async fn load_tracking(&mut self, queue: &mut Queue, rows: &[Claimed]) {
+        let missing: HashSet<i64> = rows
+            .iter()
+            .filter_map(|r| r.campaign_id)
+            .filter(|c| !self.tracking.contains_key(c))
+            .collect();
+        if missing.is_empty() {
+            return;
+        }
+        if self.tracking.len() + missing.len() > MAX_TRACKED_CAMPAIGNS {
+            self.tracking.clear();
+        }
+        for c in missing {
+            match crate::tracking::store::campaign_links(queue.db(), c).await {
+                Ok(Some(links)) => {
+                    self.tracking.insert(c, Arc::new(links));
+                }
+                Ok(None) => {}
+                Err(e) => warn!(error = %e, campaign = c, "cannot load tracking links"),
+            }
+        }
     }
 
     /// Rows of campaigns paused or cancelled since they were queued go back
@@ -795,6 +871,7 @@ fn message_for(
     templates: &HashMap<i64, Result<Template, String>>,
     id_domain: &str,
     extra_headers: &[(String, String)],
+    tracking: Option<&Recipient<'_>>,
 ) -> Result<Message, String> {
     // Our headers (List-Unsubscribe) go in front of the message's own, by one
     // function for raw and template rows alike.
@@ -812,17 +889,35 @@ fn message_for(
         Some(Err(e)) => return Err(format!("template {id}: {e}")),
         None => return Err(format!("template {id} does not exist")),
     };
-    let params = parse_params(row.params.as_deref()).map_err(|e| format!("params: {e}"))?;
-    render(
-        template,
-        &params,
-        &row.recipient,
-        id_domain,
-        &[],
-        Utc::now(),
-    )
-    .map(|message| Message::Own(prepend_headers(extra_headers, message)))
-    .map_err(|e| format!("template {id}: {e}"))
+    let mut params = parse_params(row.params.as_deref()).map_err(|e| format!("params: {e}"))?;
+    let rendered = match tracking {
+        Some(r) => {
+            params.insert(UNSUBSCRIBE_TAG.to_owned(), r.unsubscribe_url());
+            render_rewritten(
+                template,
+                &params,
+                &row.recipient,
+                id_domain,
+                &[],
+                Utc::now(),
+                &|part, body| match part {
+                    Part::Html => r.html(&body),
+                    Part::Text => r.text(&body),
+                },
+            )
+        }
+        None => render(
+            template,
+            &params,
+            &row.recipient,
+            id_domain,
+            &[],
+            Utc::now(),
+        ),
+    };
+    rendered
+        .map(|message| Message::Own(prepend_headers(extra_headers, message)))
+        .map_err(|e| format!("template {id}: {e}"))
 }
 
 /// `List-Unsubscribe` (RFC 2369) with our unsubscribe address, plus the one-click
@@ -916,6 +1011,7 @@ mod tests {
             campaign_id: None,
             pool: None,
             expires_at: None,
+            subscriber_id: None,
         }
     }
 

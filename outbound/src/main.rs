@@ -8,17 +8,19 @@
 //!   `outbound dns-records DOMAIN`, `outbound dns-check DOMAIN [--resolver HOST:PORT]`;
 //! - `outbound stats`, `outbound nodes`, `outbound suppress add|remove|list`;
 //! - `outbound web [--listen ADDR:PORT]`: the HTTP API (`web`);
-//! - `outbound account add NAME [--admin]`, `outbound account passwd NAME` (stdin), `outbound list import LIST_ID FILE`,
+//! - `outbound account add NAME [--admin]`, `outbound account passwd NAME` (stdin),
+//!   `outbound account domain add|ls ACCOUNT [DOMAIN]`, `outbound list import LIST_ID FILE`,
 //!   `outbound campaign start|pause|resume|cancel|stats ID`.
 //!
 //! Modules: `address` (envelope addresses), `bounce_policy` (what a bounce calls for),
 //! `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
 //! SQL statement), `row` (rows decoded by column name), `dispatch` (claims, retries, records), `worker` (a delivery
 //! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`, `node` (process identity),
-//! `template` (MIME rendering), `tls`; `accounts`, `lists`, `import`, `campaign`
-//! (the mass-mailing data and the campaign runner), `web` (HTTP API), `console` (the
-//! web console's pages), `db_pool`; `dkim` (signing, keys), `sending` (`[dkim]` and
-//! `[pools]` settings, source address choice), `dns_records` (`dns-records`, `dns-check`).
+//! `template` (MIME rendering), `tls`; `tracking` (masked links, opens, unsubscribe
+//! URLs); `accounts`, `lists`, `import`, `campaign` (the mass-mailing data and the
+//! campaign runner), `web` (HTTP API), `console` (the web console's pages), `db_pool`;
+//! `dkim` (signing, keys), `sending` (`[dkim]` and `[pools]` settings, source address
+//! choice), `dns_records` (`dns-records`, `dns-check`).
 
 use std::io::Read;
 use std::path::PathBuf;
@@ -56,6 +58,7 @@ mod row;
 mod sending;
 mod template;
 mod tls;
+mod tracking;
 mod verp;
 mod web;
 mod worker;
@@ -209,6 +212,19 @@ enum AccountAction {
     /// Set the console password of an account (read from stdin, one line, at
     /// least 12 characters); ends its console sessions.
     Passwd { name: String },
+    /// Tracking domains of an account (host names of its masked links).
+    Domain {
+        #[command(subcommand)]
+        action: DomainAction,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DomainAction {
+    /// Give DOMAIN to ACCOUNT (its name); refused when another account has it.
+    Add { account: String, domain: String },
+    /// The account's tracking domains.
+    Ls { account: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -518,6 +534,25 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
             }
             println!("password set for {name}");
         }
+        Some(Command::Account {
+            action: AccountAction::Domain { action },
+        }) => match action {
+            DomainAction::Add { account, domain } => {
+                let a = accounts::by_name(queue.db(), &account)
+                    .await?
+                    .with_context(|| format!("account {account} not found"))?;
+                let d = tracking::store::add_domain(queue.db(), a.id, &domain).await?;
+                println!("tracking domain {d} of account {} ({})", a.name, a.id);
+            }
+            DomainAction::Ls { account } => {
+                let a = accounts::by_name(queue.db(), &account)
+                    .await?
+                    .with_context(|| format!("account {account} not found"))?;
+                for d in tracking::store::domains(queue.db(), a.id).await? {
+                    println!("{d}");
+                }
+            }
+        },
         Some(Command::List { action }) => cli_lists::run(queue.db(), action).await?,
         Some(Command::Campaign { action }) => cli_campaigns::run(queue.db(), action).await?,
         Some(Command::Suppress { action }) => match action {

@@ -53,6 +53,8 @@ pub struct Claimed {
     pub delay_notified: bool,
     /// The campaign the row belongs to (None for other mail).
     pub campaign_id: Option<i64>,
+    /// A campaign row's subscriber (its tracking tokens name it).
+    pub subscriber_id: Option<i64>,
     /// The sending pool to send from (None: the default source address).
     pub pool: Option<String>,
     /// Past this, the row fails with 4.4.7 and no DSN (None: never).
@@ -81,6 +83,7 @@ impl Claimed {
         Column::plain("campaign_id"),
         Column::plain("pool"),
         Column::text("expires_at"),
+        Column::plain("subscriber_id"),
     ];
 
     /// A claimed row; refused without an id. The schema makes the other columns NOT
@@ -106,6 +109,7 @@ impl Claimed {
             campaign_id: f.opt_int("campaign_id")?,
             pool: f.opt_text("pool")?,
             expires_at: f.opt_text("expires_at")?.and_then(|t| parse_ts(&t)),
+            subscriber_id: f.opt_int("subscriber_id")?,
         })
     }
 }
@@ -461,6 +465,32 @@ impl NewMail {
             mail: f.bytes("mail")?,
         })
     }
+}
+
+/// A campaign's unsubscribe request (by mail to its VERP address, or the
+/// one-click URL of `outbound web`): the subscriber's memberships of the
+/// campaign's include lists become `unsubscribed`, by that campaign. Idempotent;
+/// returns how many memberships it ended.
+pub async fn unsubscribe_member(
+    db: &mut Db,
+    campaign: i64,
+    subscriber: i64,
+    now: DateTime<Utc>,
+) -> Result<u64, DbError> {
+    db.exec(
+        "UPDATE list_members SET status = 'unsubscribed', \
+         unsubscribed_by = ?, updated_at = ? \
+         WHERE subscriber_id = ? AND status <> 'unsubscribed' \
+         AND list_id IN (SELECT list_id FROM campaign_lists \
+         WHERE campaign_id = ? AND kind = 'include')",
+        vec![
+            campaign.into(),
+            ts(now).into(),
+            subscriber.into(),
+            campaign.into(),
+        ],
+    )
+    .await
 }
 
 /// The queue row a verified bounce or unsubscribe is about ([`Queue::intake`]).
@@ -967,20 +997,7 @@ impl Queue {
                     crate::verp::Kind::Unsubscribe if queued.campaign.is_some() => {
                         report.unsubscribes += 1;
                         if let Some((campaign, subscriber)) = queued.campaign {
-                            db.exec(
-                                "UPDATE list_members SET status = 'unsubscribed', \
-                                 unsubscribed_by = ?, updated_at = ? \
-                                 WHERE subscriber_id = ? AND status <> 'unsubscribed' \
-                                 AND list_id IN (SELECT list_id FROM campaign_lists \
-                                 WHERE campaign_id = ? AND kind = 'include')",
-                                vec![
-                                    campaign.into(),
-                                    ts(now).into(),
-                                    subscriber.into(),
-                                    campaign.into(),
-                                ],
-                            )
-                            .await?;
+                            unsubscribe_member(db, campaign, subscriber, now).await?;
                         }
                     }
                     crate::verp::Kind::Unsubscribe => {
@@ -1476,7 +1493,7 @@ mod tests {
         assert_eq!(
             row::select_list(&db, Claimed::COLUMNS),
             "id, sender, recipient, body, template_id, params, attempts, delay_notified, \
-             CAST(created_at AS TEXT), campaign_id, pool, CAST(expires_at AS TEXT)"
+             CAST(created_at AS TEXT), campaign_id, pool, CAST(expires_at AS TEXT), subscriber_id"
         );
         assert_eq!(
             row::select_list(&db, DeliverySpan::COLUMNS),
@@ -1491,6 +1508,7 @@ mod tests {
         let row = |id: Val| {
             vec![
                 id,
+                Val::Null,
                 Val::Null,
                 Val::Null,
                 Val::Null,
@@ -1527,6 +1545,7 @@ mod tests {
                 Val::Bytes(b"12".to_vec()),
                 Val::Bytes(b"a".to_vec()),
                 Val::Bytes(b"2026-03-05 00:00:00.000".to_vec()),
+                Val::Bytes(b"44".to_vec()),
             ],
             now,
         )
@@ -1538,6 +1557,7 @@ mod tests {
         assert_eq!((c.attempts, c.delay_notified), (0, true), "negative → 0");
         assert_eq!(ts(c.created), "2026-03-04 05:06:07.890");
         assert_eq!(c.campaign_id, Some(12));
+        assert_eq!(c.subscriber_id, Some(44));
         assert!(Claimed::from_row(vec![Val::Int(1)], now).is_err(), "width");
     }
 

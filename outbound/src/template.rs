@@ -350,17 +350,48 @@ pub fn render(
     extra_headers: &[(String, String)],
     now: DateTime<Utc>,
 ) -> Result<Vec<u8>, TemplateError> {
+    render_rewritten(t, params, to, id_domain, extra_headers, now, &|_, body| {
+        body
+    })
+}
+
+/// A body part, as [`render_rewritten`] names it to its rewrite step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    Text,
+    Html,
+}
+
+/// [`render`], with each body part passed through `rewrite` after its tags are
+/// filled and before it is encoded (link masking, `tracking::links`).
+pub fn render_rewritten(
+    t: &Template,
+    params: &BTreeMap<String, String>,
+    to: &str,
+    id_domain: &str,
+    extra_headers: &[(String, String)],
+    now: DateTime<Utc>,
+    rewrite: &dyn Fn(Part, String) -> String,
+) -> Result<Vec<u8>, TemplateError> {
     if t.text.is_none() && t.html.is_none() {
         return Err(TemplateError::NoBody);
     }
     let from = sanitize_header_value(&fill(&t.from, params)?);
     let subject = sanitize_header_value(&fill(&t.subject, params)?);
     let text = match &t.text {
-        Some(body) => Some(encode_body(&fill(body, params)?, t.text_encoding, "text")?),
+        Some(body) => Some(encode_body(
+            &rewrite(Part::Text, fill(body, params)?),
+            t.text_encoding,
+            "text",
+        )?),
         None => None,
     };
     let html = match &t.html {
-        Some(body) => Some(encode_body(&fill(body, params)?, t.html_encoding, "html")?),
+        Some(body) => Some(encode_body(
+            &rewrite(Part::Html, fill(body, params)?),
+            t.html_encoding,
+            "html",
+        )?),
         None => None,
     };
     let text_part = |content_type: &'static str, (encoding, body): (TransferEncoding, String)| {

@@ -21,6 +21,8 @@
 //! - [`bounces`]: the bounce loop with `smtpd`: VERP, DSNs both ways, suppression,
 //!   forged bounces, unsubscribe.
 //!
+//! - [`tracking`]: masked links, clicks, the open pixel and one-click unsubscribe.
+//!
 //! Every wait is bounded; every process is killed on drop.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -38,4 +40,5 @@ mod lists;
 mod nodes;
 mod routing;
 mod sending;
+mod tracking;
 mod web;

@@ -149,6 +149,9 @@ pub struct NewCampaign {
     pub send_at: Option<String>,
     /// Sending pool of the campaign's rows (`[pools.NAME]`; `sending`).
     pub pool: Option<String>,
+    /// Host names of the account's tracking domains (`tracking`).
+    pub tracking_domains: Option<Vec<String>>,
+    pub track_opens: Option<bool>,
 }
 
 /// A campaign that passed [`validate`] (list ownership is checked by the store,
@@ -169,6 +172,9 @@ pub struct Valid {
     pub messages_per_second: Option<f64>,
     pub send_at: Option<DateTime<Utc>>,
     pub pool: Option<String>,
+    /// Lowercased, deduplicated; ownership is checked by the store.
+    pub tracking_domains: Vec<String>,
+    pub track_opens: bool,
 }
 
 /// A field at fault and why (400 `field: why`).
@@ -312,7 +318,48 @@ pub fn validate(raw: NewCampaign) -> Result<Valid, FieldError> {
         }
         other => other,
     };
+    let mut tracking_domains: Vec<String> = Vec::new();
+    let raw_domains = raw.tracking_domains.unwrap_or_default();
+    if raw_domains.len() > crate::tracking::store::MAX_CAMPAIGN_DOMAINS {
+        return Err(FieldError::new(
+            "tracking_domains",
+            format!(
+                "more than {} domains",
+                crate::tracking::store::MAX_CAMPAIGN_DOMAINS
+            ),
+        ));
+    }
+    for d in raw_domains {
+        let n = crate::tracking::store::normalize_domain(&d).ok_or_else(|| {
+            FieldError::new("tracking_domains", format!("`{d}` is not a host name"))
+        })?;
+        if !tracking_domains.contains(&n) {
+            tracking_domains.push(n);
+        }
+    }
+    let track_opens = raw.track_opens.unwrap_or(false);
+    // The tag is filled from the tracking domain: without one it could only fail
+    // every message at send time.
+    let tag = format!("[{}]", crate::tracking::links::UNSUBSCRIBE_TAG);
+    if tracking_domains.is_empty()
+        && [&text, &html]
+            .iter()
+            .any(|b| b.as_deref().is_some_and(|b| b.contains(&tag)))
+    {
+        return Err(FieldError::new(
+            "tracking_domains",
+            format!("{tag} needs a tracking domain"),
+        ));
+    }
+    if track_opens && tracking_domains.is_empty() {
+        return Err(FieldError::new(
+            "track_opens",
+            "needs a tracking domain (`tracking_domains`)",
+        ));
+    }
     Ok(Valid {
+        tracking_domains,
+        track_opens,
         name,
         from_header,
         sender,
@@ -435,6 +482,8 @@ mod tests {
             messages_per_second: None,
             send_at: None,
             pool: None,
+            tracking_domains: None,
+            track_opens: None,
         }
     }
 

@@ -115,6 +115,7 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
     db.begin().await?;
     let result = async {
         check_lists(db, account, v).await?;
+        check_tracking_domains(db, account, v).await?;
         db.exec(
             "INSERT INTO outbound_templates (name, from_header, subject, text_body, html_body) \
              VALUES (?, ?, ?, ?, ?)",
@@ -132,7 +133,7 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
             .ok_or(DbError::Timeout(std::time::Duration::ZERO))?;
         db.exec(
             "INSERT INTO campaigns (account_id, name, template_id, sender, messages_per_second, \
-             send_at, pool) VALUES (?, ?, ?, ?, ?, ?, ?)",
+             send_at, pool, tracking_domains, track_opens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             vec![
                 account.into(),
                 v.name.as_str().into(),
@@ -141,12 +142,21 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
                 v.messages_per_second.map_or(Val::Null, Val::Real),
                 v.send_at.map(ts).into(),
                 v.pool.as_deref().into(),
+                serde_json::to_string(&v.tracking_domains)
+                    .unwrap_or_else(|_| "[]".to_owned())
+                    .into(),
+                i64::from(v.track_opens).into(),
             ],
         )
         .await?;
         let id = last_id(db)
             .await?
             .ok_or(DbError::Timeout(std::time::Duration::ZERO))?;
+        // Links get their ids now; the relay masks only these.
+        if !v.tracking_domains.is_empty() {
+            let urls = crate::tracking::links::extract(v.html.as_deref(), v.text.as_deref());
+            crate::tracking::store::insert_links(db, id, &urls).await?;
+        }
         insert_lists(db, id, v).await?;
         Ok(id)
     }
@@ -231,6 +241,40 @@ impl From<CreateError> for EditError {
 
 /// Replaces draft `id` of `account` with `v` (its template, name, rate, send
 /// time and lists), in one transaction; refused unless it is still a draft.
+/// 400 `tracking_domains` unless every one is the account's.
+async fn check_tracking_domains(db: &mut Db, account: i64, v: &Valid) -> Result<(), CreateError> {
+    if let Some(d) =
+        crate::tracking::store::first_foreign_domain(db, account, &v.tracking_domains).await?
+    {
+        return Err(CreateError::Field(FieldError::new(
+            "tracking_domains",
+            format!("{d} is not a tracking domain of this account"),
+        )));
+    }
+    Ok(())
+}
+
+/// A campaign's tracking domains and whether it counts opens (the console's
+/// draft form starts with them).
+pub async fn tracking_settings(db: &mut Db, id: i64) -> Result<(Vec<String>, bool), DbError> {
+    let rows = db
+        .query(
+            "SELECT tracking_domains, track_opens FROM campaigns WHERE id = ?",
+            vec![id.into()],
+        )
+        .await?;
+    let Some(row) = rows.first() else {
+        return Ok((Vec::new(), false));
+    };
+    let domains = row
+        .first()
+        .and_then(Val::text)
+        .and_then(|j| serde_json::from_str::<Vec<String>>(&j).ok())
+        .unwrap_or_default();
+    let opens = row.get(1).and_then(Val::int).unwrap_or(0) != 0;
+    Ok((domains, opens))
+}
+
 pub async fn update_draft(db: &mut Db, account: i64, id: i64, v: &Valid) -> Result<(), EditError> {
     db.begin().await?;
     let result = async {
@@ -247,6 +291,7 @@ pub async fn update_draft(db: &mut Db, account: i64, id: i64, v: &Valid) -> Resu
         }
         let template = row.get(1).and_then(Val::int).ok_or(EditError::NotFound(id))?;
         check_lists(db, account, v).await?;
+        check_tracking_domains(db, account, v).await?;
         db.exec(
             "UPDATE outbound_templates SET from_header = ?, subject = ?, text_body = ?, html_body = ? \
              WHERE id = ?",
@@ -263,13 +308,19 @@ pub async fn update_draft(db: &mut Db, account: i64, id: i64, v: &Valid) -> Resu
         // the SELECT leaves this edit without effect rather than half-applied.
         let changed = db
             .exec(
-                "UPDATE campaigns SET name = ?, sender = ?, messages_per_second = ?, send_at = ? \
+                "UPDATE campaigns SET name = ?, sender = ?, messages_per_second = ?, send_at = ?, \
+                 pool = ?, tracking_domains = ?, track_opens = ? \
                  WHERE id = ? AND state = 'draft'",
                 vec![
                     v.name.as_str().into(),
                     v.sender.as_str().into(),
                     v.messages_per_second.map_or(Val::Null, Val::Real),
                     v.send_at.map(ts).into(),
+                    v.pool.as_deref().into(),
+                    serde_json::to_string(&v.tracking_domains)
+                        .unwrap_or_else(|_| "[]".to_owned())
+                        .into(),
+                    i64::from(v.track_opens).into(),
                     id.into(),
                 ],
             )
@@ -283,6 +334,17 @@ pub async fn update_draft(db: &mut Db, account: i64, id: i64, v: &Valid) -> Resu
         )
         .await?;
         insert_lists(db, id, v).await?;
+        // A draft has had no click yet: its links are numbered afresh from the
+        // edited bodies.
+        db.exec(
+            "DELETE FROM campaign_links WHERE campaign_id = ?",
+            vec![id.into()],
+        )
+        .await?;
+        if !v.tracking_domains.is_empty() {
+            let urls = crate::tracking::links::extract(v.html.as_deref(), v.text.as_deref());
+            crate::tracking::store::insert_links(db, id, &urls).await?;
+        }
         Ok(())
     }
     .await;

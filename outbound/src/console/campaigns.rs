@@ -139,6 +139,10 @@ struct Draft {
     exclude_lists: Vec<i64>,
     rate: String,
     send_at: String,
+    /// Comma-separated host names.
+    tracking_domains: String,
+    track_opens: bool,
+    pool: String,
 }
 
 /// The draft form, posting to `action`.
@@ -180,6 +184,11 @@ async fn draft_form(
                 input type="number" id="rate" name="rate" value=(d.rate) min="0" step="any";
                 label for="send_at" { "Send at (RFC 3339, empty: at once)" }
                 input type="text" id="send_at" name="send_at" value=(d.send_at) maxlength="40" placeholder="2026-01-31T09:00:00Z";
+                label for="tracking_domains" { "Tracking domains (comma-separated, your account's; empty: links are not masked)" }
+                input type="text" id="tracking_domains" name="tracking_domains" value=(d.tracking_domains) maxlength="1024" placeholder="t.example.com";
+                label { input type="checkbox" name="track_opens" value="1" checked[d.track_opens]; " Count opens (a tracking pixel)" }
+                label for="pool" { "Sending pool (empty: the default addresses)" }
+                input type="text" id="pool" name="pool" value=(d.pool) maxlength="64";
                 p { button type="submit" id="create-campaign" { "Save draft" } }
             }
         },
@@ -191,13 +200,14 @@ async fn new_form(State(state): State<AppState>, c: Console) -> PageResult {
 }
 
 async fn edit_form(State(state): State<AppState>, c: Console, Path(id): Path<i64>) -> PageResult {
-    let (k, (text, html)) = {
+    let (k, (text, html), tracking) = {
         let mut db = state.pool.get().await?;
         let k = own(&mut db, &c, id).await?;
         let bodies = store::bodies(&mut db, c.account.id, id)
             .await?
             .ok_or_else(|| not_found(id))?;
-        (k, bodies)
+        let tracking = store::tracking_settings(&mut db, id).await?;
+        (k, bodies, tracking)
     };
     if k.state != "draft" {
         return Err(PageError::new(
@@ -218,6 +228,9 @@ async fn edit_form(State(state): State<AppState>, c: Console, Path(id): Path<i64
             .map(|r| r.to_string())
             .unwrap_or_default(),
         send_at: k.send_at.unwrap_or_default(),
+        tracking_domains: tracking.0.join(", "),
+        track_opens: tracking.1,
+        pool: k.pool.unwrap_or_default(),
     };
     draft_form(
         &state,
@@ -249,6 +262,16 @@ fn posted_campaign(posted: &Posted) -> Result<campaign::Valid, PageError> {
         messages_per_second: rate,
         send_at: posted.text("send_at", 40)?,
         pool: posted.text("pool", 64)?,
+        tracking_domains: Some(
+            posted
+                .text("tracking_domains", 1024)?
+                .unwrap_or_default()
+                .split([',', ' ', '\n', '\r', '\t'])
+                .filter(|d| !d.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        ),
+        track_opens: Some(posted.text("track_opens", 8)?.is_some()),
     };
     campaign::validate(raw).map_err(|e| PageError::bad(format!("{}: {}", e.field, e.why)))
 }

@@ -1,5 +1,6 @@
 //! `/api/v1/campaigns`: create a campaign, move it through its states, read it
-//! with its counts, and its delivery timeline.
+//! with its counts (tracking's too), its delivery timeline and its links with
+//! their clicks.
 //!
 //! Owns: the routes and their JSON shapes (a public contract: paths and field
 //! names do not change), mapping the store's outcomes to statuses: 400 naming the
@@ -21,6 +22,7 @@ use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath, ApiQuery, ApiResult};
 use crate::campaign::store::{self, ActionError, CreateError};
 use crate::campaign::{self, Action, NewCampaign};
+use crate::tracking::store as tracking_store;
 
 pub fn routes() -> Router<AppState> {
     Router::new()
@@ -31,6 +33,7 @@ pub fn routes() -> Router<AppState> {
         .route("/campaigns/{id}/resume", post(resume))
         .route("/campaigns/{id}/cancel", post(cancel))
         .route("/campaigns/{id}/timeline", get(timeline))
+        .route("/campaigns/{id}/links", get(links))
 }
 
 fn not_found(id: i64) -> ApiError {
@@ -78,10 +81,20 @@ async fn show(
         .await?
         .ok_or_else(|| not_found(id))?;
     let counts = store::counts(&mut db, &c).await?;
+    let tracked = tracking_store::counts(&mut db, c.id).await?;
+    let (domains, track_opens) = match tracking_store::campaign_links(&mut db, c.id).await? {
+        Some(l) => (l.domains, l.track_opens),
+        None => (Vec::new(), false),
+    };
     let mut body = serde_json::to_value(&c).map_err(|e| ApiError::unavailable(&e))?;
-    if let (Some(obj), Ok(Value::Object(n))) = (body.as_object_mut(), serde_json::to_value(counts))
-    {
-        obj.extend(n);
+    if let Some(obj) = body.as_object_mut() {
+        for extra in [serde_json::to_value(counts), serde_json::to_value(tracked)] {
+            if let Ok(Value::Object(n)) = extra {
+                obj.extend(n);
+            }
+        }
+        obj.insert("tracking_domains".into(), json!(domains));
+        obj.insert("track_opens".into(), json!(track_opens));
     }
     Ok(Json(body))
 }
@@ -126,6 +139,20 @@ async fn cancel(
     ApiPath(id): ApiPath<i64>,
 ) -> ApiResult<Json<Value>> {
     act(&state, account.id, id, Action::Cancel).await
+}
+
+/// The campaign's links with their clicks, most clicked first ("top links").
+async fn links(
+    state: axum::extract::State<AppState>,
+    Auth(account): Auth,
+    ApiPath(id): ApiPath<i64>,
+) -> ApiResult<Json<Value>> {
+    let mut db = state.pool.get().await?;
+    store::get(&mut db, Some(account.id), id)
+        .await?
+        .ok_or_else(|| not_found(id))?;
+    let links = tracking_store::link_counts(&mut db, id).await?;
+    Ok(Json(json!({ "links": links })))
 }
 
 /// `?step=` as text, so that a bad one gets our message naming it.

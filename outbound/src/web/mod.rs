@@ -1,5 +1,6 @@
 //! `outbound web`: the HTTP API (JSON under `/api/v1`) of accounts, lists,
-//! subscribers, imports and campaigns.
+//! subscribers, imports and campaigns, and the recipients' tracking routes at
+//! the root (`tracking`: `/l/`, `/o/`, `/u/`, on any Host).
 //!
 //! Owns: the listener, the router (each resource's routes live in its own file:
 //! `lists`, `imports`, `campaigns`; the web console's, `crate::console`, merged
@@ -15,6 +16,7 @@ pub mod error;
 mod campaigns;
 pub(crate) mod imports;
 mod lists;
+pub mod tracking;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -38,6 +40,8 @@ const POOL_SIZE: usize = 8;
 pub struct AppState {
     pub pool: Arc<DbPool>,
     pub cfg: Arc<Config>,
+    /// The recipients' routes (`/l`, `/o`, `/u`) and their click writer.
+    pub tracker: Arc<tracking::Tracker>,
 }
 
 /// The whole API, for a server or a test.
@@ -55,6 +59,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .nest("/api/v1", api)
         .merge(crate::console::routes())
+        .merge(tracking::routes(state.tracker.clone()))
         .fallback(|| async { ApiError::not_found("path") })
         .layer(DefaultBodyLimit::max(state.cfg.web.max_body_bytes))
         .with_state(state)
@@ -65,9 +70,13 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
     let pool = DbPool::open(&cfg.store, cfg.migrate, POOL_SIZE)
         .await
         .with_context(|| format!("store {}", cfg.store))?;
+    let pool = Arc::new(pool);
+    let (tracker, writer) = tracking::Tracker::start(pool.clone(), cfg.tracking.key.as_deref())
+        .context("starting the click writer")?;
     let state = AppState {
-        pool: Arc::new(pool),
+        pool,
         cfg: cfg.clone(),
+        tracker,
     };
     imports::resume(&state).await;
     let addr = listen.unwrap_or(cfg.web.listen);
@@ -80,17 +89,27 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
     info!(%local, store = %cfg.store, "HTTP API running");
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    // The console bounds login attempts per client address.
-    let app = router(state).into_make_service_with_connect_info::<SocketAddr>();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move {
-            tokio::select! {
-                _ = term.recv() => {}
-                _ = int.recv() => {}
-            }
-            info!("stopping the HTTP API");
-        })
+    // The console bounds login attempts per client address; clicks record it.
+    axum::serve(
+        listener,
+        router(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        info!("stopping the HTTP API");
+    })
+    .await
+    .context("HTTP server")?;
+    // The router (and with it the last sender) is gone: the writer flushes what
+    // it holds and ends.
+    if tokio::time::timeout(std::time::Duration::from_secs(5), writer)
         .await
-        .context("HTTP server")?;
+        .is_err()
+    {
+        tracing::warn!("clicks still unwritten at exit");
+    }
     Ok(())
 }
