@@ -483,11 +483,15 @@ fn a_person_runs_a_campaign_in_the_console_with_a_browser() {
             .status
             .success()
     );
+    let domain = outbound(&store, &["account", "domain", "add", "press", "t.press.test"], None);
+    assert!(domain.status.success(), "{domain:?}");
+    // The same key for the relay (masking) and the web (redirects, unsubscribes).
+    let tracking = "[tracking]\nkey = \"console-tracking-key-0123456789\"\nscheme = \"http\"\n";
     let dest = Dest::start(&[]);
-    let web = Web::start(&store, "");
+    let web = Web::start(&store, tracking);
     let _relay = Relay::start(
         &store,
-        &format!("{FAST}\n[campaigns]\ninterval_ms = 100\n"),
+        &format!("{FAST}\n[campaigns]\ninterval_ms = 100\n{tracking}"),
         &["--transport", &format!("b.test={}", dest.addr)],
     );
     let dir = tempfile::tempdir().unwrap();
@@ -503,24 +507,43 @@ fn a_person_runs_a_campaign_in_the_console_with_a_browser() {
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/outbound/fixtures/console_browser.py"
     );
-    let out = Command::new("/usr/bin/python3")
+    let (out_path, err_path) = (dir.path().join("stdout"), dir.path().join("stderr"));
+    let mut child = Command::new("/usr/bin/python3")
         .arg(script)
         .args([&web.url(""), "press", "press has a long password"])
         .arg(&csv)
         .arg(&shots)
-        .output()
+        .arg("t.press.test")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::fs::File::create(&out_path).unwrap())
+        .stderr(std::fs::File::create(&err_path).unwrap())
+        .spawn()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    // Once delivered, a message's masked link and one-click URL go to the
+    // script (stdin; dropped on a panic here, so the script stops too).
+    wait_for("40 deliveries", Duration::from_secs(90), || {
+        dest.recipients().len() >= 40
+    });
+    let (click, unsubscribe) = tracked_urls(&dest.messages()[0]["data"]);
+    let to_web = |url: &str| {
+        let rest = url.strip_prefix("http://t.press.test/").unwrap_or_else(|| panic!("{url}"));
+        web.url(&format!("/{rest}"))
+    };
+    let urls = serde_json::json!({"click": to_web(&click), "unsubscribe": to_web(&unsubscribe)});
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        let _ = writeln!(stdin, "{urls}");
+    }
+    let status = child.wait().unwrap();
+    let stdout = std::fs::read_to_string(&out_path).unwrap_or_default();
     assert!(
-        out.status.success(),
+        status.success(),
         "browser script failed:\n{stdout}\n{}\nweb log:\n{}",
-        String::from_utf8_lossy(&out.stderr),
+        std::fs::read_to_string(&err_path).unwrap_or_default(),
         web.log()
     );
     // The counts the browser saw are the destination's.
-    wait_for("40 deliveries", Duration::from_secs(20), || {
-        dest.recipients().len() >= 40
-    });
     let delivered: usize = stdout
         .lines()
         .find_map(|l| l.strip_prefix("delivered "))
@@ -535,10 +558,36 @@ fn a_person_runs_a_campaign_in_the_console_with_a_browser() {
         assert!(colours > 50, "{}: {colours} colours", path.display());
         seen += 1;
     }
-    assert!(seen >= 3, "{seen} screenshots");
+    assert!(seen >= 4, "{seen} screenshots");
     if let Ok(keep) = std::env::var("CONSOLE_SHOTS") {
         let _ = Command::new("cp").arg("-r").arg(&shots).arg(keep).status();
     }
+}
+
+/// A delivered message's masked HTML link and its List-Unsubscribe URL.
+fn tracked_urls(raw: &serde_json::Value) -> (String, String) {
+    let raw = raw.as_str().unwrap();
+    let msg = mail_parser::MessageParser::default()
+        .parse(raw.as_bytes())
+        .unwrap();
+    let html = msg.body_html(0).unwrap();
+    let click = html
+        .split("href=\"")
+        .skip(1)
+        .map(|h| h.split('"').next().unwrap())
+        .find(|h| h.contains("/l/"))
+        .unwrap_or_else(|| panic!("no masked link: {html}"))
+        .to_owned();
+    let header = msg
+        .header_raw("List-Unsubscribe")
+        .unwrap_or_else(|| panic!("no List-Unsubscribe: {raw}"));
+    let unsubscribe = header
+        .split(['<', '>'])
+        .map(str::trim)
+        .find(|u| u.starts_with("http://"))
+        .unwrap_or_else(|| panic!("no one-click URL: {header}"))
+        .to_owned();
+    (click, unsubscribe)
 }
 
 /// Distinct RGB colours of a PNG (decoded with the `png` crate).

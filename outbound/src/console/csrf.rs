@@ -1,7 +1,7 @@
 //! CSRF: every console POST carries its session's token, in the form's hidden
 //! `csrf` field or (script uploads) the `X-CSRF-Token` header.
 //!
-//! Owns: the constant-time comparison ([`matches`]) and [`Posted`], the extractor
+//! Owns: the constant-time comparison ([`matches()`]) and [`Posted`], the extractor
 //! every POST handler takes: it requires a session, reads the urlencoded form and
 //! refuses a missing or wrong token with 403 before the handler runs, so a handler
 //! cannot forget the check. Also the field size limits of forms ([`Posted::text`]).
