@@ -483,7 +483,11 @@ fn a_person_runs_a_campaign_in_the_console_with_a_browser() {
             .status
             .success()
     );
-    let domain = outbound(&store, &["account", "domain", "add", "press", "t.press.test"], None);
+    let domain = outbound(
+        &store,
+        &["account", "domain", "add", "press", "t.press.test"],
+        None,
+    );
     assert!(domain.status.success(), "{domain:?}");
     // The same key for the relay (masking) and the web (redirects, unsubscribes).
     let tracking = "[tracking]\nkey = \"console-tracking-key-0123456789\"\nscheme = \"http\"\n";
@@ -526,7 +530,9 @@ fn a_person_runs_a_campaign_in_the_console_with_a_browser() {
     });
     let (click, unsubscribe) = tracked_urls(&dest.messages()[0]["data"]);
     let to_web = |url: &str| {
-        let rest = url.strip_prefix("http://t.press.test/").unwrap_or_else(|| panic!("{url}"));
+        let rest = url
+            .strip_prefix("http://t.press.test/")
+            .unwrap_or_else(|| panic!("{url}"));
         web.url(&format!("/{rest}"))
     };
     let urls = serde_json::json!({"click": to_web(&click), "unsubscribe": to_web(&unsubscribe)});
