@@ -132,31 +132,18 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
             .await?
             .ok_or(DbError::Timeout(std::time::Duration::ZERO))?;
         db.exec(
-            "INSERT INTO campaigns (account_id, name, template_id, sender, messages_per_second, \
-             send_at, pool, tracking_domains, track_opens) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            vec![
-                account.into(),
-                v.name.as_str().into(),
-                template.into(),
-                v.sender.as_str().into(),
-                v.messages_per_second.map_or(Val::Null, Val::Real),
-                v.send_at.map(ts).into(),
-                v.pool.as_deref().into(),
-                serde_json::to_string(&v.tracking_domains)
-                    .unwrap_or_else(|_| "[]".to_owned())
-                    .into(),
-                i64::from(v.track_opens).into(),
-            ],
+            &format!(
+                "INSERT INTO campaigns (account_id, template_id, {SETTINGS}) \
+                 VALUES (?, ?, {})",
+                Db::placeholders(SETTINGS_COUNT)
+            ),
+            [vec![account.into(), template.into()], settings(v)].concat(),
         )
         .await?;
         let id = last_id(db)
             .await?
             .ok_or(DbError::Timeout(std::time::Duration::ZERO))?;
-        // Links get their ids now; the relay masks only these.
-        if !v.tracking_domains.is_empty() {
-            let urls = crate::tracking::links::extract(v.html.as_deref(), v.text.as_deref());
-            crate::tracking::store::insert_links(db, id, &urls).await?;
-        }
+        number_links(db, id, v).await?;
         insert_lists(db, id, v).await?;
         Ok(id)
     }
@@ -241,6 +228,36 @@ impl From<CreateError> for EditError {
 
 /// Replaces draft `id` of `account` with `v` (its template, name, rate, send
 /// time and lists), in one transaction; refused unless it is still a draft.
+/// The campaign columns a draft sets, created or edited (in [`settings`]'s order).
+const SETTINGS: &str =
+    "name, sender, messages_per_second, send_at, pool, tracking_domains, track_opens";
+const SETTINGS_COUNT: usize = 7;
+
+/// The values of [`SETTINGS`].
+fn settings(v: &Valid) -> Vec<Val> {
+    vec![
+        v.name.as_str().into(),
+        v.sender.as_str().into(),
+        v.messages_per_second.map_or(Val::Null, Val::Real),
+        v.send_at.map(ts).into(),
+        v.pool.as_deref().into(),
+        serde_json::to_string(&v.tracking_domains)
+            .unwrap_or_else(|_| "[]".to_owned())
+            .into(),
+        i64::from(v.track_opens).into(),
+    ]
+}
+
+/// Numbers the links of a campaign with tracking domains (the relay masks only
+/// these).
+async fn number_links(db: &mut Db, id: i64, v: &Valid) -> Result<(), DbError> {
+    if !v.tracking_domains.is_empty() {
+        let urls = crate::tracking::links::extract(v.html.as_deref(), v.text.as_deref());
+        crate::tracking::store::insert_links(db, id, &urls).await?;
+    }
+    Ok(())
+}
+
 /// 400 `tracking_domains` unless every one is the account's.
 async fn check_tracking_domains(db: &mut Db, account: i64, v: &Valid) -> Result<(), CreateError> {
     if let Some(d) =
@@ -308,21 +325,11 @@ pub async fn update_draft(db: &mut Db, account: i64, id: i64, v: &Valid) -> Resu
         // the SELECT leaves this edit without effect rather than half-applied.
         let changed = db
             .exec(
-                "UPDATE campaigns SET name = ?, sender = ?, messages_per_second = ?, send_at = ?, \
-                 pool = ?, tracking_domains = ?, track_opens = ? \
-                 WHERE id = ? AND state = 'draft'",
-                vec![
-                    v.name.as_str().into(),
-                    v.sender.as_str().into(),
-                    v.messages_per_second.map_or(Val::Null, Val::Real),
-                    v.send_at.map(ts).into(),
-                    v.pool.as_deref().into(),
-                    serde_json::to_string(&v.tracking_domains)
-                        .unwrap_or_else(|_| "[]".to_owned())
-                        .into(),
-                    i64::from(v.track_opens).into(),
-                    id.into(),
-                ],
+                &format!(
+                    "UPDATE campaigns SET {} WHERE id = ? AND state = 'draft'",
+                    SETTINGS.replace(',', " = ?,") + " = ?"
+                ),
+                [settings(v), vec![id.into()]].concat(),
             )
             .await?;
         if changed == 0 {
@@ -341,10 +348,7 @@ pub async fn update_draft(db: &mut Db, account: i64, id: i64, v: &Valid) -> Resu
             vec![id.into()],
         )
         .await?;
-        if !v.tracking_domains.is_empty() {
-            let urls = crate::tracking::links::extract(v.html.as_deref(), v.text.as_deref());
-            crate::tracking::store::insert_links(db, id, &urls).await?;
-        }
+        number_links(db, id, v).await?;
         Ok(())
     }
     .await;
@@ -827,4 +831,19 @@ pub async fn timeline(
     );
     points.truncate(MAX_POINTS);
     Ok(Some(points))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_settings_columns_and_their_count_agree() {
+        assert_eq!(SETTINGS.split(',').count(), SETTINGS_COUNT);
+        assert_eq!(
+            SETTINGS.replace(',', " = ?,") + " = ?",
+            "name = ?, sender = ?, messages_per_second = ?, send_at = ?, pool = ?, \
+             tracking_domains = ?, track_opens = ?"
+        );
+    }
 }
