@@ -87,6 +87,16 @@ pub enum DbError {
     Timeout(Duration),
 }
 
+impl DbError {
+    /// InnoDB chose this transaction as a deadlock victim (1213) or gave up
+    /// waiting for a row lock (1205): nothing was applied, and the same
+    /// transaction run again normally succeeds (what the MySQL manual asks
+    /// applications to do).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Mysql(mysql_async::Error::Server(e)) if e.code == 1213 || e.code == 1205)
+    }
+}
+
 pub enum Db {
     Sqlite(rusqlite::Connection),
     Mysql {
@@ -352,5 +362,26 @@ fn from_mysql(v: Value) -> Val {
             if neg { "-" } else { "" },
             u32::from(h) + d * 24
         )),
+    }
+}
+
+#[cfg(test)]
+mod retry_tests {
+    use super::*;
+
+    fn server(code: u16) -> DbError {
+        DbError::Mysql(mysql_async::Error::Server(mysql_async::ServerError {
+            code,
+            message: "x".into(),
+            state: "40001".into(),
+        }))
+    }
+
+    #[test]
+    fn only_deadlocks_and_lock_wait_timeouts_are_retried() {
+        assert!(server(1213).is_retryable());
+        assert!(server(1205).is_retryable());
+        assert!(!server(1062).is_retryable());
+        assert!(!DbError::Timeout(Duration::from_secs(1)).is_retryable());
     }
 }

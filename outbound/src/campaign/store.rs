@@ -620,19 +620,33 @@ pub async fn apply(
     action: Action,
     now: DateTime<Utc>,
 ) -> Result<State, ActionError> {
-    db.begin().await?;
-    let result = apply_in_tx(db, account, id, action, now).await;
-    match result {
-        Ok(state) => {
-            db.commit().await?;
-            Ok(state)
-        }
-        Err(e) => {
-            db.rollback().await;
-            Err(e)
+    // A pause or cancel touches every queued row of the campaign while relay
+    // nodes claim and record some of them: on MySQL that can deadlock, and the
+    // victim is simply run again.
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        db.begin().await?;
+        let result = match apply_in_tx(db, account, id, action, now).await {
+            Ok(state) => db.commit().await.map(|()| state).map_err(ActionError::from),
+            Err(e) => Err(e),
+        };
+        match result {
+            Ok(state) => return Ok(state),
+            Err(ActionError::Db(e)) if e.is_retryable() && tries < APPLY_TRIES => {
+                db.rollback().await;
+                tracing::debug!(campaign = id, error = %e, "campaign state change retried");
+            }
+            Err(e) => {
+                db.rollback().await;
+                return Err(e);
+            }
         }
     }
 }
+
+/// Runs of a state change that InnoDB may pick as a deadlock victim.
+const APPLY_TRIES: u32 = 3;
 
 async fn apply_in_tx(
     db: &mut Db,
