@@ -27,6 +27,8 @@ pub enum Source {
     Bounce,
     /// The recipient wrote to its unsubscribe address.
     Unsubscribe,
+    /// The recipient's mailbox provider sent a feedback-loop report (RFC 5965).
+    Complaint,
 }
 
 impl Source {
@@ -34,6 +36,7 @@ impl Source {
         match self {
             Self::Bounce => "bounce",
             Self::Unsubscribe => "unsubscribe",
+            Self::Complaint => "complaint",
         }
     }
 }

@@ -271,6 +271,7 @@ struct FileBounces {
     soft_bounce_limit: Option<u32>,
     soft_bounce_window_secs: Option<u64>,
     intake_interval_ms: Option<u64>,
+    complaint_address: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -432,6 +433,9 @@ pub struct Bounces {
     pub soft_bounce_window: Duration,
     /// How often `new_mail` is read for bounces and unsubscribes.
     pub intake_interval: Duration,
+    /// Where feedback-loop reports (ARF, RFC 5965) arrive, lowercased; None = no
+    /// complaint intake. Read with the bounces, so it takes effect only with VERP.
+    pub complaint_address: Option<String>,
 }
 
 impl Config {
@@ -975,6 +979,7 @@ struct BouncesSection {
     soft_bounce_limit: u32,
     soft_bounce_window: Duration,
     intake_interval: Duration,
+    complaint_address: Option<String>,
 }
 
 /// A VERP key must make tags unforgeable.
@@ -1067,8 +1072,17 @@ fn bounces_section(raw: FileBounces) -> Result<BouncesSection, ConfigError> {
     {
         return Err(invalid("bounces.unsubscribe_url", "must be an http(s) URL"));
     }
+    if let Some(a) = &raw.complaint_address
+        && !crate::address::is_mailbox(a)
+    {
+        return Err(invalid(
+            "bounces.complaint_address",
+            format!("`{a}` is not a mailbox (local@domain)"),
+        ));
+    }
     let delay = raw.delay_warning_secs.unwrap_or(DEFAULT_DELAY_WARNING_SECS);
     Ok(BouncesSection {
+        complaint_address: raw.complaint_address.map(|a| a.to_ascii_lowercase()),
         verp,
         list_unsubscribe: raw.list_unsubscribe.unwrap_or(DEFAULT_LIST_UNSUBSCRIBE),
         unsubscribe_url: raw.unsubscribe_url,
@@ -1133,6 +1147,7 @@ fn load_bounce_key(section: BouncesSection) -> Result<Bounces, ConfigError> {
         delay_warning: section.delay_warning,
         soft_bounce_limit: section.soft_bounce_limit,
         soft_bounce_window: section.soft_bounce_window,
+        complaint_address: section.complaint_address,
         intake_interval: section.intake_interval,
     })
 }
@@ -1405,6 +1420,9 @@ mod tests {
         assert!(err("[bounces]\nkey = \"0123456789abcdef\"").starts_with("bounces.domain:"));
         assert!(
             err("[bounces]\nunsubscribe_url = \"ftp://x\"").starts_with("bounces.unsubscribe_url:")
+        );
+        assert!(
+            err("[bounces]\ncomplaint_address = \"fbl\"").starts_with("bounces.complaint_address:")
         );
     }
 

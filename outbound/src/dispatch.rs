@@ -791,15 +791,23 @@ impl Dispatcher {
                 reporting_mta: &self.cfg.helo_name,
                 message_id_domain: &self.cfg.message_id_domain,
             },
+            complaint_address: self.cfg.bounces.complaint_address.as_deref(),
         };
         match queue.intake(&settings, Utc::now()).await {
-            Ok(r) if r.bounces + r.unsubscribes + r.forged > 0 => info!(
-                bounces = r.bounces,
-                unsubscribes = r.unsubscribes,
-                forged = r.forged,
-                suppressed = r.suppressed,
-                "bounce intake"
-            ),
+            Ok(r)
+                if r.bounces + r.unsubscribes + r.forged + r.complaints + r.complaints_skipped
+                    > 0 =>
+            {
+                info!(
+                    bounces = r.bounces,
+                    unsubscribes = r.unsubscribes,
+                    forged = r.forged,
+                    complaints = r.complaints,
+                    complaints_skipped = r.complaints_skipped,
+                    suppressed = r.suppressed,
+                    "bounce intake"
+                )
+            }
             Ok(_) => {}
             // new_mail missing (a relay-only database) or the store is down.
             Err(e) => debug!(error = %e, "bounce intake failed"),

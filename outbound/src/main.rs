@@ -13,6 +13,7 @@
 //!   `outbound campaign start|pause|resume|cancel|stats ID`.
 //!
 //! Modules: `address` (envelope addresses), `bounce_policy` (what a bounce calls for),
+//! `complaint` (feedback-loop reports, ARF),
 //! `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
 //! SQL statement), `row` (rows decoded by column name), `dispatch` (claims, retries, records), `worker` (a delivery
 //! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`, `node` (process identity),
@@ -38,6 +39,7 @@ mod campaign;
 mod cli_campaigns;
 mod cli_lists;
 mod client;
+mod complaint;
 mod config;
 mod console;
 mod db;

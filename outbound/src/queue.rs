@@ -168,6 +168,11 @@ pub struct IntakeReport {
     pub unsubscribes: usize,
     pub forged: usize,
     pub suppressed: usize,
+    /// Verified feedback-loop reports, recorded in `outbound_complaints`.
+    pub complaints: usize,
+    /// Mail to the complaint address that was skipped: not an ARF report, or about
+    /// no queue row of ours.
+    pub complaints_skipped: usize,
 }
 
 /// Settings of an intake pass.
@@ -176,6 +181,8 @@ pub struct Intake<'a> {
     pub node: &'a str,
     /// What the bounce policy decides by.
     pub policy: bounce_policy::Settings<'a>,
+    /// `bounces.complaint_address` (lowercased): mail to it is read as ARF reports.
+    pub complaint_address: Option<&'a str>,
 }
 
 /// A queue row's `state` column.
@@ -493,6 +500,93 @@ pub async fn unsubscribe_member(
     .await
 }
 
+/// One message to the complaint address ([`Queue::intake`]): an ARF report whose
+/// original carries a VERP return path that verifies (the tag checked exactly as a
+/// bounce's) suppresses that row's recipient (`source = 'complaint'`, the
+/// Feedback-Type as reason) and is recorded in `outbound_complaints`. Anything else
+/// is counted and skipped; a forged tag is logged too. Only store errors are errors.
+async fn complaint(
+    db: &mut Db,
+    mysql: bool,
+    verp: &crate::verp::Verp,
+    mail_id: i64,
+    mail: &[u8],
+    report: &mut IntakeReport,
+    now: DateTime<Utc>,
+) -> Result<(), DbError> {
+    let Some(c) = crate::complaint::parse(mail) else {
+        tracing::debug!(
+            mail_id,
+            "skipping mail to the complaint address: not an ARF report"
+        );
+        report.complaints_skipped += 1;
+        return Ok(());
+    };
+    let mut forged = false;
+    let mut queue_id = None;
+    for a in &c.addresses {
+        if verp.kind_of(a) != Some(crate::verp::Kind::Bounce) {
+            continue;
+        }
+        match verp.verify(a) {
+            Ok((crate::verp::Kind::Bounce, id)) => {
+                queue_id = Some(id);
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(mail_id, address = %a, error = %e, "ignoring a complaint whose VERP return path does not verify");
+                forged = true;
+            }
+        }
+    }
+    let Some(queue_id) = queue_id else {
+        if forged {
+            report.forged += 1;
+        }
+        report.complaints_skipped += 1;
+        return Ok(());
+    };
+    let queued = db
+        .query(
+            "SELECT recipient FROM outbound_queue WHERE id = ?",
+            vec![queue_id.into()],
+        )
+        .await?;
+    let Some(recipient) = queued
+        .first()
+        .and_then(|r| r.first())
+        .and_then(Val::text)
+        .map(|r| r.to_ascii_lowercase())
+    else {
+        tracing::debug!(
+            mail_id,
+            queue_id,
+            "skipping a complaint about a row that is gone"
+        );
+        report.complaints_skipped += 1;
+        return Ok(());
+    };
+    let feedback_type: String = c.feedback_type.chars().take(64).collect();
+    db.exec(
+        "INSERT INTO outbound_complaints (at, queue_id, address, feedback_type, mail_id) \
+         VALUES (?, ?, ?, ?, ?)",
+        vec![
+            ts(now).into(),
+            queue_id.into(),
+            recipient.as_str().into(),
+            feedback_type.as_str().into(),
+            mail_id.into(),
+        ],
+    )
+    .await?;
+    report.complaints += 1;
+    let reason = format!("complaint: {feedback_type}");
+    report.suppressed +=
+        usize::from(suppress(db, mysql, &recipient, &reason, Source::Complaint, now).await?);
+    Ok(())
+}
+
 /// The queue row a verified bounce or unsubscribe is about ([`Queue::intake`]).
 #[derive(Debug)]
 struct BouncedRow {
@@ -593,7 +687,7 @@ const SUPPRESSED_COLUMNS: &[Column] = &[Column::plain("address")];
 pub struct SuppressionEntry {
     pub address: String,
     pub reason: String,
-    /// `bounce`, `unsubscribe` or `manual`.
+    /// `bounce`, `unsubscribe`, `complaint` or `manual`.
     pub source: String,
     /// As stored (`YYYY-MM-DD HH:MM:SS.mmm`), for printing.
     pub created_at: String,
@@ -960,6 +1054,13 @@ impl Queue {
                 };
                 last = last.max(mail_id);
                 report.scanned += 1;
+                if s
+                    .complaint_address
+                    .is_some_and(|c| c.eq_ignore_ascii_case(&address))
+                {
+                    complaint(db, mysql, s.verp, mail_id, &mail, &mut report, now).await?;
+                    continue;
+                }
                 if s.verp.kind_of(&address).is_none() {
                     continue;
                 }

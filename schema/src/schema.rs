@@ -52,6 +52,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "0006_sending",
         include_str!("../sqlite/0006_sending.sql"),
     ),
+    (
+        7,
+        "0007_complaints",
+        include_str!("../sqlite/0007_complaints.sql"),
+    ),
 ];
 
 /// MySQL migrations, in order (same versions as SQLite's).
@@ -82,6 +87,11 @@ pub const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
         include_str!("../mysql/0005_tracking.sql"),
     ),
     (6, "0006_sending", include_str!("../mysql/0006_sending.sql")),
+    (
+        7,
+        "0007_complaints",
+        include_str!("../mysql/0007_complaints.sql"),
+    ),
 ];
 
 /// How long a statement waits for a lock held by another connection or process

@@ -702,6 +702,54 @@ fn a_killed_node_loses_its_campaign_expansion_to_another() {
     );
 }
 
+/// A feedback-loop report about a campaign's message counts as `complained` in
+/// the campaign's counts (GET /api/v1/campaigns/{id}) and suppresses the address.
+#[test]
+fn a_complaint_about_a_campaign_message_counts_as_complained() {
+    let store = Store::sqlite();
+    let token = account(&store, "press");
+    let acc = account_id(&store, "press");
+    let web = Web::start(&store, "");
+    let dest = Dest::start(&[]);
+    let smtpd = crate::support::Smtpd::start(&store, &["bounce.test"]);
+    let news = list(&store, acc, "news", "single");
+    let ann = subscriber(&store, acc, "ann@a.test", "Ann", "{}", "enabled");
+    member(&store, news, ann, "confirmed");
+    let id = create(
+        &web,
+        &token,
+        &json!({"name": "n", "from": "news@press.test", "subject": "s", "text": "Hi [Name]",
+                "lists": [news]}),
+    );
+    let cfg = FAST.replace("[bounces]\ndsn = false\n", "")
+        + &format!(
+            "\n[bounces]\ndsn = false\ndomain = \"bounce.test\"\nkey = \"0123456789abcdef-test-key\"\n\
+             intake_interval_ms = 200\ncomplaint_address = \"{}\"\n[campaigns]\ninterval_ms = 100\n",
+            crate::complaints::FBL
+        );
+    let _relay = Relay::start(
+        &store,
+        &cfg,
+        &["--transport", &format!("a.test={}", dest.addr)],
+    );
+    act(&web, &token, id, "start");
+    wait_state(&web, &token, id, "finished", Duration::from_secs(30));
+    assert_eq!(show(&web, &token, id)["complained"], 0);
+    let path = dest.messages()[0]["mail_from"].as_str().unwrap().to_owned();
+    smtpd.send(
+        "",
+        crate::complaints::FBL,
+        &crate::complaints::arf(&path, "ann@a.test"),
+    );
+    wait_for("the complaint", Duration::from_secs(20), || {
+        show(&web, &token, id)["complained"] == 1
+    });
+    assert_eq!(
+        store.column("SELECT address || ' ' || source FROM suppression"),
+        ["ann@a.test complaint"]
+    );
+}
+
 /// An unsubscribe request (mail to the List-Unsubscribe address, through
 /// `smtpd`) about a campaign's message ends the subscriber's membership of that
 /// campaign's lists, and nothing else: the address is not suppressed, so the

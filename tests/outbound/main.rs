@@ -31,6 +31,7 @@ mod support;
 
 mod bounces;
 mod campaigns;
+mod complaints;
 mod console;
 mod delivery;
 mod flow;

@@ -527,11 +527,13 @@ pub struct Counts {
     pub suppressed: i64,
     /// Memberships its unsubscribe requests ended.
     pub unsubscribed: i64,
+    /// Rows a feedback-loop report (complaint) was about.
+    pub complained: i64,
 }
 
 impl Counts {
     /// `name value` pairs in the order the CLI prints them.
-    pub fn pairs(&self) -> [(&'static str, i64); 8] {
+    pub fn pairs(&self) -> [(&'static str, i64); 9] {
         [
             ("recipients", self.recipients),
             ("queued", self.queued),
@@ -541,6 +543,7 @@ impl Counts {
             ("failed", self.failed),
             ("suppressed", self.suppressed),
             ("unsubscribed", self.unsubscribed),
+            ("complained", self.complained),
         ]
     }
 }
@@ -591,6 +594,17 @@ pub async fn counts(db: &mut Db, c: &Campaign) -> Result<Counts, DbError> {
     n.unsubscribed = row::scalar_int(
         &db.query(
             "SELECT COUNT(*) FROM list_members WHERE unsubscribed_by = ?",
+            vec![c.id.into()],
+        )
+        .await?,
+    )
+    .unwrap_or(0);
+    // Rows of the campaign a feedback-loop report was about (one per row however
+    // many reports came).
+    n.complained = row::scalar_int(
+        &db.query(
+            "SELECT COUNT(DISTINCT c.queue_id) FROM outbound_complaints c \
+             JOIN outbound_queue q ON q.id = c.queue_id WHERE q.campaign_id = ?",
             vec![c.id.into()],
         )
         .await?,
