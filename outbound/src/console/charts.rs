@@ -27,21 +27,9 @@ pub struct Chart<'a> {
     pub points: &'a [(String, f64)],
 }
 
-/// `text` for XML text and attribute values.
-pub fn escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+/// `text` for XML text and attribute values: SVG escapes as HTML does, so the
+/// one escaper serves both.
+use crate::tracking::links::escape_html as escape;
 
 /// A round step (1, 2 or 5 × 10ⁿ) giving about 4 ticks up to `max`.
 fn tick_step(max: f64) -> f64 {
