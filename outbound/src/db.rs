@@ -236,6 +236,28 @@ impl Db {
         self.plain(sql).await
     }
 
+    /// Runs `f` in a transaction: committed when it succeeds, rolled back when it
+    /// (or the commit) fails. The one wrapper the stores share.
+    pub async fn in_tx<T, E: From<DbError>>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut Db) -> Result<T, E>,
+    ) -> Result<T, E> {
+        self.begin().await?;
+        match f(self).await {
+            Ok(v) => match self.commit().await {
+                Ok(()) => Ok(v),
+                Err(e) => {
+                    self.rollback().await;
+                    Err(e.into())
+                }
+            },
+            Err(e) => {
+                self.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
     pub async fn commit(&mut self) -> Result<(), DbError> {
         self.plain("COMMIT").await
     }

@@ -787,20 +787,7 @@ impl Queue {
         &mut self,
         f: impl AsyncFnOnce(&mut Db) -> Result<T, DbError>,
     ) -> Result<T, DbError> {
-        self.db.begin().await?;
-        match f(&mut self.db).await {
-            Ok(v) => {
-                if let Err(e) = self.db.commit().await {
-                    self.db.rollback().await;
-                    return Err(e);
-                }
-                Ok(v)
-            }
-            Err(e) => {
-                self.db.rollback().await;
-                Err(e)
-            }
-        }
+        self.db.in_tx(f).await
     }
 
     /// Claims up to `limit` due rows for `node`'s process `instance` until

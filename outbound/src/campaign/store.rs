@@ -112,8 +112,7 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
             .map(|b| format!("{b:02x}"))
             .collect::<String>()
     );
-    db.begin().await?;
-    let result = async {
+    db.in_tx(async |db: &mut Db| {
         check_lists(db, account, v).await?;
         check_tracking_domains(db, account, v).await?;
         db.exec(
@@ -146,18 +145,8 @@ pub async fn create(db: &mut Db, account: i64, v: &Valid) -> Result<i64, CreateE
         number_links(db, id, v).await?;
         insert_lists(db, id, v).await?;
         Ok(id)
-    }
-    .await;
-    match result {
-        Ok(id) => {
-            db.commit().await?;
-            Ok(id)
-        }
-        Err(e) => {
-            db.rollback().await;
-            Err(e)
-        }
-    }
+    })
+    .await
 }
 
 /// Refuses lists of another account (or none), naming the field and the id.
@@ -293,8 +282,7 @@ pub async fn tracking_settings(db: &mut Db, id: i64) -> Result<(Vec<String>, boo
 }
 
 pub async fn update_draft(db: &mut Db, account: i64, id: i64, v: &Valid) -> Result<(), EditError> {
-    db.begin().await?;
-    let result = async {
+    db.in_tx(async |db: &mut Db| {
         let rows = db
             .query(
                 "SELECT state, template_id FROM campaigns WHERE id = ? AND account_id = ?",
@@ -350,15 +338,8 @@ pub async fn update_draft(db: &mut Db, account: i64, id: i64, v: &Valid) -> Resu
         .await?;
         number_links(db, id, v).await?;
         Ok(())
-    }
-    .await;
-    match result {
-        Ok(()) => Ok(db.commit().await?),
-        Err(e) => {
-            db.rollback().await;
-            Err(e)
-        }
-    }
+    })
+    .await
 }
 
 /// The text and HTML bodies of campaign `id` of `account` (for editing a draft).
