@@ -6,8 +6,20 @@
 //! is stored. A fast hash is right here, unlike for passwords: a token has 256
 //! bits of entropy, so there is nothing to guess, and the lookup runs on every
 //! request.
-//! Must not: know HTTP (`web::auth` does) or any other account data.
+//!
+//! Also owns the account's responsible-sending state (schema 8): its limits
+//! (`send_rate`, `daily_quota`, set by `outbound account limits`), what
+//! `GET /api/v1/account` shows of it ([`status`]), and the auto-pause: over the
+//! trailing [`PauseLimits::window`] (from an admin's resume at the latest), the
+//! account's campaign messages sent (delivered or failed), bounced and complained
+//! about; past `accounts.max_bounce_rate` or `accounts.max_complaint_rate` with at
+//! least `accounts.min_sample` sent, the account gets a `paused_reason` and the
+//! campaign runner pauses its campaigns ([`decide`] is the pure part).
+//! Must not: know HTTP (`web::auth` does), or pause campaign rows itself (the
+//! campaign store's pause path does).
 
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 use crate::db::{Db, DbError, Val};
@@ -173,10 +185,394 @@ pub async fn by_name(db: &mut Db, name: &str) -> Result<Option<Account>, DbError
     Ok(rows.into_iter().next().and_then(Account::from_row))
 }
 
+/// `accounts.max_bounce_rate`: 5 % bounced is what mailbox providers treat as a
+/// list nobody cleaned.
+pub const DEFAULT_MAX_BOUNCE_RATE: f64 = 0.05;
+/// `accounts.max_complaint_rate`: 0.3 %, the spam-rate ceiling the large
+/// providers publish for bulk senders.
+pub const DEFAULT_MAX_COMPLAINT_RATE: f64 = 0.003;
+/// `accounts.min_sample`: fewer sends say too little (one complaint in 50 is 2 %).
+pub const DEFAULT_MIN_SAMPLE: i64 = 500;
+/// `accounts.window_secs`: the trailing day.
+pub const DEFAULT_WINDOW_SECS: u64 = 86_400;
+/// `accounts.check_interval_ms`: each relay node looks every 10 s; counting is a
+/// few indexed queries per sending account.
+pub const DEFAULT_CHECK_INTERVAL_MS: u64 = 10_000;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccounts {
+    max_bounce_rate: Option<f64>,
+    max_complaint_rate: Option<f64>,
+    min_sample: Option<i64>,
+    window_secs: Option<u64>,
+    check_interval_ms: Option<u64>,
+}
+
+/// `[accounts]` validated: when an account is paused.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct PauseLimits {
+    pub max_bounce_rate: f64,
+    pub max_complaint_rate: f64,
+    pub min_sample: i64,
+    pub window: std::time::Duration,
+    pub check_interval: std::time::Duration,
+}
+
+impl Default for PauseLimits {
+    fn default() -> Self {
+        Self {
+            max_bounce_rate: DEFAULT_MAX_BOUNCE_RATE,
+            max_complaint_rate: DEFAULT_MAX_COMPLAINT_RATE,
+            min_sample: DEFAULT_MIN_SAMPLE,
+            window: std::time::Duration::from_secs(DEFAULT_WINDOW_SECS),
+            check_interval: std::time::Duration::from_millis(DEFAULT_CHECK_INTERVAL_MS),
+        }
+    }
+}
+
+fn rate_field(field: &'static str, v: Option<f64>, default: f64) -> Result<f64, ops::ConfigError> {
+    let v = v.unwrap_or(default);
+    if !(v > 0.0 && v <= 1.0) {
+        return Err(ops::invalid(field, "must be a fraction in (0, 1], e.g. 0.05"));
+    }
+    Ok(v)
+}
+
+/// `[accounts]`: rates in (0, 1], the sample 1..=10^9, the window 60 s..=30 days.
+pub fn accounts_section(raw: FileAccounts) -> Result<PauseLimits, ops::ConfigError> {
+    Ok(PauseLimits {
+        max_bounce_rate: rate_field(
+            "accounts.max_bounce_rate",
+            raw.max_bounce_rate,
+            DEFAULT_MAX_BOUNCE_RATE,
+        )?,
+        max_complaint_rate: rate_field(
+            "accounts.max_complaint_rate",
+            raw.max_complaint_rate,
+            DEFAULT_MAX_COMPLAINT_RATE,
+        )?,
+        min_sample: ops::bounded(
+            "accounts.min_sample",
+            raw.min_sample.unwrap_or(DEFAULT_MIN_SAMPLE),
+            1,
+            1_000_000_000,
+        )?,
+        window: std::time::Duration::from_secs(ops::bounded(
+            "accounts.window_secs",
+            raw.window_secs.unwrap_or(DEFAULT_WINDOW_SECS),
+            60,
+            30 * 86_400,
+        )?),
+        check_interval: std::time::Duration::from_millis(ops::bounded(
+            "accounts.check_interval_ms",
+            raw.check_interval_ms.unwrap_or(DEFAULT_CHECK_INTERVAL_MS),
+            10,
+            3_600_000,
+        )?),
+    })
+}
+
+/// An account's campaign mail over the pause window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Sample {
+    /// Campaign messages that reached an end (delivered or failed).
+    pub sent: i64,
+    /// Of them, with a bounce recorded.
+    pub bounced: i64,
+    /// Of them, with a feedback-loop complaint.
+    pub complained: i64,
+}
+
+impl Sample {
+    pub fn bounce_rate(&self) -> f64 {
+        ratio(self.bounced, self.sent)
+    }
+    pub fn complaint_rate(&self) -> f64 {
+        ratio(self.complained, self.sent)
+    }
+}
+
+fn ratio(n: i64, of: i64) -> f64 {
+    if of <= 0 { 0.0 } else { n as f64 / of as f64 }
+}
+
+/// `0.006` → `0.6%`: two decimals at most, trailing zeros dropped.
+fn percent(x: f64) -> String {
+    let text = format!("{:.2}", x * 100.0);
+    let text = text.trim_end_matches('0').trim_end_matches('.');
+    format!("{text}%")
+}
+
+/// The pause reason `sample` calls for under `limits`, if any: complaints first
+/// (the graver signal), then bounces; never below the minimum sample.
+pub fn decide(sample: &Sample, limits: &PauseLimits, now: DateTime<Utc>) -> Option<String> {
+    if sample.sent < limits.min_sample {
+        return None;
+    }
+    let at = now.to_rfc3339_opts(SecondsFormat::Secs, true);
+    if sample.complaint_rate() > limits.max_complaint_rate {
+        return Some(format!(
+            "complaint rate {} over {} ({} of {}) at {at}",
+            percent(sample.complaint_rate()),
+            percent(limits.max_complaint_rate),
+            sample.complained,
+            sample.sent
+        ));
+    }
+    if sample.bounce_rate() > limits.max_bounce_rate {
+        return Some(format!(
+            "bounce rate {} over {} ({} of {}) at {at}",
+            percent(sample.bounce_rate()),
+            percent(limits.max_bounce_rate),
+            sample.bounced,
+            sample.sent
+        ));
+    }
+    None
+}
+
+/// The account's sample since `since`.
+pub async fn sample(db: &mut Db, account: i64, since: DateTime<Utc>) -> Result<Sample, DbError> {
+    let since = crate::queue::ts(since);
+    let count = async |db: &mut Db, sql: &str| -> Result<i64, DbError> {
+        Ok(crate::row::scalar_int(
+            &db.query(sql, vec![account.into(), since.as_str().into()]).await?,
+        )
+        .unwrap_or(0))
+    };
+    Ok(Sample {
+        sent: count(
+            db,
+            "SELECT COUNT(*) FROM outbound_queue q JOIN campaigns c ON c.id = q.campaign_id              WHERE c.account_id = ? AND q.state IN ('delivered', 'failed') AND q.finished_at >= ?",
+        )
+        .await?,
+        bounced: count(
+            db,
+            "SELECT COUNT(DISTINCT b.queue_id) FROM outbound_bounces b              JOIN outbound_queue q ON q.id = b.queue_id JOIN campaigns c ON c.id = q.campaign_id              WHERE c.account_id = ? AND b.at >= ?",
+        )
+        .await?,
+        complained: count(
+            db,
+            "SELECT COUNT(DISTINCT x.queue_id) FROM outbound_complaints x              JOIN outbound_queue q ON q.id = x.queue_id JOIN campaigns c ON c.id = q.campaign_id              WHERE c.account_id = ? AND x.at >= ?",
+        )
+        .await?,
+    })
+}
+
+/// The account's limits and responsible-sending state.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Status {
+    pub send_rate: Option<f64>,
+    pub daily_quota: Option<i64>,
+    /// Campaign messages queued today (UTC), counted against the quota.
+    pub sent_today: i64,
+    pub paused_reason: Option<String>,
+    pub paused_at: Option<DateTime<Utc>>,
+    pub resumed_at: Option<DateTime<Utc>>,
+}
+
+/// The limits and pause state of `account`.
+pub async fn status(db: &mut Db, account: i64, now: DateTime<Utc>) -> Result<Status, DbError> {
+    let sql = format!(
+        "SELECT send_rate, daily_quota, quota_day, quota_used, paused_reason, {}, {}          FROM accounts WHERE id = ?",
+        db.as_text("paused_at"),
+        db.as_text("resumed_at")
+    );
+    let rows = db.query(&sql, vec![account.into()]).await?;
+    let Some(r) = rows.into_iter().next() else {
+        return Ok(Status::default());
+    };
+    let mut v = r.into_iter();
+    let mut next = || v.next().unwrap_or(Val::Null);
+    let (rate, quota, day, used, reason, paused_at, resumed_at) =
+        (next(), next(), next(), next(), next(), next(), next());
+    let today = now.format("%Y-%m-%d").to_string();
+    Ok(Status {
+        send_rate: real(&rate),
+        daily_quota: quota.int(),
+        sent_today: if day.text().as_deref() == Some(today.as_str()) {
+            used.int().unwrap_or(0)
+        } else {
+            0
+        },
+        paused_reason: reason.text(),
+        paused_at: paused_at.text().as_deref().and_then(crate::queue::parse_ts),
+        resumed_at: resumed_at.text().as_deref().and_then(crate::queue::parse_ts),
+    })
+}
+
+/// A REAL column as f64 (MySQL may hand a DOUBLE back as text).
+pub fn real(v: &Val) -> Option<f64> {
+    match v {
+        Val::Real(r) => Some(*r),
+        Val::Int(i) => Some(*i as f64),
+        Val::Null => None,
+        other => other.text().and_then(|t| t.trim().parse().ok()),
+    }
+}
+
+/// Why limits are refused.
+pub fn check_limits(send_rate: Option<f64>, daily_quota: Option<i64>) -> Result<(), &'static str> {
+    if let Some(r) = send_rate
+        && !(r.is_finite() && r > 0.0 && r <= 1_000_000.0)
+    {
+        return Err("--send-rate: messages per second in (0, 1000000]");
+    }
+    if let Some(q) = daily_quota
+        && !(0..=1_000_000_000_000).contains(&q)
+    {
+        return Err("--daily-quota: 0 to 10^12 messages a day");
+    }
+    Ok(())
+}
+
+/// Sets (Some) or clears (None, with `clear`) the limits of `account`.
+pub async fn set_limits(
+    db: &mut Db,
+    account: i64,
+    send_rate: Option<Option<f64>>,
+    daily_quota: Option<Option<i64>>,
+) -> Result<(), DbError> {
+    if let Some(r) = send_rate {
+        db.exec(
+            "UPDATE accounts SET send_rate = ? WHERE id = ?",
+            vec![r.map_or(Val::Null, Val::Real), account.into()],
+        )
+        .await?;
+    }
+    if let Some(q) = daily_quota {
+        db.exec(
+            "UPDATE accounts SET daily_quota = ? WHERE id = ?",
+            vec![q.map_or(Val::Null, Val::Int), account.into()],
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Pauses `account` with `reason` unless it is paused already; whether it was
+/// paused now. (The runner pauses its campaigns.)
+pub async fn pause(
+    db: &mut Db,
+    account: i64,
+    reason: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, DbError> {
+    let n = db
+        .exec(
+            "UPDATE accounts SET paused_reason = ?, paused_at = ?              WHERE id = ? AND paused_reason IS NULL",
+            vec![reason.into(), crate::queue::ts(now).into(), account.into()],
+        )
+        .await?;
+    Ok(n > 0)
+}
+
+/// Lifts an auto-pause: the reason cleared, the sample restarted from now, and
+/// the campaigns the pause stopped resumed (the campaign store's resume path).
+/// Returns the campaigns resumed, or None when the account was not paused.
+pub async fn resume(
+    db: &mut Db,
+    account: i64,
+    now: DateTime<Utc>,
+) -> Result<Option<Vec<i64>>, DbError> {
+    let n = db
+        .exec(
+            "UPDATE accounts SET paused_reason = NULL, paused_at = NULL, resumed_at = ?              WHERE id = ? AND paused_reason IS NOT NULL",
+            vec![crate::queue::ts(now).into(), account.into()],
+        )
+        .await?;
+    if n == 0 {
+        return Ok(None);
+    }
+    let ids: Vec<i64> = db
+        .query(
+            "SELECT id FROM campaigns WHERE account_id = ? AND state = 'paused'              AND paused_reason IS NOT NULL ORDER BY id",
+            vec![account.into()],
+        )
+        .await?
+        .iter()
+        .filter_map(|r| r.first().and_then(Val::int))
+        .collect();
+    let mut resumed = Vec::with_capacity(ids.len());
+    for id in ids {
+        match crate::campaign::store::apply(
+            db,
+            Some(account),
+            id,
+            crate::campaign::Action::Resume,
+            now,
+        )
+        .await
+        {
+            Ok(_) => resumed.push(id),
+            Err(crate::campaign::store::ActionError::Db(e)) => return Err(e),
+            Err(e) => tracing::info!(campaign = id, error = %e, "not resumed"),
+        }
+        db.exec(
+            "UPDATE campaigns SET paused_reason = NULL WHERE id = ?",
+            vec![id.into()],
+        )
+        .await?;
+    }
+    Ok(Some(resumed))
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    fn at() -> DateTime<Utc> {
+        "2026-12-02T16:00:00Z".parse().unwrap()
+    }
+
+    #[test]
+    fn pause_decisions_need_the_sample_and_name_the_rate() {
+        let l = PauseLimits::default();
+        let s = |sent, bounced, complained| Sample {
+            sent,
+            bounced,
+            complained,
+        };
+        // Below the minimum sample nothing is decided, however bad.
+        assert_eq!(decide(&s(499, 499, 499), &l, at()), None);
+        // At the threshold: not over it.
+        assert_eq!(decide(&s(1000, 50, 3), &l, at()), None);
+        assert_eq!(
+            decide(&s(1000, 0, 6), &l, at()).unwrap(),
+            "complaint rate 0.6% over 0.3% (6 of 1000) at 2026-12-02T16:00:00Z"
+        );
+        assert_eq!(
+            decide(&s(1000, 51, 0), &l, at()).unwrap(),
+            "bounce rate 5.1% over 5% (51 of 1000) at 2026-12-02T16:00:00Z"
+        );
+        // Both over: the complaint rate is named.
+        assert!(
+            decide(&s(1000, 100, 10), &l, at())
+                .unwrap()
+                .starts_with("complaint rate 1% over 0.3%")
+        );
+        assert_eq!(s(0, 0, 0).bounce_rate(), 0.0);
+    }
+
+    #[test]
+    fn pause_limits_are_checked() {
+        assert_eq!(
+            accounts_section(FileAccounts::default()).unwrap(),
+            PauseLimits::default()
+        );
+        let e = accounts_section(FileAccounts {
+            max_complaint_rate: Some(1.5),
+            ..FileAccounts::default()
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("accounts.max_complaint_rate"), "{e}");
+        assert!(check_limits(Some(0.0), None).is_err());
+        assert!(check_limits(Some(f64::NAN), None).is_err());
+        assert!(check_limits(None, Some(-1)).is_err());
+        assert!(check_limits(Some(2.5), Some(0)).is_ok());
+    }
 
     #[test]
     fn tokens_are_random_and_only_their_hash_is_kept() {

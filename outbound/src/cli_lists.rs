@@ -75,7 +75,7 @@ pub async fn run(db: &mut Db, action: ListAction) -> anyhow::Result<()> {
             let Some(account) = crate::accounts::by_name(db, &account).await? else {
                 bad_argument(format!("--account: no account {account:?}"));
             };
-            match lists::create(db, account.id, &name, opt_in).await {
+            match lists::create(db, account.id, &name, opt_in, None).await {
                 Ok(id) => println!("{id}"),
                 Err(e @ (lists::ListError::BadName(_) | lists::ListError::Exists(_))) => {
                     bad_argument(e.to_string())

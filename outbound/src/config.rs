@@ -197,6 +197,10 @@ struct FileConfig {
     dkim: HashMap<String, crate::sending::FileDkim>,
     #[serde(default)]
     pools: HashMap<String, crate::sending::FilePool>,
+    /// Double opt-in confirmations and their throttles (`confirm::throttle`).
+    confirmations: Option<crate::confirm::throttle::FileConfirmations>,
+    /// Account auto-pause thresholds (`accounts`).
+    accounts: Option<crate::accounts::FileAccounts>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -381,6 +385,10 @@ pub struct Config {
     /// Sending IP pools by name (`sending`).
     pub pools: std::sync::Arc<crate::sending::Pools>,
     pub tracking: Tracking,
+    /// `[confirmations]`: double opt-in senders and throttles.
+    pub confirmations: crate::confirm::throttle::Confirmations,
+    /// `[accounts]`: when an account is paused for its bounces or complaints.
+    pub accounts: crate::accounts::PauseLimits,
 }
 
 /// The HTTP API (`[web]`, `outbound web`).
@@ -489,6 +497,9 @@ impl Config {
         let campaigns = campaigns_section(file.campaigns.unwrap_or_default())?;
         let pools = crate::sending::pools_section(file.pools, &delivery.helo_name)?;
         let tracking = tracking_section(file.tracking.unwrap_or_default())?;
+        let confirmations =
+            crate::confirm::throttle::confirmations_section(file.confirmations.unwrap_or_default())?;
+        let accounts = crate::accounts::accounts_section(file.accounts.unwrap_or_default())?;
         // Every value is valid: only now is a file opened.
         let bounces = load_bounce_key(bounces)?;
         let dkim = crate::sending::dkim_section(file.dkim)?;
@@ -528,6 +539,8 @@ impl Config {
             dkim: std::sync::Arc::new(dkim),
             pools: std::sync::Arc::new(pools),
             tracking,
+            confirmations,
+            accounts,
         })
     }
 }
@@ -1080,6 +1093,9 @@ fn bounces_section(raw: FileBounces) -> Result<BouncesSection, ConfigError> {
             format!("`{a}` is not a mailbox (local@domain)"),
         ));
     }
+    if let (Some(a), Some(v)) = (&raw.complaint_address, &verp) {
+        check_complaint_address(a, v)?;
+    }
     let delay = raw.delay_warning_secs.unwrap_or(DEFAULT_DELAY_WARNING_SECS);
     Ok(BouncesSection {
         complaint_address: raw.complaint_address.map(|a| a.to_ascii_lowercase()),
@@ -1109,6 +1125,33 @@ fn bounces_section(raw: FileBounces) -> Result<BouncesSection, ConfigError> {
             3_600_000,
         )?,
     })
+}
+
+/// `bounces.complaint_address` must not be a VERP address (bounce or
+/// unsubscribe, with or without a `+` tag): mail to it would be read as bounces or
+/// unsubscribes, never as complaints.
+fn check_complaint_address(address: &str, v: &VerpSection) -> Result<(), ConfigError> {
+    let Some((local, domain)) = address.rsplit_once('@') else {
+        return Ok(());
+    };
+    if !domain.eq_ignore_ascii_case(&v.domain) {
+        return Ok(());
+    }
+    let base = local.split_once('+').map_or(local, |(b, _)| b);
+    for (prefix, field) in [
+        (&v.bounce_prefix, "bounces.bounce_prefix"),
+        (&v.unsubscribe_prefix, "bounces.unsubscribe_prefix"),
+    ] {
+        if base.eq_ignore_ascii_case(prefix) {
+            return Err(invalid(
+                "bounces.complaint_address",
+                format!(
+                    "`{address}` is the VERP address of {field} at bounces.domain;                      complaints need an address of their own"
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The step after validation: reads `bounces.key_file` when the key is there

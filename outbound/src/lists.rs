@@ -85,6 +85,8 @@ pub struct List {
     pub name: String,
     pub opt_in: OptIn,
     pub created_at: String,
+    /// From address of its double opt-in confirmations (None: the config's).
+    pub sender: Option<String>,
 }
 
 impl List {
@@ -94,6 +96,7 @@ impl List {
         Column::plain("name"),
         Column::plain("opt_in"),
         Column::text("created_at"),
+        Column::plain("sender"),
     ];
 
     fn from_row(row: Vec<Val>) -> Option<Self> {
@@ -105,6 +108,7 @@ impl List {
             // The schema's CHECK (SQLite) and our writes keep it one of the two.
             opt_in: OptIn::parse(&f.text("opt_in").ok()?)?,
             created_at: f.text("created_at").ok()?,
+            sender: f.opt_text("sender").ok()?,
         })
     }
 }
@@ -209,12 +213,14 @@ pub fn now_sql(db: &Db) -> &'static str {
     }
 }
 
-/// Creates a list; returns its id.
+/// Creates a list; returns its id. `sender`: the From address of its
+/// confirmations (checked by the caller with [`check_email`]).
 pub async fn create(
     db: &mut Db,
     account_id: i64,
     name: &str,
     opt_in: OptIn,
+    sender: Option<&str>,
 ) -> Result<i64, ListError> {
     check_list_name(name).map_err(ListError::BadName)?;
     db.begin().await?;
@@ -229,8 +235,13 @@ pub async fn create(
             return Err(ListError::Exists(name.to_owned()));
         }
         db.exec(
-            "INSERT INTO lists (account_id, name, opt_in) VALUES (?, ?, ?)",
-            vec![account_id.into(), name.into(), opt_in.as_str().into()],
+            "INSERT INTO lists (account_id, name, opt_in, sender) VALUES (?, ?, ?, ?)",
+            vec![
+                account_id.into(),
+                name.into(),
+                opt_in.as_str().into(),
+                sender.into(),
+            ],
         )
         .await?;
         let rows = db

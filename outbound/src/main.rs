@@ -41,6 +41,7 @@ mod cli_lists;
 mod client;
 mod complaint;
 mod config;
+mod confirm;
 mod console;
 mod db;
 mod db_pool;

@@ -30,6 +30,7 @@ ALTER TABLE accounts
   ADD COLUMN quota_used    BIGINT       NOT NULL DEFAULT 0,
   ADD COLUMN next_send_at  TIMESTAMP(3) NULL,              -- the account's rate: the next row's due time
   ADD COLUMN paused_reason VARCHAR(255) NULL,              -- set by the auto-pause; NULL: not paused
-  ADD COLUMN paused_at     TIMESTAMP(3) NULL;
+  ADD COLUMN paused_at     TIMESTAMP(3) NULL,
+  ADD COLUMN resumed_at    TIMESTAMP(3) NULL;             -- an admin's resume: the auto-pause counts from here
 -- Why a campaign was paused by the system (NULL: by hand, or not paused).
 ALTER TABLE campaigns ADD COLUMN paused_reason VARCHAR(255) NULL;

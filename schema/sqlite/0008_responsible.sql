@@ -30,5 +30,6 @@ ALTER TABLE accounts ADD COLUMN quota_used INTEGER NOT NULL DEFAULT 0;
 ALTER TABLE accounts ADD COLUMN next_send_at TEXT;        -- the account's rate: the next row's due time
 ALTER TABLE accounts ADD COLUMN paused_reason TEXT;       -- set by the auto-pause; NULL: not paused
 ALTER TABLE accounts ADD COLUMN paused_at TEXT;
+ALTER TABLE accounts ADD COLUMN resumed_at TEXT;         -- an admin's resume: the auto-pause counts from here
 -- Why a campaign was paused by the system (NULL: by hand, or not paused).
 ALTER TABLE campaigns ADD COLUMN paused_reason TEXT;

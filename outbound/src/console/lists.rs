@@ -141,7 +141,7 @@ async fn create(State(state): State<AppState>, posted: Posted) -> Result<Respons
         Some(o) => OptIn::parse(&o).ok_or_else(|| PageError::bad("opt_in: single or double"))?,
     };
     let mut db = state.pool.get().await?;
-    match lists::create(&mut db, posted.console.account.id, &name, opt_in).await {
+    match lists::create(&mut db, posted.console.account.id, &name, opt_in, None).await {
         Ok(id) => Ok(see_other(&format!("/lists/{id}"))),
         Err(lists::ListError::Db(e)) => Err(e.into()),
         Err(e) => Err(PageError::bad(e.to_string())),

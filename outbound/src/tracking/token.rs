@@ -1,5 +1,6 @@
-//! Tracking tokens: what a masked link (`/l/`), an open pixel (`/o/`) or an
-//! unsubscribe URL (`/u/`) names, signed so that nobody can make one up.
+//! Tracking tokens: what a masked link (`/l/`), an open pixel (`/o/`), an
+//! unsubscribe URL (`/u/`) or a double opt-in confirm link (`/c/`) names, signed
+//! so that nobody can make one up.
 //!
 //! Wire form: `base64url(payload ‖ tag)` without padding, where `payload` is one
 //! kind byte then unsigned LEB128 varints (campaign id, link id for links only,
@@ -41,6 +42,9 @@ pub enum Claim {
     Open { campaign: i64, subscriber: i64 },
     /// One recipient's unsubscribe URL.
     Unsubscribe { campaign: i64, subscriber: i64 },
+    /// A double opt-in confirmation: list (`lists.id`) and subscriber. Its first
+    /// id is the list's where the others carry the campaign's.
+    Confirm { list: i64, subscriber: i64 },
 }
 
 impl Claim {
@@ -49,14 +53,17 @@ impl Claim {
             Self::Link { .. } => 1,
             Self::Open { .. } => 2,
             Self::Unsubscribe { .. } => 3,
+            Self::Confirm { .. } => 4,
         }
     }
 
+    /// The campaign (the list, of a confirmation): the payload's first id.
     pub fn campaign(self) -> i64 {
         match self {
             Self::Link { campaign, .. }
             | Self::Open { campaign, .. }
             | Self::Unsubscribe { campaign, .. } => campaign,
+            Self::Confirm { list, .. } => list,
         }
     }
 
@@ -64,7 +71,8 @@ impl Claim {
         match self {
             Self::Link { subscriber, .. }
             | Self::Open { subscriber, .. }
-            | Self::Unsubscribe { subscriber, .. } => subscriber,
+            | Self::Unsubscribe { subscriber, .. }
+            | Self::Confirm { subscriber, .. } => subscriber,
         }
     }
 }
@@ -197,18 +205,21 @@ impl Signer {
                     subscriber,
                 }
             }
-            2 | 3 => {
+            2..=4 => {
                 let subscriber = take_varint(&mut rest).ok_or(TokenError::Payload)?;
-                if kind == 2 {
-                    Claim::Open {
+                match kind {
+                    2 => Claim::Open {
                         campaign,
                         subscriber,
-                    }
-                } else {
-                    Claim::Unsubscribe {
+                    },
+                    3 => Claim::Unsubscribe {
                         campaign,
                         subscriber,
-                    }
+                    },
+                    _ => Claim::Confirm {
+                        list: campaign,
+                        subscriber,
+                    },
                 }
             }
             _ => return Err(TokenError::Payload),
@@ -251,6 +262,10 @@ mod tests {
             Claim::Unsubscribe {
                 campaign: 300,
                 subscriber: 128,
+            },
+            Claim::Confirm {
+                list: 5,
+                subscriber: 77,
             },
         ] {
             let t = s.sign(claim);

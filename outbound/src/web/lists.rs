@@ -5,14 +5,19 @@
 //! Another account's list is a 404 like a list that does not exist.
 //! Must not: hold SQL (`lists` does) or apply list rules itself (`lists::upsert`).
 //!
-//! - `POST /lists` `{"name","opt_in"}` → 201 `{"id"}`; 409 for a name in use.
+//! - `POST /lists` `{"name","opt_in","sender"}` → 201 `{"id"}`; 409 for a name in
+//!   use (`sender`: the From address of a double opt-in list's confirmations).
 //! - `GET /lists` → `{"lists":[...]}`; `GET /lists/{id}` → the list with counts.
 //! - `POST /lists/{id}/subscribers` `[{"email","name","attributes"}]` → `{"added",
-//!   "updated","rejected":[{"email","error"}]}`, in one transaction.
+//!   "updated","rejected":[{"email","error"}],"confirmations","confirmations_skipped"}`,
+//!   in one transaction; on a double opt-in list each unconfirmed member is sent a
+//!   confirmation (`confirm::add_members`), and a confirmation throttle passed is a
+//!   429 with `Retry-After` (nothing stored, nothing queued).
 //! - `DELETE /lists/{id}/subscribers/{email}` → `{"removed":true}`.
 
 use axum::extract::State;
-use axum::http::StatusCode;
+use axum::http::{Extensions, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use serde_json::{Map, Value, json};
@@ -47,6 +52,7 @@ fn list_json(list: &List) -> Value {
         "id": list.id,
         "name": list.name,
         "opt_in": list.opt_in.as_str(),
+        "sender": list.sender,
         "created_at": list.created_at,
     })
 }
@@ -68,7 +74,7 @@ async fn create(
     Auth(account): Auth,
     ApiJson(body): ApiJson<Value>,
 ) -> ApiResult<(StatusCode, Json<Value>)> {
-    let object = object(&body, "body", &["name", "opt_in"])?;
+    let object = object(&body, "body", &["name", "opt_in", "sender"])?;
     let name = match object.get("name") {
         None | Some(Value::Null) => return Err(ApiError::field("name", "missing")),
         Some(Value::String(s)) => s.as_str(),
@@ -85,8 +91,15 @@ async fn create(
             ));
         }
     };
+    let sender = match object.get("sender") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s)) => {
+            Some(lists::check_email(s).map_err(|why| ApiError::field("sender", why))?)
+        }
+        Some(_) => return Err(ApiError::field("sender", "expected a string")),
+    };
     let mut db = state.pool.get().await?;
-    match lists::create(&mut db, account.id, name, opt_in).await {
+    match lists::create(&mut db, account.id, name, opt_in, sender.as_deref()).await {
         Ok(id) => Ok((StatusCode::CREATED, Json(json!({ "id": id })))),
         Err(ListError::BadName(why)) => Err(ApiError::field("name", why)),
         Err(e @ ListError::Exists(_)) => Err(ApiError::conflict(e.to_string())),
@@ -178,29 +191,50 @@ fn subscriber(item: &Value) -> Result<NewSubscriber, (String, String)> {
     })
 }
 
+/// A confirmation throttle passed: 429, the limit named, `Retry-After`.
+pub fn throttled(e: &crate::confirm::throttle::Exceeded) -> Response {
+    let mut r = ApiError::new(StatusCode::TOO_MANY_REQUESTS, e.to_string()).into_response();
+    if let Ok(v) = HeaderValue::from_str(&e.retry_after_secs.to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
 async fn add_subscribers(
     State(state): State<AppState>,
     Auth(account): Auth,
     ApiPath(id): ApiPath<i64>,
+    extensions: Extensions,
     ApiJson(body): ApiJson<Value>,
-) -> ApiResult<Json<Value>> {
+) -> Result<Json<Value>, Response> {
+    add_subscribers_inner(state, account.id, id, &extensions, body).await
+}
+
+async fn add_subscribers_inner(
+    state: AppState,
+    account: i64,
+    id: i64,
+    extensions: &Extensions,
+    body: Value,
+) -> Result<Json<Value>, Response> {
+    let e = |e: ApiError| e.into_response();
     let Value::Array(items) = body else {
-        return Err(ApiError::field(
+        return Err(e(ApiError::field(
             "body",
             "expected a JSON array of subscribers",
-        ));
+        )));
     };
     if items.len() > MAX_SUBSCRIBERS_PER_REQUEST {
-        return Err(ApiError::new(
+        return Err(e(ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
             format!(
                 "body: {} subscribers; at most {MAX_SUBSCRIBERS_PER_REQUEST} per request (use an import for more)",
                 items.len()
             ),
-        ));
+        )));
     }
-    let mut db = state.pool.get().await?;
-    let list = own_list(&mut db, account.id, id).await?;
+    let mut db = state.pool.get().await.map_err(|x| e(x.into()))?;
+    let list = own_list(&mut db, account, id).await.map_err(e)?;
     let mut good = Vec::with_capacity(items.len());
     let mut rejected = Vec::new();
     for item in &items {
@@ -209,19 +243,27 @@ async fn add_subscribers(
             Err((email, error)) => rejected.push(json!({ "email": email, "error": error })),
         }
     }
-    db.begin().await?;
-    let done = match lists::upsert(&mut db, &list, &good).await {
+    let client = crate::console::session::client_ip(extensions);
+    let done = match crate::confirm::add_members(
+        &mut db,
+        &state.cfg,
+        &list,
+        &good,
+        client,
+        chrono::Utc::now(),
+    )
+    .await
+    {
         Ok(done) => done,
-        Err(e) => {
-            db.rollback().await;
-            return Err(e.into());
-        }
+        Err(crate::confirm::AddError::Throttled(x)) => return Err(throttled(&x)),
+        Err(crate::confirm::AddError::Db(x)) => return Err(e(x.into())),
     };
-    db.commit().await?;
     Ok(Json(json!({
-        "added": done.added,
-        "updated": done.updated,
+        "added": done.upserted.added,
+        "updated": done.upserted.updated,
         "rejected": rejected,
+        "confirmations": done.confirmations,
+        "confirmations_skipped": done.skipped,
     })))
 }
 

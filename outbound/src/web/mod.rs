@@ -13,6 +13,7 @@
 pub mod auth;
 pub mod error;
 
+mod account;
 mod campaigns;
 pub(crate) mod imports;
 mod lists;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .merge(lists::routes())
         .merge(imports::routes())
         .merge(campaigns::routes())
+        .merge(account::routes())
         .method_not_allowed_fallback(|| async {
             ApiError::new(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -60,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/api/v1", api)
         .merge(crate::console::routes())
         .merge(tracking::routes(state.tracker.clone()))
+        .merge(crate::confirm::page::routes())
         .fallback(|| async { ApiError::not_found("path") })
         .layer(DefaultBodyLimit::max(state.cfg.web.max_body_bytes))
         .with_state(state)

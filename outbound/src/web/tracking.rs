@@ -169,11 +169,11 @@ impl Tracker {
     }
 }
 
-fn unavailable() -> Response {
+pub(crate) fn unavailable() -> Response {
     (StatusCode::SERVICE_UNAVAILABLE, "try again later\n").into_response()
 }
 
-fn not_found() -> Response {
+pub(crate) fn not_found() -> Response {
     (StatusCode::NOT_FOUND, "not found\n").into_response()
 }
 
@@ -277,7 +277,7 @@ async fn open(State(t): State<Arc<Tracker>>, Path(file): Path<String>, req: Requ
         .into_response()
 }
 
-fn page(title: &str, body: &str) -> Html<String> {
+pub(crate) fn page(title: &str, body: &str) -> Html<String> {
     Html(format!(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\"><title>{title}</title>\
