@@ -387,8 +387,6 @@ pub struct Config {
     pub tracking: Tracking,
     /// `[confirmations]`: double opt-in senders and throttles.
     pub confirmations: crate::confirm::throttle::Confirmations,
-    /// `[accounts]`: when an account is paused for its bounces or complaints.
-    pub accounts: crate::accounts::PauseLimits,
 }
 
 /// The HTTP API (`[web]`, `outbound web`).
@@ -419,6 +417,9 @@ pub struct Campaigns {
     pub lease: Duration,
     /// How often the runner looks at campaigns.
     pub interval: Duration,
+    /// `[accounts]`: when the runner pauses an account for its bounces or
+    /// complaints (the runner is what pauses, so its settings travel with it).
+    pub pause: crate::accounts::PauseLimits,
 }
 
 /// The bounce loop (`[bounces]`): VERP, DSNs, intake, unsubscribe.
@@ -499,7 +500,8 @@ impl Config {
         let tracking = tracking_section(file.tracking.unwrap_or_default())?;
         let confirmations =
             crate::confirm::throttle::confirmations_section(file.confirmations.unwrap_or_default())?;
-        let accounts = crate::accounts::accounts_section(file.accounts.unwrap_or_default())?;
+        let mut campaigns = campaigns;
+        campaigns.pause = crate::accounts::accounts_section(file.accounts.unwrap_or_default())?;
         // Every value is valid: only now is a file opened.
         let bounces = load_bounce_key(bounces)?;
         let dkim = crate::sending::dkim_section(file.dkim)?;
@@ -540,7 +542,6 @@ impl Config {
             pools: std::sync::Arc::new(pools),
             tracking,
             confirmations,
-            accounts,
         })
     }
 }
@@ -633,6 +634,7 @@ fn campaigns_section(raw: FileCampaigns) -> Result<Campaigns, ConfigError> {
             10,
             60_000,
         )?,
+        pause: crate::accounts::PauseLimits::default(),
     })
 }
 

@@ -9,7 +9,9 @@
 //! - `outbound stats`, `outbound nodes`, `outbound suppress add|remove|list`;
 //! - `outbound web [--listen ADDR:PORT]`: the HTTP API (`web`);
 //! - `outbound account add NAME [--admin]`, `outbound account passwd NAME` (stdin),
-//!   `outbound account domain add|ls ACCOUNT [DOMAIN]`, `outbound list import LIST_ID FILE`,
+//!   `outbound account domain add|ls ACCOUNT [DOMAIN]`, `outbound account limits NAME
+//!   [--send-rate R|none] [--daily-quota Q|none]`, `outbound account resume|show NAME`,
+//!   `outbound list import LIST_ID FILE`,
 //!   `outbound campaign start|pause|resume|cancel|stats ID`.
 //!
 //! Modules: `address` (envelope addresses), `bounce_policy` (what a bounce calls for),
@@ -33,6 +35,7 @@ use chrono::Utc;
 use clap::{Parser, Subcommand};
 
 mod accounts;
+mod cli_accounts;
 mod address;
 mod bounce_policy;
 mod campaign;
@@ -220,6 +223,12 @@ enum AccountAction {
         #[command(subcommand)]
         action: DomainAction,
     },
+    /// Set an account's sending rate and daily quota; prints them.
+    Limits(cli_accounts::LimitArgs),
+    /// Lift an account's auto-pause and resume the campaigns it paused.
+    Resume { name: String },
+    /// An account's limits, today's count and pause state.
+    Show { name: String },
 }
 
 #[derive(Debug, Subcommand)]
@@ -556,6 +565,15 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
                 }
             }
         },
+        Some(Command::Account {
+            action: AccountAction::Limits(args),
+        }) => cli_accounts::limits(queue.db(), args).await?,
+        Some(Command::Account {
+            action: AccountAction::Resume { name },
+        }) => cli_accounts::resume(queue.db(), &name).await?,
+        Some(Command::Account {
+            action: AccountAction::Show { name },
+        }) => cli_accounts::show(queue.db(), &name).await?,
         Some(Command::List { action }) => cli_lists::run(queue.db(), action).await?,
         Some(Command::Campaign { action }) => cli_campaigns::run(queue.db(), action).await?,
         Some(Command::Suppress { action }) => match action {

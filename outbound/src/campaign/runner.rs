@@ -24,6 +24,22 @@
 //! holds across all nodes without any coordination beyond the database; the
 //! per-domain limits of the workers apply on top.
 //!
+//! Account limits (schema 8): the same window also reads its account's row (on
+//! MySQL locked, after the campaign's): with a `send_rate` the window's rows are
+//! spaced at the slower of the two rates from the latest of now, the campaign's
+//! and the account's `next_send_at`, and both move past the window, so all of an
+//! account's running campaigns together stay under its rate, on any number of
+//! nodes ([`pace`]). With a `daily_quota` a window holds at most what is left of
+//! the UTC day's quota (`quota_day`/`quota_used` count the rows queued) and an
+//! exhausted quota expands nothing until the next day: the campaign is slowed,
+//! not failed ([`quota_room`]).
+//!
+//! Auto-pause: every `accounts.check_interval` a node counts the trailing window
+//! of each sending account (`accounts::sample`) and pauses an account past a
+//! threshold (`accounts::decide`); every tick the running and scheduled campaigns
+//! of a paused account are paused through the campaign store's pause path, with
+//! the account's reason as their `paused_reason`.
+//!
 //! Campaign rows have priority -1: the claim takes higher priority first, so an
 //! ordinary message (priority 0) due now is claimed before any of a campaign's
 //! backlog. Notifications are never starved by a newsletter.
@@ -34,6 +50,7 @@
 //! records them).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -57,6 +74,46 @@ const MAX_CAMPAIGNS_PER_TICK: i64 = 64;
 /// Cancelled campaigns stay in the stopped-campaign cache this long: rows of
 /// theirs can only still be in flight shortly after the cancel.
 const CANCELLED_CACHE_SECS: i64 = 3_600;
+
+/// When this process last counted the accounts' bounce and complaint rates (Unix
+/// ms): a schedule only, the decision itself is all in the database.
+static LAST_PAUSE_CHECK_MS: AtomicI64 = AtomicI64::new(0);
+
+/// What is left of an account's daily quota on `today` (None: no quota): a
+/// `quota_used` counted on another day counts nothing.
+pub fn quota_room(quota: Option<i64>, day: Option<&str>, used: i64, today: &str) -> Option<i64> {
+    let used = if day == Some(today) { used } else { 0 };
+    quota.map(|q| q.saturating_sub(used).max(0))
+}
+
+/// The first due time and the spacing of a window: the slower of the campaign's
+/// and the account's rate, from the latest of now and both `next_send_at`s (the
+/// account's only counts when it has a rate).
+pub fn pace(
+    now: DateTime<Utc>,
+    campaign_next: Option<DateTime<Utc>>,
+    campaign_rate: Option<f64>,
+    account_next: Option<DateTime<Utc>>,
+    account_rate: Option<f64>,
+) -> (DateTime<Utc>, f64) {
+    let account_interval = interval_secs(account_rate);
+    let mut start = campaign_next.filter(|t| *t > now).unwrap_or(now);
+    if account_interval > 0.0
+        && let Some(a) = account_next
+    {
+        start = start.max(a);
+    }
+    (start, interval_secs(campaign_rate).max(account_interval))
+}
+
+/// An account's limits as a window reads them.
+struct AccountPace {
+    rate: Option<f64>,
+    quota: Option<i64>,
+    day: Option<String>,
+    used: i64,
+    next: Option<DateTime<Utc>>,
+}
 
 /// Who runs the runner: the dispatcher's node and process.
 pub struct Runner<'a> {
@@ -125,6 +182,8 @@ enum Window {
     Done,
     /// The lease is no longer ours (another node took it over).
     Lost,
+    /// The account's daily quota is used up: nothing until the next day.
+    Quota,
 }
 
 impl Runner<'_> {
@@ -141,6 +200,7 @@ impl Runner<'_> {
             ..Report::default()
         };
         self.sweep(db, now).await?;
+        self.pauses(db, now).await?;
         let deadline = Instant::now() + TICK_BUDGET;
         let sql = format!(
             "SELECT {} FROM campaigns WHERE state = 'running' AND expand_done = 0 \
@@ -213,6 +273,77 @@ impl Runner<'_> {
         Ok(())
     }
 
+    /// The auto-pause (see the module comment).
+    async fn pauses(&self, db: &mut Db, now: DateTime<Utc>) -> Result<(), DbError> {
+        let limits = &self.cfg.pause;
+        let now_ms = now.timestamp_millis();
+        let every = i64::try_from(limits.check_interval.as_millis()).unwrap_or(i64::MAX);
+        let last = LAST_PAUSE_CHECK_MS.load(Ordering::Relaxed);
+        if now_ms.saturating_sub(last) >= every
+            && LAST_PAUSE_CHECK_MS
+                .compare_exchange(last, now_ms, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let window = chrono::Duration::from_std(limits.window).unwrap_or_default();
+            let since = now - window;
+            // Sending accounts: a campaign running, or finished within the window
+            // (complaints come in days after the last message).
+            let rows = db
+                .query(
+                    &format!(
+                        "SELECT a.id, {} FROM accounts a WHERE a.paused_reason IS NULL AND EXISTS                          (SELECT 1 FROM campaigns c WHERE c.account_id = a.id AND                           (c.state = 'running' OR (c.state = 'finished' AND c.finished_at >= ?)))                          ORDER BY a.id LIMIT ?",
+                        db.as_text("a.resumed_at")
+                    ),
+                    vec![ts(since).into(), MAX_CAMPAIGNS_PER_TICK.into()],
+                )
+                .await?;
+            for r in rows {
+                let Some(account) = r.first().and_then(Val::int) else {
+                    continue;
+                };
+                let from = r
+                    .get(1)
+                    .and_then(Val::text)
+                    .as_deref()
+                    .and_then(parse_ts)
+                    .map_or(since, |t| t.max(since));
+                let sample = crate::accounts::sample(db, account, from).await?;
+                if let Some(reason) = crate::accounts::decide(&sample, limits, now)
+                    && crate::accounts::pause(db, account, &reason, now).await?
+                {
+                    warn!(account, %reason, "account paused");
+                }
+            }
+        }
+        // Campaigns of paused accounts: paused through the one pause path.
+        let stop = db
+            .query(
+                "SELECT c.id, a.paused_reason FROM campaigns c JOIN accounts a ON a.id = c.account_id                  WHERE c.state IN ('running', 'scheduled') AND a.paused_reason IS NOT NULL                  ORDER BY c.id LIMIT ?",
+                vec![MAX_CAMPAIGNS_PER_TICK.into()],
+            )
+            .await?;
+        for r in stop {
+            let (Some(id), Some(reason)) =
+                (r.first().and_then(Val::int), r.get(1).and_then(Val::text))
+            else {
+                continue;
+            };
+            match super::store::apply(db, None, id, super::Action::Pause, now).await {
+                Ok(_) => {
+                    db.exec(
+                        "UPDATE campaigns SET paused_reason = ? WHERE id = ?",
+                        vec![reason.into(), id.into()],
+                    )
+                    .await?;
+                    info!(campaign = id, "campaign paused with its account");
+                }
+                Err(super::store::ActionError::Db(e)) => return Err(e),
+                Err(e) => debug!(campaign = id, error = %e, "not paused"),
+            }
+        }
+        Ok(())
+    }
+
     /// Takes or renews the expansion lease of `c`, then expands windows while the
     /// backlog has room and the tick has time. Returns the rows queued.
     async fn expand(
@@ -281,6 +412,10 @@ impl Runner<'_> {
                     warn!(campaign = c.id, "lost the expansion lease to another node");
                     break;
                 }
+                Window::Quota => {
+                    debug!(campaign = c.id, "the account's daily quota is used up");
+                    break;
+                }
             }
         }
         if queued > 0 {
@@ -344,6 +479,13 @@ impl Runner<'_> {
             .and_then(Val::text)
             .as_deref()
             .and_then(parse_ts);
+        let account = self.account_pace(db, c.account_id, lock).await?;
+        let today = now.format("%Y-%m-%d").to_string();
+        let room = quota_room(account.quota, account.day.as_deref(), account.used, &today);
+        if room == Some(0) {
+            return Ok(Window::Quota);
+        }
+        let size = room.map_or(size, |r| r.min(size));
         let span = db
             .query(
                 "SELECT COUNT(*), MAX(id) FROM (SELECT id FROM subscribers \
@@ -368,8 +510,7 @@ impl Runner<'_> {
             .await?;
             return Ok(Window::Done);
         };
-        let start = next_send.filter(|t| *t > now).unwrap_or(now);
-        let interval = interval_secs(c.rate);
+        let (start, interval) = pace(now, next_send, c.rate, account.next, account.rate);
         let (due, due_params) =
             spaced_time(db, "ROW_NUMBER() OVER (ORDER BY s.id)", start, interval);
         let (ignore, params_sql) = if mysql {
@@ -433,6 +574,90 @@ impl Runner<'_> {
             ],
         )
         .await?;
+        let used = if account.day.as_deref() == Some(today.as_str()) {
+            account.used
+        } else {
+            0
+        };
+        let account_next = (account.rate.is_some()).then(|| ts(next));
+        db.exec(
+            "UPDATE accounts SET quota_day = ?, quota_used = ?,              next_send_at = COALESCE(?, next_send_at) WHERE id = ?",
+            vec![
+                today.into(),
+                used.saturating_add(i64::try_from(queued).unwrap_or(i64::MAX))
+                    .into(),
+                account_next.into(),
+                c.account_id.into(),
+            ],
+        )
+        .await?;
         Ok(Window::Queued(queued))
+    }
+
+    /// The account's limits, its row locked on MySQL (`lock`) until the window
+    /// commits.
+    async fn account_pace(&self, db: &mut Db, account: i64, lock: &str) -> Result<AccountPace, DbError> {
+        let rows = db
+            .query(
+                &format!(
+                    "SELECT send_rate, daily_quota, quota_day, quota_used, {} FROM accounts                      WHERE id = ?{lock}",
+                    db.as_text("next_send_at")
+                ),
+                vec![account.into()],
+            )
+            .await?;
+        let r = rows.into_iter().next().unwrap_or_default();
+        let get = |i: usize| r.get(i).cloned().unwrap_or(Val::Null);
+        Ok(AccountPace {
+            rate: crate::accounts::real(&get(0)).filter(|r| *r > 0.0),
+            quota: get(1).int(),
+            day: get(2).text(),
+            used: get(3).int().unwrap_or(0),
+            next: get(4).text().as_deref().and_then(parse_ts),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        format!("2026-12-02T{s}Z").parse().unwrap()
+    }
+
+    #[test]
+    fn the_quota_counts_only_today() {
+        assert_eq!(quota_room(None, None, 0, "2026-12-02"), None);
+        assert_eq!(quota_room(Some(10), Some("2026-12-02"), 4, "2026-12-02"), Some(6));
+        assert_eq!(quota_room(Some(10), Some("2026-12-02"), 12, "2026-12-02"), Some(0));
+        // Yesterday's use is gone.
+        assert_eq!(quota_room(Some(10), Some("2026-12-01"), 10, "2026-12-02"), Some(10));
+        assert_eq!(quota_room(Some(0), None, 0, "2026-12-02"), Some(0));
+    }
+
+    #[test]
+    fn the_slower_rate_and_the_latest_next_time_win() {
+        let now = t("10:00:00");
+        // No limits: now, no spacing.
+        assert_eq!(pace(now, None, None, None, None), (now, 0.0));
+        // The campaign's own schedule ahead of now.
+        assert_eq!(
+            pace(now, Some(t("10:00:05")), Some(10.0), None, None),
+            (t("10:00:05"), 0.1)
+        );
+        // The account's rate is slower and its schedule later: it wins.
+        assert_eq!(
+            pace(now, Some(t("10:00:05")), Some(10.0), Some(t("10:01:00")), Some(2.0)),
+            (t("10:01:00"), 0.5)
+        );
+        // A next time of the account without a rate (left from before) is ignored.
+        assert_eq!(pace(now, None, None, Some(t("11:00:00")), None), (now, 0.0));
+        // A past schedule is now.
+        assert_eq!(
+            pace(now, Some(t("09:00:00")), None, Some(t("09:30:00")), Some(1.0)),
+            (now, 1.0)
+        );
     }
 }

@@ -381,6 +381,8 @@ pub struct Campaign {
     pub recipients: i64,
     /// Sending pool (`sending`).
     pub pool: Option<String>,
+    /// Why the system paused it (its account's auto-pause); None otherwise.
+    pub paused_reason: Option<String>,
 }
 
 impl Campaign {
@@ -398,6 +400,7 @@ impl Campaign {
         Column::text("c.finished_at"),
         Column::plain("c.recipients"),
         Column::plain("c.pool"),
+        Column::plain("c.paused_reason"),
     ];
 
     /// Refused without id, account or state; the texts are NOT NULL in the
@@ -426,6 +429,7 @@ impl Campaign {
             finished_at: rfc3339(f.opt_text("c.finished_at")?),
             recipients: f.opt_int("c.recipients")?.unwrap_or(0),
             pool: f.opt_text("c.pool")?,
+            paused_reason: f.opt_text("c.paused_reason")?,
         })
     }
 }
@@ -731,6 +735,11 @@ async fn apply_in_tx(
         }
         Action::Resume => {
             resume_rows(db, id, rate, now).await?;
+            db.exec(
+                "UPDATE campaigns SET paused_reason = NULL WHERE id = ?",
+                vec![id.into()],
+            )
+            .await?;
         }
         // Rows being sent finish normally (their result is recorded); nothing of
         // the campaign waits in the queue behind.

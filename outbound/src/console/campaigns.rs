@@ -369,6 +369,7 @@ async fn show(State(state): State<AppState>, c: Console, Path(id): Path<i64>) ->
             div data-live-url=(format!("/campaigns/{}/live", k.id)) {}
             table {
                 tr { th { "state" } td.state data-count="state" { (k.state) } }
+                @if let Some(reason) = &k.paused_reason { tr { th { "paused because" } td id="paused-reason" { (reason) } } }
                 tr { th { "from" } td { (k.from) } }
                 tr { th { "subject" } td { (k.subject) } }
                 tr { th { "lists" } td { @for l in &k.lists { (list_name(l)) " " } } }

@@ -132,11 +132,20 @@ async fn index(
 ) -> PageResult {
     let d = data(&state, &cs).await?;
     let now = Utc::now();
+    let paused = {
+        let mut db = state.pool.get().await?;
+        crate::accounts::status(&mut db, c.account.id, now)
+            .await?
+            .paused_reason
+    };
     Ok(page(
         Some(&c),
         "Dashboard",
         html! {
             h1 { "Dashboard" }
+            @if let Some(reason) = &paused {
+                p.box id="account-paused" { strong { "This account is paused: " } (reason) ". An admin lifts it (" code { "outbound account resume" } ")." }
+            }
             // Slower than a campaign's page: `Queue::stats` also totals the whole
             // delivery log, which grows without bound.
             div data-live-url="/dashboard/live" data-live-every-ms=(DASHBOARD_REFRESH_MS) {}

@@ -6,7 +6,7 @@
 //! file as the body; the form's first field when a browser without script sends
 //! multipart), an import's progress page, and one read of its own (members matching an email, bounded).
 //! Another account's list or import is a 404.
-//! Must not: write subscribers or parse uploads itself (`lists::upsert`,
+//! Must not: write subscribers or parse uploads itself (`confirm::add_members`,
 //! `web::imports::accept` do).
 
 use axum::body::{Body, Bytes};
@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use chrono::Utc;
 use maud::html;
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -213,8 +214,10 @@ async fn show(
 async fn add(
     State(state): State<AppState>,
     Path(id): Path<i64>,
+    extensions: axum::http::Extensions,
     posted: Posted,
 ) -> Result<Response, PageError> {
+    let client = super::session::client_ip(&extensions);
     let email = posted.required("email", lists::MAX_EMAIL_BYTES)?;
     let email =
         lists::check_email(&email).map_err(|why| PageError::bad(format!("email: {why}")))?;
@@ -224,18 +227,21 @@ async fn add(
     }
     let mut db = state.pool.get().await?;
     let list = own(&mut db, &posted.console, id).await?;
-    db.begin().await?;
     let row = NewSubscriber {
         email,
         name,
         attributes: None,
     };
-    if let Err(e) = lists::upsert(&mut db, &list, &[row]).await {
-        db.rollback().await;
-        return Err(e.into());
+    // The API's path: on a double opt-in list a confirmation is queued, throttled.
+    match crate::confirm::add_members(&mut db, &state.cfg, &list, &[row], client, Utc::now())
+        .await
+    {
+        Ok(_) => Ok(see_other(&format!("/lists/{id}"))),
+        Err(crate::confirm::AddError::Throttled(x)) => {
+            Err(PageError::new(StatusCode::TOO_MANY_REQUESTS, x.to_string()))
+        }
+        Err(crate::confirm::AddError::Db(e)) => Err(e.into()),
     }
-    db.commit().await?;
-    Ok(see_other(&format!("/lists/{id}")))
 }
 
 /// The longest CSRF field a multipart upload may carry (a token is 64 bytes).

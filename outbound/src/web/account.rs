@@ -31,7 +31,7 @@ async fn show(State(state): State<AppState>, Auth(account): Auth) -> ApiResult<J
     let now = Utc::now();
     let mut db = state.pool.get().await?;
     let s = accounts::status(&mut db, account.id, now).await?;
-    let window = chrono::Duration::from_std(state.cfg.accounts.window).unwrap_or_default();
+    let window = chrono::Duration::from_std(state.cfg.campaigns.pause.window).unwrap_or_default();
     let since = s
         .resumed_at
         .map_or(now - window, |r| r.max(now - window));
