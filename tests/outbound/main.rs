@@ -22,6 +22,9 @@
 //!   forged bounces, unsubscribe.
 //!
 //! - [`tracking`]: masked links, clicks, the open pixel and one-click unsubscribe.
+//! - [`confirmations`]: double opt-in confirmations, their `/c/` link and throttles.
+//! - [`account_limits`]: per-account sending rate, daily quota, auto-pause on
+//!   complaints, and the complaint-address config check.
 //!
 //! Every wait is bounded; every process is killed on drop.
 
@@ -29,9 +32,11 @@
 
 mod support;
 
+mod account_limits;
 mod bounces;
 mod campaigns;
 mod complaints;
+mod confirmations;
 mod console;
 mod delivery;
 mod flow;

@@ -1,0 +1,306 @@
+//! Double opt-in confirmations end to end: subscribers added over the HTTP API to
+//! a `double` list get a confirmation message, delivered by a real relay to a
+//! real destination server; its `/c/<token>` link is opened with curl (GET shows
+//! a button and confirms nothing, POST confirms); the throttles (per address,
+//! per client IP, per recipient domain) answer 429 past their limit and the
+//! destination receives exactly the allowed number; the counts hold across two
+//! `outbound web` processes sharing the database.
+
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::support::{Dest, FAST, Relay, Store, Web, account, outbound, wait_for};
+
+const KEY: &str = "0123456789abcdef-confirm-key";
+/// Recipient domains the relay sends to the destination.
+const DOMAINS: &[&str] = &["a.test", "b.test", "c.test", "d.test", "e.test", "f.test"];
+
+/// The web's config: a tracking key, http links, a sender, `limits` (TOML lines).
+fn web_config(limits: &str) -> String {
+    format!(
+        "[tracking]\nkey = \"{KEY}\"\nscheme = \"http\"\n\
+         [confirmations]\nsender = \"lists@press.test\"\n{limits}\n"
+    )
+}
+
+struct Setup {
+    store: Store,
+    dest: Dest,
+    _relay: Relay,
+    token: String,
+    list: i64,
+}
+
+/// A store, an account with a tracking domain and a double opt-in list, a
+/// destination and a relay sending every test domain there.
+fn setup() -> Setup {
+    let store = Store::sqlite();
+    let token = account(&store, "ann");
+    let out = outbound(
+        &store,
+        &["account", "domain", "add", "ann", "links.press.test"],
+        None,
+    );
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let dest = Dest::start(&[]);
+    let mut args: Vec<String> = Vec::new();
+    for d in DOMAINS {
+        args.push("--transport".into());
+        args.push(format!("{d}={}", dest.addr));
+    }
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let relay = Relay::start(&store, FAST, &args);
+    Setup {
+        store,
+        dest,
+        _relay: relay,
+        token,
+        list: 0,
+    }
+}
+
+fn create_list(web: &Web, token: &str) -> i64 {
+    let a = web.call(
+        "POST",
+        "/api/v1/lists",
+        Some(token),
+        Some(&json!({ "name": "news", "opt_in": "double" })),
+    );
+    assert_eq!(a.status, 201, "{}", a.body);
+    a.json["id"].as_i64().unwrap()
+}
+
+fn add(web: &Web, token: &str, list: i64, emails: &[&str]) -> crate::support::Answer {
+    let body: Vec<Value> = emails.iter().map(|e| json!({ "email": e })).collect();
+    web.call(
+        "POST",
+        &format!("/api/v1/lists/{list}/subscribers"),
+        Some(token),
+        Some(&Value::Array(body)),
+    )
+}
+
+/// The confirm token of the message delivered to `rcpt` (the n-th one).
+fn token_in(dest: &Dest, rcpt: &str, n: usize) -> String {
+    let msgs: Vec<Value> = dest
+        .messages()
+        .into_iter()
+        .filter(|m| m["rcpt_tos"][0] == rcpt)
+        .collect();
+    let data = msgs[n]["data"].as_str().unwrap().to_owned();
+    let at = data.find("http://links.press.test/c/").expect(&data) + "http://links.press.test/c/".len();
+    data[at..]
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
+        .collect()
+}
+
+fn member_status(store: &Store, email: &str) -> String {
+    store.column(&format!(
+        "SELECT m.status FROM list_members m JOIN subscribers s ON s.id = m.subscriber_id \
+         WHERE s.email_key = '{email}'"
+    ))[0]
+        .clone()
+}
+
+/// curl with the response headers: (status, headers and body).
+fn curl_headers(web: &Web, method: &str, path: &str, token: &str, body: &str) -> String {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "30", "-i", "-X", method])
+        .args(["-H", &format!("Authorization: Bearer {token}")])
+        .args(["-H", "Content-Type: application/json", "--data-binary", body])
+        .arg(web.url(path))
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn delivered_to(dest: &Dest, rcpt: &str) -> usize {
+    dest.recipients().iter().filter(|r| *r == rcpt).count()
+}
+
+#[test]
+fn a_confirmation_arrives_and_only_its_post_confirms() {
+    let mut s = setup();
+    let web = Web::start(&s.store, &web_config(""));
+    s.list = create_list(&web, &s.token);
+    let a = add(&web, &s.token, s.list, &["Ann@a.test"]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json["added"], 1);
+    assert_eq!(a.json["confirmations"], 1);
+    wait_for("the confirmation", Duration::from_secs(20), || {
+        delivered_to(&s.dest, "Ann@a.test") == 1
+    });
+    let m = &s.dest.messages()[0];
+    assert_eq!(m["mail_from"], "lists@press.test");
+    let data = m["data"].as_str().unwrap();
+    assert!(data.contains("From: <lists@press.test>") || data.contains("From: lists@press.test"), "{data}");
+    assert!(data.contains("Subject: Please confirm your subscription to news"), "{data}");
+    let token = token_in(&s.dest, "Ann@a.test", 0);
+    assert!(token.len() > 10, "{token}");
+    assert_eq!(member_status(&s.store, "ann@a.test"), "unconfirmed");
+
+    // GET shows the button and confirms nothing (a scanner's prefetch).
+    let page = web.call("GET", &format!("/c/{token}"), None, None);
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("<button"), "{}", page.body);
+    assert!(page.body.contains("Ann@a.test"));
+    let page = web.call("GET", &format!("/c/{token}"), None, None);
+    assert_eq!(page.status, 200);
+    assert_eq!(member_status(&s.store, "ann@a.test"), "unconfirmed");
+
+    // A tampered token is a 404, and changes nothing.
+    let mut bad = token.clone().into_bytes();
+    let last = bad.len() - 2;
+    bad[last] = if bad[last] == b'A' { b'B' } else { b'A' };
+    let bad = String::from_utf8(bad).unwrap();
+    for method in ["GET", "POST"] {
+        let a = web.call(method, &format!("/c/{bad}"), None, None);
+        assert_eq!(a.status, 404, "{method} {bad}");
+    }
+    assert_eq!(web.call("POST", "/c/garbage!", None, None).status, 404);
+    assert_eq!(member_status(&s.store, "ann@a.test"), "unconfirmed");
+
+    // POST confirms, with the time; a second POST or GET says it is done.
+    let a = web.call("POST", &format!("/c/{token}"), None, None);
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("confirmed"), "{}", a.body);
+    assert_eq!(member_status(&s.store, "ann@a.test"), "confirmed");
+    assert_eq!(
+        s.store.count("SELECT COUNT(*) FROM list_members WHERE confirmed_at IS NOT NULL"),
+        1
+    );
+    for method in ["GET", "POST"] {
+        let a = web.call(method, &format!("/c/{token}"), None, None);
+        assert_eq!(a.status, 200);
+        assert!(a.body.contains("Already confirmed"), "{method}: {}", a.body);
+    }
+
+    // A confirmed member added again gets no second message.
+    let a = add(&web, &s.token, s.list, &["ann@a.test"]);
+    assert_eq!(a.json["confirmations"], 0, "{}", a.body);
+
+    // An unsubscribed member is never confirmed again by its old link, nor re-sent.
+    let b = add(&web, &s.token, s.list, &["bob@b.test"]);
+    assert_eq!(b.json["confirmations"], 1);
+    wait_for("bob's confirmation", Duration::from_secs(20), || {
+        delivered_to(&s.dest, "bob@b.test") == 1
+    });
+    let bob = token_in(&s.dest, "bob@b.test", 0);
+    s.store.exec("UPDATE list_members SET status = 'unsubscribed' WHERE subscriber_id = \
+                  (SELECT id FROM subscribers WHERE email_key = 'bob@b.test')");
+    let a = web.call("POST", &format!("/c/{bob}"), None, None);
+    assert_eq!(a.status, 200);
+    assert!(a.body.contains("Not confirmed"), "{}", a.body);
+    assert_eq!(member_status(&s.store, "bob@b.test"), "unsubscribed");
+    assert_eq!(add(&web, &s.token, s.list, &["bob@b.test"]).json["confirmations"], 0);
+
+    // Re-adding an unconfirmed address sends again.
+    let c = add(&web, &s.token, s.list, &["cy@c.test"]);
+    assert_eq!(c.json["confirmations"], 1);
+    let c = add(&web, &s.token, s.list, &["cy@c.test"]);
+    assert_eq!(c.json["confirmations"], 1);
+    wait_for("two for cy", Duration::from_secs(20), || {
+        delivered_to(&s.dest, "cy@c.test") == 2
+    });
+    // Single opt-in lists send nothing.
+    let single = web.call(
+        "POST",
+        "/api/v1/lists",
+        Some(&s.token),
+        Some(&json!({ "name": "open", "opt_in": "single" })),
+    );
+    let single = single.json["id"].as_i64().unwrap();
+    assert_eq!(add(&web, &s.token, single, &["dee@d.test"]).json["confirmations"], 0);
+}
+
+#[test]
+fn without_a_sender_members_are_added_and_the_answer_says_why_none_was_sent() {
+    let store = Store::sqlite();
+    let token = account(&store, "ann");
+    let web = Web::start(&store, &format!("[tracking]\nkey = \"{KEY}\"\n"));
+    let list = create_list(&web, &token);
+    let a = add(&web, &token, list, &["ann@a.test"]);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json["confirmations"], 0);
+    assert!(a.json["confirmations_skipped"].as_str().unwrap().contains("sender"), "{}", a.body);
+    assert_eq!(store.count("SELECT COUNT(*) FROM outbound_queue"), 0);
+}
+
+/// N allowed, N+1 a 429 naming the limit with Retry-After, exactly N delivered.
+#[test]
+fn the_per_address_throttle_allows_n_a_day() {
+    let mut s = setup();
+    let web = Web::start(&s.store, &web_config("per_address_per_day = 2"));
+    s.list = create_list(&web, &s.token);
+    for _ in 0..2 {
+        assert_eq!(add(&web, &s.token, s.list, &["ann@a.test"]).status, 200);
+    }
+    let raw = curl_headers(
+        &web,
+        "POST",
+        &format!("/api/v1/lists/{}/subscribers", s.list),
+        &s.token,
+        r#"[{"email":"ANN@a.test"}]"#,
+    );
+    assert!(raw.starts_with("HTTP/1.1 429"), "{raw}");
+    assert!(raw.to_ascii_lowercase().contains("retry-after: "), "{raw}");
+    assert!(raw.contains("confirmations.per_address_per_day"), "{raw}");
+    // Another address is not throttled by ann's count.
+    assert_eq!(add(&web, &s.token, s.list, &["bob@a.test"]).status, 200);
+    wait_for("three delivered", Duration::from_secs(20), || {
+        s.dest.recipients().len() >= 3
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(delivered_to(&s.dest, "ann@a.test"), 2);
+    assert_eq!(s.dest.recipients().len(), 3);
+}
+
+#[test]
+fn the_per_domain_throttle_allows_n_a_minute_and_a_429_stores_nothing() {
+    let mut s = setup();
+    let web = Web::start(&s.store, &web_config("per_domain_per_minute = 3"));
+    s.list = create_list(&web, &s.token);
+    for u in ["u1", "u2", "u3"] {
+        assert_eq!(add(&web, &s.token, s.list, &[&format!("{u}@b.test")]).status, 200);
+    }
+    let a = add(&web, &s.token, s.list, &["u4@b.test"]);
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert!(a.json["error"].as_str().unwrap().contains("confirmations.per_domain_per_minute"));
+    // Nothing of the refused request stays: no member, no queue row.
+    assert_eq!(s.store.count("SELECT COUNT(*) FROM subscribers WHERE email_key = 'u4@b.test'"), 0);
+    assert_eq!(s.store.count("SELECT COUNT(*) FROM outbound_queue"), 3);
+    // Another domain is not held back.
+    assert_eq!(add(&web, &s.token, s.list, &["u4@c.test"]).status, 200);
+    wait_for("four delivered", Duration::from_secs(20), || {
+        s.dest.recipients().len() >= 4
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    let to_b = s.dest.recipients().iter().filter(|r| r.ends_with("@b.test")).count();
+    assert_eq!(to_b, 3);
+}
+
+#[test]
+fn the_per_ip_throttle_is_shared_by_two_web_processes() {
+    let mut s = setup();
+    let cfg = web_config("per_ip_per_hour = 4");
+    let one = Web::start(&s.store, &cfg);
+    let two = Web::start(&s.store, &cfg);
+    s.list = create_list(&one, &s.token);
+    let mut statuses = Vec::new();
+    for (i, d) in DOMAINS.iter().enumerate() {
+        let web = if i % 2 == 0 { &one } else { &two };
+        statuses.push(add(web, &s.token, s.list, &[&format!("p{i}@{d}")]).status);
+    }
+    assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
+    let a = add(&two, &s.token, s.list, &["late@a.test"]);
+    assert!(a.json["error"].as_str().unwrap().contains("confirmations.per_ip_per_hour"), "{}", a.body);
+    wait_for("four delivered", Duration::from_secs(20), || {
+        s.dest.recipients().len() >= 4
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(s.dest.recipients().len(), 4);
+    assert_eq!(s.store.count("SELECT COUNT(*) FROM outbound_queue"), 4);
+}
