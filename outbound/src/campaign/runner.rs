@@ -3,7 +3,9 @@
 //!
 //! One tick: (1) scheduled campaigns whose `send_at` has come start running;
 //! (2) rows of paused campaigns that came back to the queue (a lease expired, a
-//! deferral was recorded) are paused again, rows of cancelled ones deleted;
+//! deferral was recorded) are paused again, paused rows of running campaigns
+//! (put back by a node that had not yet seen a resume) queued again, rows of
+//! cancelled ones deleted;
 //! (3) each running campaign not fully expanded is expanded by the node holding
 //! its expansion lease (a compare-and-set on `expand_node`/`expand_instance`/
 //! `expand_until`; free when lapsed, NULL or ours), one window of subscribers
@@ -260,6 +262,16 @@ impl Runner<'_> {
             "UPDATE outbound_queue SET state = 'paused', updated_at = ? \
              WHERE state IN ('queued', 'deferred') AND campaign_id IN \
              (SELECT id FROM campaigns WHERE state = 'paused')",
+            vec![ts(now).into()],
+        )
+        .await?;
+        // And the other way: a node whose stopped-campaign cache was stale when a
+        // campaign was resumed puts the rows it had claimed back as paused;
+        // those of a running campaign are due again.
+        db.exec(
+            "UPDATE outbound_queue SET state = CASE WHEN attempts > 0 THEN 'deferred' \
+             ELSE 'queued' END, updated_at = ? WHERE state = 'paused' AND campaign_id IN \
+             (SELECT id FROM campaigns WHERE state = 'running')",
             vec![ts(now).into()],
         )
         .await?;
