@@ -234,7 +234,10 @@ impl Default for PauseLimits {
 fn rate_field(field: &'static str, v: Option<f64>, default: f64) -> Result<f64, ops::ConfigError> {
     let v = v.unwrap_or(default);
     if !(v > 0.0 && v <= 1.0) {
-        return Err(ops::invalid(field, "must be a fraction in (0, 1], e.g. 0.05"));
+        return Err(ops::invalid(
+            field,
+            "must be a fraction in (0, 1], e.g. 0.05",
+        ));
     }
     Ok(v)
 }
@@ -337,7 +340,8 @@ pub async fn sample(db: &mut Db, account: i64, since: DateTime<Utc>) -> Result<S
     let since = crate::queue::ts(since);
     let count = async |db: &mut Db, sql: &str| -> Result<i64, DbError> {
         Ok(crate::row::scalar_int(
-            &db.query(sql, vec![account.into(), since.as_str().into()]).await?,
+            &db.query(sql, vec![account.into(), since.as_str().into()])
+                .await?,
         )
         .unwrap_or(0))
     };
@@ -398,7 +402,10 @@ pub async fn status(db: &mut Db, account: i64, now: DateTime<Utc>) -> Result<Sta
         },
         paused_reason: reason.text(),
         paused_at: paused_at.text().as_deref().and_then(crate::queue::parse_ts),
-        resumed_at: resumed_at.text().as_deref().and_then(crate::queue::parse_ts),
+        resumed_at: resumed_at
+            .text()
+            .as_deref()
+            .and_then(crate::queue::parse_ts),
     })
 }
 

@@ -498,8 +498,9 @@ impl Config {
         let campaigns = campaigns_section(file.campaigns.unwrap_or_default())?;
         let pools = crate::sending::pools_section(file.pools, &delivery.helo_name)?;
         let tracking = tracking_section(file.tracking.unwrap_or_default())?;
-        let confirmations =
-            crate::confirm::throttle::confirmations_section(file.confirmations.unwrap_or_default())?;
+        let confirmations = crate::confirm::throttle::confirmations_section(
+            file.confirmations.unwrap_or_default(),
+        )?;
         let mut campaigns = campaigns;
         campaigns.pause = crate::accounts::accounts_section(file.accounts.unwrap_or_default())?;
         // Every value is valid: only now is a file opened.

@@ -35,10 +35,10 @@ use chrono::Utc;
 use clap::{Parser, Subcommand};
 
 mod accounts;
-mod cli_accounts;
 mod address;
 mod bounce_policy;
 mod campaign;
+mod cli_accounts;
 mod cli_campaigns;
 mod cli_lists;
 mod client;

@@ -151,8 +151,13 @@ fn the_daily_quota_sends_exactly_the_quota_and_the_rest_waits() {
     assert_eq!(c["state"], "running", "{c}");
     assert_eq!(c["recipients"], 5, "{c}");
     // A higher quota lets the rest go the same day.
-    run(&store, &["account", "limits", "ann", "--daily-quota", "none"]);
-    wait_for("all 9", Duration::from_secs(30), || dest.recipients().len() >= 9);
+    run(
+        &store,
+        &["account", "limits", "ann", "--daily-quota", "none"],
+    );
+    wait_for("all 9", Duration::from_secs(30), || {
+        dest.recipients().len() >= 9
+    });
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(dest.recipients().len(), 9);
 }
@@ -197,7 +202,10 @@ fn complaints_past_the_threshold_pause_the_account_until_an_admin_resumes_it() {
     });
     let reason = c["paused_reason"].as_str().unwrap().to_owned();
     assert!(reason.starts_with("complaint rate "), "{reason}");
-    assert!(reason.contains("over 0.2%") || reason.contains("over 20%"), "{reason}");
+    assert!(
+        reason.contains("over 0.2%") || reason.contains("over 20%"),
+        "{reason}"
+    );
     let acc = get(&web, &token, "/api/v1/account");
     assert_eq!(acc["state"], "paused", "{acc}");
     assert_eq!(acc["paused_reason"], reason.as_str());
@@ -209,7 +217,10 @@ fn complaints_past_the_threshold_pause_the_account_until_an_admin_resumes_it() {
         acc["complaints"] == 2
     });
     assert_eq!(acc["window"]["complained"], 2, "{acc}");
-    assert!(acc["window"]["complaint_rate"].as_f64().unwrap() > 0.2, "{acc}");
+    assert!(
+        acc["window"]["complaint_rate"].as_f64().unwrap() > 0.2,
+        "{acc}"
+    );
     // Sending stops (what was in flight at the pause finishes).
     std::thread::sleep(Duration::from_millis(800));
     let at_pause = dest.recipients().len();
@@ -269,7 +280,10 @@ fn a_complaint_address_equal_to_a_verp_address_is_a_config_error() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.success(), ok, "{address}: {err}");
         if !ok {
-            assert!(err.contains("bounces.complaint_address"), "{address}: {err}");
+            assert!(
+                err.contains("bounces.complaint_address"),
+                "{address}: {err}"
+            );
         }
     }
 }

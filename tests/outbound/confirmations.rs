@@ -43,7 +43,11 @@ fn setup() -> Setup {
         &["account", "domain", "add", "ann", "links.press.test"],
         None,
     );
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let dest = Dest::start(&[]);
     let mut args: Vec<String> = Vec::new();
     for d in DOMAINS {
@@ -90,7 +94,8 @@ fn token_in(dest: &Dest, rcpt: &str, n: usize) -> String {
         .filter(|m| m["rcpt_tos"][0] == rcpt)
         .collect();
     let data = msgs[n]["data"].as_str().unwrap().to_owned();
-    let at = data.find("http://links.press.test/c/").expect(&data) + "http://links.press.test/c/".len();
+    let at =
+        data.find("http://links.press.test/c/").expect(&data) + "http://links.press.test/c/".len();
     data[at..]
         .chars()
         .take_while(|c| c.is_ascii_alphanumeric() || *c == '-' || *c == '_')
@@ -110,7 +115,12 @@ fn curl_headers(web: &Web, method: &str, path: &str, token: &str, body: &str) ->
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "30", "-i", "-X", method])
         .args(["-H", &format!("Authorization: Bearer {token}")])
-        .args(["-H", "Content-Type: application/json", "--data-binary", body])
+        .args([
+            "-H",
+            "Content-Type: application/json",
+            "--data-binary",
+            body,
+        ])
         .arg(web.url(path))
         .output()
         .unwrap();
@@ -136,8 +146,14 @@ fn a_confirmation_arrives_and_only_its_post_confirms() {
     let m = &s.dest.messages()[0];
     assert_eq!(m["mail_from"], "lists@press.test");
     let data = m["data"].as_str().unwrap();
-    assert!(data.contains("From: <lists@press.test>") || data.contains("From: lists@press.test"), "{data}");
-    assert!(data.contains("Subject: Please confirm your subscription to news"), "{data}");
+    assert!(
+        data.contains("From: <lists@press.test>") || data.contains("From: lists@press.test"),
+        "{data}"
+    );
+    assert!(
+        data.contains("Subject: Please confirm your subscription to news"),
+        "{data}"
+    );
     let token = token_in(&s.dest, "Ann@a.test", 0);
     assert!(token.len() > 10, "{token}");
     assert_eq!(member_status(&s.store, "ann@a.test"), "unconfirmed");
@@ -169,7 +185,8 @@ fn a_confirmation_arrives_and_only_its_post_confirms() {
     assert!(a.body.contains("confirmed"), "{}", a.body);
     assert_eq!(member_status(&s.store, "ann@a.test"), "confirmed");
     assert_eq!(
-        s.store.count("SELECT COUNT(*) FROM list_members WHERE confirmed_at IS NOT NULL"),
+        s.store
+            .count("SELECT COUNT(*) FROM list_members WHERE confirmed_at IS NOT NULL"),
         1
     );
     for method in ["GET", "POST"] {
@@ -189,13 +206,18 @@ fn a_confirmation_arrives_and_only_its_post_confirms() {
         delivered_to(&s.dest, "bob@b.test") == 1
     });
     let bob = token_in(&s.dest, "bob@b.test", 0);
-    s.store.exec("UPDATE list_members SET status = 'unsubscribed' WHERE subscriber_id = \
-                  (SELECT id FROM subscribers WHERE email_key = 'bob@b.test')");
+    s.store.exec(
+        "UPDATE list_members SET status = 'unsubscribed' WHERE subscriber_id = \
+                  (SELECT id FROM subscribers WHERE email_key = 'bob@b.test')",
+    );
     let a = web.call("POST", &format!("/c/{bob}"), None, None);
     assert_eq!(a.status, 200);
     assert!(a.body.contains("Not confirmed"), "{}", a.body);
     assert_eq!(member_status(&s.store, "bob@b.test"), "unsubscribed");
-    assert_eq!(add(&web, &s.token, s.list, &["bob@b.test"]).json["confirmations"], 0);
+    assert_eq!(
+        add(&web, &s.token, s.list, &["bob@b.test"]).json["confirmations"],
+        0
+    );
 
     // Re-adding an unconfirmed address sends again.
     let c = add(&web, &s.token, s.list, &["cy@c.test"]);
@@ -213,7 +235,10 @@ fn a_confirmation_arrives_and_only_its_post_confirms() {
         Some(&json!({ "name": "open", "opt_in": "single" })),
     );
     let single = single.json["id"].as_i64().unwrap();
-    assert_eq!(add(&web, &s.token, single, &["dee@d.test"]).json["confirmations"], 0);
+    assert_eq!(
+        add(&web, &s.token, single, &["dee@d.test"]).json["confirmations"],
+        0
+    );
 }
 
 #[test]
@@ -225,7 +250,14 @@ fn without_a_sender_members_are_added_and_the_answer_says_why_none_was_sent() {
     let a = add(&web, &token, list, &["ann@a.test"]);
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json["confirmations"], 0);
-    assert!(a.json["confirmations_skipped"].as_str().unwrap().contains("sender"), "{}", a.body);
+    assert!(
+        a.json["confirmations_skipped"]
+            .as_str()
+            .unwrap()
+            .contains("sender"),
+        "{}",
+        a.body
+    );
     assert_eq!(store.count("SELECT COUNT(*) FROM outbound_queue"), 0);
 }
 
@@ -264,13 +296,25 @@ fn the_per_domain_throttle_allows_n_a_minute_and_a_429_stores_nothing() {
     let web = Web::start(&s.store, &web_config("per_domain_per_minute = 3"));
     s.list = create_list(&web, &s.token);
     for u in ["u1", "u2", "u3"] {
-        assert_eq!(add(&web, &s.token, s.list, &[&format!("{u}@b.test")]).status, 200);
+        assert_eq!(
+            add(&web, &s.token, s.list, &[&format!("{u}@b.test")]).status,
+            200
+        );
     }
     let a = add(&web, &s.token, s.list, &["u4@b.test"]);
     assert_eq!(a.status, 429, "{}", a.body);
-    assert!(a.json["error"].as_str().unwrap().contains("confirmations.per_domain_per_minute"));
+    assert!(
+        a.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("confirmations.per_domain_per_minute")
+    );
     // Nothing of the refused request stays: no member, no queue row.
-    assert_eq!(s.store.count("SELECT COUNT(*) FROM subscribers WHERE email_key = 'u4@b.test'"), 0);
+    assert_eq!(
+        s.store
+            .count("SELECT COUNT(*) FROM subscribers WHERE email_key = 'u4@b.test'"),
+        0
+    );
     assert_eq!(s.store.count("SELECT COUNT(*) FROM outbound_queue"), 3);
     // Another domain is not held back.
     assert_eq!(add(&web, &s.token, s.list, &["u4@c.test"]).status, 200);
@@ -278,7 +322,12 @@ fn the_per_domain_throttle_allows_n_a_minute_and_a_429_stores_nothing() {
         s.dest.recipients().len() >= 4
     });
     std::thread::sleep(Duration::from_secs(2));
-    let to_b = s.dest.recipients().iter().filter(|r| r.ends_with("@b.test")).count();
+    let to_b = s
+        .dest
+        .recipients()
+        .iter()
+        .filter(|r| r.ends_with("@b.test"))
+        .count();
     assert_eq!(to_b, 3);
 }
 
@@ -296,7 +345,14 @@ fn the_per_ip_throttle_is_shared_by_two_web_processes() {
     }
     assert_eq!(statuses, [200, 200, 200, 200, 429, 429]);
     let a = add(&two, &s.token, s.list, &["late@a.test"]);
-    assert!(a.json["error"].as_str().unwrap().contains("confirmations.per_ip_per_hour"), "{}", a.body);
+    assert!(
+        a.json["error"]
+            .as_str()
+            .unwrap()
+            .contains("confirmations.per_ip_per_hour"),
+        "{}",
+        a.body
+    );
     wait_for("four delivered", Duration::from_secs(20), || {
         s.dest.recipients().len() >= 4
     });

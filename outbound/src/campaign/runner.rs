@@ -608,7 +608,12 @@ impl Runner<'_> {
 
     /// The account's limits, its row locked on MySQL (`lock`) until the window
     /// commits.
-    async fn account_pace(&self, db: &mut Db, account: i64, lock: &str) -> Result<AccountPace, DbError> {
+    async fn account_pace(
+        &self,
+        db: &mut Db,
+        account: i64,
+        lock: &str,
+    ) -> Result<AccountPace, DbError> {
         let rows = db
             .query(
                 &format!(
@@ -642,10 +647,19 @@ mod tests {
     #[test]
     fn the_quota_counts_only_today() {
         assert_eq!(quota_room(None, None, 0, "2026-12-02"), None);
-        assert_eq!(quota_room(Some(10), Some("2026-12-02"), 4, "2026-12-02"), Some(6));
-        assert_eq!(quota_room(Some(10), Some("2026-12-02"), 12, "2026-12-02"), Some(0));
+        assert_eq!(
+            quota_room(Some(10), Some("2026-12-02"), 4, "2026-12-02"),
+            Some(6)
+        );
+        assert_eq!(
+            quota_room(Some(10), Some("2026-12-02"), 12, "2026-12-02"),
+            Some(0)
+        );
         // Yesterday's use is gone.
-        assert_eq!(quota_room(Some(10), Some("2026-12-01"), 10, "2026-12-02"), Some(10));
+        assert_eq!(
+            quota_room(Some(10), Some("2026-12-01"), 10, "2026-12-02"),
+            Some(10)
+        );
         assert_eq!(quota_room(Some(0), None, 0, "2026-12-02"), Some(0));
     }
 
@@ -661,14 +675,26 @@ mod tests {
         );
         // The account's rate is slower and its schedule later: it wins.
         assert_eq!(
-            pace(now, Some(t("10:00:05")), Some(10.0), Some(t("10:01:00")), Some(2.0)),
+            pace(
+                now,
+                Some(t("10:00:05")),
+                Some(10.0),
+                Some(t("10:01:00")),
+                Some(2.0)
+            ),
             (t("10:01:00"), 0.5)
         );
         // A next time of the account without a rate (left from before) is ignored.
         assert_eq!(pace(now, None, None, Some(t("11:00:00")), None), (now, 0.0));
         // A past schedule is now.
         assert_eq!(
-            pace(now, Some(t("09:00:00")), None, Some(t("09:30:00")), Some(1.0)),
+            pace(
+                now,
+                Some(t("09:00:00")),
+                None,
+                Some(t("09:30:00")),
+                Some(1.0)
+            ),
             (now, 1.0)
         );
     }

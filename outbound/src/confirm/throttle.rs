@@ -264,7 +264,10 @@ mod tests {
             ..FileConfirmations::default()
         })
         .unwrap_err();
-        assert!(e.to_string().contains("confirmations.per_ip_per_hour"), "{e}");
+        assert!(
+            e.to_string().contains("confirmations.per_ip_per_hour"),
+            "{e}"
+        );
         let e = confirmations_section(FileConfirmations {
             sender: Some("nobody".into()),
             ..FileConfirmations::default()
@@ -276,6 +279,9 @@ mod tests {
             limit: 60,
             retry_after_secs: 12,
         };
-        assert!(x.to_string().starts_with("confirmations.per_domain_per_minute:"));
+        assert!(
+            x.to_string()
+                .starts_with("confirmations.per_domain_per_minute:")
+        );
     }
 }

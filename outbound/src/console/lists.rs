@@ -233,8 +233,7 @@ async fn add(
         attributes: None,
     };
     // The API's path: on a double opt-in list a confirmation is queued, throttled.
-    match crate::confirm::add_members(&mut db, &state.cfg, &list, &[row], client, Utc::now())
-        .await
+    match crate::confirm::add_members(&mut db, &state.cfg, &list, &[row], client, Utc::now()).await
     {
         Ok(_) => Ok(see_other(&format!("/lists/{id}"))),
         Err(crate::confirm::AddError::Throttled(x)) => {

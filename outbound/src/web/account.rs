@@ -32,9 +32,7 @@ async fn show(State(state): State<AppState>, Auth(account): Auth) -> ApiResult<J
     let mut db = state.pool.get().await?;
     let s = accounts::status(&mut db, account.id, now).await?;
     let window = chrono::Duration::from_std(state.cfg.campaigns.pause.window).unwrap_or_default();
-    let since = s
-        .resumed_at
-        .map_or(now - window, |r| r.max(now - window));
+    let since = s.resumed_at.map_or(now - window, |r| r.max(now - window));
     let sample = accounts::sample(&mut db, account.id, since).await?;
     let all = accounts::sample(&mut db, account.id, chrono::DateTime::UNIX_EPOCH).await?;
     let rfc = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
