@@ -123,7 +123,15 @@ fn the_account_rate_spaces_all_its_campaigns_together() {
 
 #[test]
 fn the_daily_quota_sends_exactly_the_quota_and_the_rest_waits() {
-    let store = Store::sqlite();
+    daily_quota(Store::sqlite());
+}
+
+#[test]
+fn the_daily_quota_sends_exactly_the_quota_and_the_rest_waits_on_mariadb() {
+    daily_quota(Store::mariadb());
+}
+
+fn daily_quota(store: Store) {
     let token = account(&store, "ann");
     run(&store, &["account", "limits", "ann", "--daily-quota", "5"]);
     let web = Web::start(&store, "");

@@ -36,7 +36,10 @@ struct Setup {
 /// A store, an account with a tracking domain and a double opt-in list, a
 /// destination and a relay sending every test domain there.
 fn setup() -> Setup {
-    let store = Store::sqlite();
+    setup_on(Store::sqlite())
+}
+
+fn setup_on(store: Store) -> Setup {
     let token = account(&store, "ann");
     let out = outbound(
         &store,
@@ -333,7 +336,15 @@ fn the_per_domain_throttle_allows_n_a_minute_and_a_429_stores_nothing() {
 
 #[test]
 fn the_per_ip_throttle_is_shared_by_two_web_processes() {
-    let mut s = setup();
+    per_ip_shared(setup());
+}
+
+#[test]
+fn the_per_ip_throttle_is_shared_by_two_web_processes_on_mariadb() {
+    per_ip_shared(setup_on(Store::mariadb()));
+}
+
+fn per_ip_shared(mut s: Setup) {
     let cfg = web_config("per_ip_per_hour = 4");
     let one = Web::start(&s.store, &cfg);
     let two = Web::start(&s.store, &cfg);

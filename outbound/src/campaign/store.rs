@@ -756,15 +756,38 @@ async fn apply_in_tx(
 }
 
 /// A resumed campaign's rows: due again (deferred once attempted), spaced 1/R
-/// apart from now in id order, and the campaign's next expanded row after them.
+/// apart from now in id order (R the slower of the campaign's and its account's
+/// rate, after the account's other rows), and the campaign's next expanded row
+/// after them.
 async fn resume_rows(
     db: &mut Db,
     id: i64,
     rate: Option<f64>,
     now: DateTime<Utc>,
 ) -> Result<u64, DbError> {
-    let interval = interval_secs(rate);
-    let (due, mut params) = spaced_time(db, "r.rn", now, interval);
+    let account = db
+        .query(
+            &format!(
+                "SELECT a.id, a.send_rate, {} FROM accounts a JOIN campaigns c \
+                 ON c.account_id = a.id WHERE c.id = ?",
+                db.as_text("a.next_send_at")
+            ),
+            vec![id.into()],
+        )
+        .await?;
+    let account = account.first();
+    let account_id = account.and_then(|r| r.first()).and_then(Val::int);
+    let account_rate = account
+        .and_then(|r| r.get(1))
+        .and_then(crate::accounts::real)
+        .filter(|r| *r > 0.0);
+    let account_next = account
+        .and_then(|r| r.get(2))
+        .and_then(Val::text)
+        .as_deref()
+        .and_then(parse_ts);
+    let (start, interval) = super::runner::pace(now, None, rate, account_next, account_rate);
+    let (due, mut params) = spaced_time(db, "r.rn", start, interval);
     let window = "SELECT id, ROW_NUMBER() OVER (ORDER BY id) AS rn FROM outbound_queue \
                   WHERE campaign_id = ? AND state = 'paused'";
     let sql = if db.is_mysql() {
@@ -793,13 +816,20 @@ async fn resume_rows(
         params
     };
     let n = db.exec(&sql, all).await?;
-    let next = now
+    let next = start
         + chrono::Duration::milliseconds((interval * n as f64 * 1000.0).min(MAX_SPAN_MS) as i64);
     db.exec(
         "UPDATE campaigns SET next_send_at = ? WHERE id = ?",
         vec![ts(next).into(), id.into()],
     )
     .await?;
+    if let (Some(a), Some(_)) = (account_id, account_rate) {
+        db.exec(
+            "UPDATE accounts SET next_send_at = ? WHERE id = ?",
+            vec![ts(next).into(), a.into()],
+        )
+        .await?;
+    }
     Ok(n)
 }
 
