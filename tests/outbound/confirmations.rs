@@ -371,3 +371,37 @@ fn per_ip_shared(mut s: Setup) {
     assert_eq!(s.dest.recipients().len(), 4);
     assert_eq!(s.store.count("SELECT COUNT(*) FROM outbound_queue"), 4);
 }
+
+#[test]
+fn the_console_form_sends_a_confirmation_and_shows_a_throttle() {
+    use crate::console::{Client, csrf, passwd};
+    let mut s = setup();
+    assert!(
+        passwd(&s.store, "ann", "a long enough password")
+            .status
+            .success()
+    );
+    let web = Web::start(&s.store, &web_config("per_ip_per_hour = 1"));
+    s.list = create_list(&web, &s.token);
+    let dir = tempfile::tempdir().unwrap();
+    let browser = Client::new(&web, dir.path(), "ann");
+    assert_eq!(browser.login("ann", "a long enough password").status, 303);
+    let path = format!("/lists/{}", s.list);
+    let token = csrf(&browser.get(&path).body);
+    let sub = format!("/lists/{}/subscribers", s.list);
+    let first = browser.post(&sub, &token, &[("email", "one@a.test")]);
+    assert_eq!(first.status, 303, "{}", first.body);
+    let second = browser.post(&sub, &token, &[("email", "two@a.test")]);
+    assert_eq!(second.status, 429, "{}", second.body);
+    assert!(
+        second.body.contains("confirmations.per_ip_per_hour"),
+        "{}",
+        second.body
+    );
+    wait_for("the confirmation", Duration::from_secs(20), || {
+        delivered_to(&s.dest, "one@a.test") == 1
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(s.dest.recipients(), ["one@a.test"]);
+    assert_eq!(member_status(&s.store, "one@a.test"), "unconfirmed");
+}

@@ -13,20 +13,20 @@ const XSS: &str = "<script>alert(1)</script>";
 const XSS_ESCAPED: &str = "&lt;script&gt;alert(1)&lt;/script&gt;";
 
 /// A browser-like curl client: its own cookie jar.
-struct Client<'a> {
+pub(crate) struct Client<'a> {
     web: &'a Web,
     jar: PathBuf,
     dir: &'a Path,
 }
 
-struct Page {
-    status: u16,
+pub(crate) struct Page {
+    pub(crate) status: u16,
     headers: String,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl<'a> Client<'a> {
-    fn new(web: &'a Web, dir: &'a Path, name: &str) -> Self {
+    pub(crate) fn new(web: &'a Web, dir: &'a Path, name: &str) -> Self {
         Self {
             web,
             jar: dir.join(format!("{name}.jar")),
@@ -64,18 +64,18 @@ impl<'a> Client<'a> {
         }
     }
 
-    fn get(&self, path: &str) -> Page {
+    pub(crate) fn get(&self, path: &str) -> Page {
         self.request("GET", path, &[])
     }
 
     /// POSTs `form` with the page's CSRF token (from `token_page`).
-    fn post(&self, path: &str, token: &str, form: &[(&str, &str)]) -> Page {
+    pub(crate) fn post(&self, path: &str, token: &str, form: &[(&str, &str)]) -> Page {
         let mut all = vec![("csrf", token)];
         all.extend_from_slice(form);
         self.request("POST", path, &all)
     }
 
-    fn login(&self, name: &str, password: &str) -> Page {
+    pub(crate) fn login(&self, name: &str, password: &str) -> Page {
         let form = self.get("/login");
         let token = csrf(&form.body);
         self.request(
@@ -87,12 +87,12 @@ impl<'a> Client<'a> {
 }
 
 /// The value of the first hidden csrf field of a page.
-fn csrf(body: &str) -> String {
+pub(crate) fn csrf(body: &str) -> String {
     let at = body.find("name=\"csrf\" value=\"").expect("a csrf field") + 19;
     body[at..].split('"').next().unwrap().to_owned()
 }
 
-fn passwd(store: &Store, name: &str, password: &str) -> std::process::Output {
+pub(crate) fn passwd(store: &Store, name: &str, password: &str) -> std::process::Output {
     outbound(
         store,
         &["account", "passwd", name],
