@@ -116,8 +116,7 @@ fn the_account_rate_spaces_all_its_campaigns_together() {
         .max()
         .unwrap();
     assert!(most <= 6, "{most} messages within one second: {times:?}");
-    // Both campaigns' messages interleave into one schedule (neither is ahead
-    // by the other's rate): the second's first message comes after the first's.
+    eprintln!("account rate 5/s: 16 messages in {span:.2} s, at most {most} in any second");
     assert_eq!(dest.recipients().len(), 16);
 }
 
