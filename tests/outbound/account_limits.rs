@@ -294,3 +294,53 @@ fn a_complaint_address_equal_to_a_verp_address_is_a_config_error() {
         }
     }
 }
+
+#[test]
+fn the_console_shows_a_pause_and_only_an_admin_lifts_it() {
+    use crate::console::{Client, csrf, passwd};
+    let store = Store::sqlite();
+    account(&store, "ann");
+    let out = outbound(&store, &["account", "add", "root", "--admin"], None);
+    assert!(out.status.success());
+    for name in ["ann", "root"] {
+        assert!(
+            passwd(&store, name, "a long enough password")
+                .status
+                .success()
+        );
+    }
+    store.exec(
+        "UPDATE accounts SET paused_reason = 'complaint rate 1% over 0.3% (10 of 1000) at <now>', \
+         paused_at = '2026-12-02 16:00:00.000' WHERE name = 'ann'",
+    );
+    let web = Web::start(&store, "");
+    let dir = tempfile::tempdir().unwrap();
+    let ann = Client::new(&web, dir.path(), "ann");
+    assert_eq!(ann.login("ann", "a long enough password").status, 303);
+    let dash = ann.get("/");
+    assert!(dash.body.contains("id=\"account-paused\""), "{}", dash.body);
+    // Escaped like every user-visible text.
+    assert!(dash.body.contains("at &lt;now&gt;"), "{}", dash.body);
+    let token = csrf(&dash.body);
+    assert_eq!(ann.post("/accounts/1/resume", &token, &[]).status, 403);
+    let root = Client::new(&web, dir.path(), "root");
+    assert_eq!(root.login("root", "a long enough password").status, 303);
+    let page = root.get("/accounts");
+    assert!(
+        page.body.contains("paused: complaint rate 1%"),
+        "{}",
+        page.body
+    );
+    let ann_id = store.count("SELECT id FROM accounts WHERE name = 'ann'");
+    let done = root.post(
+        &format!("/accounts/{ann_id}/resume"),
+        &csrf(&page.body),
+        &[],
+    );
+    assert_eq!(done.status, 200, "{}", done.body);
+    assert!(done.body.contains("resumed"), "{}", done.body);
+    assert_eq!(
+        store.count("SELECT COUNT(*) FROM accounts WHERE paused_reason IS NOT NULL"),
+        0
+    );
+}

@@ -1,13 +1,13 @@
-//! `/accounts`: the admin account's pages to list accounts and create one with
-//! a console password. Any other account gets 403.
+//! `/accounts`: the admin account's pages to list accounts, create one with a
+//! console password, and lift an account's auto-pause. Any other account gets 403.
 //!
 //! Owns: the page and one read of its own (accounts with whether they have a
 //! password).
-//! Must not: create accounts or hash passwords itself (`accounts::create`,
-//! `session::set_password` do).
+//! Must not: create accounts, hash passwords or resume campaigns itself
+//! (`accounts::create`, `session::set_password`, `accounts::resume` do).
 
 use axum::Router;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::routing::get;
 use maud::html;
 
@@ -22,14 +22,20 @@ use crate::web::AppState;
 const MAX_LISTED: i64 = 1000;
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/accounts", get(index).post(create))
+    Router::new()
+        .route("/accounts", get(index).post(create))
+        .route("/accounts/{id}/resume", axum::routing::post(resume))
 }
 
-/// (id, name, admin, has a password), by name.
-async fn all(db: &mut Db) -> Result<Vec<(i64, String, bool, bool)>, DbError> {
+/// One row of the accounts table.
+type Row = (i64, String, bool, bool, Option<String>);
+
+/// (id, name, admin, has a password, pause reason), by name.
+async fn all(db: &mut Db) -> Result<Vec<Row>, DbError> {
     Ok(db
         .query(
-            "SELECT id, name, is_admin, password_hash IS NOT NULL FROM accounts ORDER BY name LIMIT ?",
+            "SELECT id, name, is_admin, password_hash IS NOT NULL, paused_reason FROM accounts \
+             ORDER BY name LIMIT ?",
             vec![MAX_LISTED.into()],
         )
         .await?
@@ -40,6 +46,7 @@ async fn all(db: &mut Db) -> Result<Vec<(i64, String, bool, bool)>, DbError> {
                 r.get(1).and_then(Val::text)?,
                 r.get(2).and_then(Val::int).unwrap_or(0) != 0,
                 r.get(3).and_then(Val::int).unwrap_or(0) != 0,
+                r.get(4).and_then(Val::text),
             ))
         })
         .collect())
@@ -55,12 +62,21 @@ async fn render(state: &AppState, c: &Console, notice: Option<String>) -> PageRe
             h1 { "Accounts" }
             @if let Some(n) = notice { p.notice { (n) } }
             table {
-                tr { th { "id" } th { "name" } th { "admin" } th { "console password" } }
-                @for (id, name, admin, pw) in &rows {
+                tr { th { "id" } th { "name" } th { "admin" } th { "console password" } th { "sending" } }
+                @for (id, name, admin, pw, paused) in &rows {
                     tr {
                         td.num { (id) } td { (name) }
                         td { @if *admin { "yes" } @else { "no" } }
                         td { @if *pw { "set" } @else { "none" } }
+                        td {
+                            @if let Some(reason) = paused {
+                                "paused: " (reason)
+                                form method="post" action=(format!("/accounts/{id}/resume")) {
+                                    (csrf_field(c))
+                                    button type="submit" { "Resume" }
+                                }
+                            } @else { "active" }
+                        }
                     }
                 }
             }
@@ -115,4 +131,19 @@ async fn create(State(state): State<AppState>, posted: Posted) -> PageResult {
         )),
     )
     .await
+}
+
+async fn resume(State(state): State<AppState>, Path(id): Path<i64>, posted: Posted) -> PageResult {
+    if !posted.console.account.is_admin {
+        return Err(PageError::forbidden());
+    }
+    let resumed = {
+        let mut db = state.pool.get().await?;
+        accounts::resume(&mut db, id, chrono::Utc::now()).await?
+    };
+    let notice = match resumed {
+        Some(ids) => format!("account {id} resumed ({} campaigns)", ids.len()),
+        None => format!("account {id} was not paused"),
+    };
+    render(&state, &posted.console, Some(notice)).await
 }
