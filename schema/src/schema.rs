@@ -57,6 +57,12 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "0007_complaints",
         include_str!("../sqlite/0007_complaints.sql"),
     ),
+    // 8 is another branch's; the numbers are merged by the lead.
+    (
+        9,
+        "0009_mailbox_http",
+        include_str!("../sqlite/0009_mailbox_http.sql"),
+    ),
 ];
 
 /// MySQL migrations, in order (same versions as SQLite's).
@@ -91,6 +97,12 @@ pub const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
         7,
         "0007_complaints",
         include_str!("../mysql/0007_complaints.sql"),
+    ),
+    // 8 is another branch's; the numbers are merged by the lead.
+    (
+        9,
+        "0009_mailbox_http",
+        include_str!("../mysql/0009_mailbox_http.sql"),
     ),
 ];
 

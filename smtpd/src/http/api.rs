@@ -1,0 +1,292 @@
+//! The JSON routes and the event stream.
+//!
+//! Every handler takes [`Access`] first (token or rate limit), checks the
+//! address (public mode: one of `server.accept_domains`), and answers a message
+//! of another mailbox, or a wrong id, with the same 404 as a missing one.
+
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::body::Body;
+use axum::extract::State;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::AppState;
+use super::access::{Access, StreamPermit};
+use super::error::{ApiError, ApiPath, ApiQuery, ApiResult};
+use super::events::{Arrival, Subscription};
+use super::message::{
+    MessageRef, content_disposition, item_json, message_json, normalize_address, part_type,
+    served_type,
+};
+use crate::config::HttpAccess;
+use crate::store::read::{MailItem, StoredMail};
+
+/// Messages per page at most, and without `limit`.
+pub const MAX_LIMIT: usize = 100;
+pub const DEFAULT_LIMIT: usize = 50;
+/// Recent arrivals a stream remembers to drop the second copy (committer + Redis).
+const SEEN_ARRIVALS: usize = 256;
+/// Comment lines that keep idle streams (and proxies) from timing out.
+const KEEPALIVE: Duration = Duration::from_secs(15);
+/// What raw messages and parts are served with: a sandbox, should a browser
+/// render them anyway.
+pub const SANDBOX_CSP: &str = "sandbox; default-src 'none'";
+
+/// The mailbox in the path, normalised, and allowed in this mode.
+pub fn mailbox(state: &AppState, address: &str) -> ApiResult<String> {
+    let (address, domain) =
+        normalize_address(address).map_err(|e| ApiError::field("address", e))?;
+    if state.config.access == HttpAccess::Public && !state.domains.accepts(&domain) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("address: {domain} is not a domain of this server"),
+        ));
+    }
+    Ok(address)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    after: Option<String>,
+    limit: Option<usize>,
+}
+
+pub async fn list(
+    _access: Access,
+    State(state): State<AppState>,
+    ApiPath(address): ApiPath<String>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let address = mailbox(&state, &address)?;
+    let limit = q.limit.unwrap_or(DEFAULT_LIMIT);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::field(
+            "limit",
+            format!("must be 1 to {MAX_LIMIT}"),
+        ));
+    }
+    let after = match q.after.as_deref() {
+        None | Some("") => None,
+        Some(text) => Some(
+            MessageRef::parse(text)
+                .map_err(|e| ApiError::field("after", e))?
+                .mail_id,
+        ),
+    };
+    let items = state
+        .reader
+        .list(&address, after, limit)
+        .await?
+        .ok_or_else(|| ApiError::field("after", "not a message of this mailbox"))?;
+    let next = (items.len() == limit)
+        .then(|| items.last().map(super::message::message_id))
+        .flatten();
+    Ok(Json(json!({
+        "mailbox": address,
+        "messages": items.iter().map(item_json).collect::<Vec<_>>(),
+        "next": next,
+    })))
+}
+
+/// The row the id names, or 404.
+async fn load(state: &AppState, id: &str) -> ApiResult<StoredMail> {
+    let r = MessageRef::parse(id).map_err(|e| ApiError::field("id", e))?;
+    match state.reader.get(r.mail_id).await? {
+        Some(m) if r.names(&m.item) => Ok(m),
+        _ => Err(ApiError::not_found("message")),
+    }
+}
+
+fn body_of(m: &StoredMail) -> ApiResult<&[u8]> {
+    m.mail.as_deref().ok_or_else(|| {
+        ApiError::new(
+            StatusCode::GONE,
+            "message: its body was kept in Redis and has expired",
+        )
+    })
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MessageQuery {
+    /// `images=1`: keep remote image sources in the HTML.
+    images: Option<u8>,
+}
+
+pub async fn message(
+    _access: Access,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<MessageQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let m = load(&state, &id).await?;
+    let raw = body_of(&m)?;
+    let mut item = m.item.clone();
+    if !item.seen {
+        state.reader.mark_seen(item.mail_id).await?;
+        item.seen = true;
+    }
+    let images = q.images.unwrap_or(0) == 1;
+    let mut out = message_json(&item, raw, images);
+    out["mailbox"] = json!(item.recipient);
+    Ok(Json(out))
+}
+
+pub async fn raw(
+    _access: Access,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Response> {
+    let m = load(&state, &id).await?;
+    let raw = body_of(&m)?.to_vec();
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("message/rfc822"),
+            ),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                HeaderValue::from_static(SANDBOX_CSP),
+            ),
+        ],
+        Body::from(raw),
+    )
+        .into_response())
+}
+
+pub async fn part(
+    _access: Access,
+    State(state): State<AppState>,
+    ApiPath((id, part)): ApiPath<(String, String)>,
+) -> ApiResult<Response> {
+    let index: u32 = part
+        .parse()
+        .map_err(|_| ApiError::field("part", "not an attachment number"))?;
+    let m = load(&state, &id).await?;
+    let raw = body_of(&m)?;
+    let parsed = mail_parser::MessageParser::default()
+        .parse(raw)
+        .ok_or_else(|| ApiError::not_found("part"))?;
+    let p = parsed
+        .attachment(index)
+        .ok_or_else(|| ApiError::not_found("part"))?;
+    let ctype = served_type(&part_type(p));
+    let disposition = content_disposition(mail_parser::MimeHeaders::attachment_name(p));
+    let mut r = Body::from(p.contents().to_vec()).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&ctype)
+            .unwrap_or(HeaderValue::from_static("application/octet-stream")),
+    );
+    h.insert(
+        header::CONTENT_DISPOSITION,
+        HeaderValue::from_str(&disposition).unwrap_or(HeaderValue::from_static("attachment")),
+    );
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(SANDBOX_CSP),
+    );
+    Ok(r)
+}
+
+pub async fn delete(
+    _access: Access,
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let m = load(&state, &id).await?;
+    state.reader.delete(&m.item).await?;
+    Ok(Json(json!({ "deleted": id })))
+}
+
+pub async fn not_found(_access: Access) -> ApiError {
+    ApiError::not_found("route")
+}
+
+/// `text/event-stream`: `ready` once subscribed, then `message` (the list entry,
+/// id = message id) per arrival, `resync` when this stream fell behind and lost
+/// events (list again), comments as keep-alive.
+pub async fn events(
+    access: Access,
+    State(state): State<AppState>,
+    ApiPath(address): ApiPath<String>,
+) -> ApiResult<impl IntoResponse> {
+    let address = mailbox(&state, &address)?;
+    let permit = state.streams.acquire(access.ip)?;
+    let sub = state.arrivals.subscribe(&address);
+    let stream = arrival_stream(StreamState {
+        state,
+        address,
+        sub,
+        recent: VecDeque::with_capacity(SEEN_ARRIVALS),
+        ready: false,
+        _permit: permit,
+    });
+    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEPALIVE)))
+}
+
+struct StreamState {
+    state: AppState,
+    address: String,
+    sub: Subscription,
+    recent: VecDeque<Arrival>,
+    ready: bool,
+    _permit: StreamPermit,
+}
+
+fn arrival_stream(s: StreamState) -> impl Stream<Item = Result<Event, Infallible>> {
+    futures_util::stream::unfold(s, |mut s| async move {
+        if !s.ready {
+            s.ready = true;
+            let e = Event::default().event("ready").data("{}");
+            return Some((Ok(e), s));
+        }
+        loop {
+            match s.sub.rx.recv().await {
+                Ok(hash) => {
+                    if s.recent.contains(&hash) {
+                        continue;
+                    }
+                    if s.recent.len() == SEEN_ARRIVALS {
+                        s.recent.pop_front();
+                    }
+                    s.recent.push_back(std::sync::Arc::clone(&hash));
+                    match s.state.reader.item_by_hash(&hash, &s.address).await {
+                        Ok(Some(item)) => return Some((Ok(message_event(&item)), s)),
+                        // Deleted already, or not visible here: nothing to show.
+                        Ok(None) => continue,
+                        Err(_) => return Some((Ok(resync("store unavailable")), s)),
+                    }
+                }
+                Err(RecvError::Lagged(_)) => return Some((Ok(resync("lagged")), s)),
+                Err(RecvError::Closed) => return None,
+            }
+        }
+    })
+}
+
+fn message_event(item: &MailItem) -> Event {
+    let data = item_json(item);
+    Event::default()
+        .event("message")
+        .id(super::message::message_id(item))
+        .data(data.to_string())
+}
+
+fn resync(reason: &str) -> Event {
+    Event::default()
+        .event("resync")
+        .data(json!({ "reason": reason }).to_string())
+}
