@@ -118,6 +118,7 @@ impl RateLimiter {
 }
 
 /// Open event streams, per IP and in total.
+#[derive(Debug)]
 pub struct StreamLimits {
     per_ip: usize,
     total: usize,
@@ -162,6 +163,7 @@ impl StreamLimits {
 }
 
 /// Held by an open stream; dropping it frees the slot.
+#[derive(Debug)]
 pub struct StreamPermit {
     limits: std::sync::Arc<StreamLimits>,
     ip: IpAddr,
