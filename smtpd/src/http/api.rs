@@ -22,7 +22,7 @@ use tokio::sync::broadcast::error::RecvError;
 use super::AppState;
 use super::access::{Access, StreamPermit};
 use super::error::{ApiError, ApiPath, ApiQuery, ApiResult};
-use super::events::{Arrival, Subscription};
+use super::events::{ArrivalRef, Subscription};
 use super::message::{
     MessageRef, content_disposition, item_json, message_json, normalize_address, part_type,
     served_type,
@@ -77,15 +77,17 @@ pub async fn list(
     }
     let after = match q.after.as_deref() {
         None | Some("") => None,
-        Some(text) => Some(
-            MessageRef::parse(text)
-                .map_err(|e| ApiError::field("after", e))?
-                .mail_id,
-        ),
+        Some(text) => {
+            let r = MessageRef::parse(text).map_err(|e| ApiError::field("after", e))?;
+            if !r.names_recipient(&address) {
+                return Err(ApiError::field("after", "not a message of this mailbox"));
+            }
+            Some(r.hash)
+        }
     };
     let items = state
         .reader
-        .list(&address, after, limit)
+        .list(&address, after.as_deref(), limit)
         .await?
         .ok_or_else(|| ApiError::field("after", "not a message of this mailbox"))?;
     let next = (items.len() == limit)
@@ -101,7 +103,11 @@ pub async fn list(
 /// The row the id names, or 404.
 async fn load(state: &AppState, id: &str) -> ApiResult<StoredMail> {
     let r = MessageRef::parse(id).map_err(|e| ApiError::field("id", e))?;
-    match state.reader.get(r.mail_id).await? {
+    let rows = state.reader.items_of(&r.hash).await?;
+    let Some(row) = rows.iter().find(|i| r.names(i)) else {
+        return Err(ApiError::not_found("message"));
+    };
+    match state.reader.get(row.mail_id).await? {
         Some(m) if r.names(&m.item) => Ok(m),
         _ => Err(ApiError::not_found("message")),
     }
@@ -241,7 +247,7 @@ struct StreamState {
     state: AppState,
     address: String,
     sub: Subscription,
-    recent: VecDeque<Arrival>,
+    recent: VecDeque<ArrivalRef>,
     ready: bool,
     _permit: StreamPermit,
 }
@@ -255,15 +261,30 @@ fn arrival_stream(s: StreamState) -> impl Stream<Item = Result<Event, Infallible
         }
         loop {
             match s.sub.rx.recv().await {
-                Ok(hash) => {
-                    if s.recent.contains(&hash) {
+                Ok(arrival) => {
+                    if s.recent.iter().any(|a| a.hash == arrival.hash) {
                         continue;
                     }
                     if s.recent.len() == SEEN_ARRIVALS {
                         s.recent.pop_front();
                     }
-                    s.recent.push_back(std::sync::Arc::clone(&hash));
-                    match s.state.reader.item_by_hash(&hash, &s.address).await {
+                    s.recent.push_back(std::sync::Arc::clone(&arrival));
+                    if let Some(sum) = &arrival.summary {
+                        // From the committer: everything the list shows, no query.
+                        let item = MailItem {
+                            mail_id: 0,
+                            hash: arrival.hash.clone(),
+                            recipient: s.address.clone(),
+                            date: sum.date.clone(),
+                            from: sum.from.clone(),
+                            subject: sum.subject.clone(),
+                            size: sum.size,
+                            has_attach: sum.has_attach,
+                            seen: false,
+                        };
+                        return Some((Ok(message_event(&item)), s));
+                    }
+                    match s.state.reader.item_by_hash(&arrival.hash, &s.address).await {
                         Ok(Some(item)) => return Some((Ok(message_event(&item)), s)),
                         // Deleted already, or not visible here: nothing to show.
                         Ok(None) => continue,

@@ -14,18 +14,40 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::broadcast;
 
+use crate::store::MailRow;
+
 /// Events buffered per watched address before the slowest watcher lags.
 pub const EVENTS_PER_ADDRESS: usize = 64;
 
-/// The queue id (`new_mail.hash`) of a message committed for an address.
-pub type Arrival = Arc<str>;
+/// A message committed for a watched address.
+#[derive(Debug)]
+pub struct Arrival {
+    /// The queue id (`new_mail.hash`).
+    pub hash: String,
+    /// The list fields, when the committer announced it (then the stream needs no
+    /// query); `None` from Redis (another node), where only the queue id travels.
+    pub summary: Option<Summary>,
+}
+
+/// The list fields of a committed message, as the committer knows them.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub date: String,
+    pub from: String,
+    pub subject: String,
+    pub size: i64,
+    pub has_attach: i64,
+}
+
+/// What the channels carry: one allocation per message, shared by every watcher.
+pub type ArrivalRef = Arc<Arrival>;
 
 /// Shared by the committer, the Redis subscriber and the HTTP handlers.
 #[derive(Debug, Default)]
 pub struct Arrivals {
     /// Open subscriptions; 0 makes `publish` return at once.
     watchers: AtomicUsize,
-    by_address: Mutex<HashMap<String, broadcast::Sender<Arrival>>>,
+    by_address: Mutex<HashMap<String, broadcast::Sender<ArrivalRef>>>,
 }
 
 impl Arrivals {
@@ -33,21 +55,50 @@ impl Arrivals {
         Arc::new(Self::default())
     }
 
-    /// Called after COMMIT for each committed message (and by the Redis subscriber).
-    pub fn publish(&self, hash: &str, recipients: &[String]) {
+    /// Called by the committer after COMMIT for each committed message.
+    pub fn publish_row(&self, row: &MailRow) {
         if self.watchers.load(Ordering::Relaxed) == 0 {
             return;
         }
+        self.send(&row.recipients, || Arrival {
+            hash: row.hash.clone(),
+            summary: Some(Summary {
+                date: row.date.clone(),
+                from: row.from.clone(),
+                subject: row.subject.clone(),
+                size: row.size,
+                has_attach: row.has_attach,
+            }),
+        });
+    }
+
+    /// An arrival known by its queue id only (the Redis subscriber).
+    pub fn publish_hash(&self, hash: &str, recipient: &str) {
+        if self.watchers.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        self.send(std::slice::from_ref(&recipient), || Arrival {
+            hash: hash.to_owned(),
+            summary: None,
+        });
+    }
+
+    fn send<R: AsRef<str>>(&self, recipients: &[R], make: impl FnOnce() -> Arrival) {
         let Ok(map) = self.by_address.lock() else {
             return;
         };
-        let mut event: Option<Arrival> = None;
+        let mut make = Some(make);
+        let mut event: Option<ArrivalRef> = None;
         for recipient in recipients {
-            if let Some(tx) = map.get(recipient.as_str()) {
-                let e = event.get_or_insert_with(|| Arc::from(hash));
+            if let Some(tx) = map.get(recipient.as_ref()) {
+                let e = match (&event, make.take()) {
+                    (Some(e), _) => Arc::clone(e),
+                    (None, Some(f)) => Arc::clone(event.insert(Arc::new(f()))),
+                    (None, None) => continue,
+                };
                 // No receiver left is not an error here: the entry goes when the
                 // last subscription drops.
-                let _ = tx.send(Arc::clone(e));
+                let _ = tx.send(e);
             }
         }
     }
@@ -78,7 +129,7 @@ impl Arrivals {
 
 /// One watcher of one address; dropping it unregisters.
 pub struct Subscription {
-    pub rx: broadcast::Receiver<Arrival>,
+    pub rx: broadcast::Receiver<ArrivalRef>,
     address: String,
     arrivals: Arc<Arrivals>,
 }
@@ -105,11 +156,12 @@ mod tests {
     #[test]
     fn only_watched_addresses_get_events_and_entries_go_with_the_last_watcher() {
         let a = Arrivals::new();
-        a.publish("h0", &["x@example.com".into()]);
+        a.publish_hash("h0", "x@example.com");
         let mut s = a.subscribe("x@example.com");
         let s2 = a.subscribe("x@example.com");
-        a.publish("h1", &["y@example.com".into(), "x@example.com".into()]);
-        assert_eq!(&*s.rx.try_recv().unwrap(), "h1");
+        a.publish_hash("h1", "y@example.com");
+        a.publish_hash("h2", "x@example.com");
+        assert_eq!(s.rx.try_recv().unwrap().hash, "h2");
         assert!(s.rx.try_recv().is_err());
         assert_eq!(a.watchers(), 2);
         drop(s2);
@@ -124,7 +176,7 @@ mod tests {
         let a = Arrivals::new();
         let mut s = a.subscribe("x@example.com");
         for i in 0..EVENTS_PER_ADDRESS * 2 {
-            a.publish(&format!("h{i}"), &["x@example.com".into()]);
+            a.publish_hash(&format!("h{i}"), "x@example.com");
         }
         assert!(matches!(
             s.rx.try_recv(),

@@ -4,12 +4,13 @@
 //! Owns: the message id format, address normalisation, parsing with mail-parser,
 //! HTML sanitising with ammonia, `Content-Disposition`. Pure: no I/O.
 //!
-//! Message ids are `<mail_id>-<tag>`: `mail_id` is the `new_mail` row, `tag` 32 hex
-//! digits of SHA-256 over the row's queue id (80 random bits) and recipient. The row
-//! is looked up by `mail_id` and the tag is checked against it, so ids cannot be
-//! guessed by counting, and knowing the id of one recipient's copy does not give
-//! the id of another recipient's copy (that needs the other address, which in
-//! public mode is the key to that mailbox anyway).
+//! Message ids are `<queue id>-<tag>`: the queue id (`new_mail.hash`, 48 bits of
+//! time and 80 random bits) names the message, and `tag`, 16 hex digits of
+//! SHA-256 over queue id and recipient, names the recipient's row. Ids cannot be
+//! guessed (the random bits), and knowing the id of one recipient's copy does not
+//! give the id of another's (that needs the other address, which in public mode is
+//! the key to that mailbox anyway). Rows are found through the unique index
+//! `(hash, recipient)`.
 
 use std::borrow::Cow;
 
@@ -23,11 +24,13 @@ use crate::store::read::MailItem;
 /// Longest address accepted in a path (RFC 5321 §4.5.3.1.3 path limit, minus <>).
 pub const MAX_ADDRESS_BYTES: usize = 254;
 /// Characters of the tag in a message id.
-const TAG_HEX: usize = 32;
+const TAG_HEX: usize = 16;
+/// Characters of a queue id.
+const QUEUE_ID_HEX: usize = 32;
 
 /// The id of a row, as the API shows it.
 pub fn message_id(item: &MailItem) -> String {
-    format!("{}-{}", item.mail_id, tag(&item.hash, &item.recipient))
+    format!("{}-{}", item.hash, tag(&item.hash, &item.recipient))
 }
 
 fn tag(hash: &str, recipient: &str) -> String {
@@ -43,33 +46,38 @@ fn tag(hash: &str, recipient: &str) -> String {
     out
 }
 
-/// A parsed message id: the row to load, and the tag it must match.
+/// A parsed message id: the message, and the tag its row must match.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MessageRef {
-    pub mail_id: i64,
+    pub hash: String,
     tag: String,
+}
+
+fn is_hex(text: &str, len: usize) -> bool {
+    text.len() == len && text.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 impl MessageRef {
     pub fn parse(text: &str) -> Result<Self, &'static str> {
-        let (id, tag) = text
-            .split_once('-')
-            .ok_or("not a message id (<number>-<32 hex digits>)")?;
-        if id.is_empty() || id.len() > 20 || !id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err("not a message id (<number>-<32 hex digits>)");
-        }
-        if tag.len() != TAG_HEX || !tag.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
-            return Err("not a message id (<number>-<32 hex digits>)");
+        const WHAT: &str = "not a message id (32 hex digits, '-', 16 hex digits)";
+        let (hash, tag) = text.split_once('-').ok_or(WHAT)?;
+        if !is_hex(hash, QUEUE_ID_HEX) || !is_hex(tag, TAG_HEX) {
+            return Err(WHAT);
         }
         Ok(Self {
-            mail_id: id.parse().map_err(|_| "message id: number out of range")?,
+            hash: hash.to_owned(),
             tag: tag.to_owned(),
         })
     }
 
+    /// Whether this id names the row of `recipient`.
+    pub fn names_recipient(&self, recipient: &str) -> bool {
+        tag(&self.hash, recipient) == self.tag
+    }
+
     /// Whether `item` is the row this id names.
     pub fn names(&self, item: &MailItem) -> bool {
-        item.mail_id == self.mail_id && tag(&item.hash, &item.recipient) == self.tag
+        item.hash == self.hash && self.names_recipient(&item.recipient)
     }
 }
 
@@ -282,7 +290,15 @@ mod tests {
         let mut other = it.clone();
         other.recipient = "b@example.com".into();
         assert!(!r.names(&other));
-        for bad in ["", "42", "x-y", "42-00", &format!("{id}0"), "-0123"] {
+        assert!(id.starts_with("0123456789abcdef0123456789abcdef-") && id.len() == 49);
+        for bad in [
+            "",
+            "42",
+            "x-y",
+            "42-00",
+            &format!("{id}0"),
+            &id.to_uppercase(),
+        ] {
             assert!(MessageRef::parse(bad).is_err(), "{bad}");
         }
     }
@@ -331,7 +347,7 @@ mod tests {
         let d = content_disposition(Some("\"><script>é.txt"));
         assert_eq!(
             d,
-            "attachment; filename=\"__script__.txt\"; filename*=UTF-8''%22%3E%3Cscript%3E%C3%A9.txt"
+            "attachment; filename=\"___script__.txt\"; filename*=UTF-8''%22%3E%3Cscript%3E%C3%A9.txt"
         );
         assert_eq!(served_type("text/html"), "application/octet-stream");
         assert_eq!(served_type("image/svg+xml"), "application/octet-stream");

@@ -181,7 +181,7 @@ async fn subscribe_redis(cache: CacheConfig, arrivals: Arc<Arrivals>) {
                     continue;
                 };
                 if let Ok(hash) = msg.get_payload::<String>() {
-                    arrivals.publish(&hash, &[recipient.to_owned()]);
+                    arrivals.publish_hash(&hash, recipient);
                 }
             }
             Err("subscription closed".into())

@@ -29,6 +29,9 @@ const SQLITE_READERS: usize = 2;
 const MYSQL_POOL_MAX: usize = 4;
 /// Any database or Redis round trip of a request longer than this is a 503.
 const OP_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rows of one message read at once (its recipients; smtpd accepts at most
+/// `limits.max_recipients` per message).
+pub const MAX_ROWS_PER_HASH: usize = 10_000;
 /// The list columns, in the order [`row_item`] reads them.
 const ITEM_COLUMNS_SQLITE: &str =
     r#"mail_id, hash, recipient, date, "from", subject, size, has_attach, seen"#;
@@ -38,6 +41,8 @@ const ITEM_COLUMNS_MYSQL: &str = "mail_id, hash, recipient, \
 /// One `new_mail` row as the list shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MailItem {
+    /// The row (0 in an event built from what the committer announced, which
+    /// knows no row ids; nothing uses it there).
     pub mail_id: i64,
     /// The queue id.
     pub hash: String,
@@ -138,28 +143,32 @@ impl MailReader {
     }
 
     /// Up to `limit` rows of `recipient`, newest first, after (older than) the row
-    /// `after` of the same mailbox. `Ok(None)` when `after` is not in it.
+    /// of message `after` (a queue id) in the same mailbox. `Ok(None)` when `after`
+    /// is not in it.
     pub async fn list(
         &self,
         recipient: &str,
-        after: Option<i64>,
+        after: Option<&str>,
         limit: usize,
     ) -> Result<Option<Vec<MailItem>>, ReadError> {
         let recipient = recipient.to_owned();
+        let after = after.map(str::to_owned);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         match &self.db {
             Db::Sqlite { .. } => {
                 self.sqlite_read(move |c| {
                     let cursor = match after {
                         None => None,
-                        Some(id) => match c
+                        Some(hash) => match c
                             .prepare_cached(
-                                "SELECT date FROM new_mail WHERE mail_id = ?1 AND recipient = ?2",
+                                "SELECT date, mail_id FROM new_mail WHERE hash = ?1 AND recipient = ?2",
                             )?
-                            .query_row(rusqlite::params![id, recipient], |r| r.get::<_, String>(0))
+                            .query_row(rusqlite::params![hash, recipient], |r| {
+                                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
+                            })
                             .optional()?
                         {
-                            Some(date) => Some((date, id)),
+                            Some(cursor) => Some(cursor),
                             None => return Ok(None),
                         },
                     };
@@ -201,15 +210,15 @@ impl MailReader {
                 let mut conn = mysql_conn(pool).await?;
                 let cursor = match after {
                     None => None,
-                    Some(id) => {
-                        let date: Option<String> = mysql_op(conn.exec_first(
-                            "SELECT DATE_FORMAT(date, '%Y-%m-%d %H:%i:%s') FROM new_mail \
-                             WHERE mail_id = ? AND recipient = ?",
-                            (id, recipient.as_str()),
+                    Some(hash) => {
+                        let cursor: Option<(String, i64)> = mysql_op(conn.exec_first(
+                            "SELECT DATE_FORMAT(date, '%Y-%m-%d %H:%i:%s'), mail_id FROM new_mail \
+                             WHERE hash = ? AND recipient = ?",
+                            (hash, recipient.as_str()),
                         ))
                         .await?;
-                        match date {
-                            Some(d) => Some((d, id)),
+                        match cursor {
+                            Some(c) => Some(c),
                             None => return Ok(None),
                         }
                     }
@@ -277,6 +286,34 @@ impl MailReader {
         }
     }
 
+    /// The rows of message `hash` (one per recipient, at most [`MAX_ROWS_PER_HASH`]).
+    pub async fn items_of(&self, hash: &str) -> Result<Vec<MailItem>, ReadError> {
+        let hash = hash.to_owned();
+        match &self.db {
+            Db::Sqlite { .. } => {
+                self.sqlite_read(move |c| {
+                    let mut q = c.prepare_cached(&format!(
+                        "SELECT {ITEM_COLUMNS_SQLITE} FROM new_mail WHERE hash = ?1 LIMIT {MAX_ROWS_PER_HASH}"
+                    ))?;
+                    let rows = q.query_map([hash], sqlite_item)?;
+                    Ok(rows.collect::<Result<Vec<_>, _>>()?)
+                })
+                .await
+            }
+            Db::Mysql(pool) => {
+                let mut conn = mysql_conn(pool).await?;
+                let rows: Vec<Row> = mysql_op(conn.exec(
+                    format!(
+                        "SELECT {ITEM_COLUMNS_MYSQL} FROM new_mail WHERE hash = ? LIMIT {MAX_ROWS_PER_HASH}"
+                    ),
+                    (hash,),
+                ))
+                .await?;
+                rows.into_iter().map(|r| mysql_item(r, 0)).collect()
+            }
+        }
+    }
+
     /// The row `mail_id` with its message (from Redis when the row says
     /// `body = 'redis'`).
     pub async fn get(&self, mail_id: i64) -> Result<Option<StoredMail>, ReadError> {
@@ -333,11 +370,7 @@ impl MailReader {
         const SQL: &str = "UPDATE new_mail SET seen = 1 WHERE mail_id = ? AND seen = 0";
         match &self.db {
             Db::Sqlite { writer, .. } => {
-                let writer = Arc::clone(writer);
-                blocking(move || {
-                    let c = writer
-                        .lock()
-                        .map_err(|_| ReadError::Db("poisoned".into()))?;
+                on_conn(Arc::clone(writer), move |c| {
                     c.prepare_cached(SQL)?.execute([mail_id])?;
                     Ok(())
                 })
@@ -359,11 +392,7 @@ impl MailReader {
         let hash = item.hash.clone();
         let left: i64 = match &self.db {
             Db::Sqlite { writer, .. } => {
-                let writer = Arc::clone(writer);
-                blocking(move || {
-                    let c = writer
-                        .lock()
-                        .map_err(|_| ReadError::Db("poisoned".into()))?;
+                on_conn(Arc::clone(writer), move |c| {
                     c.prepare_cached(DELETE)?.execute([mail_id])?;
                     Ok(c.prepare_cached(LEFT)?.query_row([hash], |r| r.get(0))?)
                 })
@@ -395,11 +424,7 @@ impl MailReader {
             .get(i)
             .cloned()
             .ok_or_else(|| ReadError::Db("no reader".into()))?;
-        blocking(move || {
-            let c = conn.lock().map_err(|_| ReadError::Db("poisoned".into()))?;
-            f(&c)
-        })
-        .await
+        on_conn(conn, f).await
     }
 }
 
@@ -474,12 +499,17 @@ fn open_sqlite_reader(path: &Path) -> Result<Connection, ReadError> {
     Ok(conn)
 }
 
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ReadError> + Send + 'static,
+/// Runs `f` on the connection on a blocking thread (SQLite calls block).
+async fn on_conn<T: Send + 'static>(
+    conn: Arc<Mutex<Connection>>,
+    f: impl FnOnce(&Connection) -> Result<T, ReadError> + Send + 'static,
 ) -> Result<T, ReadError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ReadError::Db(e.to_string()))?
+    tokio::task::spawn_blocking(move || {
+        let c = conn.lock().map_err(|_| ReadError::Db("poisoned".into()))?;
+        f(&c)
+    })
+    .await
+    .map_err(|e| ReadError::Db(e.to_string()))?
 }
 
 fn sqlite_item(r: &rusqlite::Row<'_>) -> rusqlite::Result<MailItem> {

@@ -300,7 +300,7 @@ impl Committer {
         if let Some(arrivals) = &self.arrivals {
             for (row, result) in rows.iter().zip(&results) {
                 if result.is_ok() {
-                    arrivals.publish(&row.hash, &row.recipients);
+                    arrivals.publish_row(row);
                 }
             }
         }
