@@ -10,14 +10,13 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::body::Body;
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use futures_util::Stream;
 use serde::Deserialize;
 use serde_json::json;
-use tokio::sync::broadcast::error::RecvError;
+use tokio::sync::broadcast::error::{RecvError, TryRecvError};
 
 use super::AppState;
 use super::access::{Access, StreamPermit};
@@ -223,25 +222,42 @@ pub async fn not_found(_access: Access) -> ApiError {
 
 /// `text/event-stream`: `ready` once subscribed, then `message` (the list entry,
 /// id = message id) per arrival, `resync` when this stream fell behind and lost
-/// events (list again), comments as keep-alive.
+/// events (list again), comments as keep-alive. Under load the events already
+/// queued go out in one write (up to [`EVENTS_PER_WRITE`]).
 pub async fn events(
     access: Access,
     State(state): State<AppState>,
     ApiPath(address): ApiPath<String>,
-) -> ApiResult<impl IntoResponse> {
+) -> ApiResult<Response> {
     let address = mailbox(&state, &address)?;
     let permit = state.streams.acquire(access.ip)?;
     let sub = state.arrivals.subscribe(&address);
-    let stream = arrival_stream(StreamState {
-        state,
-        address,
-        sub,
-        recent: VecDeque::with_capacity(SEEN_ARRIVALS),
-        ready: false,
-        _permit: permit,
-    });
-    Ok(Sse::new(stream).keep_alive(KeepAlive::new().interval(KEEPALIVE)))
+    let stream = futures_util::stream::unfold(
+        StreamState {
+            state,
+            address,
+            sub,
+            recent: VecDeque::with_capacity(SEEN_ARRIVALS),
+            ready: false,
+            _permit: permit,
+        },
+        |mut s| async move {
+            let chunk = s.next_chunk().await?;
+            Some((Ok::<_, Infallible>(Bytes::from(chunk)), s))
+        },
+    );
+    let mut r = Body::from_stream(stream).into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Ok(r)
 }
+
+/// Events written at once when several are queued.
+const EVENTS_PER_WRITE: usize = 256;
 
 struct StreamState {
     state: AppState,
@@ -252,62 +268,96 @@ struct StreamState {
     _permit: StreamPermit,
 }
 
-fn arrival_stream(s: StreamState) -> impl Stream<Item = Result<Event, Infallible>> {
-    futures_util::stream::unfold(s, |mut s| async move {
-        if !s.ready {
-            s.ready = true;
-            let e = Event::default().event("ready").data("{}");
-            return Some((Ok(e), s));
+impl StreamState {
+    /// The next bytes of the stream; `None` ends it.
+    async fn next_chunk(&mut self) -> Option<String> {
+        if !self.ready {
+            self.ready = true;
+            return Some("event: ready\ndata: {}\n\n".to_owned());
         }
+        let mut out = String::new();
         loop {
-            match s.sub.rx.recv().await {
-                Ok(arrival) => {
-                    if s.recent.iter().any(|a| a.hash == arrival.hash) {
-                        continue;
-                    }
-                    if s.recent.len() == SEEN_ARRIVALS {
-                        s.recent.pop_front();
-                    }
-                    s.recent.push_back(std::sync::Arc::clone(&arrival));
-                    if let Some(sum) = &arrival.summary {
-                        // From the committer: everything the list shows, no query.
-                        let item = MailItem {
-                            mail_id: 0,
-                            hash: arrival.hash.clone(),
-                            recipient: s.address.clone(),
-                            date: sum.date.clone(),
-                            from: sum.from.clone(),
-                            subject: sum.subject.clone(),
-                            size: sum.size,
-                            has_attach: sum.has_attach,
-                            seen: false,
-                        };
-                        return Some((Ok(message_event(&item)), s));
-                    }
-                    match s.state.reader.item_by_hash(&arrival.hash, &s.address).await {
-                        Ok(Some(item)) => return Some((Ok(message_event(&item)), s)),
-                        // Deleted already, or not visible here: nothing to show.
-                        Ok(None) => continue,
-                        Err(_) => return Some((Ok(resync("store unavailable")), s)),
-                    }
+            let first = match tokio::time::timeout(KEEPALIVE, self.sub.rx.recv()).await {
+                Err(_) => return Some(":\n\n".to_owned()),
+                Ok(Err(RecvError::Closed)) => return None,
+                Ok(r) => r,
+            };
+            self.add(first.map_err(|_| ()), &mut out).await;
+            for _ in 1..EVENTS_PER_WRITE {
+                match self.sub.rx.try_recv() {
+                    Ok(a) => self.add(Ok(a), &mut out).await,
+                    Err(TryRecvError::Lagged(_)) => self.add(Err(()), &mut out).await,
+                    Err(TryRecvError::Empty | TryRecvError::Closed) => break,
                 }
-                Err(RecvError::Lagged(_)) => return Some((Ok(resync("lagged")), s)),
-                Err(RecvError::Closed) => return None,
+            }
+            if !out.is_empty() {
+                return Some(out);
             }
         }
-    })
+    }
+
+    /// Appends the event for one arrival (`Err`: events were lost, list again).
+    async fn add(&mut self, arrival: Result<ArrivalRef, ()>, out: &mut String) {
+        let Ok(arrival) = arrival else {
+            write_event(out, "resync", None, &json!({ "reason": "lagged" }));
+            return;
+        };
+        if self.recent.iter().any(|a| a.hash == arrival.hash) {
+            return;
+        }
+        if self.recent.len() == SEEN_ARRIVALS {
+            self.recent.pop_front();
+        }
+        self.recent.push_back(std::sync::Arc::clone(&arrival));
+        let item = match &arrival.summary {
+            // From the committer: everything the list shows, no query.
+            Some(sum) => MailItem {
+                mail_id: 0,
+                hash: arrival.hash.clone(),
+                recipient: self.address.clone(),
+                date: sum.date.clone(),
+                from: sum.from.clone(),
+                subject: sum.subject.clone(),
+                size: sum.size,
+                has_attach: sum.has_attach,
+                seen: false,
+            },
+            None => match self
+                .state
+                .reader
+                .item_by_hash(&arrival.hash, &self.address)
+                .await
+            {
+                Ok(Some(item)) => item,
+                // Deleted already, or not visible here: nothing to show.
+                Ok(None) => return,
+                Err(_) => {
+                    write_event(
+                        out,
+                        "resync",
+                        None,
+                        &json!({ "reason": "store unavailable" }),
+                    );
+                    return;
+                }
+            },
+        };
+        let id = super::message::message_id(&item);
+        write_event(out, "message", Some(&id), &item_json(&item));
+    }
 }
 
-fn message_event(item: &MailItem) -> Event {
-    let data = item_json(item);
-    Event::default()
-        .event("message")
-        .id(super::message::message_id(item))
-        .data(data.to_string())
-}
-
-fn resync(reason: &str) -> Event {
-    Event::default()
-        .event("resync")
-        .data(json!({ "reason": reason }).to_string())
+/// One event in the `text/event-stream` format (JSON has no newlines).
+fn write_event(out: &mut String, name: &str, id: Option<&str>, data: &serde_json::Value) {
+    out.push_str("event: ");
+    out.push_str(name);
+    out.push('\n');
+    if let Some(id) = id {
+        out.push_str("id: ");
+        out.push_str(id);
+        out.push('\n');
+    }
+    out.push_str("data: ");
+    out.push_str(&data.to_string());
+    out.push_str("\n\n");
 }
