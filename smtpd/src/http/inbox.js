@@ -4,9 +4,14 @@
 // iframe's srcdoc.
 "use strict";
 (function () {
-  const body = document.body;
-  const address = body.dataset.address;
-  const images = body.dataset.images === "1";
+  // /inbox/{address}: the server checked the address before sending this page.
+  const address = decodeURIComponent(location.pathname.split("/")[2] || "");
+  const images = new URLSearchParams(location.search).get("images") === "1";
+  document.title = "Inbox " + address;
+  document.getElementById("address").textContent = address;
+  const toggle = document.getElementById("images");
+  toggle.href = images ? "?images=0" : "?images=1";
+  toggle.textContent = images ? "hide remote images" : "show remote images";
   const base = "/api/v1/mailboxes/" + encodeURIComponent(address);
   const list = document.getElementById("list");
   const status = document.getElementById("status");
