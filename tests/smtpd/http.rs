@@ -1199,3 +1199,28 @@ fn another_nodes_arrivals_come_through_redis() {
     let data: Value = serde_json::from_str(&ev.data).unwrap();
     assert_eq!(data["subject"], "from node a");
 }
+
+#[test]
+fn open_http_connections_are_capped() {
+    let (_server, http) = public("rate_per_ip = 0\nmax_connections = 2");
+    let a = Events::open(http, "/api/v1/mailboxes/bob@example.com/events", &[]).unwrap();
+    let _b = Events::open(http, "/api/v1/mailboxes/bob@example.com/events", &[]).unwrap();
+    // A third connection waits: no answer while both slots are held...
+    let mut s = TcpStream::connect(http).unwrap();
+    s.set_read_timeout(Some(Duration::from_millis(800)))
+        .unwrap();
+    s.write_all(b"GET /api/v1/mailboxes/bob@example.com/messages HTTP/1.0\r\nHost: t\r\n\r\n")
+        .unwrap();
+    let mut buf = [0u8; 64];
+    assert!(s.read(&mut buf).is_err(), "answered beyond the cap");
+    // ...and is served once one closes.
+    drop(a);
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut answer = Vec::new();
+    s.read_to_end(&mut answer).unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.0 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}

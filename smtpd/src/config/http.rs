@@ -16,6 +16,8 @@ pub const DEFAULT_HTTP_RATE_PER_IP: u32 = 20;
 pub const DEFAULT_HTTP_MAX_STREAMS_PER_IP: usize = 8;
 /// Open event streams in total (each holds a connection and a small buffer).
 pub const DEFAULT_HTTP_MAX_STREAMS: usize = 1024;
+/// Open HTTP connections (streams included); more wait to be accepted.
+pub const DEFAULT_HTTP_MAX_CONNECTIONS: usize = 4096;
 /// Shortest accepted bearer token: a guessable token is no access control.
 const MIN_TOKEN_CHARS: usize = 16;
 
@@ -28,6 +30,7 @@ pub struct RawHttp {
     pub rate_per_ip: Option<u32>,
     pub max_streams_per_ip: Option<usize>,
     pub max_streams: Option<usize>,
+    pub max_connections: Option<usize>,
 }
 
 /// Who may use the API.
@@ -49,6 +52,8 @@ pub struct Http {
     pub rate_per_ip: u32,
     pub max_streams_per_ip: usize,
     pub max_streams: usize,
+    /// Open connections at most (event streams included).
+    pub max_connections: usize,
 }
 
 pub(super) fn http(raw: RawHttp, cli: &Cli) -> Result<Option<Http>, ConfigError> {
@@ -94,7 +99,10 @@ pub(super) fn http(raw: RawHttp, cli: &Cli) -> Result<Option<Http>, ConfigError>
     bounded("http.max_streams_per_ip", max_streams_per_ip, 1, 100_000)?;
     let max_streams = raw.max_streams.unwrap_or(DEFAULT_HTTP_MAX_STREAMS);
     bounded("http.max_streams", max_streams, 1, 1_000_000)?;
+    let max_connections = raw.max_connections.unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS);
+    bounded("http.max_connections", max_connections, 1, 1_000_000)?;
     Ok(Some(Http {
+        max_connections,
         listen,
         access,
         rate_per_ip,

@@ -10,6 +10,7 @@
 //! - `api`: the JSON routes and the event stream.
 //! - `error`: the JSON error shape and extractors.
 //! - [`events`]: the in-process fan-out of committed messages.
+//! - `listener`: the TCP listener with its cap on open connections.
 //! - `message`: ids, parsing, sanitising, part headers.
 //! - `page`: the inbox page and its script.
 //!
@@ -47,6 +48,7 @@ mod access;
 mod api;
 mod error;
 pub mod events;
+mod listener;
 mod message;
 mod page;
 
@@ -90,6 +92,7 @@ pub fn start(setup: HttpSetup) -> anyhow::Result<SocketAddr> {
         .build()?;
     let listener = rt.block_on(tokio::net::TcpListener::bind(setup.config.listen))?;
     let bound = listener.local_addr()?;
+    let max_connections = setup.config.max_connections;
     let reader = Arc::new(rt.block_on(MailReader::open(&setup.store, setup.cache.as_ref()))?);
     let state = AppState {
         limiter: Arc::new(RateLimiter::new(setup.config.rate_per_ip)),
@@ -106,13 +109,14 @@ pub fn start(setup: HttpSetup) -> anyhow::Result<SocketAddr> {
         rt.spawn(subscribe_redis(cache, setup.arrivals));
     }
     let app = routes(state);
+    let listener = listener::LimitedListener::new(listener, max_connections);
     std::thread::Builder::new()
         .name("http-serve".into())
         .spawn(move || {
             let served = rt.block_on(async move {
                 axum::serve(
                     listener,
-                    app.into_make_service_with_connect_info::<SocketAddr>(),
+                    app.into_make_service_with_connect_info::<listener::ClientAddr>(),
                 )
                 .await
             });
