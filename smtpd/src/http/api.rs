@@ -310,18 +310,29 @@ impl StreamState {
         }
         self.recent.push_back(std::sync::Arc::clone(&arrival));
         let item = match &arrival.summary {
-            // From the committer: everything the list shows, no query.
-            Some(sum) => MailItem {
-                mail_id: 0,
-                hash: arrival.hash.clone(),
-                recipient: self.address.clone(),
-                date: sum.date.clone(),
-                from: sum.from.clone(),
-                subject: sum.subject.clone(),
-                size: sum.size,
-                has_attach: sum.has_attach,
-                seen: false,
-            },
+            // From the committer: everything the list shows, no query; formatted
+            // once for every stream of this address.
+            Some(sum) => {
+                let text = arrival.formatted.get_or_init(|| {
+                    let item = MailItem {
+                        mail_id: 0,
+                        hash: arrival.hash.clone(),
+                        recipient: self.address.clone(),
+                        date: sum.date.clone(),
+                        from: sum.from.clone(),
+                        subject: sum.subject.clone(),
+                        size: sum.size,
+                        has_attach: sum.has_attach,
+                        seen: false,
+                    };
+                    let mut text = String::new();
+                    let id = super::message::message_id(&item);
+                    write_event(&mut text, "message", Some(&id), &item_json(&item));
+                    text
+                });
+                out.push_str(text);
+                return;
+            }
             None => match self
                 .state
                 .reader

@@ -27,6 +27,9 @@ pub struct Arrival {
     /// The list fields, when the committer announced it (then the stream needs no
     /// query); `None` from Redis (another node), where only the queue id travels.
     pub summary: Option<Summary>,
+    /// The stream bytes for this arrival, made by the first stream of the address
+    /// that writes it and reused by the others.
+    pub formatted: std::sync::OnceLock<String>,
 }
 
 /// The list fields of a committed message, as the committer knows them.
@@ -39,7 +42,8 @@ pub struct Summary {
     pub has_attach: i64,
 }
 
-/// What the channels carry: one allocation per message, shared by every watcher.
+/// What the channels carry: one allocation per message and watched recipient,
+/// shared by that recipient's watchers.
 pub type ArrivalRef = Arc<Arrival>;
 
 /// Shared by the committer, the Redis subscriber and the HTTP handlers.
@@ -69,6 +73,7 @@ impl Arrivals {
                 size: row.size,
                 has_attach: row.has_attach,
             }),
+            formatted: std::sync::OnceLock::new(),
         });
     }
 
@@ -80,25 +85,21 @@ impl Arrivals {
         self.send(std::slice::from_ref(&recipient), || Arrival {
             hash: hash.to_owned(),
             summary: None,
+            formatted: std::sync::OnceLock::new(),
         });
     }
 
-    fn send<R: AsRef<str>>(&self, recipients: &[R], make: impl FnOnce() -> Arrival) {
+    /// One event per watched recipient (so that what a stream writes for it, which
+    /// names the recipient, is formatted once for all of that address's streams).
+    fn send<R: AsRef<str>>(&self, recipients: &[R], make: impl Fn() -> Arrival) {
         let Ok(map) = self.by_address.lock() else {
             return;
         };
-        let mut make = Some(make);
-        let mut event: Option<ArrivalRef> = None;
         for recipient in recipients {
             if let Some(tx) = map.get(recipient.as_ref()) {
-                let e = match (&event, make.take()) {
-                    (Some(e), _) => Arc::clone(e),
-                    (None, Some(f)) => Arc::clone(event.insert(Arc::new(f()))),
-                    (None, None) => continue,
-                };
                 // No receiver left is not an error here: the entry goes when the
                 // last subscription drops.
-                let _ = tx.send(e);
+                let _ = tx.send(Arc::new(make()));
             }
         }
     }

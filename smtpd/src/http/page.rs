@@ -9,7 +9,7 @@
 //! which inherits this page's CSP: `img-src 'self' data:` keeps remote images out
 //! unless the reader asked (`?images=1`).
 
-use axum::extract::{Query, State};
+use axum::extract::State;
 use axum::http::{HeaderValue, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -17,7 +17,7 @@ use serde::Deserialize;
 use super::AppState;
 use super::access::Access;
 use super::api::mailbox;
-use super::error::{ApiPath, ApiResult};
+use super::error::{ApiPath, ApiQuery, ApiResult};
 
 const SCRIPT: &str = include_str!("inbox.js");
 const STYLE: &str = include_str!("inbox.css");
@@ -70,7 +70,7 @@ pub async fn inbox(
     _access: Access,
     State(state): State<AppState>,
     ApiPath(address): ApiPath<String>,
-    Query(q): Query<PageQuery>,
+    ApiQuery(q): ApiQuery<PageQuery>,
 ) -> ApiResult<Response> {
     // Checked here too: a page for a mailbox that cannot exist is a 404.
     mailbox(&state, &address)?;
