@@ -62,6 +62,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "0008_responsible",
         include_str!("../sqlite/0008_responsible.sql"),
     ),
+    (
+        9,
+        "0009_mailbox_http",
+        include_str!("../sqlite/0009_mailbox_http.sql"),
+    ),
 ];
 
 /// MySQL migrations, in order (same versions as SQLite's).
@@ -101,6 +106,11 @@ pub const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
         8,
         "0008_responsible",
         include_str!("../mysql/0008_responsible.sql"),
+    ),
+    (
+        9,
+        "0009_mailbox_http",
+        include_str!("../mysql/0009_mailbox_http.sql"),
     ),
 ];
 

@@ -13,12 +13,15 @@
 //! - [`spool`]: files for message bodies too large to hold in memory, from the
 //!   reactor that receives them to the committer that stores them.
 //! - [`config`]: the TOML file and command line, validated into one `Config`.
+//! - [`http`]: `smtpd --http`: the mailbox API, its event stream and the inbox
+//!   page, on their own threads, reading the store the committer writes.
 //! - [`tls`]: certificate loading and the reloadable rustls configuration.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod handoff;
+pub mod http;
 pub mod protocol;
 pub mod reactor;
 pub mod spool;

@@ -50,7 +50,12 @@ fn init_logging(config: &Config) -> anyhow::Result<()> {
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    let stage = StorageStage::start(
+    // `--http`: committed messages are announced to its event streams.
+    let arrivals = config
+        .http
+        .as_ref()
+        .map(|_| smtpd::http::events::Arrivals::new());
+    let stage = StorageStage::start_with_arrivals(
         &config.store.url,
         StageConfig {
             batch_max_messages: config.store.batch_max_messages,
@@ -63,8 +68,21 @@ fn run(config: Config) -> anyhow::Result<()> {
             cache: config.cache.clone(),
             retention: config.retention.clone(),
         },
+        arrivals.clone(),
     )
     .context("cannot open the store")?;
+    if let (Some(http), Some(arrivals)) = (&config.http, arrivals) {
+        let bound = smtpd::http::start(smtpd::http::HttpSetup {
+            config: http.clone(),
+            store: config.store.url.clone(),
+            cache: config.cache.clone(),
+            domains: config.server.domains.clone(),
+            arrivals,
+        })
+        .context("cannot start the HTTP mailbox API (http.listen)")?;
+        // Tests and scripts look for this exact phrase to learn the bound port.
+        eprintln!("smtpd: http listening on {bound}");
+    }
     // Before any reactor runs: leftovers of a crashed run (never acknowledged) are
     // removed before anything new is spooled.
     let spool =

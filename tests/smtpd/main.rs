@@ -17,6 +17,7 @@
 //! - [`chunking`]: RFC 3030 BDAT and BINARYMIME.
 //! - [`clients`]: Python `smtplib`, `swaks` and `curl` against the server.
 //! - [`transcripts`]: the golden transcripts in `transcripts/`, replayed live.
+//! - [`http`]: `smtpd --http`: the mailbox API, event stream and inbox page (chromium).
 //! - [`mariadb`], [`redis_cache`], [`faults`], [`retention`]: the production stores
 //!   against private MariaDB and Redis instances ([`support::services`]).
 //!
@@ -32,6 +33,7 @@ mod clients;
 mod data;
 mod faults;
 mod hostile;
+mod http;
 mod lifecycle;
 mod limits;
 mod mariadb;

@@ -42,6 +42,10 @@ pub struct Cli {
     /// Maximum open client connections in total.
     #[arg(long = "max-clients", value_name = "N")]
     pub max_clients: Option<usize>,
+    /// Serve the mailbox API, event stream and inbox page on ADDR:PORT; replaces
+    /// http.listen (needs http.token or http.public in the file).
+    #[arg(long = "http", value_name = "ADDR:PORT")]
+    pub http: Option<String>,
     /// Verbose logging (debug level).
     #[arg(short = 'v', long = "verbose")]
     pub verbose: bool,

@@ -28,11 +28,13 @@ use crate::store::retention::RetentionConfig;
 
 mod cli;
 mod defaults;
+mod http;
 mod raw;
 mod sections;
 
 pub use cli::Cli;
 pub use defaults::*;
+pub use http::{Http, HttpAccess, RawHttp};
 pub use raw::*;
 pub use sections::{Limits, Log, Proxy, Server, Store, Timeouts, Tls};
 
@@ -50,6 +52,8 @@ pub struct Config {
     pub cache: Option<CacheConfig>,
     pub retention: RetentionConfig,
     pub log: Log,
+    /// `[http]`: the mailbox API, when `http.listen` (or `--http`) is set.
+    pub http: Option<Http>,
 }
 
 impl Config {
@@ -96,6 +100,7 @@ impl Config {
             redis,
             retention,
             log,
+            http,
         } = file;
         Ok(Config {
             server: sections::server(server, cli)?,
@@ -107,6 +112,7 @@ impl Config {
             cache: sections::redis(redis, cli)?,
             retention: sections::retention(retention)?,
             log: sections::log(log, cli),
+            http: http::http(http, cli)?,
         })
     }
 

@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub retention: RawRetention,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub http: super::http::RawHttp,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -15,11 +15,13 @@
 //!   crate (shared with `outbound`), re-exported here with the store URLs.
 //! - `row`: a message's column values and `Received:` header.
 //! - `queue_id`: time-ordered unique ids.
+//! - [`read`]: the `--http` side's own connections: listing, reading, deleting.
 
 mod backend;
 pub mod cache;
 mod mysql;
 mod queue_id;
+pub mod read;
 pub mod retention;
 mod row;
 mod sqlite;

@@ -33,6 +33,7 @@ use super::retention::{Retention, RetentionConfig};
 use super::row::MailRow;
 use super::sqlite::SqliteStore;
 use crate::handoff::{Completion, CompletionSink, ConnKey, QueueId, StoreFailed, Submission};
+use crate::http::events::Arrivals;
 use mailstore::{StoreUrl, Synchronous};
 
 /// After a COMMIT whose answer was lost, how long the committer keeps asking the
@@ -108,6 +109,16 @@ impl StorageStage {
     /// Opens the store on the calling thread (so a store that cannot be opened
     /// fails the start, not the first message) and starts the committer.
     pub fn start(url: &StoreUrl, config: StageConfig) -> Result<Self, StoreError> {
+        Self::start_with_arrivals(url, config, None)
+    }
+
+    /// [`StorageStage::start`], and after each COMMIT the committed queue ids and
+    /// recipients go to `arrivals` (the `--http` event streams).
+    pub fn start_with_arrivals(
+        url: &StoreUrl,
+        config: StageConfig,
+        arrivals: Option<Arc<Arrivals>>,
+    ) -> Result<Self, StoreError> {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -131,6 +142,7 @@ impl StorageStage {
             rx,
             config,
             stats: Arc::clone(&stats),
+            arrivals,
         };
         let thread = std::thread::Builder::new()
             .name("store-commit".into())
@@ -178,6 +190,8 @@ struct Committer {
     rx: Receiver<Submission>,
     config: StageConfig,
     stats: Arc<StageStats>,
+    /// `--http`: committed messages are announced here (never blocks).
+    arrivals: Option<Arc<Arrivals>>,
 }
 
 impl Committer {
@@ -283,6 +297,13 @@ impl Committer {
         } else {
             self.insert(&rows, &waiting)
         };
+        if let Some(arrivals) = &self.arrivals {
+            for (row, result) in rows.iter().zip(&results) {
+                if result.is_ok() {
+                    arrivals.publish_row(row);
+                }
+            }
+        }
         self.update_cache(&rows, &results, guerrilla);
         let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
         if ok > 0 {
