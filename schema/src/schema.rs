@@ -57,6 +57,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "0007_complaints",
         include_str!("../sqlite/0007_complaints.sql"),
     ),
+    (
+        10,
+        "0010_scaleout",
+        include_str!("../sqlite/0010_scaleout.sql"),
+    ),
 ];
 
 /// MySQL migrations, in order (same versions as SQLite's).
@@ -91,6 +96,11 @@ pub const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
         7,
         "0007_complaints",
         include_str!("../mysql/0007_complaints.sql"),
+    ),
+    (
+        10,
+        "0010_scaleout",
+        include_str!("../mysql/0010_scaleout.sql"),
     ),
 ];
 

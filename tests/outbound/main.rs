@@ -35,6 +35,7 @@ mod complaints;
 mod console;
 mod delivery;
 mod flow;
+mod galera;
 mod imports;
 mod limits;
 mod lists;

@@ -179,6 +179,8 @@ impl Drop for Dns {
 pub enum Store {
     Sqlite { _dir: TempDir, path: PathBuf },
     Mariadb(Mariadb),
+    /// One node of a shared Galera cluster (`galera.rs`).
+    Galera(std::rc::Rc<test_support::galera::Galera>, usize),
 }
 
 impl Store {
@@ -204,6 +206,7 @@ impl Store {
         match self {
             Store::Sqlite { path, .. } => format!("sqlite:{}", path.display()),
             Store::Mariadb(db) => db.url(),
+            Store::Galera(g, i) => g.url(*i),
         }
     }
 
@@ -229,6 +232,7 @@ impl Store {
                 .collect()
             }
             Store::Mariadb(db) => db.column(sql),
+            Store::Galera(g, i) => g.nodes[*i].column(sql),
         }
     }
 
@@ -246,6 +250,9 @@ impl Store {
             }
             Store::Mariadb(db) => {
                 db.query(sql);
+            }
+            Store::Galera(g, i) => {
+                g.nodes[*i].query(sql);
             }
         }
     }
