@@ -973,6 +973,11 @@ impl Queue {
         lease_until: DateTime<Utc>,
         limit: i64,
     ) -> Result<Vec<i64>, DbError> {
+        // READ COMMITTED for this transaction only: InnoDB then keeps locks on the
+        // rows that matched (due ones), not on every index entry the scan passed.
+        self.db
+            .exec("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", Vec::new())
+            .await?;
         self.in_tx(async |db: &mut Db| {
             let mut due: Vec<(i64, i64)> = Vec::new();
             for sql in [CLAIM_QUEUED_MYSQL, CLAIM_DEFERRED_MYSQL] {
@@ -1951,5 +1956,85 @@ mod tests {
         }
         assert_eq!(RowState::parse("FAILED"), None);
         assert_eq!(RowState::parse(""), None);
+    }
+}
+
+/// The MySQL claim's plan and locks, on a private MariaDB.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod claim_plan_tests {
+    use super::*;
+
+    fn text(v: &Val) -> String {
+        v.text().unwrap_or_default()
+    }
+
+    #[test]
+    fn the_mysql_claim_reads_its_index_in_order_and_locks_only_what_it_takes() {
+        let server = test_support::services::Mariadb::start();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let url: mailstore::StoreUrl = server.url().parse().unwrap();
+            let mut a = Db::open(&url, true).await.unwrap();
+            let mut b = Db::open(&url, false).await.unwrap();
+            // 3,000 queued rows over three priorities and 300 due deferred ones.
+            a.exec("SET SESSION max_recursive_iterations = 100000", Vec::new())
+                .await
+                .unwrap();
+            a.exec(
+                "INSERT INTO outbound_queue (sender, recipient, body, priority, state, \
+                 next_attempt_at) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 \
+                 FROM n WHERE i < 3300) SELECT 's@x.test', CONCAT('r', i, '@y.test'), 'b', \
+                 i % 3, IF(i % 11 = 0, 'deferred', 'queued'), '2020-01-01 00:00:00' FROM n",
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+            a.exec("ANALYZE TABLE outbound_queue", Vec::new()).await.unwrap();
+            let now = ts(Utc::now());
+            for (sql, key) in [
+                (CLAIM_QUEUED_MYSQL, "outbound_queue_claim"),
+                (CLAIM_DEFERRED_MYSQL, "outbound_queue_due"),
+            ] {
+                let plan = a
+                    .query(&format!("EXPLAIN {sql}"), vec![now.clone().into(), 100.into()])
+                    .await
+                    .unwrap();
+                // id, select_type, table, type, possible_keys, key, key_len, ref, rows, Extra
+                let row = &plan[0];
+                assert_eq!(text(&row[5]), key, "{plan:?}");
+                assert!(!text(&row[9]).contains("filesort"), "{sql}: {plan:?}");
+            }
+            // Two claims side by side: the second, while the first still holds its
+            // rows, gets the next 100 in claim order, none of the first's.
+            let ids = |rows: Vec<Vec<Val>>| -> Vec<i64> {
+                rows.iter().filter_map(|r| r[0].int()).collect()
+            };
+            a.begin().await.unwrap();
+            let first = ids(a
+                .query(CLAIM_QUEUED_MYSQL, vec![now.clone().into(), 100.into()])
+                .await
+                .unwrap());
+            b.begin().await.unwrap();
+            let second = ids(b
+                .query(CLAIM_QUEUED_MYSQL, vec![now.clone().into(), 100.into()])
+                .await
+                .unwrap());
+            let order = ids(b
+                .query(
+                    "SELECT id FROM outbound_queue WHERE state = 'queued' \
+                     ORDER BY priority DESC, id LIMIT 200",
+                    Vec::new(),
+                )
+                .await
+                .unwrap());
+            assert_eq!(first, order[..100]);
+            assert_eq!(second, order[100..]);
+            b.rollback().await;
+            a.rollback().await;
+        });
     }
 }
