@@ -474,7 +474,11 @@ pub const CLAIM_DEFERRED_MYSQL: &str = "SELECT id, priority FROM outbound_queue 
 const RECORD_CHUNK_ROWS: usize = 100;
 
 /// `CASE id WHEN ? THEN ? … END` over `chunk`, its parameters appended to `params`.
-fn case_by_id(chunk: &[&Attempt], params: &mut Vec<Val>, value: impl Fn(&Attempt) -> Val) -> String {
+fn case_by_id(
+    chunk: &[&Attempt],
+    params: &mut Vec<Val>,
+    value: impl Fn(&Attempt) -> Val,
+) -> String {
     let mut sql = String::from("CASE id");
     for a in chunk {
         sql.push_str(" WHEN ? THEN ?");
@@ -893,7 +897,10 @@ impl Queue {
             let mut tries = 0;
             let ids = loop {
                 tries += 1;
-                match self.claim_ids(node, instance, now, lease_until, limit).await {
+                match self
+                    .claim_ids(node, instance, now, lease_until, limit)
+                    .await
+                {
                     Ok(ids) => break ids,
                     // Galera: another node's claim of the same rows committed first
                     // (certification failure, 1213). InnoDB: a deadlock victim. The
@@ -981,9 +988,7 @@ impl Queue {
         self.in_tx(async |db: &mut Db| {
             let mut due: Vec<(i64, i64)> = Vec::new();
             for sql in [CLAIM_QUEUED_MYSQL, CLAIM_DEFERRED_MYSQL] {
-                let rows = db
-                    .query(sql, vec![ts(now).into(), limit.into()])
-                    .await?;
+                let rows = db.query(sql, vec![ts(now).into(), limit.into()]).await?;
                 due.extend(rows.into_iter().filter_map(|r| {
                     let mut f = Fields::new(DUE_IDS, r).ok()?;
                     Some((f.int("id").ok()?, f.opt_int("priority").ok()?.unwrap_or(0)))
@@ -1993,14 +1998,19 @@ mod claim_plan_tests {
             )
             .await
             .unwrap();
-            a.exec("ANALYZE TABLE outbound_queue", Vec::new()).await.unwrap();
+            a.exec("ANALYZE TABLE outbound_queue", Vec::new())
+                .await
+                .unwrap();
             let now = ts(Utc::now());
             for (sql, key) in [
                 (CLAIM_QUEUED_MYSQL, "outbound_queue_claim"),
                 (CLAIM_DEFERRED_MYSQL, "outbound_queue_due"),
             ] {
                 let plan = a
-                    .query(&format!("EXPLAIN {sql}"), vec![now.clone().into(), 100.into()])
+                    .query(
+                        &format!("EXPLAIN {sql}"),
+                        vec![now.clone().into(), 100.into()],
+                    )
                     .await
                     .unwrap();
                 // id, select_type, table, type, possible_keys, key, key_len, ref, rows, Extra

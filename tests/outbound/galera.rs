@@ -70,7 +70,11 @@ fn relays_on_a_galera_cluster_deliver_each_recipient_once() {
     let on = |i| Store::Galera(Rc::clone(&cluster), i);
     let (db0, db1, db2) = (on(0), on(1), on(2));
     let out = outbound(&db0, &["--migrate", "stats"], None);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     // Applied on the first node; the others apply the replicated rows a moment later.
     let versions = db0.count("SELECT COUNT(*) FROM schema_migrations");
     for db in [&db1, &db2] {
@@ -85,7 +89,10 @@ fn relays_on_a_galera_cluster_deliver_each_recipient_once() {
     let dest = Dest::start(&[]);
     let domains: Vec<String> = (0..10).map(|d| format!("d{d}.test")).collect();
     let domain_refs: Vec<&str> = domains.iter().map(String::as_str).collect();
-    let config = FAST.replace("[relay]\n", "[relay]\nbatch_size = 25\nmax_in_flight = 50\n");
+    let config = FAST.replace(
+        "[relay]\n",
+        "[relay]\nbatch_size = 25\nmax_in_flight = 50\n",
+    );
     let args = transports(&domain_refs, &dest.addr.to_string());
     let mut node_a = start(&db0, &config, args.clone(), "node-a");
     let mut node_b = start(&db1, &config, args, "node-b");
@@ -147,9 +154,8 @@ fn relays_on_a_galera_cluster_deliver_each_recipient_once() {
     );
     db2.wait_settled(&["delivered"], Duration::from_secs(60));
     let (delivered, duplicates, lost) = tally(&dest2, &slow);
-    let by = db2.column(
-        "SELECT DISTINCT node_id FROM outbound_log WHERE recipient LIKE '%@slow.test'",
-    );
+    let by =
+        db2.column("SELECT DISTINCT node_id FROM outbound_log WHERE recipient LIKE '%@slow.test'");
     println!(
         "galera scenario relay-killed: queued={} delivered={delivered} duplicates={duplicates} \
          lost={lost} delivered-by={by:?} in {:?}",
@@ -158,7 +164,11 @@ fn relays_on_a_galera_cluster_deliver_each_recipient_once() {
     );
     assert_eq!((delivered, duplicates, lost), (slow.len(), 0, 0));
     assert_eq!(by, ["node-d"]);
-    assert!(node_d.log().contains("took back rows whose lease had expired"));
+    assert!(
+        node_d
+            .log()
+            .contains("took back rows whose lease had expired")
+    );
     drop(node_d);
     drop(hole);
     println!("galera suite: {:?}", started.elapsed());

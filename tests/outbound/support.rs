@@ -177,7 +177,10 @@ impl Drop for Dns {
 
 /// The queue database: the embedded SQLite file or a private MariaDB.
 pub enum Store {
-    Sqlite { _dir: TempDir, path: PathBuf },
+    Sqlite {
+        _dir: TempDir,
+        path: PathBuf,
+    },
     Mariadb(Mariadb),
     /// One node of a shared Galera cluster (`galera.rs`).
     Galera(std::rc::Rc<test_support::galera::Galera>, usize),

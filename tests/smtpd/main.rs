@@ -31,6 +31,7 @@ mod chunking;
 mod clients;
 mod data;
 mod faults;
+mod galera;
 mod hostile;
 mod lifecycle;
 mod limits;

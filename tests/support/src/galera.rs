@@ -64,9 +64,9 @@ impl Galera {
                     format!(
                         "--wsrep-provider-options=gmcast.listen_addr=tcp://127.0.0.1:{g};\
                          ist.recv_addr=127.0.0.1:{ist};gcache.size=64M;\
-                         evs.keepalive_period=PT0.5S;evs.suspect_timeout=PT3S;\
-                         evs.inactive_check_period=PT0.5S;evs.inactive_timeout=PT5S;\
-                         evs.install_timeout=PT5S"
+                         evs.keepalive_period=PT0.5S;evs.suspect_timeout=PT2S;\
+                         evs.inactive_check_period=PT0.5S;evs.inactive_timeout=PT3S;\
+                         evs.install_timeout=PT3S"
                     ),
                     "--wsrep-sst-method=rsync".into(),
                     format!("--wsrep-sst-receive-address=127.0.0.1:{sst}"),
@@ -126,6 +126,16 @@ impl Galera {
 
     /// Starts node `i` again; it rejoins (IST or SST) and is `Synced` on return.
     pub fn restart(&mut self, i: usize) {
+        // A node killed mid-write has no saved position and asks for a full state
+        // transfer, which the donor's rsync (as `nobody`) writes over the files
+        // this server created as root: hand them over first.
+        let data = self.nodes[i].dir().join("data");
+        let chown = Command::new("chown")
+            .args(["-R", "nobody:nogroup"])
+            .arg(&data)
+            .status()
+            .expect("run chown");
+        assert!(chown.success(), "chown -R nobody {}", data.display());
         self.nodes[i].start_again();
         self.wait_synced(i);
     }
