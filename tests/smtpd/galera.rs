@@ -38,15 +38,15 @@ fn wait_rows(cluster: &Galera, rows: i64) {
     }
 }
 
-fn run(
-    a: &Server,
-    b: &Server,
-    secs: u64,
-) -> (
+/// Both nodes' tallies and the load threads.
+type Load = (
     Arc<Mutex<Tally>>,
     Arc<Mutex<Tally>>,
     Vec<std::thread::JoinHandle<()>>,
-) {
+);
+
+/// Three clients on each of `a` and `b` for `secs`.
+fn run(a: &Server, b: &Server, secs: u64) -> Load {
     let (ta, tb) = (
         Arc::new(Mutex::new(Tally::default())),
         Arc::new(Mutex::new(Tally::default())),
