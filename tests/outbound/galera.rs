@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use test_support::galera::Galera;
 
-use crate::support::{Dest, FAST, Relay, Store, message, outbound, wait_for};
+use crate::support::{Dest, FAST, Relay, Store, enqueue_distinct, outbound, wait_for};
 
 /// `--transport` for every test domain, to `addr`.
 fn transports(domains: &[&str], addr: &str) -> Vec<String> {
@@ -31,25 +31,6 @@ fn start(store: &Store, config: &str, mut args: Vec<String>, node: &str) -> Rela
         config,
         &args.iter().map(String::as_str).collect::<Vec<_>>(),
     )
-}
-
-/// Enqueues `recipients` (distinct bodies, no grouping) in one INSERT on `store`.
-fn enqueue_all(store: &Store, recipients: &[String]) {
-    let rows: Vec<String> = recipients
-        .iter()
-        .map(|r| {
-            format!(
-                "('app@sender.test', '{r}', '{}')",
-                message(r).replace('\'', "''")
-            )
-        })
-        .collect();
-    for chunk in rows.chunks(500) {
-        store.exec(&format!(
-            "INSERT INTO outbound_queue (sender, recipient, body) VALUES {}",
-            chunk.join(", ")
-        ));
-    }
 }
 
 /// (delivered once, duplicates, lost) of `expected` at `dest`.
@@ -103,7 +84,7 @@ fn relays_on_a_galera_cluster_deliver_each_recipient_once() {
         .flat_map(|i| (0..10).map(move |d| format!("u{i}@d{d}.test")))
         .collect();
     // Queued through the third node: all three take part.
-    enqueue_all(&db2, &expected);
+    enqueue_distinct(&db2, &expected);
     db2.wait_settled(&["delivered"], Duration::from_secs(120));
     let (delivered, duplicates, lost) = tally(&dest, &expected);
     let per_node = db2.column(
@@ -132,7 +113,7 @@ fn relays_on_a_galera_cluster_deliver_each_recipient_once() {
     // node-c delivers into a black hole: accepted by the kernel, never answered.
     let hole = TcpListener::bind("127.0.0.1:0").unwrap();
     let slow: Vec<String> = (0..20).map(|i| format!("s{i}@slow.test")).collect();
-    enqueue_all(&db2, &slow);
+    enqueue_distinct(&db2, &slow);
     let mut node_c = start(
         &db0,
         FAST,

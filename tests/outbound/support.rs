@@ -328,6 +328,26 @@ pub fn enqueue(store: &Store, from: &str, to: &[&str], body: &str) -> Vec<i64> {
         .collect()
 }
 
+/// Enqueues one row per recipient, each with its own body ([`message`], so no
+/// grouping), in INSERTs of 500 rows.
+pub fn enqueue_distinct(store: &Store, recipients: &[String]) {
+    let rows: Vec<String> = recipients
+        .iter()
+        .map(|r| {
+            format!(
+                "('app@sender.test', '{r}', '{}')",
+                message(r).replace('\'', "''")
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        store.exec(&format!(
+            "INSERT INTO outbound_queue (sender, recipient, body) VALUES {}",
+            chunk.join(", ")
+        ));
+    }
+}
+
 /// A simple message whose body names `tag` (so each is distinct).
 pub fn message(tag: &str) -> String {
     format!("From: app@sender.test\r\nSubject: {tag}\r\n\r\nbody of {tag}\r\n")

@@ -67,6 +67,21 @@ pub(crate) fn load(
         .collect()
 }
 
+/// Sends one message to `rcpt` on `c` until it is accepted (451 meanwhile, 30 s at
+/// most); returns its queue id.
+pub(crate) fn until_stored(c: &mut Client, rcpt: &str, subject: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c.transaction("s@example.org", &[rcpt], &simple_message(subject));
+        if r.code == 250 {
+            return r.queue_id();
+        }
+        r.assert(451, "4.3.0");
+        assert!(Instant::now() < deadline, "never recovered");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 fn stored_hashes(db: &Mariadb) -> BTreeSet<String> {
     db.column("SELECT DISTINCT hash FROM new_mail")
         .into_iter()
@@ -102,20 +117,7 @@ fn mariadb_down_gives_451_and_the_server_recovers_by_itself() {
     c.cmd_expect("NOOP", 250, "2.0.0");
 
     db.start_again();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let id = loop {
-        let r = c.transaction(
-            "s@example.org",
-            &["x@example.com"],
-            &simple_message("after"),
-        );
-        if r.code == 250 {
-            break r.queue_id();
-        }
-        r.assert(451, "4.3.0");
-        assert!(Instant::now() < deadline, "never recovered");
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let id = until_stored(&mut c, "x@example.com", "after");
     assert_eq!(
         db.count(&format!(
             "SELECT COUNT(*) FROM new_mail WHERE hash = '{id}'"

@@ -14,8 +14,8 @@ use std::time::{Duration, Instant};
 
 use test_support::galera::Galera;
 
-use crate::faults::{Tally, load};
-use crate::support::{Opts, Server, simple_message};
+use crate::faults::{Tally, load, until_stored};
+use crate::support::{Opts, Server};
 
 /// Every stored hash on node `i`, and how many rows were stored more than once.
 fn stored(cluster: &Galera, i: usize) -> (BTreeSet<String>, i64) {
@@ -179,20 +179,7 @@ fn smtpd_nodes_on_a_galera_cluster_store_exactly_what_they_acknowledge() {
     // B answers 250 again once its node is back.
     let mut c = b.client();
     c.ehlo("after.example");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let after = loop {
-        let r = c.transaction(
-            "s@example.org",
-            &["z@example.com"],
-            &simple_message("after"),
-        );
-        if r.code == 250 {
-            break r.queue_id();
-        }
-        r.assert(451, "4.3.0");
-        assert!(Instant::now() < deadline, "smtpd B never recovered");
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let after = until_stored(&mut c, "z@example.com", "after");
     let (ta, tb) = (ta.lock().unwrap(), tb.lock().unwrap());
     let mut acked: BTreeSet<String> = ta.acked.union(&tb.acked).cloned().collect();
     acked.extend(before.iter().cloned());

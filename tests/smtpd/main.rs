@@ -19,6 +19,8 @@
 //! - [`transcripts`]: the golden transcripts in `transcripts/`, replayed live.
 //! - [`mariadb`], [`redis_cache`], [`faults`], [`retention`]: the production stores
 //!   against private MariaDB and Redis instances ([`support::services`]).
+//! - [`galera`]: two smtpd nodes on a three-node MariaDB Galera cluster, one Galera
+//!   node killed under load (one test, the cluster started once).
 //!
 //! Every test is bounded in time (reads time out, loops are bounded, servers are
 //! killed on drop), and only the default-run test uses a fixed port (2525).
