@@ -4,6 +4,10 @@
 #
 #   bench/relay.sh                      # N=2000 recipients over 10 domains, threads 1 2 4, 3 runs
 #   N=5000 THREADS="1 2" RUNS=5 STORE=mariadb bench/relay.sh
+#   BINS="base=/tmp/a/outbound new=target/release/outbound" STORE=mariadb bench/relay.sh
+#
+# BINS compares builds side by side in one run: each run of each thread count runs
+# every build in turn (label=path; default: this tree's release build as "this").
 #
 # Each run: a fresh queue (SQLite file, or a private MariaDB with STORE=mariadb)
 # holding N distinct messages (one recipient each, so no grouping: the relay's worst
@@ -23,8 +27,10 @@ STORE=${STORE:-sqlite}
 if ! [ -x /usr/sbin/smtp-sink ]; then
     DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postfix sqlite3 >/dev/null
 fi
-cargo build --release -p outbound >/dev/null 2>&1
-BIN=$PWD/target/release/outbound
+if [ -z "${BINS:-}" ]; then
+    cargo build --release -p outbound >/dev/null 2>&1
+    BINS="this=$PWD/target/release/outbound"
+fi
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 
@@ -69,21 +75,25 @@ SELECT 'bench@sender.test', 'user' || i || '@d' || (i % 10) || '.test',
        'From: bench@sender.test' || char(13, 10) || 'Subject: message ' || i || char(13, 10, 13, 10)
        || 'hello ' || i || char(13, 10) FROM n"
 
-printf '%-8s %-7s %-4s %14s %12s\n' store threads run "deliveries/s" "wall s"
+printf '%-8s %-8s %-7s %-4s %14s %12s\n' build store threads run "deliveries/s" "wall s"
 for t in $THREADS; do
     for r in $(seq "$RUNS"); do
+      for b in $BINS; do
+        label=${b%%=*}
+        BIN=${b#*=}
         if [ "$STORE" = mariadb ]; then
-            db="run_${t}_$r"
+            db="run_${label//[^a-z0-9]/_}_${t}_$r"
             mariadb --no-defaults -S "$work/db.sock" -uroot -e "CREATE DATABASE $db"
             url="mysql://b:b@127.0.0.1:$dbport/$db"
             "$BIN" --store "$url" --migrate stats >/dev/null 2>&1
             mariadb --no-defaults -S "$work/db.sock" -uroot "$db" -e "SET SESSION max_recursive_iterations = 1000000; $insert_mysql"
             count() { mariadb --no-defaults -S "$work/db.sock" -uroot "$db" -N -e "SELECT COUNT(*) FROM outbound_queue WHERE state = 'delivered'"; }
         else
-            url="sqlite:$work/q_${t}_$r.sqlite"
+            q="$work/q_${label//[^a-z0-9]/_}_${t}_$r.sqlite"
+            url="sqlite:$q"
             "$BIN" --store "$url" stats >/dev/null 2>&1
-            sqlite3 "$work/q_${t}_$r.sqlite" "$insert_sqlite"
-            count() { sqlite3 "$work/q_${t}_$r.sqlite" "SELECT COUNT(*) FROM outbound_queue WHERE state = 'delivered'"; }
+            sqlite3 "$q" "$insert_sqlite"
+            count() { sqlite3 "$q" "SELECT COUNT(*) FROM outbound_queue WHERE state = 'delivered'"; }
         fi
         start=$(date +%s.%N)
         "$BIN" --store "$url" -c "$work/relay.toml" --threads "$t" "${transports[@]}" 2>"$work/relay.log" &
@@ -94,6 +104,7 @@ for t in $THREADS; do
         kill "$relay"; wait "$relay" || true
         if [ "$(count)" -lt "$N" ]; then echo "run did not finish: $(count) of $N delivered" >&2; tail -5 "$work/relay.log" >&2; fi
         rate=$("$BIN" --store "$url" stats 2>/dev/null | sed -n 's/^delivery rate, first to last delivery: \([0-9.]*\)\/s.*/\1/p')
-        printf '%-8s %-7s %-4s %14s %12.2f\n' "$STORE" "$t" "$r" "${rate:-n/a}" "$(echo "$end - $start" | bc)"
+        printf '%-8s %-8s %-7s %-4s %14s %12.2f\n' "$label" "$STORE" "$t" "$r" "${rate:-n/a}" "$(echo "$end - $start" | bc)"
+      done
     done
 done

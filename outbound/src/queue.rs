@@ -124,6 +124,14 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome, in the order [`Queue::record`] writes them.
+    const ALL: [Outcome; 4] = [
+        Self::Delivered,
+        Self::Deferred,
+        Self::Failed,
+        Self::Suppressed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Delivered => "delivered",
@@ -445,8 +453,91 @@ impl Node {
     }
 }
 
-/// What the MySQL claim locks ([`Queue::claim`]): the ids of due rows.
-const DUE_IDS: &[Column] = &[Column::plain("id")];
+/// What the MySQL claim locks ([`Queue::claim`]): the ids of due rows, with the
+/// priority the two lists are merged by.
+const DUE_IDS: &[Column] = &[Column::plain("id"), Column::plain("priority")];
+
+/// How many times a claim that lost a conflict (1213) is run again at once.
+const CLAIM_TRIES: u32 = 5;
+
+/// Due queued rows in claim order, off the claim index (schema 10).
+pub const CLAIM_QUEUED_MYSQL: &str = "SELECT id, priority FROM outbound_queue \
+     FORCE INDEX (outbound_queue_claim) WHERE state = 'queued' AND next_attempt_at <= ? \
+     ORDER BY priority DESC, id LIMIT ? FOR UPDATE SKIP LOCKED";
+
+/// Due deferred rows, oldest due first, off the due-time index.
+pub const CLAIM_DEFERRED_MYSQL: &str = "SELECT id, priority FROM outbound_queue \
+     FORCE INDEX (outbound_queue_due) WHERE state = 'deferred' AND next_attempt_at <= ? \
+     ORDER BY next_attempt_at, id LIMIT ? FOR UPDATE SKIP LOCKED";
+
+/// Queue rows per batched outcome UPDATE in [`Queue::record`].
+const RECORD_CHUNK_ROWS: usize = 100;
+
+/// `CASE id WHEN ? THEN ? … END` over `chunk`, its parameters appended to `params`.
+fn case_by_id(
+    chunk: &[&Attempt],
+    params: &mut Vec<Val>,
+    value: impl Fn(&Attempt) -> Val,
+) -> String {
+    let mut sql = String::from("CASE id");
+    for a in chunk {
+        sql.push_str(" WHEN ? THEN ?");
+        params.push(a.queue_id.into());
+        params.push(value(a));
+    }
+    sql.push_str(" END");
+    sql
+}
+
+/// One UPDATE writing `chunk` (attempts with the same `outcome`) to the rows still
+/// leased to this process; returns how many were.
+async fn record_outcome(
+    db: &mut Db,
+    outcome: Outcome,
+    chunk: &[&Attempt],
+    node: &str,
+    instance: &str,
+) -> Result<u64, DbError> {
+    let mut params: Vec<Val> = vec![
+        outcome.as_str().into(),
+        i64::from(outcome != Outcome::Suppressed).into(),
+    ];
+    let finished = outcome != Outcome::Deferred;
+    let next = case_by_id(chunk, &mut params, |a| a.next_attempt.map(ts).into());
+    let code = case_by_id(chunk, &mut params, |a| a.code.map(i64::from).into());
+    let status = case_by_id(chunk, &mut params, |a| a.status.clone().into());
+    let text = case_by_id(chunk, &mut params, |a| a.text.clone().into());
+    let mx = case_by_id(chunk, &mut params, |a| a.mx.clone().into());
+    let updated = case_by_id(chunk, &mut params, |a| ts(a.at).into());
+    let finished_at = case_by_id(chunk, &mut params, |a| finished.then(|| ts(a.at)).into());
+    let notified = case_by_id(chunk, &mut params, |a| i64::from(a.delay_notified).into());
+    params.extend(chunk.iter().map(|a| Val::Int(a.queue_id)));
+    params.extend([node.into(), instance.into()]);
+    db.exec(
+        &format!(
+            "UPDATE outbound_queue SET state = ?, attempts = attempts + ?, \
+             next_attempt_at = COALESCE({next}, next_attempt_at), last_code = {code}, \
+             last_status = {status}, last_text = {text}, last_mx = {mx}, lease_node = NULL, \
+             lease_instance = NULL, lease_until = NULL, updated_at = {updated}, \
+             finished_at = {finished_at}, delay_notified = delay_notified + {notified} \
+             WHERE id IN ({}) AND lease_node = ? AND lease_instance = ? AND state = 'sending'",
+            Db::placeholders(chunk.len())
+        ),
+        params,
+    )
+    .await
+}
+
+/// `new_mail` rows per intake batch: ids and recipients only, so a batch is small
+/// however large the bodies are.
+pub const INTAKE_BATCH_ROWS: i64 = 5000;
+
+/// How long one intake pass may run batch after batch before the relay's loop gets
+/// its turn again (claims, heartbeats).
+pub const INTAKE_PASS: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// What an intake batch reads of every `new_mail` row past the cursor.
+const NEW_MAIL_HEAD: &[Column] = &[Column::plain("mail_id"), Column::plain("recipient")];
 
 /// A `new_mail` row the intake reads ([`Queue::intake`]).
 #[derive(Debug)]
@@ -803,46 +894,23 @@ impl Queue {
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let columns = row::select_list(&self.db, Claimed::COLUMNS);
         let rows = if self.db.is_mysql() {
-            let node = node.to_owned();
-            let instance = instance.to_owned();
-            let ids: Vec<i64> = self
-                .in_tx(async |db: &mut Db| {
-                    let rows = db
-                        .query(
-                            &format!(
-                                "SELECT {} FROM outbound_queue \
-                                 WHERE state IN ('queued', 'deferred') AND next_attempt_at <= ? \
-                                 ORDER BY priority DESC, id LIMIT ? FOR UPDATE SKIP LOCKED",
-                                row::select_list(db, DUE_IDS)
-                            ),
-                            vec![ts(now).into(), limit.into()],
-                        )
-                        .await?;
-                    let ids: Vec<i64> = rows
-                        .into_iter()
-                        .filter_map(|r| Fields::new(DUE_IDS, r).and_then(|mut f| f.int("id")).ok())
-                        .collect();
-                    if !ids.is_empty() {
-                        let mut params: Vec<Val> = vec![
-                            node.as_str().into(),
-                            instance.as_str().into(),
-                            ts(lease_until).into(),
-                            ts(now).into(),
-                        ];
-                        params.extend(ids.iter().map(|&i| Val::Int(i)));
-                        db.exec(
-                            &format!(
-                                "UPDATE outbound_queue SET state = 'sending', lease_node = ?, \
-                                 lease_instance = ?, lease_until = ?, updated_at = ? WHERE id IN ({})",
-                                Db::placeholders(ids.len())
-                            ),
-                            params,
-                        )
-                        .await?;
+            let mut tries = 0;
+            let ids = loop {
+                tries += 1;
+                match self
+                    .claim_ids(node, instance, now, lease_until, limit)
+                    .await
+                {
+                    Ok(ids) => break ids,
+                    // Galera: another node's claim of the same rows committed first
+                    // (certification failure, 1213). InnoDB: a deadlock victim. The
+                    // rows it took are now 'sending': claiming again finds others.
+                    Err(e) if e.is_retryable() && tries < CLAIM_TRIES => {
+                        tracing::debug!(error = %e, tries, "claim conflicted; claiming again");
                     }
-                    Ok(ids)
-                })
-                .await?;
+                    Err(e) => return Err(e),
+                }
+            };
             if ids.is_empty() {
                 return Ok(Vec::new());
             }
@@ -895,6 +963,63 @@ impl Queue {
             .collect())
     }
 
+    /// The MySQL claim, one transaction: the due ids, locked and leased.
+    ///
+    /// Queued rows are read straight off `outbound_queue_claim` (state, priority
+    /// DESC, id) in claim order, stopping after `limit` (no filesort; the rows locked
+    /// are the rows taken). Due deferred rows come off `outbound_queue_due` (state,
+    /// next_attempt_at), oldest due first, also at most `limit`; the two lists are
+    /// merged by (priority DESC, id). `SKIP LOCKED` lets nodes on one server claim
+    /// side by side; on Galera locks are per node, and a claim that overlaps another
+    /// node's fails certification at commit (1213), which [`Queue::claim`] retries.
+    async fn claim_ids(
+        &mut self,
+        node: &str,
+        instance: &str,
+        now: DateTime<Utc>,
+        lease_until: DateTime<Utc>,
+        limit: i64,
+    ) -> Result<Vec<i64>, DbError> {
+        // READ COMMITTED for this transaction only: InnoDB then keeps locks on the
+        // rows that matched (due ones), not on every index entry the scan passed.
+        self.db
+            .exec("SET TRANSACTION ISOLATION LEVEL READ COMMITTED", Vec::new())
+            .await?;
+        self.in_tx(async |db: &mut Db| {
+            let mut due: Vec<(i64, i64)> = Vec::new();
+            for sql in [CLAIM_QUEUED_MYSQL, CLAIM_DEFERRED_MYSQL] {
+                let rows = db.query(sql, vec![ts(now).into(), limit.into()]).await?;
+                due.extend(rows.into_iter().filter_map(|r| {
+                    let mut f = Fields::new(DUE_IDS, r).ok()?;
+                    Some((f.int("id").ok()?, f.opt_int("priority").ok()?.unwrap_or(0)))
+                }));
+            }
+            due.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            due.truncate(usize::try_from(limit).unwrap_or(usize::MAX));
+            let ids: Vec<i64> = due.into_iter().map(|(id, _)| id).collect();
+            if !ids.is_empty() {
+                let mut params: Vec<Val> = vec![
+                    node.into(),
+                    instance.into(),
+                    ts(lease_until).into(),
+                    ts(now).into(),
+                ];
+                params.extend(ids.iter().map(|&i| Val::Int(i)));
+                db.exec(
+                    &format!(
+                        "UPDATE outbound_queue SET state = 'sending', lease_node = ?, \
+                         lease_instance = ?, lease_until = ?, updated_at = ? WHERE id IN ({})",
+                        Db::placeholders(ids.len())
+                    ),
+                    params,
+                )
+                .await?;
+            }
+            Ok(ids)
+        })
+        .await
+    }
+
     /// Writes attempts: the queue rows' new state (only where this process still
     /// holds the lease) and the delivery log, in one transaction. Returns how many
     /// queue rows were still ours.
@@ -915,35 +1040,13 @@ impl Queue {
         let mysql = self.db.is_mysql();
         self.in_tx(async |db: &mut Db| {
             let mut ours = 0;
-            for a in attempts {
-                let finished = (a.outcome != Outcome::Deferred).then(|| ts(a.at));
-                let counted = i64::from(a.outcome != Outcome::Suppressed);
-                ours += db
-                    .exec(
-                        "UPDATE outbound_queue SET state = ?, attempts = attempts + ?, \
-                         next_attempt_at = COALESCE(?, next_attempt_at), last_code = ?, \
-                         last_status = ?, last_text = ?, last_mx = ?, lease_node = NULL, \
-                         lease_instance = NULL, lease_until = NULL, updated_at = ?, \
-                         finished_at = ?, delay_notified = delay_notified + ? \
-                         WHERE id = ? AND lease_node = ? AND lease_instance = ? \
-                         AND state = 'sending'",
-                        vec![
-                            a.outcome.as_str().into(),
-                            counted.into(),
-                            a.next_attempt.map(ts).into(),
-                            a.code.map(i64::from).into(),
-                            a.status.clone().into(),
-                            a.text.clone().into(),
-                            a.mx.clone().into(),
-                            ts(a.at).into(),
-                            finished.into(),
-                            i64::from(a.delay_notified).into(),
-                            a.queue_id.into(),
-                            node.as_str().into(),
-                            instance.as_str().into(),
-                        ],
-                    )
-                    .await?;
+            // One UPDATE per outcome per 100 rows (the per-row values in CASE id
+            // WHEN … lists), instead of one round trip per row.
+            for outcome in Outcome::ALL {
+                let of: Vec<&Attempt> = attempts.iter().filter(|a| a.outcome == outcome).collect();
+                for chunk in of.chunks(RECORD_CHUNK_ROWS) {
+                    ours += record_outcome(db, outcome, chunk, &node, &instance).await?;
+                }
             }
             // The log in multi-row INSERTs: one round trip per 64 attempts.
             for chunk in attempts.chunks(64) {
@@ -986,13 +1089,29 @@ impl Queue {
     }
 
     /// Reads `new_mail` past the intake cursor for mail to our VERP and unsubscribe
-    /// addresses and acts on it, all in one transaction with the cursor's advance
-    /// (the cursor row is locked, so nodes take turns and nothing is read twice).
+    /// addresses and acts on it: batches of [`INTAKE_BATCH_ROWS`] by `mail_id`, each
+    /// in one transaction with the cursor's advance (the cursor row is locked, so
+    /// nodes take turns and nothing is read twice), until it has caught up or spent
+    /// [`INTAKE_PASS`]. A batch reads only ids and recipients; bodies are fetched
+    /// for the rows addressed to us.
     pub async fn intake(
         &mut self,
         s: &Intake<'_>,
         now: DateTime<Utc>,
     ) -> Result<IntakeReport, DbError> {
+        let mut report = IntakeReport::default();
+        let started = std::time::Instant::now();
+        while self.intake_batch(s, now, &mut report).await? && started.elapsed() < INTAKE_PASS {}
+        Ok(report)
+    }
+
+    /// One intake batch, added to `report`; whether it was full (more may wait).
+    async fn intake_batch(
+        &mut self,
+        s: &Intake<'_>,
+        now: DateTime<Utc>,
+        report: &mut IntakeReport,
+    ) -> Result<bool, DbError> {
         let mysql = self.db.is_mysql();
         self.in_tx(async |db: &mut Db| {
             let ignore = if mysql {
@@ -1018,19 +1137,49 @@ impl Queue {
                 .await?;
             // No row (it was inserted just above) or NULL: from the start.
             let cursor = row::scalar_int(&cursor).unwrap_or(0);
-            let rows = db
+            let heads = db
                 .query(
-                    &format!(
-                        "SELECT {} FROM new_mail WHERE mail_id > ? ORDER BY mail_id LIMIT 200",
-                        row::select_list(db, NewMail::COLUMNS)
-                    ),
-                    vec![cursor.into()],
+                    "SELECT mail_id, recipient FROM new_mail WHERE mail_id > ? \
+                     ORDER BY mail_id LIMIT ?",
+                    vec![cursor.into(), INTAKE_BATCH_ROWS.into()],
                 )
                 .await?;
-            let mut report = IntakeReport::default();
+            let full = heads.len() >= usize::try_from(INTAKE_BATCH_ROWS).unwrap_or(usize::MAX);
+            let ours = |address: &str| {
+                s.complaint_address
+                    .is_some_and(|c| c.eq_ignore_ascii_case(address))
+                    || s.verp.kind_of(address).is_some()
+            };
             let mut last = cursor;
-            for new_mail in rows {
+            let mut wanted = Vec::new();
+            for head in heads {
+                let Ok(mut f) = Fields::new(NEW_MAIL_HEAD, head) else {
+                    continue;
+                };
                 // Skipped (neither scanned nor past the cursor by itself), as always.
+                let (Ok(mail_id), Ok(address)) = (f.int("mail_id"), f.text("recipient")) else {
+                    continue;
+                };
+                last = last.max(mail_id);
+                report.scanned += 1;
+                if ours(&address) {
+                    wanted.push(Val::Int(mail_id));
+                }
+            }
+            let rows = if wanted.is_empty() {
+                Vec::new()
+            } else {
+                db.query(
+                    &format!(
+                        "SELECT {} FROM new_mail WHERE mail_id IN ({}) ORDER BY mail_id",
+                        row::select_list(db, NewMail::COLUMNS),
+                        Db::placeholders(wanted.len())
+                    ),
+                    wanted,
+                )
+                .await?
+            };
+            for new_mail in rows {
                 let Ok(NewMail {
                     mail_id,
                     recipient: address,
@@ -1039,13 +1188,11 @@ impl Queue {
                 else {
                     continue;
                 };
-                last = last.max(mail_id);
-                report.scanned += 1;
                 if s
                     .complaint_address
                     .is_some_and(|c| c.eq_ignore_ascii_case(&address))
                 {
-                    complaint(db, mysql, s.verp, mail_id, &mail, &mut report, now).await?;
+                    complaint(db, mysql, s.verp, mail_id, &mail, report, now).await?;
                     continue;
                 }
                 if s.verp.kind_of(&address).is_none() {
@@ -1141,7 +1288,7 @@ impl Queue {
                 )
                 .await?;
             }
-            Ok(report)
+            Ok(full)
         })
         .await
     }
@@ -1814,5 +1961,90 @@ mod tests {
         }
         assert_eq!(RowState::parse("FAILED"), None);
         assert_eq!(RowState::parse(""), None);
+    }
+}
+
+/// The MySQL claim's plan and locks, on a private MariaDB.
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod claim_plan_tests {
+    use super::*;
+
+    fn text(v: &Val) -> String {
+        v.text().unwrap_or_default()
+    }
+
+    #[test]
+    fn the_mysql_claim_reads_its_index_in_order_and_locks_only_what_it_takes() {
+        let server = test_support::services::Mariadb::start();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let url: mailstore::StoreUrl = server.url().parse().unwrap();
+            let mut a = Db::open(&url, true).await.unwrap();
+            let mut b = Db::open(&url, false).await.unwrap();
+            // 3,000 queued rows over three priorities and 300 due deferred ones.
+            a.exec("SET SESSION max_recursive_iterations = 100000", Vec::new())
+                .await
+                .unwrap();
+            a.exec(
+                "INSERT INTO outbound_queue (sender, recipient, body, priority, state, \
+                 next_attempt_at) WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 \
+                 FROM n WHERE i < 3300) SELECT 's@x.test', CONCAT('r', i, '@y.test'), 'b', \
+                 i % 3, IF(i % 11 = 0, 'deferred', 'queued'), '2020-01-01 00:00:00' FROM n",
+                Vec::new(),
+            )
+            .await
+            .unwrap();
+            a.exec("ANALYZE TABLE outbound_queue", Vec::new())
+                .await
+                .unwrap();
+            let now = ts(Utc::now());
+            for (sql, key) in [
+                (CLAIM_QUEUED_MYSQL, "outbound_queue_claim"),
+                (CLAIM_DEFERRED_MYSQL, "outbound_queue_due"),
+            ] {
+                let plan = a
+                    .query(
+                        &format!("EXPLAIN {sql}"),
+                        vec![now.clone().into(), 100.into()],
+                    )
+                    .await
+                    .unwrap();
+                // id, select_type, table, type, possible_keys, key, key_len, ref, rows, Extra
+                let row = &plan[0];
+                assert_eq!(text(&row[5]), key, "{plan:?}");
+                assert!(!text(&row[9]).contains("filesort"), "{sql}: {plan:?}");
+            }
+            // Two claims side by side: the second, while the first still holds its
+            // rows, gets the next 100 in claim order, none of the first's.
+            let ids = |rows: Vec<Vec<Val>>| -> Vec<i64> {
+                rows.iter().filter_map(|r| r[0].int()).collect()
+            };
+            a.begin().await.unwrap();
+            let first = ids(a
+                .query(CLAIM_QUEUED_MYSQL, vec![now.clone().into(), 100.into()])
+                .await
+                .unwrap());
+            b.begin().await.unwrap();
+            let second = ids(b
+                .query(CLAIM_QUEUED_MYSQL, vec![now.clone().into(), 100.into()])
+                .await
+                .unwrap());
+            let order = ids(b
+                .query(
+                    "SELECT id FROM outbound_queue WHERE state = 'queued' \
+                     ORDER BY priority DESC, id LIMIT 200",
+                    Vec::new(),
+                )
+                .await
+                .unwrap());
+            assert_eq!(first, order[..100]);
+            assert_eq!(second, order[100..]);
+            b.rollback().await;
+            a.rollback().await;
+        });
     }
 }

@@ -67,6 +67,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "0009_mailbox_http",
         include_str!("../sqlite/0009_mailbox_http.sql"),
     ),
+    (
+        10,
+        "0010_scaleout",
+        include_str!("../sqlite/0010_scaleout.sql"),
+    ),
 ];
 
 /// MySQL migrations, in order (same versions as SQLite's).
@@ -111,6 +116,11 @@ pub const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
         9,
         "0009_mailbox_http",
         include_str!("../mysql/0009_mailbox_http.sql"),
+    ),
+    (
+        10,
+        "0010_scaleout",
+        include_str!("../mysql/0010_scaleout.sql"),
     ),
 ];
 

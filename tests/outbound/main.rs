@@ -12,6 +12,8 @@
 //!   SERVFAIL.
 //! - [`limits`]: per-domain rate and connection limits, measured at the destination.
 //! - [`nodes`]: two relays sharing one MariaDB queue; a relay killed mid-run.
+//! - [`galera`]: relays on a three-node MariaDB Galera cluster (one test, the
+//!   cluster started once): two relays on two nodes, a relay killed mid-batch.
 //! - [`campaigns`]: campaigns over the API and the CLI, expanded and delivered by
 //!   relays: the recipient rule, tags, pause/resume/cancel, priority, takeover.
 //! - [`console`]: the web console over curl (sessions, CSRF, isolation,
@@ -40,6 +42,7 @@ mod confirmations;
 mod console;
 mod delivery;
 mod flow;
+mod galera;
 mod imports;
 mod limits;
 mod lists;

@@ -5,7 +5,9 @@ use std::collections::HashMap;
 use std::net::TcpListener;
 use std::time::Duration;
 
-use crate::support::{Dest, FAST, Relay, Store, enqueue, message, outbound, wait_for};
+use crate::support::{
+    Dest, FAST, Relay, Store, enqueue, enqueue_distinct, message, outbound, wait_for,
+};
 
 #[test]
 fn two_nodes_share_one_queue_without_sending_anything_twice() {
@@ -50,19 +52,7 @@ fn two_nodes_share_one_queue_without_sending_anything_twice() {
     let expected: Vec<String> = (0..30)
         .flat_map(|batch| (0..10).map(move |d| format!("u{batch}@d{d}.test")))
         .collect();
-    let rows: Vec<String> = expected
-        .iter()
-        .map(|r| {
-            format!(
-                "('app@sender.test', '{r}', '{}')",
-                message(r).replace('\'', "''")
-            )
-        })
-        .collect();
-    store.exec(&format!(
-        "INSERT INTO outbound_queue (sender, recipient, body) VALUES {}",
-        rows.join(", ")
-    ));
+    enqueue_distinct(&store, &expected);
     store.wait_settled(&["delivered"], Duration::from_secs(90));
 
     let mut seen: HashMap<String, usize> = HashMap::new();

@@ -177,8 +177,13 @@ impl Drop for Dns {
 
 /// The queue database: the embedded SQLite file or a private MariaDB.
 pub enum Store {
-    Sqlite { _dir: TempDir, path: PathBuf },
+    Sqlite {
+        _dir: TempDir,
+        path: PathBuf,
+    },
     Mariadb(Mariadb),
+    /// One node of a shared Galera cluster (`galera.rs`).
+    Galera(std::rc::Rc<test_support::galera::Galera>, usize),
 }
 
 impl Store {
@@ -204,6 +209,7 @@ impl Store {
         match self {
             Store::Sqlite { path, .. } => format!("sqlite:{}", path.display()),
             Store::Mariadb(db) => db.url(),
+            Store::Galera(g, i) => g.url(*i),
         }
     }
 
@@ -229,6 +235,7 @@ impl Store {
                 .collect()
             }
             Store::Mariadb(db) => db.column(sql),
+            Store::Galera(g, i) => g.nodes[*i].column(sql),
         }
     }
 
@@ -246,6 +253,9 @@ impl Store {
             }
             Store::Mariadb(db) => {
                 db.query(sql);
+            }
+            Store::Galera(g, i) => {
+                g.nodes[*i].query(sql);
             }
         }
     }
@@ -316,6 +326,26 @@ pub fn enqueue(store: &Store, from: &str, to: &[&str], body: &str) -> Vec<i64> {
         .lines()
         .map(|l| l.split_whitespace().next().unwrap().parse().unwrap())
         .collect()
+}
+
+/// Enqueues one row per recipient, each with its own body ([`message`], so no
+/// grouping), in INSERTs of 500 rows.
+pub fn enqueue_distinct(store: &Store, recipients: &[String]) {
+    let rows: Vec<String> = recipients
+        .iter()
+        .map(|r| {
+            format!(
+                "('app@sender.test', '{r}', '{}')",
+                message(r).replace('\'', "''")
+            )
+        })
+        .collect();
+    for chunk in rows.chunks(500) {
+        store.exec(&format!(
+            "INSERT INTO outbound_queue (sender, recipient, body) VALUES {}",
+            chunk.join(", ")
+        ));
+    }
 }
 
 /// A simple message whose body names `tag` (so each is distinct).

@@ -7,22 +7,24 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crate::support::services::{Mariadb, Redis};
-use crate::support::{Client, Opts, Server, simple_message};
+use crate::support::{Client, Opts, READ_TIMEOUT, Server, simple_message};
 
 /// What the load clients saw.
 #[derive(Default)]
-struct Tally {
-    acked: BTreeSet<String>,
-    temp_failures: usize,
-    other: Vec<String>,
+pub(crate) struct Tally {
+    pub(crate) acked: BTreeSet<String>,
+    pub(crate) temp_failures: usize,
+    pub(crate) other: Vec<String>,
 }
 
 /// `threads` clients send one message after another for `duration`, recording
-/// every 250 id and counting 451s. Connection errors reconnect.
-fn load(
+/// every 250 id and counting 451s, each reply awaited up to `reply_wait`.
+/// Connection errors reconnect.
+pub(crate) fn load(
     addr: SocketAddr,
     threads: usize,
     duration: Duration,
+    reply_wait: Duration,
     tally: Arc<Mutex<Tally>>,
 ) -> Vec<std::thread::JoinHandle<()>> {
     (0..threads)
@@ -36,6 +38,7 @@ fn load(
                         continue;
                     };
                     let mut c = Client::from_stream(stream);
+                    c.set_timeout(reply_wait);
                     if c.try_read_reply().map(|r| r.code) != Ok(220) {
                         continue;
                     }
@@ -62,6 +65,21 @@ fn load(
             })
         })
         .collect()
+}
+
+/// Sends one message to `rcpt` on `c` until it is accepted (451 meanwhile, 30 s at
+/// most); returns its queue id.
+pub(crate) fn until_stored(c: &mut Client, rcpt: &str, subject: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let r = c.transaction("s@example.org", &[rcpt], &simple_message(subject));
+        if r.code == 250 {
+            return r.queue_id();
+        }
+        r.assert(451, "4.3.0");
+        assert!(Instant::now() < deadline, "never recovered");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }
 
 fn stored_hashes(db: &Mariadb) -> BTreeSet<String> {
@@ -99,20 +117,7 @@ fn mariadb_down_gives_451_and_the_server_recovers_by_itself() {
     c.cmd_expect("NOOP", 250, "2.0.0");
 
     db.start_again();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let id = loop {
-        let r = c.transaction(
-            "s@example.org",
-            &["x@example.com"],
-            &simple_message("after"),
-        );
-        if r.code == 250 {
-            break r.queue_id();
-        }
-        r.assert(451, "4.3.0");
-        assert!(Instant::now() < deadline, "never recovered");
-        std::thread::sleep(Duration::from_millis(300));
-    };
+    let id = until_stored(&mut c, "x@example.com", "after");
     assert_eq!(
         db.count(&format!(
             "SELECT COUNT(*) FROM new_mail WHERE hash = '{id}'"
@@ -127,7 +132,13 @@ fn mariadb_crash_under_load_loses_nothing_acknowledged_and_stores_nothing_unackn
     let mut db = Mariadb::start();
     let server = Server::start_with(Opts::default().store(&db.url()).arg("--migrate"));
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let clients = load(server.addr, 6, Duration::from_secs(7), Arc::clone(&tally));
+    let clients = load(
+        server.addr,
+        6,
+        Duration::from_secs(7),
+        READ_TIMEOUT,
+        Arc::clone(&tally),
+    );
     std::thread::sleep(Duration::from_millis(2000));
     db.stop(true); // SIGKILL: a crash, mid-commit for some batch
     std::thread::sleep(Duration::from_millis(1500));
@@ -172,7 +183,13 @@ fn redis_restart_under_load_in_cache_mode_costs_no_mail() {
     let toml = format!("[redis]\nurl = \"{}\"\n", redis.url());
     let server = Server::start_with(Opts::config(&toml).store(&db.url()).arg("--migrate"));
     let tally = Arc::new(Mutex::new(Tally::default()));
-    let clients = load(server.addr, 6, Duration::from_secs(5), Arc::clone(&tally));
+    let clients = load(
+        server.addr,
+        6,
+        Duration::from_secs(5),
+        READ_TIMEOUT,
+        Arc::clone(&tally),
+    );
     std::thread::sleep(Duration::from_millis(1500));
     redis.stop();
     std::thread::sleep(Duration::from_millis(1500));

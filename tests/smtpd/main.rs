@@ -20,6 +20,8 @@
 //! - [`http`]: `smtpd --http`: the mailbox API, event stream and inbox page (chromium).
 //! - [`mariadb`], [`redis_cache`], [`faults`], [`retention`]: the production stores
 //!   against private MariaDB and Redis instances ([`support::services`]).
+//! - [`galera`]: two smtpd nodes on a three-node MariaDB Galera cluster, one Galera
+//!   node killed under load (one test, the cluster started once).
 //!
 //! Every test is bounded in time (reads time out, loops are bounded, servers are
 //! killed on drop), and only the default-run test uses a fixed port (2525).
@@ -32,6 +34,7 @@ mod chunking;
 mod clients;
 mod data;
 mod faults;
+mod galera;
 mod hostile;
 mod http;
 mod lifecycle;

@@ -169,6 +169,12 @@ impl Client {
     /// One complete (possibly multi-line) reply within `timeout`, read with the
     /// workspace's one reply parser (`smtp_wire`), which also refuses malformed
     /// lines and a code that changes inside a multi-line reply.
+    /// How long each reply may take from now on (a client waiting out a commit
+    /// that the store has to resolve, as RFC 5321 §4.5.3.2.6 allows for the dot).
+    pub fn set_timeout(&mut self, timeout: Duration) {
+        self.timeout = timeout;
+    }
+
     pub fn try_read_reply_within(&mut self, timeout: Duration) -> Result<Reply, ReadError> {
         let deadline = Instant::now() + timeout;
         let mut lines = Vec::new();

@@ -3,7 +3,10 @@
 //!
 //! - [`services`]: private MariaDB and Redis instances, each in its own temp dir on
 //!   a free loopback port, stopped on drop; `free_port`; `signal_pid`.
+//! - [`galera`]: a private three-node MariaDB Galera cluster built from those
+//!   MariaDB instances.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod galera;
 pub mod services;

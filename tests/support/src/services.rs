@@ -25,7 +25,7 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
-fn find_binary(names: &[&str]) -> PathBuf {
+pub(crate) fn find_binary(names: &[&str]) -> PathBuf {
     for name in names {
         for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
             let p = Path::new(dir).join(name);
@@ -39,7 +39,7 @@ fn find_binary(names: &[&str]) -> PathBuf {
     );
 }
 
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
+pub(crate) fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
     let deadline = Instant::now() + SERVICE_START;
     while !ready() {
         assert!(
@@ -59,10 +59,38 @@ pub struct Mariadb {
     dir: TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// Arguments added to every start (a Galera node's `wsrep_*` settings).
+    pub(crate) extra: Vec<String>,
 }
 
 impl Mariadb {
     pub fn start() -> Mariadb {
+        let mut db = Mariadb::install(Vec::new());
+        db.start_again();
+        db.create_user();
+        db
+    }
+
+    /// An empty datadir that a Galera joiner fills by `rsync` state transfer. The
+    /// rsync daemon the donor talks to runs as `nobody`, so the path is open to it.
+    pub(crate) fn empty(extra: Vec<String>) -> Mariadb {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().expect("temp dir");
+        for (sub, mode) in [("", 0o755), ("data", 0o777), ("tmp", 0o777)] {
+            let p = dir.path().join(sub);
+            std::fs::create_dir_all(&p).expect("datadir");
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(mode)).expect("chmod");
+        }
+        Mariadb {
+            dir,
+            port: free_port(),
+            child: None,
+            extra,
+        }
+    }
+
+    /// A fresh datadir in a temp dir with `extra` server arguments, not started.
+    pub(crate) fn install(extra: Vec<String>) -> Mariadb {
         let dir = tempfile::tempdir().expect("temp dir");
         // Its own tmpdir: concurrent bootstraps sharing /tmp collide on temp table
         // names ("Error on delete of '/tmp/#sql-temptable-…'").
@@ -86,20 +114,34 @@ impl Mariadb {
             "mariadb-install-db failed: {}",
             String::from_utf8_lossy(&install.stderr)
         );
-        let mut db = Mariadb {
+        Mariadb {
             dir,
             port: free_port(),
             child: None,
-        };
-        db.start_again();
-        db.root_sql(&format!(
+            extra,
+        }
+    }
+
+    /// The database [`DB_NAME`] and the password user (on a Galera cluster this runs
+    /// on the first node and replicates).
+    pub(crate) fn create_user(&self) {
+        self.root_sql(&format!(
             "CREATE DATABASE {DB_NAME};
              CREATE USER '{DB_USER}'@'localhost' IDENTIFIED BY '{DB_PASSWORD}';
              CREATE USER '{DB_USER}'@'127.0.0.1' IDENTIFIED BY '{DB_PASSWORD}';
              GRANT ALL ON *.* TO '{DB_USER}'@'localhost';
              GRANT ALL ON *.* TO '{DB_USER}'@'127.0.0.1';"
         ));
-        db
+    }
+
+    /// The temp dir holding the datadir, socket and log.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the server process is running (not stopped or killed).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
     }
 
     pub fn socket(&self) -> PathBuf {
@@ -124,6 +166,11 @@ impl Mariadb {
 
     /// (Re)starts the server on the same datadir, port and socket.
     pub fn start_again(&mut self) {
+        self.start_with(&[]);
+    }
+
+    /// (Re)starts it with `once` added to this start only (`--wsrep-new-cluster`).
+    pub(crate) fn start_with(&mut self, once: &[&str]) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::File::create(self.dir.path().join("mariadb.log")).expect("log file");
         let child = Command::new(find_binary(&["mariadbd", "mysqld"]))
@@ -144,6 +191,8 @@ impl Mariadb {
                 "--innodb-log-file-size=16M",
                 "--max-connections=200",
             ])
+            .args(&self.extra)
+            .args(once)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -152,9 +201,22 @@ impl Mariadb {
         self.child = Some(child);
         let socket = self.socket();
         let port = self.port;
-        wait_until("mariadbd", || {
-            socket.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        let deadline = Instant::now() + SERVICE_START;
+        while !(socket.exists() && std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()) {
+            assert!(
+                Instant::now() < deadline,
+                "mariadbd did not start within {SERVICE_START:?}:\n{}",
+                self.log_tail(40)
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The last `lines` lines of the server's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("mariadb.log")).unwrap_or_default();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
     }
 
     /// Stops the server: SIGTERM (a clean shutdown) or SIGKILL (a crash; InnoDB
@@ -173,7 +235,7 @@ impl Mariadb {
         }
     }
 
-    fn root_sql(&self, sql: &str) {
+    pub(crate) fn root_sql(&self, sql: &str) {
         let out = Command::new(find_binary(&["mariadb", "mysql"]))
             .args([
                 &format!("--socket={}", self.socket().display()),
