@@ -14,11 +14,13 @@
 //!   reactor that receives them to the committer that stores them.
 //! - [`config`]: the TOML file and command line, validated into one `Config`.
 //! - [`tls`]: certificate loading and the reloadable rustls configuration.
+//! - [`metrics`]: the Prometheus metrics and what `/readyz` reports.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod handoff;
+pub mod metrics;
 pub mod protocol;
 pub mod reactor;
 pub mod spool;

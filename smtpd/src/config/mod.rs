@@ -28,12 +28,15 @@ use crate::store::retention::RetentionConfig;
 
 mod cli;
 mod defaults;
+mod metrics;
 mod raw;
+pub mod reload;
 mod sections;
 
 pub use cli::Cli;
 pub use defaults::*;
 pub use raw::*;
+pub use metrics::{DEFAULT_METRICS_LISTEN, MetricsConfig, RawMetrics};
 pub use sections::{Limits, Log, Proxy, Server, Store, Timeouts, Tls};
 
 /// A complete, validated configuration, by section (each as its file section
@@ -50,6 +53,8 @@ pub struct Config {
     pub cache: Option<CacheConfig>,
     pub retention: RetentionConfig,
     pub log: Log,
+    /// `[metrics]`: the telemetry listener.
+    pub metrics: MetricsConfig,
 }
 
 impl Config {
@@ -96,6 +101,7 @@ impl Config {
             redis,
             retention,
             log,
+            metrics,
         } = file;
         Ok(Config {
             server: sections::server(server, cli)?,
@@ -107,6 +113,7 @@ impl Config {
             cache: sections::redis(redis, cli)?,
             retention: sections::retention(retention)?,
             log: sections::log(log, cli),
+            metrics: metrics::metrics(metrics)?,
         })
     }
 

@@ -27,6 +27,8 @@ pub struct FileConfig {
     pub retention: RawRetention,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub metrics: super::metrics::RawMetrics,
 }
 
 #[derive(Debug, Default, Deserialize)]
