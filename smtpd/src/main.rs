@@ -272,11 +272,11 @@ fn start_telemetry(
         "Rows deleted by retention",
         move || deleted.as_ref().map_or(0, |d| d.load(Ordering::Relaxed)),
     ));
-    let queue = stage.sender();
+    let queue = stage.queue_probe();
     registry.register_collector(ops::telemetry::Sampled::gauge(
         "smtpd_store_queue_depth",
         "Messages waiting for the committer",
-        move || i64::try_from(queue.len()).unwrap_or(i64::MAX),
+        move || i64::try_from(queue()).unwrap_or(i64::MAX),
     ));
     let ready_metrics = Arc::clone(metrics);
     let ready: ops::telemetry::ReadyCheck = Arc::new(move || ready_metrics.ready());

@@ -17,6 +17,7 @@
 //! - [`chunking`]: RFC 3030 BDAT and BINARYMIME.
 //! - [`clients`]: Python `smtplib`, `swaks` and `curl` against the server.
 //! - [`transcripts`]: the golden transcripts in `transcripts/`, replayed live.
+//! - [`ops`]: metrics, health, systemd notify, SIGHUP reload, SIGUSR1 log reopen.
 //! - [`mariadb`], [`redis_cache`], [`faults`], [`retention`]: the production stores
 //!   against private MariaDB and Redis instances ([`support::services`]).
 //!
@@ -36,6 +37,7 @@ mod lifecycle;
 mod limits;
 mod mariadb;
 mod memory;
+mod ops;
 mod proxy;
 mod redis_cache;
 mod replies;

@@ -99,6 +99,18 @@ pub fn stale<'a>(
         .map(|(name, _)| name)
 }
 
+/// The watchdog interval systemd asked for, as `sd_watchdog_enabled(3)` reads it:
+/// `WATCHDOG_USEC` (a positive number), and `WATCHDOG_PID`, when set, naming us.
+pub fn watchdog_interval(usec: Option<&str>, pid: Option<&str>, me: u32) -> Option<Duration> {
+    let usec: u64 = usec?.trim().parse().ok().filter(|u| *u > 0)?;
+    if let Some(pid) = pid
+        && pid.trim().parse::<u32>().ok() != Some(me)
+    {
+        return None;
+    }
+    Some(Duration::from_micros(usec))
+}
+
 impl Watchdog {
     /// A new heartbeat for a loop called `name`, counted as fresh now.
     pub fn register(&self, name: impl Into<String>) -> Arc<Heartbeat> {
@@ -138,12 +150,12 @@ impl Watchdog {
     /// ours or unset), starts the thread that pings at half the interval while no
     /// loop is stale. Returns None without a watchdog.
     pub fn start(&self) -> Option<JoinHandle<()>> {
-        let mut usec = 0;
-        if std::env::var_os("NOTIFY_SOCKET").is_none() || !sd_notify::watchdog_enabled(false, &mut usec)
-        {
-            return None;
-        }
-        let interval = Duration::from_micros(usec);
+        std::env::var_os("NOTIFY_SOCKET")?;
+        let interval = watchdog_interval(
+            std::env::var("WATCHDOG_USEC").ok().as_deref(),
+            std::env::var("WATCHDOG_PID").ok().as_deref(),
+            std::process::id(),
+        )?;
         let watchdog = self.clone();
         std::thread::Builder::new()
             .name("watchdog".into())
@@ -185,6 +197,17 @@ mod tests {
         assert_eq!(stale([], 10_000, 2_000), None);
         // A beat "in the future" (read before `now` on another core) is fresh.
         assert_eq!(stale([("a", 10_001)], 10_000, 1), None);
+    }
+
+    #[test]
+    fn watchdog_interval_reads_usec_and_checks_the_pid() {
+        let s = Some(Duration::from_secs(3));
+        assert_eq!(watchdog_interval(Some("3000000"), None, 7), s);
+        assert_eq!(watchdog_interval(Some("3000000"), Some("7"), 7), s);
+        assert_eq!(watchdog_interval(Some("3000000"), Some("8"), 7), None);
+        assert_eq!(watchdog_interval(Some("0"), None, 7), None);
+        assert_eq!(watchdog_interval(Some("x"), None, 7), None);
+        assert_eq!(watchdog_interval(None, Some("7"), 7), None);
     }
 
     #[test]

@@ -72,7 +72,7 @@ pub struct StageConfig {
 
 /// An idle committer wakes this often to show its heartbeat and, every
 /// [`PROBE_EVERY`], asks the database whether it answers (for `/readyz`).
-const IDLE_TICK: Duration = Duration::from_secs(1);
+const IDLE_TICK: Duration = Duration::from_millis(250);
 const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 impl StageConfig {
@@ -113,6 +113,9 @@ pub struct StorageStage {
     thread: JoinHandle<()>,
     stats: Arc<StageStats>,
     retention: Option<Retention>,
+    /// The queue seen from the receiving side, for its depth (a sender kept for
+    /// that would keep the committer from ever seeing the end of input).
+    queue: Receiver<Submission>,
 }
 
 impl StorageStage {
@@ -135,6 +138,7 @@ impl StorageStage {
         let retention = Retention::start(url, config.retention.clone())?;
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
         let stats = Arc::new(StageStats::default());
+        let queue = rx.clone();
         let committer = Committer {
             rt,
             backend: Some(backend),
@@ -152,6 +156,7 @@ impl StorageStage {
             thread,
             stats,
             retention,
+            queue,
         })
     }
 
@@ -162,6 +167,12 @@ impl StorageStage {
 
     pub fn stats(&self) -> Arc<StageStats> {
         Arc::clone(&self.stats)
+    }
+
+    /// Messages waiting for the committer now (the metrics read it at scrape).
+    pub fn queue_probe(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let queue = self.queue.clone();
+        move || queue.len()
     }
 
     /// The count of rows deleted by retention (None when retention is off).
