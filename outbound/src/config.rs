@@ -186,6 +186,7 @@ struct FileConfig {
     web: Option<FileWeb>,
     campaigns: Option<FileCampaigns>,
     tracking: Option<FileTracking>,
+    metrics: Option<crate::metrics::FileMetrics>,
     /// Per-domain limits; the key `default` sets the defaults.
     #[serde(default)]
     domains: HashMap<String, FileDomain>,
@@ -381,6 +382,8 @@ pub struct Config {
     /// Sending IP pools by name (`sending`).
     pub pools: std::sync::Arc<crate::sending::Pools>,
     pub tracking: Tracking,
+    /// `[metrics]`: the telemetry listeners of the relay and of `outbound web`.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// The HTTP API (`[web]`, `outbound web`).
@@ -489,6 +492,7 @@ impl Config {
         let campaigns = campaigns_section(file.campaigns.unwrap_or_default())?;
         let pools = crate::sending::pools_section(file.pools, &delivery.helo_name)?;
         let tracking = tracking_section(file.tracking.unwrap_or_default())?;
+        let metrics = crate::metrics::metrics_section(file.metrics.unwrap_or_default())?;
         // Every value is valid: only now is a file opened.
         let bounces = load_bounce_key(bounces)?;
         let dkim = crate::sending::dkim_section(file.dkim)?;
@@ -528,6 +532,7 @@ impl Config {
             dkim: std::sync::Arc::new(dkim),
             pools: std::sync::Arc::new(pools),
             tracking,
+            metrics,
         })
     }
 }

@@ -50,6 +50,7 @@ mod dns_records;
 mod dsn;
 mod import;
 mod lists;
+mod metrics;
 mod mime;
 mod mx;
 mod node;
@@ -400,6 +401,14 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
             } else {
                 None
             };
+            let mut registry = prometheus_client::registry::Registry::default();
+            metrics::get().register(&mut registry);
+            metrics::serve(
+                "outbound",
+                config.metrics.relay,
+                registry,
+                Arc::new(|| metrics::get().relay_ready()),
+            )?;
             return dispatch::run(config, queue, tls).await;
         }
         Some(Command::Enqueue {

@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(tracking::routes(state.tracker.clone()))
         .fallback(|| async { ApiError::not_found("path") })
         .layer(DefaultBodyLimit::max(state.cfg.web.max_body_bytes))
+        .layer(axum::middleware::map_response(crate::metrics::count_response))
         .with_state(state)
 }
 
@@ -79,6 +80,7 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
         tracker,
     };
     imports::resume(&state).await;
+    crate::metrics::serve_web(&cfg, state.pool.clone())?;
     let addr = listen.unwrap_or(cfg.web.listen);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -87,6 +89,9 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
     // The first line on stdout, for scripts and tests (as `smtpd` prints its own).
     println!("outbound web: listening on {local}");
     info!(%local, store = %cfg.store, "HTTP API running");
+    ops::notify::ready(&format!("outbound web listening on {local}"));
+    tokio::spawn(crate::metrics::heartbeat("web".into()));
+    crate::metrics::watchdog().start();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     // The console bounds login attempts per client address; clicks record it.
@@ -100,6 +105,7 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
             _ = int.recv() => {}
         }
         info!("stopping the HTTP API");
+        ops::notify::stopping("stopping the HTTP API");
     })
     .await
     .context("HTTP server")?;
