@@ -21,6 +21,7 @@
 //! - [`bounces`]: the bounce loop with `smtpd`: VERP, DSNs both ways, suppression,
 //!   forged bounces, unsubscribe.
 //!
+//! - [`ops`]: the metrics listeners, `/readyz` with MariaDB stopped, sd-notify.
 //! - [`tracking`]: masked links, clicks, the open pixel and one-click unsubscribe.
 //!
 //! Every wait is bounded; every process is killed on drop.
@@ -38,6 +39,7 @@ mod flow;
 mod imports;
 mod limits;
 mod lists;
+mod ops;
 mod nodes;
 mod routing;
 mod sending;
