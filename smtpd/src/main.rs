@@ -84,22 +84,35 @@ fn run(cli: Cli, config: Config, log: ops::logging::LogHandle) -> anyhow::Result
 
     // Plain (STARTTLS) listeners first, then implicit-TLS ones: the reactor tells
     // them apart by index.
-    let all_listen: Vec<_> = config
-        .server
-        .listen
+    // Socket activation (smtpd.socket): the sockets systemd passed replace
+    // server.listen; the implicit-TLS and PROXY listeners are bound here as usual.
+    let inherited = reactor::listener::inherited(config.server.threads)?;
+    let plain: &[std::net::SocketAddr] = if inherited.is_some() {
+        &[]
+    } else {
+        &config.server.listen
+    };
+    let all_listen: Vec<_> = plain
         .iter()
         .chain(&config.tls.implicit_listen)
         .chain(&config.proxy.listen)
         .copied()
         .collect();
-    let implicit_tls_from = config.server.listen.len();
-    let proxy_from = implicit_tls_from + config.tls.implicit_listen.len();
     raise_fd_limit(config.server.max_clients);
-    let (listeners, bound) = reactor::listener::bind_all(
+    let (mut listeners, mut bound) = reactor::listener::bind_all(
         &all_listen,
         config.server.threads,
         config.server.listen_backlog,
     )?;
+    let mut implicit_tls_from = plain.len();
+    if let Some((activated, addrs)) = inherited {
+        implicit_tls_from = addrs.len();
+        for (mine, theirs) in listeners.iter_mut().zip(activated) {
+            mine.splice(0..0, theirs);
+        }
+        bound.splice(0..0, addrs);
+    }
+    let proxy_from = implicit_tls_from + config.tls.implicit_listen.len();
     for (i, addr) in bound.iter().enumerate() {
         // Tests and scripts look for this exact phrase to learn the bound port.
         if i < implicit_tls_from {

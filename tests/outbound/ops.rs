@@ -169,3 +169,15 @@ fn web_metrics_count_responses_and_readyz_checks_the_store() {
     // The metrics are not on the API port.
     assert_eq!(web.call("GET", "/metrics", None, None).status, 404);
 }
+
+#[test]
+fn units_verify_and_their_exposure_is_below_2() {
+    use test_support::units;
+    let services = ["outbound.service", "outbound-web.service"];
+    let dir = units::verify(&services, &[("/usr/bin/outbound", env!("CARGO_BIN_EXE_outbound"))]);
+    for unit in services {
+        let score = units::exposure(&dir.path().join(unit));
+        // 1.2 when this test was written (systemd 252).
+        assert!(score < 2.0, "{unit} exposure {score}");
+    }
+}

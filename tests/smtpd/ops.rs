@@ -299,3 +299,58 @@ fn sigusr1_reopens_the_log_file() {
     assert!(old.contains("smtpd started"), "{old}");
     assert!(!old.contains("log file reopened"), "{old}");
 }
+
+#[test]
+fn units_verify_and_their_exposure_is_below_2() {
+    use crate::support::units;
+    let dir = units::verify(&["smtpd.service", "smtpd.socket"], &[("/usr/bin/smtpd", SMTPD)]);
+    let score = units::exposure(&dir.path().join("smtpd.service"));
+    // 1.4 when this test was written (systemd 252).
+    assert!(score < 2.0, "smtpd.service exposure {score}");
+}
+
+#[test]
+fn socket_activation_takes_the_listener_from_listen_fds() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = crate::support::services::free_port();
+    let addr = format!("127.0.0.1:{port}");
+    let db = dir.path().join("x.sqlite");
+    // systemd-socket-activate binds, then execs smtpd with LISTEN_FDS=1 and
+    // LISTEN_PID set, as systemd does for smtpd.socket.
+    let mut child = Command::new("systemd-socket-activate")
+        .args(["-l", &addr, SMTPD, "--listen", "127.0.0.1:1", "--hostname", HOSTNAME])
+        .arg("--store")
+        .arg(format!("sqlite:{}", db.display()))
+        .current_dir(dir.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("run systemd-socket-activate");
+    // The socket exists before smtpd runs: the first connection starts it.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let stream = loop {
+        match std::net::TcpStream::connect(&addr) {
+            Ok(s) => break s,
+            Err(e) => assert!(Instant::now() < deadline, "{addr} never listened: {e}"),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut c = Client::from_stream(stream);
+    c.expect(220, "");
+    c.ehlo("client.test");
+    let id = c.deliver("a@example.org", &["r@example.com"], &simple_message("activated"));
+    c.quit();
+    assert_eq!(id.len(), 32);
+    // server.listen (port 1) was not bound: the activated socket replaced it.
+    assert!(std::net::TcpStream::connect("127.0.0.1:1").is_err());
+    crate::support::services::signal_pid(child.id(), "TERM");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("smtpd did not stop");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
