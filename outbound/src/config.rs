@@ -443,6 +443,10 @@ pub struct Bounces {
 
 impl Config {
     pub fn limits_for(&self, domain: &str) -> DomainLimits {
+        // Per-domain limits a SIGHUP reloaded win over the ones read at start.
+        if let Some(live) = crate::reload::limits_for(domain) {
+            return live;
+        }
         self.domain_limits
             .get(domain)
             .copied()

@@ -76,6 +76,7 @@ struct InFlight {
 pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let node = Node {
         node_id: cfg.node_id.clone(),
         instance_id: node::new_instance_id(),
@@ -208,6 +209,7 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
             biased;
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => crate::reload::reload(&cfg),
             got = results.recv() => match got {
                 Some(batch) => d.finish(batch),
                 None => break,

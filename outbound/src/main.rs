@@ -56,6 +56,7 @@ mod mx;
 mod node;
 mod payload;
 mod queue;
+mod reload;
 mod retry;
 mod row;
 mod sending;
@@ -250,6 +251,7 @@ fn main() -> ExitCode {
         eprintln!("outbound: {e:#}");
         return ExitCode::from(2);
     }
+    reload::remember_source(cli.config.clone(), cli.store.clone(), cli.run.clone());
     let config = match Config::load(cli.config.as_deref(), cli.store.as_deref(), &cli.run) {
         Ok(c) => Arc::new(c),
         Err(e) => {

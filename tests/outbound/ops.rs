@@ -181,3 +181,45 @@ fn units_verify_and_their_exposure_is_below_2() {
         assert!(score < 2.0, "{unit} exposure {score}");
     }
 }
+
+#[test]
+fn sighup_changes_a_domain_rate_live_and_refuses_a_bad_file() {
+    let store = Store::sqlite();
+    let dest = Dest::start(&[]);
+    let mut relay = Relay::start(
+        &store,
+        &format!("{FAST}{METRICS}"),
+        &["--transport", &format!("a.test={}", dest.addr)],
+    );
+    let addr = metrics_addr("outbound", || relay.log());
+    let config = relay.config_path();
+    std::fs::write(
+        &config,
+        format!("{FAST}{METRICS}[domains.\"a.test\"]\nmessages_per_second = 2.0\n"),
+    )
+    .unwrap();
+    test_support::services::signal_pid(relay.pid(), "HUP");
+    wait_for("the reload", Duration::from_secs(10), || {
+        relay.log().contains("SIGHUP: configuration reloaded")
+    });
+    assert!(relay.log().contains("[\"domains\"]"), "{}", relay.log());
+    // Four transactions at 2 per second: the last waits ~1.5 s for its slot.
+    let started = Instant::now();
+    for i in 0..4 {
+        enqueue(&store, "app@sender.test", &["r@a.test"], &message(&format!("rate {i}")));
+    }
+    store.wait_settled(&["delivered"], Duration::from_secs(30));
+    assert!(started.elapsed() >= Duration::from_millis(1400), "{:?}", started.elapsed());
+    let (_, text) = curl(&addr, "/metrics");
+    assert!(sample(&text, "outbound_rate_limit_waits_total") >= 3.0, "{text}");
+
+    // A file that does not validate is refused whole; the relay runs on.
+    std::fs::write(&config, "[relay]\nthreads = 0\n").unwrap();
+    test_support::services::signal_pid(relay.pid(), "HUP");
+    wait_for("the refusal", Duration::from_secs(10), || {
+        relay.log().contains("configuration refused")
+    });
+    assert!(relay.log().contains("relay.threads"), "{}", relay.log());
+    assert!(relay.wait_exit(Duration::from_millis(500)).is_none());
+    assert_eq!(curl(&addr, "/healthz").0, 200);
+}

@@ -390,6 +390,11 @@ impl Relay {
         std::fs::read_to_string(self.dir.path().join("relay.log")).unwrap_or_default()
     }
 
+    /// The config file it was started with (rewritten by reload tests).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("outbound.toml")
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().map_or(0, Child::id)
     }

@@ -94,6 +94,13 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
     crate::metrics::watchdog().start();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let running = cfg.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            crate::reload::reload(&running);
+        }
+    });
     // The console bounds login attempts per client address; clicks record it.
     axum::serve(
         listener,
