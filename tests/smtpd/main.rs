@@ -17,6 +17,7 @@
 //! - [`chunking`]: RFC 3030 BDAT and BINARYMIME.
 //! - [`clients`]: Python `smtplib`, `swaks` and `curl` against the server.
 //! - [`transcripts`]: the golden transcripts in `transcripts/`, replayed live.
+//! - [`packaging`]: the Debian packages installed, run and purged (root only).
 //! - [`ops`]: metrics, health, systemd notify, SIGHUP reload, SIGUSR1 log reopen.
 //! - [`mariadb`], [`redis_cache`], [`faults`], [`retention`]: the production stores
 //!   against private MariaDB and Redis instances ([`support::services`]).
@@ -38,6 +39,7 @@ mod limits;
 mod mariadb;
 mod memory;
 mod ops;
+mod packaging;
 mod proxy;
 mod redis_cache;
 mod replies;
