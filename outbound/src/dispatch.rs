@@ -377,7 +377,9 @@ impl Dispatcher {
         };
         match runner.tick(queue.db(), Utc::now()).await {
             Ok(report) => {
-                crate::metrics::get().campaign_expanded.inc_by(report.expanded as u64);
+                crate::metrics::get()
+                    .campaign_expanded
+                    .inc_by(report.expanded);
                 if report.started + report.expanded + report.finished > 0 {
                     debug!(
                         started = report.started,
@@ -402,7 +404,7 @@ impl Dispatcher {
         match queue.heartbeat(node, now, now + lease).await {
             Ok(Beat::Ours { took_back: 0 }) => None,
             Ok(Beat::Ours { took_back }) => {
-                crate::metrics::get().leases_taken_over.inc_by(took_back as u64);
+                crate::metrics::get().leases_taken_over.inc_by(took_back);
                 info!(
                     rows = took_back,
                     "took back rows whose lease had expired (a node stopped)"

@@ -128,17 +128,41 @@ impl Metrics {
             self.attempt_seconds.clone(),
         );
         r.register("claims", "Queue rows claimed", self.claims.clone());
-        r.register("claim_failures", "Claims that failed (store down)", self.claim_failures.clone());
-        r.register("connections_open", "SMTP connections open now", self.connections_open.clone());
-        r.register("connections_opened", "SMTP connections opened", self.connections_opened.clone());
+        r.register(
+            "claim_failures",
+            "Claims that failed (store down)",
+            self.claim_failures.clone(),
+        );
+        r.register(
+            "connections_open",
+            "SMTP connections open now",
+            self.connections_open.clone(),
+        );
+        r.register(
+            "connections_opened",
+            "SMTP connections opened",
+            self.connections_opened.clone(),
+        );
         r.register(
             "connections_reused",
             "Transactions sent on a cached connection",
             self.connections_reused.clone(),
         );
-        r.register("tls_used", "Connections that went on in TLS (STARTTLS)", self.tls_used.clone());
-        r.register("dns_lookups", "MX and address lookups", self.dns_lookups.clone());
-        r.register("dns_failures", "MX and address lookups that failed", self.dns_failures.clone());
+        r.register(
+            "tls_used",
+            "Connections that went on in TLS (STARTTLS)",
+            self.tls_used.clone(),
+        );
+        r.register(
+            "dns_lookups",
+            "MX and address lookups",
+            self.dns_lookups.clone(),
+        );
+        r.register(
+            "dns_failures",
+            "MX and address lookups that failed",
+            self.dns_failures.clone(),
+        );
         r.register(
             "rate_limit_waits",
             "Transactions that waited for a per-domain rate limit",
@@ -159,7 +183,11 @@ impl Metrics {
             "Campaign recipients put into the queue",
             self.campaign_expanded.clone(),
         );
-        r.register("queue", "Queue rows by state (sampled at each heartbeat)", self.queue.clone());
+        r.register(
+            "queue",
+            "Queue rows by state (sampled at each heartbeat)",
+            self.queue.clone(),
+        );
     }
 
     /// One recipient's attempt ended with `outcome`.
@@ -236,7 +264,11 @@ impl Metrics {
             return Err("dispatcher loop stuck".into());
         }
         if !self.claim_ok.load(Ordering::Acquire) {
-            let why = self.claim_error.lock().map(|e| e.clone()).unwrap_or_default();
+            let why = self
+                .claim_error
+                .lock()
+                .map(|e| e.clone())
+                .unwrap_or_default();
             return Err(format!("claim failed: {why}"));
         }
         Ok(())
@@ -463,7 +495,11 @@ fn listen(field: &'static str, raw: Option<String>, default: &str) -> Result<Lis
 pub fn metrics_section(raw: FileMetrics) -> Result<MetricsConfig, ConfigError> {
     Ok(MetricsConfig {
         relay: listen("metrics.listen", raw.listen, DEFAULT_RELAY_METRICS_LISTEN)?,
-        web: listen("metrics.web_listen", raw.web_listen, DEFAULT_WEB_METRICS_LISTEN)?,
+        web: listen(
+            "metrics.web_listen",
+            raw.web_listen,
+            DEFAULT_WEB_METRICS_LISTEN,
+        )?,
     })
 }
 
@@ -500,8 +536,14 @@ mod tests {
     #[test]
     fn metrics_section_defaults_off_and_errors() {
         let m = metrics_section(FileMetrics::default()).unwrap();
-        assert_eq!(m.relay.addr, Some(DEFAULT_RELAY_METRICS_LISTEN.parse().unwrap()));
-        assert_eq!(m.web.addr, Some(DEFAULT_WEB_METRICS_LISTEN.parse().unwrap()));
+        assert_eq!(
+            m.relay.addr,
+            Some(DEFAULT_RELAY_METRICS_LISTEN.parse().unwrap())
+        );
+        assert_eq!(
+            m.web.addr,
+            Some(DEFAULT_WEB_METRICS_LISTEN.parse().unwrap())
+        );
         let m = metrics_section(FileMetrics {
             listen: Some(String::new()),
             web_listen: None,
@@ -526,7 +568,10 @@ mod tests {
         m.claimed(Ok(3));
         assert!(m.relay_ready().is_ok());
         m.claimed(Err("connection refused".into()));
-        assert_eq!(m.relay_ready().unwrap_err(), "claim failed: connection refused");
+        assert_eq!(
+            m.relay_ready().unwrap_err(),
+            "claim failed: connection refused"
+        );
         assert_eq!(m.claims.get(), 3);
         assert_eq!(m.claim_failures.get(), 1);
     }

@@ -99,7 +99,10 @@ pub fn plan(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
             "dns",
             old.resolver != new.resolver || old.dns_timeout != new.dns_timeout,
         ),
-        ("transport", differs(&sorted(&old.transports), &sorted(&new.transports))),
+        (
+            "transport",
+            differs(&sorted(&old.transports), &sorted(&new.transports)),
+        ),
         ("bounces", differs(&old.bounces, &new.bounces)),
         ("web", differs(&old.web, &new.web)),
         ("campaigns", differs(&old.campaigns, &new.campaigns)),
@@ -122,7 +125,11 @@ pub fn reload(running: &Config) {
         warn!("SIGHUP: no configuration source known; nothing reloaded");
         return;
     };
-    let new = match Config::load(source.path.as_deref(), source.store.as_deref(), &source.args) {
+    let new = match Config::load(
+        source.path.as_deref(),
+        source.store.as_deref(),
+        &source.args,
+    ) {
         Ok(c) => c,
         Err(e) => {
             error!(error = %e, "SIGHUP: configuration refused; keeping the running one");
@@ -151,7 +158,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("c.toml");
         std::fs::write(&path, text).unwrap();
-        Config::load(Some(&path), Some("sqlite:/tmp/x.sqlite"), &RunArgs::default()).unwrap()
+        Config::load(
+            Some(&path),
+            Some("sqlite:/tmp/x.sqlite"),
+            &RunArgs::default(),
+        )
+        .unwrap()
     }
 
     #[test]
@@ -163,6 +175,12 @@ mod tests {
         let (applied, ignored) = plan(&old, &new);
         assert_eq!(applied, vec!["domains"]);
         assert_eq!(ignored, vec!["relay", "metrics"]);
-        assert_eq!(plan(&old, &load("[domains.\"a.test\"]\nmessages_per_second = 5.0\n")), (vec![], vec![]));
+        assert_eq!(
+            plan(
+                &old,
+                &load("[domains.\"a.test\"]\nmessages_per_second = 5.0\n")
+            ),
+            (vec![], vec![])
+        );
     }
 }

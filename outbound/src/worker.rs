@@ -295,7 +295,9 @@ impl Worker {
             )],
         };
         self.finish(&job, &reports);
-        crate::metrics::get().attempt_seconds.observe(started.elapsed().as_secs_f64());
+        crate::metrics::get()
+            .attempt_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 
     async fn deliver_from(&self, job: &Job, source: Option<Source>) -> Vec<Report> {
@@ -388,7 +390,9 @@ impl Worker {
                 .await;
             match wait {
                 Ok(ms) => {
-                    crate::metrics::get().rate_limit_waits.inc_by(u64::from(ms > 0));
+                    crate::metrics::get()
+                        .rate_limit_waits
+                        .inc_by(u64::from(ms > 0));
                     tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(0))).await;
                     return;
                 }
@@ -398,7 +402,9 @@ impl Worker {
         let now = Instant::now();
         let slot = state.next_slot.get().max(now);
         state.next_slot.set(slot + interval);
-        crate::metrics::get().rate_limit_waits.inc_by(u64::from(slot > now));
+        crate::metrics::get()
+            .rate_limit_waits
+            .inc_by(u64::from(slot > now));
         tokio::time::sleep_until(slot.into()).await;
     }
 

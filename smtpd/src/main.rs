@@ -200,7 +200,8 @@ fn run(cli: Cli, config: Config, log: ops::logging::LogHandle) -> anyhow::Result
             let mut seen = 0;
             for signal in signals.forever() {
                 if signal == SIGHUP {
-                    if let Some(new) = reload(&cli, &running, &signal_shared, &log, &spool, &sinks) {
+                    if let Some(new) = reload(&cli, &running, &signal_shared, &log, &spool, &sinks)
+                    {
                         running = new;
                     }
                     continue;
@@ -304,7 +305,9 @@ fn start_telemetry(
             warn!(%addr, error = %e, "cannot listen for metrics at the default address; metrics off");
             Ok(None)
         }
-        Err(e) => Err(anyhow::anyhow!("metrics.listen: cannot listen on {addr}: {e}")),
+        Err(e) => Err(anyhow::anyhow!(
+            "metrics.listen: cannot listen on {addr}: {e}"
+        )),
     }
 }
 

@@ -139,11 +139,18 @@ impl Default for Metrics {
 impl Metrics {
     pub fn new() -> Self {
         let refused_family = Family::<ReasonLabel, Counter>::default();
-        let refused = ConnRefusal::ALL
-            .map(|r| refused_family.get_or_create(&ReasonLabel { reason: r.label() }).clone());
+        let refused = ConnRefusal::ALL.map(|r| {
+            refused_family
+                .get_or_create(&ReasonLabel { reason: r.label() })
+                .clone()
+        });
         let sessions_family = Family::<TlsLabel, Counter>::default();
-        let sessions_tls = sessions_family.get_or_create(&TlsLabel { tls: "yes" }).clone();
-        let sessions_plain = sessions_family.get_or_create(&TlsLabel { tls: "no" }).clone();
+        let sessions_tls = sessions_family
+            .get_or_create(&TlsLabel { tls: "yes" })
+            .clone();
+        let sessions_plain = sessions_family
+            .get_or_create(&TlsLabel { tls: "no" })
+            .clone();
         let replies_family = Family::<ReplyLabels, Counter>::default();
         let replies = Reply::ALL
             .iter()
@@ -189,21 +196,41 @@ impl Metrics {
     /// Registers every family under the `smtpd_` prefix.
     pub fn register(&self, registry: &mut Registry) {
         let r = registry.sub_registry_with_prefix("smtpd");
-        r.register("connections", "Client connections admitted", self.connections_total.clone());
-        r.register("connections_open", "Client connections open now", self.connections_open.clone());
+        r.register(
+            "connections",
+            "Client connections admitted",
+            self.connections_total.clone(),
+        );
+        r.register(
+            "connections_open",
+            "Client connections open now",
+            self.connections_open.clone(),
+        );
         r.register(
             "connections_refused",
             "Connections refused before a session, by reason",
             self.refused_family.clone(),
         );
-        r.register("sessions", "Sessions ended, by TLS", self.sessions_family.clone());
+        r.register(
+            "sessions",
+            "Sessions ended, by TLS",
+            self.sessions_family.clone(),
+        );
         r.register(
             "replies",
             "Replies sent, by code, enhanced status code and class",
             self.replies_family.clone(),
         );
-        r.register("messages_accepted", "Messages committed (answered 250)", self.messages_accepted.clone());
-        r.register("bytes_accepted", "Message bytes committed", self.bytes_accepted.clone());
+        r.register(
+            "messages_accepted",
+            "Messages committed (answered 250)",
+            self.messages_accepted.clone(),
+        );
+        r.register(
+            "bytes_accepted",
+            "Message bytes committed",
+            self.bytes_accepted.clone(),
+        );
         r.register(
             "messages_refused",
             "Messages refused, by reason (domain counts refused recipients)",
@@ -214,15 +241,31 @@ impl Metrics {
             "Connections whose input was paused because the store fell behind",
             self.backpressure_pauses.clone(),
         );
-        r.register("store_batch_size", "Messages per committed batch", self.batch_size.clone());
+        r.register(
+            "store_batch_size",
+            "Messages per committed batch",
+            self.batch_size.clone(),
+        );
         r.register(
             "store_commit_seconds",
             "Time one batch's commit took",
             self.commit_seconds.clone(),
         );
-        r.register("store_commit_failures", "Batches not committed (answered 451)", self.commit_failures.clone());
-        r.register("redis_writes", "Batches written to Redis", self.redis_writes.clone());
-        r.register("redis_failures", "Redis writes that failed", self.redis_failures.clone());
+        r.register(
+            "store_commit_failures",
+            "Batches not committed (answered 451)",
+            self.commit_failures.clone(),
+        );
+        r.register(
+            "redis_writes",
+            "Batches written to Redis",
+            self.redis_writes.clone(),
+        );
+        r.register(
+            "redis_failures",
+            "Redis writes that failed",
+            self.redis_failures.clone(),
+        );
     }
 
     pub fn refused(&self, why: ConnRefusal) {
@@ -301,7 +344,11 @@ impl Metrics {
             return Err("listeners not bound yet".into());
         }
         if !self.store_ready.load(Ordering::Acquire) {
-            let why = self.store_error.lock().map(|e| e.clone()).unwrap_or_default();
+            let why = self
+                .store_error
+                .lock()
+                .map(|e| e.clone())
+                .unwrap_or_default();
             return Err(format!("store unavailable: {why}"));
         }
         Ok(())
@@ -316,7 +363,10 @@ mod tests {
     #[test]
     fn reply_labels_come_from_the_reply_table() {
         let l = reply_labels(Reply::MessageTooBig);
-        assert_eq!((l.code.as_str(), l.enhanced.as_str(), l.class.as_str()), ("552", "5.3.4", "5xx"));
+        assert_eq!(
+            (l.code.as_str(), l.enhanced.as_str(), l.class.as_str()),
+            ("552", "5.3.4", "5xx")
+        );
         let l = reply_labels(Reply::Greeting);
         assert_eq!((l.code.as_str(), l.enhanced.as_str()), ("220", ""));
         for r in Reply::ALL {
@@ -333,7 +383,10 @@ mod tests {
         m.set_listening();
         assert!(m.ready().is_ok());
         m.set_store(Err("connection refused"));
-        assert_eq!(m.ready().unwrap_err(), "store unavailable: connection refused");
+        assert_eq!(
+            m.ready().unwrap_err(),
+            "store unavailable: connection refused"
+        );
         m.set_store(Ok(()));
         assert!(m.ready().is_ok());
     }
@@ -347,9 +400,15 @@ mod tests {
         m.messages_accepted.inc_by(3);
         let mut text = String::new();
         prometheus_client::encoding::text::encode(&mut text, &reg).unwrap();
-        assert!(text.contains("smtpd_connections_refused_total{reason=\"per_ip\"} 1"), "{text}");
+        assert!(
+            text.contains("smtpd_connections_refused_total{reason=\"per_ip\"} 1"),
+            "{text}"
+        );
         assert!(text.contains("smtpd_messages_accepted_total 3"), "{text}");
-        assert!(text.contains("smtpd_messages_refused_total{reason=\"size\"} 0"), "{text}");
+        assert!(
+            text.contains("smtpd_messages_refused_total{reason=\"size\"} 0"),
+            "{text}"
+        );
         assert!(text.contains("code=\"552\""), "{text}");
     }
 }

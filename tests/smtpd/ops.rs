@@ -22,7 +22,11 @@ fn metrics_addr(server: &Server) -> String {
         {
             return addr.trim().to_string();
         }
-        assert!(Instant::now() < deadline, "no metrics line:\n{}", server.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "no metrics line:\n{}",
+            server.stderr()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -76,38 +80,76 @@ fn metrics_move_by_the_exact_traffic_sent() {
 
     let mut c = server.ehlo_client();
     for i in 0..3 {
-        c.deliver("a@example.org", &["rcpt@mx.test"], &simple_message(&format!("m{i}")));
+        c.deliver(
+            "a@example.org",
+            &["rcpt@mx.test"],
+            &simple_message(&format!("m{i}")),
+        );
     }
     // One recipient outside the accepted domains, one message over the size limit.
     c.cmd_expect("MAIL FROM:<a@example.org>", 250, "2.1.0");
     c.cmd_expect("RCPT TO:<x@elsewhere.test>", 550, "5.7.1");
     c.cmd_expect("RSET", 250, "2.0.0");
-    let big = vec![b'x'; 78].into_iter().chain(*b"\r\n").cycle().take(4000).collect::<Vec<u8>>();
+    let big = vec![b'x'; 78]
+        .into_iter()
+        .chain(*b"\r\n")
+        .cycle()
+        .take(4000)
+        .collect::<Vec<u8>>();
     let r = c.transaction("a@example.org", &["rcpt@mx.test"], &big);
     assert_eq!(r.code, 552, "{}", r.text());
     c.quit();
 
     let text = wait_for(&addr, "smtpd_sessions_total{tls=\"no\"}", 1.0);
-    assert_eq!(sample(&text, "smtpd_messages_accepted_total"), 3.0, "{text}");
-    assert_eq!(sample(&text, "smtpd_messages_refused_total{reason=\"size\"}"), 1.0, "{text}");
-    assert_eq!(sample(&text, "smtpd_messages_refused_total{reason=\"domain\"}"), 1.0, "{text}");
-    assert_eq!(sample(&text, "smtpd_messages_refused_total{reason=\"smuggling\"}"), 0.0, "{text}");
+    assert_eq!(
+        sample(&text, "smtpd_messages_accepted_total"),
+        3.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "smtpd_messages_refused_total{reason=\"size\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "smtpd_messages_refused_total{reason=\"domain\"}"),
+        1.0,
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, "smtpd_messages_refused_total{reason=\"smuggling\"}"),
+        0.0,
+        "{text}"
+    );
     assert_eq!(sample(&text, "smtpd_connections_total"), 1.0, "{text}");
     assert_eq!(sample(&text, "smtpd_connections_open"), 0.0, "{text}");
     assert_eq!(
-        sample(&text, "smtpd_replies_total{code=\"250\",enhanced=\"2.0.0\",class=\"2xx\"}"),
+        sample(
+            &text,
+            "smtpd_replies_total{code=\"250\",enhanced=\"2.0.0\",class=\"2xx\"}"
+        ),
         // 3 × queued, RSET.
         4.0,
         "{text}"
     );
     assert_eq!(
-        sample(&text, "smtpd_replies_total{code=\"552\",enhanced=\"5.3.4\",class=\"5xx\"}"),
+        sample(
+            &text,
+            "smtpd_replies_total{code=\"552\",enhanced=\"5.3.4\",class=\"5xx\"}"
+        ),
         1.0,
         "{text}"
     );
-    assert!(sample(&text, "smtpd_bytes_accepted_total") > 3.0 * 100.0, "{text}");
+    assert!(
+        sample(&text, "smtpd_bytes_accepted_total") > 3.0 * 100.0,
+        "{text}"
+    );
     assert_eq!(sample(&text, "smtpd_store_batch_size_count"), 3.0, "{text}");
-    assert_eq!(sample(&text, "smtpd_store_commit_seconds_count"), 3.0, "{text}");
+    assert_eq!(
+        sample(&text, "smtpd_store_commit_seconds_count"),
+        3.0,
+        "{text}"
+    );
     assert!(text.contains("smtpd_store_queue_depth 0"), "{text}");
     assert!(text.contains("smtpd_retention_deleted_total 0"), "{text}");
     assert!(text.ends_with("# EOF\n"), "{text}");
@@ -131,7 +173,11 @@ fn connections_refused_by_the_per_ip_limit_are_counted() {
     let _first = server.client();
     let mut second = Client::connect(server.addr);
     second.expect(421, "4.7.0");
-    wait_for(&addr, "smtpd_connections_refused_total{reason=\"per_ip\"}", 1.0);
+    wait_for(
+        &addr,
+        "smtpd_connections_refused_total{reason=\"per_ip\"}",
+        1.0,
+    );
 }
 
 #[test]
@@ -151,7 +197,10 @@ fn readyz_is_503_while_mariadb_is_down_and_200_when_it_is_back() {
         if code == 503 {
             break body;
         }
-        assert!(Instant::now() < deadline, "still ready with MariaDB down: {body}");
+        assert!(
+            Instant::now() < deadline,
+            "still ready with MariaDB down: {body}"
+        );
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(body.starts_with("not ready: store unavailable"), "{body}");
@@ -160,7 +209,10 @@ fn readyz_is_503_while_mariadb_is_down_and_200_when_it_is_back() {
     db.start_again();
     let deadline = Instant::now() + Duration::from_secs(30);
     while curl(&addr, "/readyz").0 != 200 {
-        assert!(Instant::now() < deadline, "not ready again after MariaDB restarted");
+        assert!(
+            Instant::now() < deadline,
+            "not ready again after MariaDB restarted"
+        );
         std::thread::sleep(Duration::from_millis(200));
     }
 }
@@ -171,9 +223,14 @@ fn notify_lines(sock: &UnixDatagram, within: Duration) -> Vec<String> {
     let mut lines = Vec::new();
     let mut buf = [0u8; 4096];
     while Instant::now() < deadline {
-        sock.set_read_timeout(Some(Duration::from_millis(100))).unwrap();
+        sock.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
         if let Ok(n) = sock.recv(&mut buf) {
-            lines.extend(String::from_utf8_lossy(&buf[..n]).lines().map(str::to_string));
+            lines.extend(
+                String::from_utf8_lossy(&buf[..n])
+                    .lines()
+                    .map(str::to_string),
+            );
         }
     }
     lines
@@ -190,11 +247,15 @@ fn notify_protocol_ready_status_watchdog_and_stopping() {
             .env("WATCHDOG_USEC", "1000000"),
     );
     let mut buf = [0u8; 4096];
-    sock.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
     let n = sock.recv(&mut buf).expect("READY=1 within 10 s");
     let first = String::from_utf8_lossy(&buf[..n]).to_string();
     assert!(first.lines().any(|l| l == "READY=1"), "{first}");
-    assert!(first.contains("STATUS=accepting mail on 127.0.0.1:"), "{first}");
+    assert!(
+        first.contains("STATUS=accepting mail on 127.0.0.1:"),
+        "{first}"
+    );
     // READY comes after the listener is bound: the port accepts now.
     let mut c = server.client();
     c.quit();
@@ -202,7 +263,9 @@ fn notify_protocol_ready_status_watchdog_and_stopping() {
     let pings = lines.iter().filter(|l| *l == "WATCHDOG=1").count();
     assert!(pings >= 3, "expected a ping every 0.5 s: {lines:?}");
     assert!(
-        lines.iter().any(|l| l.starts_with("STATUS=") && l.contains("messages accepted")),
+        lines
+            .iter()
+            .any(|l| l.starts_with("STATUS=") && l.contains("messages accepted")),
         "{lines:?}"
     );
     server.term();
@@ -218,7 +281,11 @@ fn write(path: &Path, text: &str) {
 fn wait_stderr(server: &Server, needle: &str, count: usize) {
     let deadline = Instant::now() + Duration::from_secs(10);
     while server.stderr().matches(needle).count() < count {
-        assert!(Instant::now() < deadline, "no {needle:?} x{count}:\n{}", server.stderr());
+        assert!(
+            Instant::now() < deadline,
+            "no {needle:?} x{count}:\n{}",
+            server.stderr()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -257,7 +324,11 @@ fn sighup_applies_domains_and_limits_refuses_a_bad_file_and_ignores_listen() {
     );
     server.signal("HUP");
     wait_stderr(&server, "configuration refused", 1);
-    assert!(server.stderr().contains("limits.max_recipients"), "{}", server.stderr());
+    assert!(
+        server.stderr().contains("limits.max_recipients"),
+        "{}",
+        server.stderr()
+    );
     let mut c = server.ehlo_client();
     c.cmd_expect("MAIL FROM:<s@example.org>", 250, "2.1.0");
     c.cmd_expect("RCPT TO:<x@b.test>", 250, "2.1.5");
@@ -272,7 +343,8 @@ fn sighup_applies_domains_and_limits_refuses_a_bad_file_and_ignores_listen() {
     wait_stderr(&server, "SIGHUP: configuration reloaded", 2);
     let err = server.stderr();
     assert!(
-        err.lines().any(|l| l.contains("ignored") && l.contains("metrics.listen")),
+        err.lines()
+            .any(|l| l.contains("ignored") && l.contains("metrics.listen")),
         "{err}"
     );
 }
@@ -283,15 +355,25 @@ fn sigusr1_reopens_the_log_file() {
     let log = dir.path().join("smtpd.log");
     let server = Server::with_config(&format!("[log]\nfile = \"{}\"\n", log.display()));
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("smtpd started") {
-        assert!(Instant::now() < deadline, "nothing logged to {}", log.display());
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("smtpd started")
+    {
+        assert!(
+            Instant::now() < deadline,
+            "nothing logged to {}",
+            log.display()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     let rotated = dir.path().join("smtpd.log.1");
     std::fs::rename(&log, &rotated).unwrap();
     server.signal("USR1");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !std::fs::read_to_string(&log).unwrap_or_default().contains("log file reopened") {
+    while !std::fs::read_to_string(&log)
+        .unwrap_or_default()
+        .contains("log file reopened")
+    {
         assert!(Instant::now() < deadline, "no new log file after SIGUSR1");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -303,7 +385,10 @@ fn sigusr1_reopens_the_log_file() {
 #[test]
 fn units_verify_and_their_exposure_is_below_2() {
     use crate::support::units;
-    let dir = units::verify(&["smtpd.service", "smtpd.socket"], &[("/usr/bin/smtpd", SMTPD)]);
+    let dir = units::verify(
+        &["smtpd.service", "smtpd.socket"],
+        &[("/usr/bin/smtpd", SMTPD)],
+    );
     let score = units::exposure(&dir.path().join("smtpd.service"));
     // 1.4 when this test was written (systemd 252).
     assert!(score < 2.0, "smtpd.service exposure {score}");
@@ -318,7 +403,15 @@ fn socket_activation_takes_the_listener_from_listen_fds() {
     // systemd-socket-activate binds, then execs smtpd with LISTEN_FDS=1 and
     // LISTEN_PID set, as systemd does for smtpd.socket.
     let mut child = Command::new("systemd-socket-activate")
-        .args(["-l", &addr, SMTPD, "--listen", "127.0.0.1:1", "--hostname", HOSTNAME])
+        .args([
+            "-l",
+            &addr,
+            SMTPD,
+            "--listen",
+            "127.0.0.1:1",
+            "--hostname",
+            HOSTNAME,
+        ])
         .arg("--store")
         .arg(format!("sqlite:{}", db.display()))
         .current_dir(dir.path())
@@ -339,7 +432,11 @@ fn socket_activation_takes_the_listener_from_listen_fds() {
     let mut c = Client::from_stream(stream);
     c.expect(220, "");
     c.ehlo("client.test");
-    let id = c.deliver("a@example.org", &["r@example.com"], &simple_message("activated"));
+    let id = c.deliver(
+        "a@example.org",
+        &["r@example.com"],
+        &simple_message("activated"),
+    );
     c.quit();
     assert_eq!(id.len(), 32);
     // server.listen (port 1) was not bound: the activated socket replaced it.

@@ -93,10 +93,25 @@ fn build_deb(pkg: &str, out: &Path) -> PathBuf {
         run(Command::new("cargo").args(["build", "-q", "-p", pkg]));
     }
     let o = run(Command::new("cargo")
-        .args(["deb", "-q", "-p", pkg, "--no-build", "--profile", "dev", "--fast", "--output"])
+        .args([
+            "deb",
+            "-q",
+            "-p",
+            pkg,
+            "--no-build",
+            "--profile",
+            "dev",
+            "--fast",
+            "--output",
+        ])
         .arg(out)
         .current_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("..")));
-    let path = String::from_utf8_lossy(&o.stdout).trim().lines().last().unwrap_or("").to_string();
+    let path = String::from_utf8_lossy(&o.stdout)
+        .trim()
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
     let path = PathBuf::from(path);
     assert!(path.exists(), "cargo deb printed no package path");
     path
@@ -122,7 +137,10 @@ fn start_unit(unit: &Path, extra: &[String], log: &Path) -> Child {
 
 fn wait_log(log: &Path, needle: &str) {
     let deadline = Instant::now() + Duration::from_secs(20);
-    while !std::fs::read_to_string(log).unwrap_or_default().contains(needle) {
+    while !std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .contains(needle)
+    {
         assert!(
             Instant::now() < deadline,
             "no {needle:?} in {}:\n{}",
@@ -135,10 +153,16 @@ fn wait_log(log: &Path, needle: &str) {
 
 fn smtpd_rows() -> i64 {
     let out = Command::new("sqlite3")
-        .args(["/var/lib/smtpd/smtpd.sqlite", "SELECT count(*) FROM new_mail"])
+        .args([
+            "/var/lib/smtpd/smtpd.sqlite",
+            "SELECT count(*) FROM new_mail",
+        ])
         .output()
         .unwrap();
-    String::from_utf8_lossy(&out.stdout).trim().parse().unwrap_or(0)
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .unwrap_or(0)
 }
 
 #[test]
@@ -162,10 +186,21 @@ fn debian_packages_install_run_and_purge_cleanly() {
         assert!(Path::new(&format!("/usr/bin/{pkg}")).exists());
         assert!(Path::new(&format!("/etc/{pkg}/{pkg}.toml")).exists());
         let state = run(Command::new("stat").args(["-c", "%U %a", &format!("/var/lib/{pkg}")]));
-        assert_eq!(String::from_utf8_lossy(&state.stdout).trim(), format!("{pkg} 750"));
+        assert_eq!(
+            String::from_utf8_lossy(&state.stdout).trim(),
+            format!("{pkg} 750")
+        );
     }
-    for unit in ["smtpd.service", "smtpd.socket", "outbound.service", "outbound-web.service"] {
-        assert!(Path::new("/lib/systemd/system").join(unit).exists(), "{unit}");
+    for unit in [
+        "smtpd.service",
+        "smtpd.socket",
+        "outbound.service",
+        "outbound-web.service",
+    ] {
+        assert!(
+            Path::new("/lib/systemd/system").join(unit).exists(),
+            "{unit}"
+        );
     }
 
     let smtp_port = free_port();
@@ -178,7 +213,14 @@ fn debian_packages_install_run_and_purge_cleanly() {
     wait_log(&smtpd_log, "smtpd: listening on");
     let swaks = run(Command::new("swaks")
         .args(["--server", &format!("127.0.0.1:{smtp_port}")])
-        .args(["--from", "a@sender.test", "--to", "r@inbound.test", "--helo", "client.test"])
+        .args([
+            "--from",
+            "a@sender.test",
+            "--to",
+            "r@inbound.test",
+            "--helo",
+            "client.test",
+        ])
         .args(["--timeout", "10"]));
     assert!(
         String::from_utf8_lossy(&swaks.stdout).contains("250 2.0.0 OK queued as"),
@@ -189,8 +231,21 @@ fn debian_packages_install_run_and_purge_cleanly() {
 
     // One message through the relay, to the smtpd just started.
     let enqueue = Command::new("runuser")
-        .args(["-u", "outbound", "--", "/usr/bin/outbound", "-c", "/etc/outbound/outbound.toml"])
-        .args(["enqueue", "--from", "app@sender.test", "--to", "r@relayed.test"])
+        .args([
+            "-u",
+            "outbound",
+            "--",
+            "/usr/bin/outbound",
+            "-c",
+            "/etc/outbound/outbound.toml",
+        ])
+        .args([
+            "enqueue",
+            "--from",
+            "app@sender.test",
+            "--to",
+            "r@relayed.test",
+        ])
         .current_dir("/")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -205,11 +260,18 @@ fn debian_packages_install_run_and_purge_cleanly() {
             .unwrap();
     }
     let out = enqueue.wait_with_output().unwrap();
-    assert!(out.status.success(), "enqueue: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "enqueue: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let outbound_log = dir.path().join("outbound.log");
     guard.0.push(start_unit(
         Path::new("/lib/systemd/system/outbound.service"),
-        &["--transport".into(), format!("relayed.test=127.0.0.1:{smtp_port}")],
+        &[
+            "--transport".into(),
+            format!("relayed.test=127.0.0.1:{smtp_port}"),
+        ],
         &outbound_log,
     ));
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -235,7 +297,11 @@ fn debian_packages_install_run_and_purge_cleanly() {
     for pkg in PACKAGES {
         assert!(!installed(pkg), "{pkg} still installed");
         assert!(!user_exists(pkg), "user {pkg} left behind");
-        for path in [format!("/usr/bin/{pkg}"), format!("/etc/{pkg}"), format!("/var/lib/{pkg}")] {
+        for path in [
+            format!("/usr/bin/{pkg}"),
+            format!("/etc/{pkg}"),
+            format!("/var/lib/{pkg}"),
+        ] {
             assert!(!Path::new(&path).exists(), "{path} left behind");
         }
     }

@@ -72,11 +72,13 @@ impl Write for &ReopenableFile {
     }
 }
 
+/// Swaps the subscriber's filter (the reload handle, behind its writer's type).
+type ApplyFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
 
 /// What a running process can change about its logging.
 pub struct LogHandle {
     env_var: String,
-    filter: Option<Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>>,
+    filter: Option<ApplyFilter>,
     file: Option<Arc<ReopenableFile>>,
 }
 
@@ -121,7 +123,6 @@ impl LogHandle {
     }
 }
 
-
 /// Installs the global subscriber (once per process).
 pub fn init(setup: &Logging<'_>) -> Result<LogHandle, LogFileError> {
     let filter = EnvFilter::try_from_env(setup.env_var)
@@ -145,8 +146,7 @@ pub fn init(setup: &Logging<'_>) -> Result<LogHandle, LogFileError> {
                 .with_filter_reloading();
             let h = builder.reload_handle();
             builder.init();
-            Box::new(move |f: EnvFilter| h.reload(f).map_err(|e| e.to_string()))
-                as Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>
+            Box::new(move |f: EnvFilter| h.reload(f).map_err(|e| e.to_string())) as ApplyFilter
         }
         None => {
             let builder = builder

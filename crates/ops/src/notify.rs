@@ -218,7 +218,10 @@ mod tests {
         assert_eq!(w.stale_loop(Duration::from_secs(60)), None);
         std::thread::sleep(Duration::from_millis(30));
         a.beat();
-        assert_eq!(w.stale_loop(Duration::from_millis(20)).as_deref(), Some("b"));
+        assert_eq!(
+            w.stale_loop(Duration::from_millis(20)).as_deref(),
+            Some("b")
+        );
         w.unregister(&b);
         assert_eq!(w.stale_loop(Duration::from_millis(20)), None);
         assert_eq!(a.name(), "a");

@@ -162,7 +162,12 @@ fn handle(mut stream: TcpStream, registry: &Registry, ready: &ReadyCheck) -> io:
         }
         Err(refused) => {
             let status = refused.status();
-            (status, "text/plain; charset=utf-8", format!("{}\n", status.1), false)
+            (
+                status,
+                "text/plain; charset=utf-8",
+                format!("{}\n", status.1),
+                false,
+            )
         }
     };
     let mut out = format!(
@@ -195,7 +200,11 @@ fn respond(
                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                     body,
                 ),
-                Err(_) => ((500, "Internal Server Error"), TEXT, "encoding failed\n".into()),
+                Err(_) => (
+                    (500, "Internal Server Error"),
+                    TEXT,
+                    "encoding failed\n".into(),
+                ),
             }
         }
         Endpoint::Healthz => ((200, "OK"), TEXT, "ok\n".into()),
@@ -290,7 +299,9 @@ mod tests {
         assert_eq!(r.endpoint, Endpoint::Readyz);
         assert!(r.head_only);
         assert_eq!(
-            parse_request(b"GET /healthz HTTP/1.1\r\n\r\n").unwrap().endpoint,
+            parse_request(b"GET /healthz HTTP/1.1\r\n\r\n")
+                .unwrap()
+                .endpoint,
             Endpoint::Healthz
         );
     }
@@ -317,7 +328,10 @@ mod tests {
         );
         let big = vec![b'a'; MAX_REQUEST_BYTES + 1];
         assert_eq!(parse_request(&big), Err(Refused::TooLarge));
-        assert_eq!(parse_request(b"\xff\xfe /x HTTP/1.1\r\n\r\n"), Err(Refused::BadRequest));
+        assert_eq!(
+            parse_request(b"\xff\xfe /x HTTP/1.1\r\n\r\n"),
+            Err(Refused::BadRequest)
+        );
     }
 
     #[test]

@@ -62,7 +62,9 @@ pub fn router(state: AppState) -> Router {
         .merge(tracking::routes(state.tracker.clone()))
         .fallback(|| async { ApiError::not_found("path") })
         .layer(DefaultBodyLimit::max(state.cfg.web.max_body_bytes))
-        .layer(axum::middleware::map_response(crate::metrics::count_response))
+        .layer(axum::middleware::map_response(
+            crate::metrics::count_response,
+        ))
         .with_state(state)
 }
 

@@ -32,7 +32,9 @@ pub struct MetricsConfig {
 
 pub(super) fn metrics(raw: RawMetrics) -> Result<MetricsConfig, ConfigError> {
     let explicit = raw.listen.is_some();
-    let text = raw.listen.unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
+    let text = raw
+        .listen
+        .unwrap_or_else(|| DEFAULT_METRICS_LISTEN.to_owned());
     let text = text.trim();
     if text.is_empty() {
         return Ok(MetricsConfig {

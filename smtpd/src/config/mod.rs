@@ -35,8 +35,8 @@ mod sections;
 
 pub use cli::Cli;
 pub use defaults::*;
-pub use raw::*;
 pub use metrics::{DEFAULT_METRICS_LISTEN, MetricsConfig, RawMetrics};
+pub use raw::*;
 pub use sections::{Limits, Log, Proxy, Server, Store, Timeouts, Tls};
 
 /// A complete, validated configuration, by section (each as its file section

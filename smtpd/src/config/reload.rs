@@ -32,12 +32,18 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
             plan.applied.push(name);
         }
     };
-    live("server.hostname", old.server.hostname != new.server.hostname);
+    live(
+        "server.hostname",
+        old.server.hostname != new.server.hostname,
+    );
     live(
         "server.accept_domains",
         old.server.accept_domains != new.server.accept_domains,
     );
-    live("server.max_clients", old.server.max_clients != new.server.max_clients);
+    live(
+        "server.max_clients",
+        old.server.max_clients != new.server.max_clients,
+    );
     live(
         "limits",
         differs(
@@ -68,7 +74,10 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         "tls.cert",
         old.tls.files != new.tls.files || old.tls.require != new.tls.require,
     );
-    live("proxy.trusted_networks", differs(&old.proxy.trusted, &new.proxy.trusted));
+    live(
+        "proxy.trusted_networks",
+        differs(&old.proxy.trusted, &new.proxy.trusted),
+    );
     live("log.verbose", old.log.verbose != new.log.verbose);
     let mut fixed = |name, changed: bool| {
         if changed {
@@ -76,7 +85,10 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         }
     };
     fixed("server.listen", old.server.listen != new.server.listen);
-    fixed("tls.implicit_listen", old.tls.implicit_listen != new.tls.implicit_listen);
+    fixed(
+        "tls.implicit_listen",
+        old.tls.implicit_listen != new.tls.implicit_listen,
+    );
     fixed("proxy.listen", old.proxy.listen != new.proxy.listen);
     fixed(
         "server.threads",

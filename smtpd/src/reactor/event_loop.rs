@@ -29,12 +29,12 @@ use tracing::{debug, error, warn};
 
 use super::connection::{Budget, Connection, Outcome};
 use super::limits::Refusal;
-use crate::metrics::ConnRefusal;
 use super::timer::{TICK, TimerWheel};
 use super::{ReactorConfig, Shared};
 use crate::handoff::{
     Completion, CompletionSink, ConnKey, Envelope, QueueId, StoreFailed, Submission,
 };
+use crate::metrics::ConnRefusal;
 use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::reply::Reply;
 use crate::protocol::{self, Opening, Phase, Session, SessionConfig};

@@ -45,8 +45,9 @@ pub fn inherited(
     if fds.len() == 0 {
         return Ok(None);
     }
-    let mut per_thread: Vec<Vec<mio::net::TcpListener>> =
-        (0..threads).map(|_| Vec::with_capacity(fds.len())).collect();
+    let mut per_thread: Vec<Vec<mio::net::TcpListener>> = (0..threads)
+        .map(|_| Vec::with_capacity(fds.len()))
+        .collect();
     let mut bound = Vec::with_capacity(fds.len());
     for i in 0..fds.len() {
         let Some(listener) = fds.take_tcp_listener(i)? else {

@@ -55,7 +55,17 @@ pub fn exposure(unit: &Path) -> f64 {
     text.lines()
         .find_map(|l| {
             let rest = l.split("Overall exposure level for ").nth(1)?;
-            rest.split(": ").nth(1)?.split_whitespace().next()?.parse().ok()
+            rest.split(": ")
+                .nth(1)?
+                .split_whitespace()
+                .next()?
+                .parse()
+                .ok()
         })
-        .unwrap_or_else(|| panic!("no exposure level in:\n{text}\n{}", String::from_utf8_lossy(&out.stderr)))
+        .unwrap_or_else(|| {
+            panic!(
+                "no exposure level in:\n{text}\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
 }
