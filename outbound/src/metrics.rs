@@ -8,8 +8,7 @@
 //! set ([`ops::topn::TopN`]: the first [`TOP_DOMAINS`] seen, then `other`).
 //! Must not: block, or hold a lock across an await.
 
-use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
@@ -21,7 +20,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 use serde::Deserialize;
 
-use ops::{ConfigError, invalid};
+use ops::ConfigError;
 
 /// Destination domains with a label of their own; the rest are `other`.
 pub const TOP_DOMAINS: usize = 50;
@@ -69,8 +68,7 @@ pub struct Metrics {
     queue: Family<StateLabel, Gauge>,
     queue_seen: Mutex<Vec<String>>,
     /// The last claim's outcome, and why it failed.
-    claim_ok: AtomicBool,
-    claim_error: Mutex<String>,
+    claim: ops::telemetry::Readiness,
     /// Milliseconds since [`EPOCH`] of the dispatcher loop's last turn (0: never).
     loop_turn_ms: AtomicU64,
 }
@@ -108,8 +106,7 @@ impl Metrics {
             campaign_expanded: Counter::default(),
             queue: Family::default(),
             queue_seen: Mutex::new(Vec::new()),
-            claim_ok: AtomicBool::new(false),
-            claim_error: Mutex::new("no claim yet".into()),
+            claim: ops::telemetry::Readiness::new(false, "no claim yet"),
             loop_turn_ms: AtomicU64::new(0),
         }
     }
@@ -236,14 +233,11 @@ impl Metrics {
         match result {
             Ok(n) => {
                 self.claims.inc_by(n as u64);
-                self.claim_ok.store(true, Ordering::Release);
+                self.claim.set(Ok(()));
             }
             Err(e) => {
                 self.claim_failures.inc();
-                if let Ok(mut s) = self.claim_error.lock() {
-                    *s = e;
-                }
-                self.claim_ok.store(false, Ordering::Release);
+                self.claim.set(Err(&e));
             }
         }
     }
@@ -263,15 +257,7 @@ impl Metrics {
         if since_epoch_ms().saturating_sub(turned) > stale {
             return Err("dispatcher loop stuck".into());
         }
-        if !self.claim_ok.load(Ordering::Acquire) {
-            let why = self
-                .claim_error
-                .lock()
-                .map(|e| e.clone())
-                .unwrap_or_default();
-            return Err(format!("claim failed: {why}"));
-        }
-        Ok(())
+        self.claim.check("claim failed")
     }
 }
 
@@ -319,8 +305,7 @@ struct ClassLabel {
 struct WebMetrics {
     responses: Family<ClassLabel, Counter>,
     by_class: [Counter; 5],
-    db_ok: AtomicBool,
-    db_error: Mutex<String>,
+    db: ops::telemetry::Readiness,
 }
 
 fn web() -> &'static WebMetrics {
@@ -331,8 +316,7 @@ fn web() -> &'static WebMetrics {
         WebMetrics {
             responses,
             by_class,
-            db_ok: AtomicBool::new(false),
-            db_error: Mutex::new("no probe yet".into()),
+            db: ops::telemetry::Readiness::new(false, "no probe yet"),
         }
     });
     &WEB
@@ -366,16 +350,8 @@ pub fn serve_web(
                 Ok(mut db) => db.query("SELECT 1", Vec::new()).await.map(|_| ()),
                 Err(e) => Err(e),
             };
-            let w = web();
-            match probe {
-                Ok(()) => w.db_ok.store(true, Ordering::Release),
-                Err(e) => {
-                    if let Ok(mut s) = w.db_error.lock() {
-                        *s = e.to_string();
-                    }
-                    w.db_ok.store(false, Ordering::Release);
-                }
-            }
+            let why = probe.err().map(|e| e.to_string());
+            web().db.set(why.as_deref().map_or(Ok(()), Err));
             tokio::time::sleep(WEB_PROBE).await;
         }
     });
@@ -389,15 +365,7 @@ pub fn serve_web(
         "outbound web",
         cfg.metrics.web,
         registry,
-        std::sync::Arc::new(|| {
-            let w = web();
-            if w.db_ok.load(Ordering::Acquire) {
-                Ok(())
-            } else {
-                let why = w.db_error.lock().map(|e| e.clone()).unwrap_or_default();
-                Err(format!("store unavailable: {why}"))
-            }
-        }),
+        std::sync::Arc::new(|| web().db.check("store unavailable")),
     )
 }
 
@@ -456,15 +424,7 @@ pub struct FileMetrics {
     pub web_listen: Option<String>,
 }
 
-/// One validated listener setting.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Listen {
-    /// None: no listener.
-    pub addr: Option<SocketAddr>,
-    /// Written in the file: failing to bind stops the start; the default address
-    /// being taken (another relay on the host) only warns.
-    pub explicit: bool,
-}
+pub use ops::telemetry::Listen;
 
 /// The validated `[metrics]` section.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -473,31 +433,16 @@ pub struct MetricsConfig {
     pub web: Listen,
 }
 
-fn listen(field: &'static str, raw: Option<String>, default: &str) -> Result<Listen, ConfigError> {
-    let explicit = raw.is_some();
-    let text = raw.unwrap_or_else(|| default.to_owned());
-    let text = text.trim();
-    if text.is_empty() {
-        return Ok(Listen {
-            addr: None,
-            explicit,
-        });
-    }
-    let addr = text
-        .parse()
-        .map_err(|e| invalid(field, format!("{text:?} is not ADDR:PORT ({e})")))?;
-    Ok(Listen {
-        addr: Some(addr),
-        explicit,
-    })
-}
-
 pub fn metrics_section(raw: FileMetrics) -> Result<MetricsConfig, ConfigError> {
     Ok(MetricsConfig {
-        relay: listen("metrics.listen", raw.listen, DEFAULT_RELAY_METRICS_LISTEN)?,
-        web: listen(
+        relay: ops::telemetry::listen_setting(
+            "metrics.listen",
+            raw.listen.as_deref(),
+            DEFAULT_RELAY_METRICS_LISTEN,
+        )?,
+        web: ops::telemetry::listen_setting(
             "metrics.web_listen",
-            raw.web_listen,
+            raw.web_listen.as_deref(),
             DEFAULT_WEB_METRICS_LISTEN,
         )?,
     })
@@ -510,22 +455,8 @@ pub fn serve(
     registry: Registry,
     ready: ops::telemetry::ReadyCheck,
 ) -> anyhow::Result<()> {
-    let Some(addr) = listen.addr else {
-        return Ok(());
-    };
-    match ops::telemetry::serve(addr, registry, ready) {
-        Ok(t) => {
-            // Tests and scripts look for this exact phrase to learn the port.
-            eprintln!("{name}: metrics on {}", t.addr);
-            tracing::info!(addr = %t.addr, "metrics listening");
-            Ok(())
-        }
-        Err(e) if !listen.explicit => {
-            tracing::warn!(%addr, error = %e, "cannot listen for metrics at the default address; metrics off");
-            Ok(())
-        }
-        Err(e) => Err(anyhow::anyhow!("cannot listen for metrics on {addr}: {e}")),
-    }
+    ops::telemetry::serve_setting(name, listen, registry, ready)?;
+    Ok(())
 }
 
 #[cfg(test)]

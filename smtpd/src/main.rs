@@ -275,9 +275,6 @@ fn start_telemetry(
     metrics: &Arc<Metrics>,
     stage: &StorageStage,
 ) -> anyhow::Result<Option<std::net::SocketAddr>> {
-    let Some(addr) = config.metrics.listen else {
-        return Ok(None);
-    };
     let mut registry = prometheus_client::registry::Registry::default();
     metrics.register(&mut registry);
     let deleted = stage.retention_counter();
@@ -294,21 +291,8 @@ fn start_telemetry(
     ));
     let ready_metrics = Arc::clone(metrics);
     let ready: ops::telemetry::ReadyCheck = Arc::new(move || ready_metrics.ready());
-    match ops::telemetry::serve(addr, registry, ready) {
-        Ok(t) => {
-            // Tests and scripts look for this exact phrase to learn the bound port.
-            eprintln!("smtpd: metrics on {}", t.addr);
-            info!(addr = %t.addr, "metrics listening");
-            Ok(Some(t.addr))
-        }
-        Err(e) if !config.metrics.explicit => {
-            warn!(%addr, error = %e, "cannot listen for metrics at the default address; metrics off");
-            Ok(None)
-        }
-        Err(e) => Err(anyhow::anyhow!(
-            "metrics.listen: cannot listen on {addr}: {e}"
-        )),
-    }
+    ops::telemetry::serve_setting("smtpd", config.metrics, registry, ready)
+        .context("metrics.listen")
 }
 
 /// STATUS= lines for `systemctl status`, every few seconds (only under systemd).

@@ -8,7 +8,6 @@
 //! refusal reasons), so nothing is allocated or locked per message.
 //! Must not: read a clock or touch a socket.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -119,9 +118,7 @@ pub struct Metrics {
     pub redis_writes: Counter,
     pub redis_failures: Counter,
     /// The store answered its last commit or probe.
-    store_ready: AtomicBool,
-    /// Why not, when not (written only when the state changes).
-    store_error: Mutex<String>,
+    store: ops::telemetry::Readiness,
     /// Set once every listener is bound and the reactors run.
     listening: AtomicBool,
     refused_family: Family<ReasonLabel, Counter>,
@@ -183,8 +180,7 @@ impl Metrics {
             commit_failures: Counter::default(),
             redis_writes: Counter::default(),
             redis_failures: Counter::default(),
-            store_ready: AtomicBool::new(true),
-            store_error: Mutex::new(String::new()),
+            store: ops::telemetry::Readiness::new(true, ""),
             listening: AtomicBool::new(false),
             refused_family,
             sessions_family,
@@ -325,13 +321,7 @@ impl Metrics {
 
     /// The store committed (`Ok`) or failed.
     pub fn set_store(&self, result: Result<(), &str>) {
-        let ok = result.is_ok();
-        if self.store_ready.swap(ok, Ordering::AcqRel) == ok && ok {
-            return;
-        }
-        if let Ok(mut e) = self.store_error.lock() {
-            *e = result.err().unwrap_or_default().to_owned();
-        }
+        self.store.set(result);
     }
 
     pub fn set_listening(&self) {
@@ -343,15 +333,7 @@ impl Metrics {
         if !self.listening.load(Ordering::Acquire) {
             return Err("listeners not bound yet".into());
         }
-        if !self.store_ready.load(Ordering::Acquire) {
-            let why = self
-                .store_error
-                .lock()
-                .map(|e| e.clone())
-                .unwrap_or_default();
-            return Err(format!("store unavailable: {why}"));
-        }
-        Ok(())
+        self.store.check("store unavailable")
     }
 }
 

@@ -3,10 +3,10 @@
 //! protocol against a datagram socket the test binds.
 
 use std::os::unix::net::UnixDatagram;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use crate::support::{Dest, FAST, Relay, Store, Web, enqueue, message, wait_for};
+use test_support::scrape::{curl, sample, scrape_until};
 
 const METRICS: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n";
 
@@ -22,36 +22,6 @@ fn metrics_addr(who: &str, log: impl Fn() -> String) -> String {
         addr.is_some()
     });
     addr.unwrap()
-}
-
-fn curl(addr: &str, path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap_or(f64::NAN))
-}
-
-/// Scrapes until `series` is `want`; returns that scrape.
-fn scrape_until(addr: &str, series: &str, want: f64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let (code, text) = curl(addr, "/metrics");
-        if code == 200 && sample(&text, series) == want {
-            return text;
-        }
-        assert!(Instant::now() < deadline, "{series} never {want}:\n{text}");
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

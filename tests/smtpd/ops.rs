@@ -8,6 +8,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use crate::support::scrape::{curl, sample, scrape_until};
 use crate::support::services::Mariadb;
 use crate::support::*;
 
@@ -31,43 +32,6 @@ fn metrics_addr(server: &Server) -> String {
     }
 }
 
-/// `curl` a path: (status code, body).
-fn curl(addr: &str, path: &str) -> (u16, String) {
-    let out = Command::new("curl")
-        .args(["-s", "-m", "5", "-w", "\n%{http_code}"])
-        .arg(format!("http://{addr}{path}"))
-        .output()
-        .expect("run curl");
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let (body, code) = text.rsplit_once('\n').unwrap_or(("", "0"));
-    (code.trim().parse().unwrap_or(0), body.to_string())
-}
-
-/// The value of one sample (`name{labels}` exactly as exposed), 0 when absent.
-fn sample(text: &str, series: &str) -> f64 {
-    text.lines()
-        .find_map(|l| l.strip_prefix(series)?.strip_prefix(' '))
-        .map_or(0.0, |v| v.trim().parse().unwrap_or(f64::NAN))
-}
-
-/// Scrapes until `series` reaches `want` (counters settle once the connection is
-/// closed and the reactor has added its session's replies), then returns the text.
-fn wait_for(addr: &str, series: &str, want: f64) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let (code, text) = curl(addr, "/metrics");
-        assert_eq!(code, 200, "{text}");
-        if sample(&text, series) == want {
-            return text;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{series} never reached {want}; last:\n{text}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
 const METRICS_CONFIG: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n\
     [server]\naccept_domains = [\"mx.test\"]\n[limits]\nmax_message_bytes = 2000\n";
 
@@ -75,7 +39,7 @@ const METRICS_CONFIG: &str = "[metrics]\nlisten = \"127.0.0.1:0\"\n\
 fn metrics_move_by_the_exact_traffic_sent() {
     let server = Server::with_config(METRICS_CONFIG);
     let addr = metrics_addr(&server);
-    let before = wait_for(&addr, "smtpd_messages_accepted_total", 0.0);
+    let before = scrape_until(&addr, "smtpd_messages_accepted_total", 0.0);
     assert_eq!(sample(&before, "smtpd_connections_total"), 0.0, "{before}");
 
     let mut c = server.ehlo_client();
@@ -100,7 +64,7 @@ fn metrics_move_by_the_exact_traffic_sent() {
     assert_eq!(r.code, 552, "{}", r.text());
     c.quit();
 
-    let text = wait_for(&addr, "smtpd_sessions_total{tls=\"no\"}", 1.0);
+    let text = scrape_until(&addr, "smtpd_sessions_total{tls=\"no\"}", 1.0);
     assert_eq!(
         sample(&text, "smtpd_messages_accepted_total"),
         3.0,
@@ -173,7 +137,7 @@ fn connections_refused_by_the_per_ip_limit_are_counted() {
     let _first = server.client();
     let mut second = Client::connect(server.addr);
     second.expect(421, "4.7.0");
-    wait_for(
+    scrape_until(
         &addr,
         "smtpd_connections_refused_total{reason=\"per_ip\"}",
         1.0,

@@ -219,6 +219,110 @@ fn respond(
     }
 }
 
+/// One readiness condition: whether a part works (the store answered, a claim
+/// succeeded) and, when it does not, why. Set by the part, read by `/readyz`.
+#[derive(Debug)]
+pub struct Readiness {
+    ok: std::sync::atomic::AtomicBool,
+    why: std::sync::Mutex<String>,
+}
+
+impl Readiness {
+    /// Not ready until the first [`Readiness::set`], for `why`.
+    pub fn new(ok: bool, why: &str) -> Self {
+        Self {
+            ok: std::sync::atomic::AtomicBool::new(ok),
+            why: std::sync::Mutex::new(why.to_owned()),
+        }
+    }
+
+    /// The part worked (`Ok`) or failed (the reason). The reason is written only
+    /// on failure, so success costs one atomic store.
+    pub fn set(&self, result: Result<(), &str>) {
+        use std::sync::atomic::Ordering;
+        match result {
+            Ok(()) => self.ok.store(true, Ordering::Release),
+            Err(why) => {
+                if let Ok(mut w) = self.why.lock() {
+                    why.clone_into(&mut w);
+                }
+                self.ok.store(false, Ordering::Release);
+            }
+        }
+    }
+
+    /// `Ok`, or `"{what}: {why}"`.
+    pub fn check(&self, what: &str) -> Result<(), String> {
+        if self.ok.load(std::sync::atomic::Ordering::Acquire) {
+            return Ok(());
+        }
+        let why = self.why.lock().map(|w| w.clone()).unwrap_or_default();
+        Err(format!("{what}: {why}"))
+    }
+}
+
+/// A telemetry listener setting as validated from a config file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Listen {
+    /// None: no listener (`""`).
+    pub addr: Option<SocketAddr>,
+    /// Written in the file: failing to bind stops the start. The default address
+    /// being taken (another daemon on the host) only warns.
+    pub explicit: bool,
+}
+
+/// Validates `field` (`"ADDR:PORT"`, `""` for none, absent for `default`).
+pub fn listen_setting(
+    field: &'static str,
+    raw: Option<&str>,
+    default: &str,
+) -> Result<Listen, crate::ConfigError> {
+    let explicit = raw.is_some();
+    let text = raw.unwrap_or(default).trim();
+    if text.is_empty() {
+        return Ok(Listen {
+            addr: None,
+            explicit,
+        });
+    }
+    let addr = text
+        .parse()
+        .map_err(|e| crate::invalid(field, format!("{text:?} is not ADDR:PORT ({e})")))?;
+    Ok(Listen {
+        addr: Some(addr),
+        explicit,
+    })
+}
+
+/// Starts the listener a [`Listen`] setting names, announcing the bound address
+/// on stderr as `<name>: metrics on ADDR` (scripts and tests read it). None when
+/// off, or when the default address is taken (a warning).
+pub fn serve_setting(
+    name: &str,
+    listen: Listen,
+    registry: Registry,
+    ready: ReadyCheck,
+) -> io::Result<Option<SocketAddr>> {
+    let Some(addr) = listen.addr else {
+        return Ok(None);
+    };
+    match serve(addr, registry, ready) {
+        Ok(t) => {
+            eprintln!("{name}: metrics on {}", t.addr);
+            tracing::info!(addr = %t.addr, "metrics listening");
+            Ok(Some(t.addr))
+        }
+        Err(e) if !listen.explicit => {
+            tracing::warn!(%addr, error = %e, "cannot listen for metrics at the default address; metrics off");
+            Ok(None)
+        }
+        Err(e) => Err(io::Error::new(
+            e.kind(),
+            format!("cannot listen for metrics on {addr}: {e}"),
+        )),
+    }
+}
+
 /// A value read at scrape time (a queue's length, a count another part keeps):
 /// registered with [`Registry::register_collector`].
 pub struct Sampled {
@@ -331,6 +435,30 @@ mod tests {
         assert_eq!(
             parse_request(b"\xff\xfe /x HTTP/1.1\r\n\r\n"),
             Err(Refused::BadRequest)
+        );
+    }
+
+    #[test]
+    fn listen_setting_default_empty_and_bad() {
+        let d = listen_setting("metrics.listen", None, "127.0.0.1:9325").unwrap();
+        assert_eq!(d.addr, Some("127.0.0.1:9325".parse().unwrap()));
+        assert!(!d.explicit);
+        let off = listen_setting("metrics.listen", Some(""), "127.0.0.1:9325").unwrap();
+        assert_eq!((off.addr, off.explicit), (None, true));
+        let e = listen_setting("metrics.listen", Some("localhost"), "x").unwrap_err();
+        assert!(e.to_string().starts_with("metrics.listen: "), "{e}");
+    }
+
+    #[test]
+    fn readiness_keeps_the_reason() {
+        let r = Readiness::new(false, "starting");
+        assert_eq!(r.check("store").unwrap_err(), "store: starting");
+        r.set(Ok(()));
+        assert!(r.check("store").is_ok());
+        r.set(Err("refused"));
+        assert_eq!(
+            r.check("store unavailable").unwrap_err(),
+            "store unavailable: refused"
         );
     }
 

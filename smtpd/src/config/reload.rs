@@ -120,7 +120,7 @@ pub fn keep_ignored(old: &Config, mut new: Config) -> Config {
     new.retention = old.retention.clone();
     new.limits.client_limits = old.limits.client_limits;
     new.log.file = old.log.file.clone();
-    new.metrics = old.metrics.clone();
+    new.metrics = old.metrics;
     new
 }
 

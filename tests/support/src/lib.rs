@@ -3,9 +3,11 @@
 //!
 //! - [`services`]: private MariaDB and Redis instances, each in its own temp dir on
 //!   a free loopback port, stopped on drop; `free_port`; `signal_pid`.
+//! - [`scrape`]: curl a telemetry listener, read Prometheus samples.
 //! - [`units`]: `systemd-analyze verify` and `security` on the units in `systemd/`.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod scrape;
 pub mod services;
 pub mod units;
