@@ -58,6 +58,10 @@ fn init_logging(config: &Config) -> anyhow::Result<ops::logging::LogHandle> {
 }
 
 fn run(cli: Cli, config: Config, log: ops::logging::LogHandle) -> anyhow::Result<()> {
+    // First of all: a SIGHUP or SIGUSR1 that arrives during the start (whose
+    // default action would end the process) waits here until it is handled.
+    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
+        .context("cannot install signal handlers")?;
     let metrics = Arc::new(Metrics::new());
     let watchdog = ops::notify::Watchdog::default();
     let stage = StorageStage::start(
@@ -191,8 +195,6 @@ fn run(cli: Cli, config: Config, log: ops::logging::LogHandle) -> anyhow::Result
 
     let sinks: Vec<_> = handles.iter().map(|h| Arc::clone(&h.sink)).collect();
     let signal_shared = Arc::clone(&shared);
-    let mut signals = signal_hook::iterator::Signals::new([SIGTERM, SIGINT, SIGHUP, SIGUSR1])
-        .context("cannot install signal handlers")?;
     let mut running = config;
     std::thread::Builder::new()
         .name("signals".into())
@@ -352,6 +354,9 @@ fn reload(
     );
     if let Some(tls) = new.tls.loaded.clone() {
         shared.tls.set(tls);
+        if let Some((cert, _)) = &new.tls.files {
+            info!(cert = %cert.display(), "SIGHUP: TLS certificate reloaded");
+        }
     }
     shared.reloaded.store(Some(Arc::new(Reloaded {
         session: Arc::new(new.session_config()),

@@ -133,7 +133,6 @@ impl Reactor {
         loop {
             let now = Instant::now();
             self.heartbeat.beat_at(now);
-            self.pick_up_reload();
             if self.shutdown_deadline.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
                 self.begin_shutdown(now);
             }
@@ -160,6 +159,9 @@ impl Reactor {
                 break;
             }
             let now = Instant::now();
+            // After the poll: a SIGHUP wakes the reactor, and the connection that
+            // arrived in the same batch of events must see the new settings.
+            self.pick_up_reload();
             for event in events.iter() {
                 match event.token() {
                     WAKER_TOKEN => {}
