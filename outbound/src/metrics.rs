@@ -244,7 +244,9 @@ impl Metrics {
 
     /// The dispatcher loop turned.
     pub fn loop_turned(&self) {
-        self.loop_turn_ms.store(since_epoch_ms(), Ordering::Relaxed);
+        // Never 0, which means "not yet".
+        self.loop_turn_ms
+            .store(since_epoch_ms().max(1), Ordering::Relaxed);
     }
 
     /// `/readyz` of the relay: the last claim succeeded and the loop turns.
