@@ -109,6 +109,8 @@ pub struct SmtpClient {
     /// failure from here on, the server may have accepted it.
     pub data_started: bool,
     timeouts: Timeouts,
+    /// Counts this connection in `outbound_connections_open` while it lives.
+    _open: crate::metrics::OpenConnection,
 }
 
 /// Opportunistic TLS settings: `None` = never STARTTLS.
@@ -157,6 +159,7 @@ impl SmtpClient {
             transactions: 0,
             data_started: false,
             timeouts: timeouts.clone(),
+            _open: crate::metrics::OpenConnection::new(),
         };
         let greeting = client.read_reply("greeting", timeouts.command).await?;
         if greeting.code != 220 {
@@ -225,6 +228,7 @@ impl SmtpClient {
             .map_err(|e| ClientError::Tls(e.to_string()))?;
         self.stream = Stream::Tls(Box::new(tls));
         self.tls = true;
+        crate::metrics::get().tls_used.inc();
         Ok(())
     }
 

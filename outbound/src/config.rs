@@ -186,6 +186,7 @@ struct FileConfig {
     web: Option<FileWeb>,
     campaigns: Option<FileCampaigns>,
     tracking: Option<FileTracking>,
+    metrics: Option<crate::metrics::FileMetrics>,
     /// Per-domain limits; the key `default` sets the defaults.
     #[serde(default)]
     domains: HashMap<String, FileDomain>,
@@ -387,6 +388,8 @@ pub struct Config {
     pub tracking: Tracking,
     /// `[confirmations]`: double opt-in senders and throttles.
     pub confirmations: crate::confirm::throttle::Confirmations,
+    /// `[metrics]`: the telemetry listeners of the relay and of `outbound web`.
+    pub metrics: crate::metrics::MetricsConfig,
 }
 
 /// The HTTP API (`[web]`, `outbound web`).
@@ -449,6 +452,10 @@ pub struct Bounces {
 
 impl Config {
     pub fn limits_for(&self, domain: &str) -> DomainLimits {
+        // Per-domain limits a SIGHUP reloaded win over the ones read at start.
+        if let Some(live) = crate::reload::limits_for(domain) {
+            return live;
+        }
         self.domain_limits
             .get(domain)
             .copied()
@@ -503,6 +510,7 @@ impl Config {
         )?;
         let mut campaigns = campaigns;
         campaigns.pause = crate::accounts::accounts_section(file.accounts.unwrap_or_default())?;
+        let metrics = crate::metrics::metrics_section(file.metrics.unwrap_or_default())?;
         // Every value is valid: only now is a file opened.
         let bounces = load_bounce_key(bounces)?;
         let dkim = crate::sending::dkim_section(file.dkim)?;
@@ -543,6 +551,7 @@ impl Config {
             pools: std::sync::Arc::new(pools),
             tracking,
             confirmations,
+            metrics,
         })
     }
 }

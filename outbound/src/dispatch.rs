@@ -76,6 +76,7 @@ struct InFlight {
 pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result<()> {
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
     let node = Node {
         node_id: cfg.node_id.clone(),
         instance_id: node::new_instance_id(),
@@ -145,11 +146,17 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
     };
     let mut lost = d.heartbeat(&mut queue, &node).await;
     info!(node = %cfg.node_id, instance = %node.instance_id, threads = cfg.threads, store = %cfg.store, "relay running");
+    let status = format!("relay {} running, {} workers", cfg.node_id, cfg.threads);
+    ops::notify::ready(&status);
+    let beat = crate::metrics::watchdog().register("dispatcher");
+    crate::metrics::watchdog().start();
     let mut next_heartbeat = Instant::now() + cfg.heartbeat;
     let mut next_claim = Instant::now();
     let mut next_intake = Instant::now();
     let mut next_campaigns = Instant::now();
     while lost.is_none() {
+        crate::metrics::get().loop_turned();
+        beat.beat();
         let now = Instant::now();
         if now >= next_campaigns {
             d.campaigns(&mut queue, &node).await;
@@ -160,6 +167,8 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
             next_intake = now + cfg.bounces.intake_interval;
         }
         if now >= next_heartbeat {
+            crate::metrics::sample_queue(&mut queue).await;
+            ops::notify::status(&format!("{status}; {} in flight", d.in_flight.len()));
             lost = d.heartbeat(&mut queue, &node).await;
             next_heartbeat = now + cfg.heartbeat;
             if lost.is_some() {
@@ -200,6 +209,7 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
             biased;
             _ = term.recv() => break,
             _ = int.recv() => break,
+            _ = hup.recv() => crate::reload::reload(&cfg),
             got = results.recv() => match got {
                 Some(batch) => d.finish(batch),
                 None => break,
@@ -217,6 +227,8 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         in_flight = d.in_flight.len(),
         "stopping: no new claims; finishing deliveries under way"
     );
+    crate::metrics::watchdog().unregister(&beat);
+    ops::notify::stopping("stopping: finishing deliveries under way");
     d.jobs.clear();
     let deadline = Instant::now() + cfg.shutdown_grace;
     while !d.in_flight.is_empty() {
@@ -365,6 +377,9 @@ impl Dispatcher {
         };
         match runner.tick(queue.db(), Utc::now()).await {
             Ok(report) => {
+                crate::metrics::get()
+                    .campaign_expanded
+                    .inc_by(report.expanded);
                 if report.started + report.expanded + report.finished > 0 {
                     debug!(
                         started = report.started,
@@ -389,6 +404,7 @@ impl Dispatcher {
         match queue.heartbeat(node, now, now + lease).await {
             Ok(Beat::Ours { took_back: 0 }) => None,
             Ok(Beat::Ours { took_back }) => {
+                crate::metrics::get().leases_taken_over.inc_by(took_back);
                 info!(
                     rows = took_back,
                     "took back rows whose lease had expired (a node stopped)"
@@ -417,7 +433,9 @@ impl Dispatcher {
         let lease = chrono::Duration::from_std(self.cfg.lease).unwrap_or_default();
         let rows = queue
             .claim(&self.cfg.node_id, &self.instance, now, now + lease, want)
-            .await?;
+            .await
+            .inspect_err(|e| crate::metrics::get().claimed(Err(e.to_string())))?;
+        crate::metrics::get().claimed(Ok(rows.len()));
         let claimed = rows.len();
         if claimed == 0 {
             return Ok(0);
@@ -673,6 +691,7 @@ impl Dispatcher {
 
     /// An outcome decided here, without a delivery attempt.
     fn local(&mut self, row: &Claimed, outcome: Outcome, status: Option<&str>, text: String) {
+        crate::metrics::get().delivery(outcome, row.recipient.rsplit('@').next().unwrap_or(""), 1);
         self.finish(vec![Attempt {
             queue_id: row.id,
             recipient: row.recipient.clone(),
@@ -793,7 +812,11 @@ impl Dispatcher {
             },
             complaint_address: self.cfg.bounces.complaint_address.as_deref(),
         };
-        match queue.intake(&settings, Utc::now()).await {
+        let intake = queue.intake(&settings, Utc::now()).await;
+        if let Ok(r) = &intake {
+            crate::metrics::record_intake(r.bounces, r.unsubscribes, r.complaints, r.forged);
+        }
+        match intake {
             Ok(r)
                 if r.bounces + r.unsubscribes + r.forged + r.complaints + r.complaints_skipped
                     > 0 =>

@@ -54,11 +54,13 @@ mod dns_records;
 mod dsn;
 mod import;
 mod lists;
+mod metrics;
 mod mime;
 mod mx;
 mod node;
 mod payload;
 mod queue;
+mod reload;
 mod retry;
 mod row;
 mod sending;
@@ -259,6 +261,7 @@ fn main() -> ExitCode {
         eprintln!("outbound: {e:#}");
         return ExitCode::from(2);
     }
+    reload::remember_source(cli.config.clone(), cli.store.clone(), cli.run.clone());
     let config = match Config::load(cli.config.as_deref(), cli.store.as_deref(), &cli.run) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -410,6 +413,14 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
             } else {
                 None
             };
+            let mut registry = prometheus_client::registry::Registry::default();
+            metrics::get().register(&mut registry);
+            metrics::serve(
+                "outbound",
+                config.metrics.relay,
+                registry,
+                Arc::new(|| metrics::get().relay_ready()),
+            )?;
             return dispatch::run(config, queue, tls).await;
         }
         Some(Command::Enqueue {

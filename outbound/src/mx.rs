@@ -107,6 +107,7 @@ impl Router {
             }]);
         }
         let fqdn = format!("{}.", domain.trim_end_matches('.'));
+        crate::metrics::get().dns_lookups.inc();
         let mut mx: Vec<(u16, String)> = match self.resolver.mx_lookup(fqdn.as_str()).await {
             Ok(lookup) => lookup
                 .iter()
@@ -121,6 +122,7 @@ impl Router {
                     });
                 }
                 Negative::Failed => {
+                    crate::metrics::get().dns_failures.inc();
                     return Err(RouteError::Temporary(format!(
                         "MX lookup for {domain} failed: {e}"
                     )));
@@ -143,6 +145,7 @@ impl Router {
         let mut last_error = None;
         for (_, host) in mx {
             let name = host.trim_end_matches('.').to_owned();
+            crate::metrics::get().dns_lookups.inc();
             match self.resolver.lookup_ip(host.as_str()).await {
                 Ok(ips) => {
                     let endpoints = ips
@@ -159,7 +162,10 @@ impl Router {
                         });
                     }
                 }
-                Err(e) => last_error = Some((name, e)),
+                Err(e) => {
+                    crate::metrics::get().dns_failures.inc();
+                    last_error = Some((name, e));
+                }
             }
         }
         if hops.is_empty() {

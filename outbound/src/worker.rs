@@ -157,6 +157,7 @@ async fn run(
         results,
     });
     let reaper = tokio::task::spawn_local(reap_idle(worker.clone()));
+    let beat = tokio::task::spawn_local(crate::metrics::heartbeat(format!("worker-{index}")));
     let mut tasks = JoinSet::new();
     while let Some(job) = jobs.recv().await {
         tasks.spawn_local(worker.clone().deliver(job));
@@ -165,6 +166,7 @@ async fn run(
     }
     while tasks.join_next().await.is_some() {}
     reaper.abort();
+    beat.abort();
     let domains: Vec<Rc<DomainState>> = worker.domains.borrow().values().cloned().collect();
     for d in domains {
         let idle: Vec<Pooled> = d.idle.borrow_mut().drain(..).collect();
@@ -281,6 +283,7 @@ impl Worker {
                 .map(|s| Some(s.clone()))
                 .ok_or(name),
         };
+        let started = std::time::Instant::now();
         let reports = match source {
             Ok(source) => self.deliver_from(&job, source).await,
             // Permanent: retrying cannot make the name known to this process.
@@ -292,6 +295,9 @@ impl Worker {
             )],
         };
         self.finish(&job, &reports);
+        crate::metrics::get()
+            .attempt_seconds
+            .observe(started.elapsed().as_secs_f64());
     }
 
     async fn deliver_from(&self, job: &Job, source: Option<Source>) -> Vec<Report> {
@@ -345,6 +351,7 @@ impl Worker {
                 }
             })
             .collect();
+        crate::metrics::deliveries(&job.domain, attempts.iter().map(|a| a.outcome));
         // The dispatcher being gone means we are shutting down; the leases will
         // expire and the rows be retried.
         let _ = self.results.send(attempts);
@@ -383,6 +390,9 @@ impl Worker {
                 .await;
             match wait {
                 Ok(ms) => {
+                    crate::metrics::get()
+                        .rate_limit_waits
+                        .inc_by(u64::from(ms > 0));
                     tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(0))).await;
                     return;
                 }
@@ -392,6 +402,9 @@ impl Worker {
         let now = Instant::now();
         let slot = state.next_slot.get().max(now);
         state.next_slot.set(slot + interval);
+        crate::metrics::get()
+            .rate_limit_waits
+            .inc_by(u64::from(slot > now));
         tokio::time::sleep_until(slot.into()).await;
     }
 
@@ -413,6 +426,7 @@ impl Worker {
                 .await
             {
                 Ok(outcome) => {
+                    crate::metrics::get().connections_reused.inc();
                     self.keep(client, state);
                     return reports(&outcome, &mx, addresses.len());
                 }

@@ -16,12 +16,14 @@
 //! - [`http`]: `smtpd --http`: the mailbox API, its event stream and the inbox
 //!   page, on their own threads, reading the store the committer writes.
 //! - [`tls`]: certificate loading and the reloadable rustls configuration.
+//! - [`metrics`]: the Prometheus metrics and what `/readyz` reports.
 
 #![forbid(unsafe_code)]
 
 pub mod config;
 pub mod handoff;
 pub mod http;
+pub mod metrics;
 pub mod protocol;
 pub mod reactor;
 pub mod spool;

@@ -23,6 +23,7 @@
 //! - [`bounces`]: the bounce loop with `smtpd`: VERP, DSNs both ways, suppression,
 //!   forged bounces, unsubscribe.
 //!
+//! - [`ops`]: the metrics listeners, `/readyz` with MariaDB stopped, sd-notify.
 //! - [`tracking`]: masked links, clicks, the open pixel and one-click unsubscribe.
 //! - [`confirmations`]: double opt-in confirmations, their `/c/` link and throttles.
 //! - [`account_limits`]: per-account sending rate, daily quota, auto-pause on
@@ -47,6 +48,7 @@ mod imports;
 mod limits;
 mod lists;
 mod nodes;
+mod ops;
 mod routing;
 mod sending;
 mod tracking;

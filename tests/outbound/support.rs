@@ -390,6 +390,11 @@ dsn = false
 impl Relay {
     /// Starts `outbound --store URL -c CONFIG ARGS` with `config` (TOML) as its file.
     pub fn start(store: &Store, config: &str, args: &[&str]) -> Relay {
+        Relay::start_env(store, config, args, &[])
+    }
+
+    /// [`Relay::start`] with extra environment variables (e.g. `NOTIFY_SOCKET`).
+    pub fn start_env(store: &Store, config: &str, args: &[&str], env: &[(&str, &str)]) -> Relay {
         let dir = tempfile::tempdir().unwrap();
         let cfg = dir.path().join("outbound.toml");
         std::fs::write(&cfg, config).unwrap();
@@ -399,6 +404,7 @@ impl Relay {
             .arg(&cfg)
             .args(args)
             .env("OUTBOUND_LOG", "outbound=debug,info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -412,6 +418,11 @@ impl Relay {
 
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("relay.log")).unwrap_or_default()
+    }
+
+    /// The config file it was started with (rewritten by reload tests).
+    pub fn config_path(&self) -> std::path::PathBuf {
+        self.dir.path().join("outbound.toml")
     }
 
     pub fn pid(&self) -> u32 {

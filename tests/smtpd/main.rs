@@ -18,6 +18,8 @@
 //! - [`clients`]: Python `smtplib`, `swaks` and `curl` against the server.
 //! - [`transcripts`]: the golden transcripts in `transcripts/`, replayed live.
 //! - [`http`]: `smtpd --http`: the mailbox API, event stream and inbox page (chromium).
+//! - [`packaging`]: the Debian packages installed, run and purged (root only).
+//! - [`ops`]: metrics, health, systemd notify, SIGHUP reload, SIGUSR1 log reopen.
 //! - [`mariadb`], [`redis_cache`], [`faults`], [`retention`]: the production stores
 //!   against private MariaDB and Redis instances ([`support::services`]).
 //! - [`galera`]: two smtpd nodes on a three-node MariaDB Galera cluster, one Galera
@@ -41,6 +43,8 @@ mod lifecycle;
 mod limits;
 mod mariadb;
 mod memory;
+mod ops;
+mod packaging;
 mod proxy;
 mod redis_cache;
 mod replies;

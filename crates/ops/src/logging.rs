@@ -2,10 +2,16 @@
 //!
 //! Owns: where log lines go and whether they carry ANSI colours. Colours only for a
 //! person at a terminal; a log file or journald (stderr that is not a terminal)
-//! gets plain text. Must not: decide what is logged.
+//! gets plain text. The returned [`LogHandle`] changes the level live (SIGHUP) and
+//! reopens the log file (SIGUSR1, after logrotate moved it). Must not: decide what
+//! is logged.
 
-use std::io::IsTerminal;
+use std::fs::File;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+
+use tracing_subscriber::EnvFilter;
 
 /// How to set up logging.
 #[derive(Debug, Clone)]
@@ -26,30 +32,132 @@ pub struct LogFileError {
     pub source: std::io::Error,
 }
 
-/// Installs the global subscriber (once per process).
-pub fn init(setup: &Logging<'_>) -> Result<(), LogFileError> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env(setup.env_var)
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(setup.default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    match setup.file {
-        Some(path) => {
-            let file = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .map_err(|source| LogFileError {
-                    path: path.to_owned(),
-                    source,
-                })?;
-            builder
-                .with_ansi(false)
-                .with_writer(std::sync::Mutex::new(file))
-                .init();
+/// A filter that cannot be applied.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot change the log level: {0}")]
+pub struct LevelError(String);
+
+fn open_append(path: &Path) -> Result<File, LogFileError> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|source| LogFileError {
+            path: path.to_owned(),
+            source,
+        })
+}
+
+/// The log file, swapped for a new one on [`LogHandle::reopen`]. Writers hold the
+/// read lock for one line.
+#[derive(Debug)]
+struct ReopenableFile {
+    path: PathBuf,
+    file: RwLock<File>,
+}
+
+impl Write for &ReopenableFile {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        match self.file.read() {
+            Ok(f) => (&*f).write(buf),
+            Err(_) => Ok(buf.len()),
         }
-        None => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .with_writer(std::io::stderr)
-            .init(),
     }
-    Ok(())
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        match self.file.read() {
+            Ok(f) => (&*f).flush(),
+            Err(_) => Ok(()),
+        }
+    }
+}
+
+/// Swaps the subscriber's filter (the reload handle, behind its writer's type).
+type ApplyFilter = Box<dyn Fn(EnvFilter) -> Result<(), String> + Send + Sync>;
+
+/// What a running process can change about its logging.
+pub struct LogHandle {
+    env_var: String,
+    filter: Option<ApplyFilter>,
+    file: Option<Arc<ReopenableFile>>,
+}
+
+impl std::fmt::Debug for LogHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LogHandle")
+            .field("file", &self.file.as_ref().map(|f| &f.path))
+            .finish_non_exhaustive()
+    }
+}
+
+impl LogHandle {
+    /// Applies `default_filter` (unless the environment variable overrides it, as at
+    /// start).
+    pub fn set_level(&self, default_filter: &str) -> Result<(), LevelError> {
+        if std::env::var_os(&self.env_var).is_some() {
+            return Ok(());
+        }
+        let filter = EnvFilter::try_new(default_filter).map_err(|e| LevelError(e.to_string()))?;
+        match &self.filter {
+            Some(apply) => apply(filter).map_err(LevelError),
+            None => Ok(()),
+        }
+    }
+
+    /// Opens the log file again by its path (a no-op when logging to stderr): lines
+    /// from now on go to the new file.
+    pub fn reopen(&self) -> Result<(), LogFileError> {
+        let Some(file) = &self.file else {
+            return Ok(());
+        };
+        let new = open_append(&file.path)?;
+        if let Ok(mut f) = file.file.write() {
+            *f = new;
+        }
+        Ok(())
+    }
+
+    /// The log file, when logging to one.
+    pub fn path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|f| f.path.as_path())
+    }
+}
+
+/// Installs the global subscriber (once per process).
+pub fn init(setup: &Logging<'_>) -> Result<LogHandle, LogFileError> {
+    let filter = EnvFilter::try_from_env(setup.env_var)
+        .unwrap_or_else(|_| EnvFilter::new(setup.default_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let mut handle = LogHandle {
+        env_var: setup.env_var.to_owned(),
+        filter: None,
+        file: None,
+    };
+    let subscriber_handle = match setup.file {
+        Some(path) => {
+            let file = Arc::new(ReopenableFile {
+                path: path.to_owned(),
+                file: RwLock::new(open_append(path)?),
+            });
+            handle.file = Some(Arc::clone(&file));
+            let builder = builder
+                .with_ansi(false)
+                .with_writer(file)
+                .with_filter_reloading();
+            let h = builder.reload_handle();
+            builder.init();
+            Box::new(move |f: EnvFilter| h.reload(f).map_err(|e| e.to_string())) as ApplyFilter
+        }
+        None => {
+            let builder = builder
+                .with_ansi(std::io::stderr().is_terminal())
+                .with_writer(std::io::stderr)
+                .with_filter_reloading();
+            let h = builder.reload_handle();
+            builder.init();
+            Box::new(move |f: EnvFilter| h.reload(f).map_err(|e| e.to_string()))
+        }
+    };
+    handle.filter = Some(subscriber_handle);
+    Ok(handle)
 }

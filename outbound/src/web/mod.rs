@@ -65,6 +65,9 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::confirm::page::routes())
         .fallback(|| async { ApiError::not_found("path") })
         .layer(DefaultBodyLimit::max(state.cfg.web.max_body_bytes))
+        .layer(axum::middleware::map_response(
+            crate::metrics::count_response,
+        ))
         .with_state(state)
 }
 
@@ -82,6 +85,7 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
         tracker,
     };
     imports::resume(&state).await;
+    crate::metrics::serve_web(&cfg, state.pool.clone())?;
     let addr = listen.unwrap_or(cfg.web.listen);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
@@ -90,8 +94,18 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
     // The first line on stdout, for scripts and tests (as `smtpd` prints its own).
     println!("outbound web: listening on {local}");
     info!(%local, store = %cfg.store, "HTTP API running");
+    ops::notify::ready(&format!("outbound web listening on {local}"));
+    tokio::spawn(crate::metrics::heartbeat("web".into()));
+    crate::metrics::watchdog().start();
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    let running = cfg.clone();
+    tokio::spawn(async move {
+        while hup.recv().await.is_some() {
+            crate::reload::reload(&running);
+        }
+    });
     // The console bounds login attempts per client address; clicks record it.
     axum::serve(
         listener,
@@ -103,6 +117,7 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
             _ = int.recv() => {}
         }
         info!("stopping the HTTP API");
+        ops::notify::stopping("stopping the HTTP API");
     })
     .await
     .context("HTTP server")?;

@@ -29,12 +29,15 @@ use crate::store::retention::RetentionConfig;
 mod cli;
 mod defaults;
 mod http;
+mod metrics;
 mod raw;
+pub mod reload;
 mod sections;
 
 pub use cli::Cli;
 pub use defaults::*;
 pub use http::{Http, HttpAccess, RawHttp};
+pub use metrics::{DEFAULT_METRICS_LISTEN, MetricsConfig, RawMetrics};
 pub use raw::*;
 pub use sections::{Limits, Log, Proxy, Server, Store, Timeouts, Tls};
 
@@ -54,6 +57,8 @@ pub struct Config {
     pub log: Log,
     /// `[http]`: the mailbox API, when `http.listen` (or `--http`) is set.
     pub http: Option<Http>,
+    /// `[metrics]`: the telemetry listener.
+    pub metrics: MetricsConfig,
 }
 
 impl Config {
@@ -101,6 +106,7 @@ impl Config {
             retention,
             log,
             http,
+            metrics,
         } = file;
         Ok(Config {
             server: sections::server(server, cli)?,
@@ -113,6 +119,7 @@ impl Config {
             retention: sections::retention(retention)?,
             log: sections::log(log, cli),
             http: http::http(http, cli)?,
+            metrics: metrics::metrics(metrics)?,
         })
     }
 

@@ -112,6 +112,113 @@ pub enum Reply {
 }
 
 impl Reply {
+    /// How many kinds of reply there are: [`Reply::index`] is below it.
+    pub const KINDS: usize = 46;
+
+    /// One reply of each kind, in [`Reply::index`] order (for metrics labels).
+    pub const ALL: [Reply; Self::KINDS] = [
+        Self::Greeting,
+        Self::Helo,
+        Self::SenderOk,
+        Self::RecipientOk,
+        Self::StartData,
+        Self::Queued(QueueId([0; 16])),
+        Self::ChunkReceived(0),
+        Self::Ok,
+        Self::Closing,
+        Self::CannotVerify,
+        Self::Help,
+        Self::Timeout,
+        Self::ShuttingDown,
+        Self::TooBusy,
+        Self::TooManyFromIp,
+        Self::RateLimited,
+        Self::TooManyErrors,
+        Self::PregreetTalker,
+        Self::UntrustedProxy,
+        Self::StoreFailed,
+        Self::TooManyRecipients,
+        Self::Unrecognized,
+        Self::LineTooLong,
+        Self::SyntaxError,
+        Self::HeloSyntax,
+        Self::BadSender,
+        Self::BadRecipient,
+        Self::BdatSyntax,
+        Self::NotImplemented,
+        Self::NeedHelo,
+        Self::NestedMail,
+        Self::NeedMail,
+        Self::NeedRcpt,
+        Self::DataAfterBdat,
+        Self::BinaryNeedsBdat,
+        Self::RelayDenied,
+        Self::BareLineEnding,
+        Self::DataLineTooLong,
+        Self::MessageTooBig,
+        Self::NonAsciiAddress,
+        Self::NoValidRecipients,
+        Self::UnknownParameter,
+        Self::TlsReady,
+        Self::TlsAlreadyActive,
+        Self::TransactionInProgress,
+        Self::TlsRequired,
+    ];
+
+    /// A dense number for the kind of reply, `0..KINDS` (per-kind counters).
+    pub fn index(self) -> usize {
+        match self {
+            Self::Greeting => 0,
+            Self::Helo => 1,
+            Self::SenderOk => 2,
+            Self::RecipientOk => 3,
+            Self::StartData => 4,
+            Self::Queued(_) => 5,
+            Self::ChunkReceived(_) => 6,
+            Self::Ok => 7,
+            Self::Closing => 8,
+            Self::CannotVerify => 9,
+            Self::Help => 10,
+            Self::Timeout => 11,
+            Self::ShuttingDown => 12,
+            Self::TooBusy => 13,
+            Self::TooManyFromIp => 14,
+            Self::RateLimited => 15,
+            Self::TooManyErrors => 16,
+            Self::PregreetTalker => 17,
+            Self::UntrustedProxy => 18,
+            Self::StoreFailed => 19,
+            Self::TooManyRecipients => 20,
+            Self::Unrecognized => 21,
+            Self::LineTooLong => 22,
+            Self::SyntaxError => 23,
+            Self::HeloSyntax => 24,
+            Self::BadSender => 25,
+            Self::BadRecipient => 26,
+            Self::BdatSyntax => 27,
+            Self::NotImplemented => 28,
+            Self::NeedHelo => 29,
+            Self::NestedMail => 30,
+            Self::NeedMail => 31,
+            Self::NeedRcpt => 32,
+            Self::DataAfterBdat => 33,
+            Self::BinaryNeedsBdat => 34,
+            Self::RelayDenied => 35,
+            Self::BareLineEnding => 36,
+            Self::DataLineTooLong => 37,
+            Self::MessageTooBig => 38,
+            Self::NonAsciiAddress => 39,
+            Self::NoValidRecipients => 40,
+            Self::UnknownParameter => 41,
+            Self::TlsReady => 42,
+            Self::TlsAlreadyActive => 43,
+            Self::TransactionInProgress => 44,
+            Self::TlsRequired => 45,
+        }
+    }
+}
+
+impl Reply {
     /// A 4xx or 5xx reply (counted as a client error in the session summary).
     pub fn is_error(self) -> bool {
         !matches!(
@@ -262,6 +369,37 @@ pub fn write_ehlo(
     out.extend_from_slice(b"250 SMTPUTF8\r\n");
 }
 
+/// Replies sent, by kind, since the last [`ReplyTally::drain`]: a plain counter per
+/// kind inside the session, added to the process's metrics by the reactor (no
+/// atomics on the per-reply path).
+#[derive(Debug)]
+pub struct ReplyTally([std::cell::Cell<u32>; Reply::KINDS]);
+
+impl Default for ReplyTally {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| std::cell::Cell::new(0)))
+    }
+}
+
+impl ReplyTally {
+    pub fn add(&self, reply: Reply) {
+        if let Some(c) = self.0.get(reply.index()) {
+            c.set(c.get().saturating_add(1));
+        }
+    }
+
+    /// Calls `f` with each kind sent since the last drain and how often, and
+    /// starts counting again from zero.
+    pub fn drain(&self, mut f: impl FnMut(Reply, u32)) {
+        for (reply, c) in Reply::ALL.iter().zip(&self.0) {
+            let n = c.replace(0);
+            if n > 0 {
+                f(*reply, n);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,
@@ -270,6 +408,24 @@ pub fn write_ehlo(
 )]
 mod tests {
     use super::*;
+
+    #[test]
+    fn index_is_dense_and_all_is_in_index_order() {
+        for (i, r) in Reply::ALL.iter().enumerate() {
+            assert_eq!(r.index(), i);
+        }
+        for r in ALL {
+            assert!(r.index() < Reply::KINDS);
+        }
+        let t = ReplyTally::default();
+        t.add(Reply::Ok);
+        t.add(Reply::Ok);
+        t.add(Reply::MessageTooBig);
+        let mut seen = Vec::new();
+        t.drain(|r, n| seen.push((r, n)));
+        assert_eq!(seen, vec![(Reply::Ok, 2), (Reply::MessageTooBig, 1)]);
+        t.drain(|_, _| panic!("drained twice"));
+    }
 
     const ALL: &[Reply] = &[
         Reply::Greeting,

@@ -188,6 +188,8 @@ pub struct Session {
     transaction: Option<Transaction>,
     tls: bool,
     counters: Counters,
+    /// Replies by kind, for the metrics (drained by the reactor).
+    replies: super::reply::ReplyTally,
 }
 
 impl Session {
@@ -210,6 +212,7 @@ impl Session {
             transaction: None,
             tls: false,
             counters: Counters::default(),
+            replies: Default::default(),
         }
     }
 
@@ -477,6 +480,16 @@ impl Session {
         self.close_with(Reply::ShuttingDown, out);
     }
 
+    /// Replies sent since the last call, by kind (for the metrics).
+    pub fn drain_replies(&self, f: impl FnMut(Reply, u32)) {
+        self.replies.drain(f);
+    }
+
+    /// Whether the session runs over TLS.
+    pub fn is_tls(&self) -> bool {
+        self.tls
+    }
+
     /// A short description for the connection's closing log line.
     pub fn summary(&self) -> impl fmt::Display + '_ {
         Summary(self)
@@ -492,6 +505,7 @@ impl Session {
     }
 
     fn reply(&self, reply: Reply, out: &mut Vec<u8>) {
+        self.replies.add(reply);
         reply.write(&self.config.hostname, out);
     }
 

@@ -34,6 +34,7 @@ use super::{ReactorConfig, Shared};
 use crate::handoff::{
     Completion, CompletionSink, ConnKey, Envelope, QueueId, StoreFailed, Submission,
 };
+use crate::metrics::ConnRefusal;
 use crate::protocol::proxy::ProxyHeader;
 use crate::protocol::reply::Reply;
 use crate::protocol::{self, Opening, Phase, Session, SessionConfig};
@@ -70,7 +71,15 @@ pub struct Reactor {
     shutdown_deadline: Option<Instant>,
     /// Some connection was paused mid-DATA (store backlog).
     paused_any: bool,
+    /// Shown to the systemd watchdog on every turn of the loop.
+    heartbeat: Arc<ops::notify::Heartbeat>,
+    /// The reloaded configuration in use (pointer identity tells a new one).
+    reloaded: Option<Arc<super::Reloaded>>,
 }
+
+/// The longest a reactor sleeps in poll when nothing is due: its heartbeat (the
+/// watchdog) comes at least this often, well within any `WatchdogSec=`.
+const IDLE_TICK: Duration = Duration::from_millis(250);
 
 impl Reactor {
     #[allow(clippy::too_many_arguments)] // all owned parts, passed once at start
@@ -95,6 +104,7 @@ impl Reactor {
                 Interest::READABLE,
             )?;
         }
+        let heartbeat = shared.watchdog.register(format!("reactor-{id}"));
         Ok(Self {
             id,
             poll,
@@ -113,6 +123,8 @@ impl Reactor {
             scratch: vec![0; SCRATCH_BYTES].into_boxed_slice(),
             shutdown_deadline: None,
             paused_any: false,
+            heartbeat,
+            reloaded: None,
         })
     }
 
@@ -120,6 +132,7 @@ impl Reactor {
         let mut events = Events::with_capacity(1024);
         loop {
             let now = Instant::now();
+            self.heartbeat.beat_at(now);
             if self.shutdown_deadline.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
                 self.begin_shutdown(now);
             }
@@ -136,7 +149,7 @@ impl Reactor {
             } else if !self.wheel.is_empty() || self.shutdown_deadline.is_some() {
                 Some(TICK)
             } else {
-                None
+                Some(IDLE_TICK)
             };
             if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
@@ -146,6 +159,9 @@ impl Reactor {
                 break;
             }
             let now = Instant::now();
+            // After the poll: a SIGHUP wakes the reactor, and the connection that
+            // arrived in the same batch of events must see the new settings.
+            self.pick_up_reload();
             for event in events.iter() {
                 match event.token() {
                     WAKER_TOKEN => {}
@@ -178,7 +194,23 @@ impl Reactor {
                 "unanswered messages dropped at shutdown"
             );
         }
+        self.shared.watchdog.unregister(&self.heartbeat);
         debug!(reactor = self.id, "reactor stopped");
+    }
+
+    /// Takes a configuration SIGHUP stored, once: new connections use it.
+    fn pick_up_reload(&mut self) {
+        let current = self.shared.reloaded.load();
+        let Some(new) = current.as_ref() else {
+            return;
+        };
+        if self.reloaded.as_ref().is_some_and(|r| Arc::ptr_eq(r, new)) {
+            return;
+        }
+        self.session_config = Arc::clone(&new.session);
+        self.config = Arc::clone(&new.reactor);
+        self.reloaded = Some(Arc::clone(new));
+        debug!(reactor = self.id, "reloaded configuration in use");
     }
 
     fn accept(&mut self, index: usize, now: Instant) {
@@ -208,6 +240,7 @@ impl Reactor {
             let mut reply = Vec::with_capacity(96);
             protocol::write_too_busy(&self.config.hostname, &mut reply);
             let _ = stream.write(&reply);
+            self.shared.metrics.refused(ConnRefusal::MaxClients);
             debug!(%peer, "connection refused: max_clients reached");
             return;
         }
@@ -224,6 +257,7 @@ impl Reactor {
             let mut reply = Vec::with_capacity(96);
             Reply::UntrustedProxy.write(&self.config.hostname, &mut reply);
             let _ = stream.write(&reply);
+            self.shared.metrics.refused(ConnRefusal::UntrustedProxy);
             debug!(%peer, "connection refused: not a trusted proxy");
             return;
         }
@@ -233,6 +267,7 @@ impl Reactor {
             let mut reply = Vec::with_capacity(96);
             refusal.write(&self.config.hostname, &mut reply);
             let _ = stream.write(&reply);
+            self.shared.metrics.refused(refusal_reason(refusal));
             debug!(%peer, "connection refused by per-IP limit");
             return;
         }
@@ -300,6 +335,8 @@ impl Reactor {
             .schedule(ConnKey { slot, generation }, first_timer);
         conn.timer_armed = true;
         entry.insert(conn);
+        self.shared.metrics.connections_total.inc();
+        self.shared.metrics.connections_open.inc();
         debug!(reactor = self.id, %peer, "connect");
     }
 
@@ -332,6 +369,9 @@ impl Reactor {
             spool: &self.config.spool,
         };
         let result = conn.read(&mut self.scratch, now, pause_data, budget);
+        if conn.paused_for_store && !self.paused_any {
+            self.shared.metrics.backpressure_pauses.inc();
+        }
         self.paused_any |= conn.paused_for_store;
         let key = ConnKey {
             slot,
@@ -461,6 +501,7 @@ impl Reactor {
         }
         conn.in_flight = 0;
         conn.session.on_stored(result, &mut conn.out);
+        self.shared.metrics.add_replies(&conn.session);
         // Timeouts count from the answer, not from the end of DATA.
         conn.last_active = now;
         self.recharge(key.slot);
@@ -609,6 +650,7 @@ impl Reactor {
             if let Some(ip) = conn.counted_ip {
                 self.release_ip(ip);
             }
+            self.shared.metrics.session_closed(&conn.session);
             debug!(reactor = self.id, peer = %conn.peer, summary = %conn.session.summary(), "disconnect");
         }
     }
@@ -623,6 +665,15 @@ fn count_ip(shared: &Shared, ip: std::net::IpAddr, now: Instant) -> Result<(), R
             Refusal::RateLimited => Reply::RateLimited,
         }),
         None => Ok(()),
+    }
+}
+
+/// The metrics label of a per-IP refusal.
+fn refusal_reason(reply: Reply) -> ConnRefusal {
+    if reply == Reply::RateLimited {
+        ConnRefusal::Rate
+    } else {
+        ConnRefusal::PerIp
     }
 }
 

@@ -34,6 +34,39 @@ pub fn bind_all(
     Ok((per_thread, bound))
 }
 
+/// The TCP listeners systemd passed (socket activation: `LISTEN_FDS`, checked
+/// against `LISTEN_PID`), each duplicated for every reactor thread (the threads
+/// then share its accept queue). None when none were passed.
+#[allow(clippy::type_complexity)]
+pub fn inherited(
+    threads: usize,
+) -> io::Result<Option<(Vec<Vec<mio::net::TcpListener>>, Vec<SocketAddr>)>> {
+    let mut fds = listenfd::ListenFd::from_env();
+    if fds.len() == 0 {
+        return Ok(None);
+    }
+    let mut per_thread: Vec<Vec<mio::net::TcpListener>> = (0..threads)
+        .map(|_| Vec::with_capacity(fds.len()))
+        .collect();
+    let mut bound = Vec::with_capacity(fds.len());
+    for i in 0..fds.len() {
+        let Some(listener) = fds.take_tcp_listener(i)? else {
+            continue;
+        };
+        listener.set_nonblocking(true)?;
+        bound.push(listener.local_addr()?);
+        for listeners in per_thread.iter_mut() {
+            listeners.push(mio::net::TcpListener::from_std(listener.try_clone()?));
+        }
+    }
+    if bound.is_empty() {
+        return Err(io::Error::other(
+            "LISTEN_FDS names no TCP listening socket (smtpd.socket must use ListenStream=)",
+        ));
+    }
+    Ok(Some((per_thread, bound)))
+}
+
 fn bind_one(addr: SocketAddr, backlog: u32) -> io::Result<mio::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;

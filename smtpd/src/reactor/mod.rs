@@ -83,6 +83,20 @@ pub struct Shared {
     pub client_limits: Option<Arc<limits::ClientLimits>>,
     /// Message bytes in memory now, over all reactors (see `max_inflight_bytes`).
     pub inflight_bytes: AtomicUsize,
+    /// The Prometheus metrics (relaxed atomics).
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Each reactor registers a heartbeat here; the systemd watchdog reads them.
+    pub watchdog: ops::notify::Watchdog,
+    /// A reloaded configuration (SIGHUP) each reactor picks up on its next turn;
+    /// connections keep the settings they started with.
+    pub reloaded: arc_swap::ArcSwapOption<Reloaded>,
+}
+
+/// What SIGHUP can change in a running reactor.
+#[derive(Debug)]
+pub struct Reloaded {
+    pub session: Arc<SessionConfig>,
+    pub reactor: Arc<ReactorConfig>,
 }
 
 /// A running reactor thread and the way to wake it.

@@ -71,6 +71,14 @@ impl Backend {
         }
     }
 
+    /// Whether the database answers (for `/readyz` while no mail comes).
+    pub fn ping(&mut self, rt: &Runtime) -> Result<(), String> {
+        match self {
+            Self::Sqlite(_) => Ok(()),
+            Self::Mysql(m) => rt.block_on(m.ping()),
+        }
+    }
+
     pub fn close(self, rt: &Runtime) {
         if let Self::Mysql(m) = self {
             rt.block_on(m.close());

@@ -163,6 +163,18 @@ impl MysqlStore {
         Ok(found)
     }
 
+    /// One round trip on a pooled connection (for `/readyz`).
+    pub async fn ping(&mut self) -> Result<(), String> {
+        let mut conn = timeout(OP_TIMEOUT, self.pool.get_conn())
+            .await
+            .map_err(|_| "connect timed out".to_owned())?
+            .map_err(|e| e.to_string())?;
+        timeout(OP_TIMEOUT, conn.ping())
+            .await
+            .map_err(|_| "ping timed out".to_owned())?
+            .map_err(|e| e.to_string())
+    }
+
     pub async fn close(self) {
         let _ = timeout(Duration::from_secs(2), self.pool.disconnect()).await;
     }

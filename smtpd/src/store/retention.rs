@@ -86,6 +86,11 @@ impl Retention {
         }))
     }
 
+    /// The shared count of deleted rows (read by the metrics at scrape).
+    pub fn deleted_counter(&self) -> Arc<AtomicU64> {
+        Arc::clone(&self.deleted)
+    }
+
     pub fn deleted(&self) -> u64 {
         self.deleted.load(Ordering::Relaxed)
     }

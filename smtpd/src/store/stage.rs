@@ -65,7 +65,16 @@ pub struct StageConfig {
     /// Redis, when configured (`--redis`).
     pub cache: Option<CacheConfig>,
     pub retention: RetentionConfig,
+    /// Counters and readiness (the Prometheus metrics), when served.
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Beaten on every turn of the committer (the systemd watchdog).
+    pub heartbeat: Option<Arc<ops::notify::Heartbeat>>,
 }
+
+/// An idle committer wakes this often to show its heartbeat and, every
+/// [`PROBE_EVERY`], asks the database whether it answers (for `/readyz`).
+const IDLE_TICK: Duration = Duration::from_millis(250);
+const PROBE_EVERY: Duration = Duration::from_secs(2);
 
 impl StageConfig {
     /// The embedded defaults, for tests and tools.
@@ -80,6 +89,8 @@ impl StageConfig {
             migrate: false,
             cache: None,
             retention: RetentionConfig::default(),
+            metrics: None,
+            heartbeat: None,
         }
     }
 }
@@ -103,6 +114,9 @@ pub struct StorageStage {
     thread: JoinHandle<()>,
     stats: Arc<StageStats>,
     retention: Option<Retention>,
+    /// The queue seen from the receiving side, for its depth (a sender kept for
+    /// that would keep the committer from ever seeing the end of input).
+    queue: Receiver<Submission>,
 }
 
 impl StorageStage {
@@ -135,6 +149,7 @@ impl StorageStage {
         let retention = Retention::start(url, config.retention.clone())?;
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
         let stats = Arc::new(StageStats::default());
+        let queue = rx.clone();
         let committer = Committer {
             rt,
             backend: Some(backend),
@@ -153,6 +168,7 @@ impl StorageStage {
             thread,
             stats,
             retention,
+            queue,
         })
     }
 
@@ -163,6 +179,17 @@ impl StorageStage {
 
     pub fn stats(&self) -> Arc<StageStats> {
         Arc::clone(&self.stats)
+    }
+
+    /// Messages waiting for the committer now (the metrics read it at scrape).
+    pub fn queue_probe(&self) -> impl Fn() -> usize + Send + Sync + 'static {
+        let queue = self.queue.clone();
+        move || queue.len()
+    }
+
+    /// The count of rows deleted by retention (None when retention is off).
+    pub fn retention_counter(&self) -> Option<Arc<AtomicU64>> {
+        self.retention.as_ref().map(Retention::deleted_counter)
     }
 
     /// Rows deleted by retention so far.
@@ -202,7 +229,11 @@ impl Committer {
         // next one.
         let mut carried: Option<Submission> = None;
         // Ends when every sender is gone and the queue is empty.
-        while let Some(first) = carried.take().or_else(|| self.rx.recv().ok()) {
+        let mut last_probe = Instant::now();
+        while let Some(first) = carried
+            .take()
+            .or_else(|| self.next_submission(&mut last_probe))
+        {
             let deadline = Instant::now() + self.config.batch_max_delay;
             batch.push(first);
             // Everything that queued up while the last commit ran goes in this one:
@@ -233,6 +264,29 @@ impl Committer {
             backend.close(&self.rt);
         }
         debug!("storage stage drained");
+    }
+
+    /// Waits for the next submission, showing the heartbeat while idle and
+    /// probing the database now and then; None once every sender is gone.
+    fn next_submission(&mut self, last_probe: &mut Instant) -> Option<Submission> {
+        loop {
+            if let Some(h) = &self.config.heartbeat {
+                h.beat();
+            }
+            match self.rx.recv_timeout(IDLE_TICK) {
+                Ok(s) => return Some(s),
+                Err(RecvTimeoutError::Disconnected) => return None,
+                Err(RecvTimeoutError::Timeout) => {}
+            }
+            if let Some(m) = &self.config.metrics
+                && last_probe.elapsed() >= PROBE_EVERY
+                && let Some(backend) = self.backend.as_mut()
+            {
+                *last_probe = Instant::now();
+                let probe = backend.ping(&self.rt);
+                m.set_store(probe.as_ref().map(|_| ()).map_err(String::as_str));
+            }
+        }
     }
 
     fn commit(&mut self, batch: &mut Vec<Submission>) {
@@ -292,6 +346,9 @@ impl Committer {
             .cache
             .as_ref()
             .is_some_and(|c| c.mode() == CacheMode::Guerrilla);
+        // Before Guerrilla mode moves the bodies out of the rows.
+        let sizes: Vec<u64> = rows.iter().map(|r| r.mail.len() as u64).collect();
+        let started = Instant::now();
         let results = if guerrilla && !self.write_bodies_to_redis(&mut rows) {
             vec![Err(StoreFailed); rows.len()]
         } else {
@@ -306,6 +363,15 @@ impl Committer {
         }
         self.update_cache(&rows, &results, guerrilla);
         let ok = results.iter().filter(|r| r.is_ok()).count() as u64;
+        if let Some(m) = &self.config.metrics {
+            let bytes = sizes
+                .iter()
+                .zip(&results)
+                .filter(|(_, r)| r.is_ok())
+                .map(|(n, _)| n)
+                .sum();
+            m.record_batch(ok, results.len() as u64, bytes, started.elapsed());
+        }
         if ok > 0 {
             self.stats.batches.fetch_add(1, Ordering::Relaxed);
         }
@@ -327,7 +393,11 @@ impl Committer {
             return true;
         };
         let refs: Vec<&MailRow> = rows.iter().collect();
-        if let Err(e) = self.rt.block_on(cache.write(&refs, true, false)) {
+        let written = self.rt.block_on(cache.write(&refs, true, false));
+        if let Some(m) = &self.config.metrics {
+            m.redis_result(written.is_ok());
+        }
+        if let Err(e) = written {
             error!(error = %e, messages = rows.len(), "Guerrilla mode: Redis write failed; answering 451");
             return false;
         }
@@ -381,10 +451,16 @@ impl Committer {
                     .collect()
             }
             Err(CommitError::Down) => {
+                if let Some(m) = &self.config.metrics {
+                    m.set_store(Err("database down (backing off)"));
+                }
                 debug!(messages = rows.len(), "database down; answering 451");
                 vec![Err(StoreFailed); rows.len()]
             }
             Err(e) => {
+                if let Some(m) = &self.config.metrics {
+                    m.set_store(Err(&e.to_string()));
+                }
                 error!(error = %e, messages = rows.len(), "commit failed; answering 451");
                 vec![Err(StoreFailed); rows.len()]
             }
@@ -411,7 +487,11 @@ impl Committer {
         if committed.is_empty() {
             return;
         }
-        match self.rt.block_on(cache.write(&committed, !guerrilla, true)) {
+        let written = self.rt.block_on(cache.write(&committed, !guerrilla, true));
+        if let Some(m) = &self.config.metrics {
+            m.redis_result(written.is_ok());
+        }
+        match written {
             Ok(()) => {}
             Err(CacheError::Down) => {
                 self.stats.cache_errors.fetch_add(1, Ordering::Relaxed);

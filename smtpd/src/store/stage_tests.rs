@@ -40,6 +40,8 @@ fn config(batch: usize, delay_ms: u64) -> StageConfig {
         migrate: false,
         cache: None,
         retention: crate::store::retention::RetentionConfig::default(),
+        metrics: None,
+        heartbeat: None,
     }
 }
 

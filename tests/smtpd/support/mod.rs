@@ -26,7 +26,7 @@ pub use client::*;
 pub use server::*;
 pub use store::*;
 
-pub use test_support::services;
+pub use test_support::{scrape, services, units};
 
 /// The server binary under test, built by cargo for this test crate.
 pub const SMTPD: &str = env!("CARGO_BIN_EXE_smtpd");

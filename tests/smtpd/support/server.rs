@@ -37,6 +37,8 @@ pub struct Opts {
     pub args: Vec<String>,
     /// A store URL instead of the temp dir's SQLite file (e.g. a MariaDB URL).
     pub store: Option<String>,
+    /// Extra environment (e.g. `NOTIFY_SOCKET`).
+    pub env: Vec<(String, String)>,
 }
 
 impl Opts {
@@ -56,6 +58,11 @@ impl Opts {
 
     pub fn arg(mut self, a: &str) -> Opts {
         self.args.push(a.to_string());
+        self
+    }
+
+    pub fn env(mut self, key: &str, value: &str) -> Opts {
+        self.env.push((key.to_string(), value.to_string()));
         self
     }
 
@@ -100,14 +107,26 @@ impl Server {
         }
         args.extend(opts.args.iter().cloned());
         let cwd = dir.path().to_path_buf();
-        Server::spawn(&args, &cwd, dir, db_path)
+        Server::spawn_env(&args, &cwd, dir, db_path, &opts.env)
     }
 
     /// Starts the binary with exactly `args` in `cwd` and waits for its first
     /// `listening on` line. `db_path` is where its store is expected to be.
     pub fn spawn(args: &[String], cwd: &Path, dir: TempDir, db_path: PathBuf) -> Server {
+        Server::spawn_env(args, cwd, dir, db_path, &[])
+    }
+
+    /// [`Server::spawn`] with extra environment variables.
+    pub fn spawn_env(
+        args: &[String],
+        cwd: &Path,
+        dir: TempDir,
+        db_path: PathBuf,
+        env: &[(String, String)],
+    ) -> Server {
         let mut child = Command::new(SMTPD)
             .args(args)
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .current_dir(cwd)
             .env_remove("SMTPD_LOG")
             .stdin(Stdio::null())

@@ -6,7 +6,12 @@
 //! - [`galera`]: a private three-node MariaDB Galera cluster built from those
 //!   MariaDB instances.
 
+//! - [`scrape`]: curl a telemetry listener, read Prometheus samples.
+//! - [`units`]: `systemd-analyze verify` and `security` on the units in `systemd/`.
+
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 pub mod galera;
+pub mod scrape;
 pub mod services;
+pub mod units;
