@@ -369,6 +369,14 @@ impl Reactor {
             spool: &self.config.spool,
         };
         let result = conn.read(&mut self.scratch, now, pause_data, budget);
+        conn.txlog.observe(conn.session.transactions_begun(), now);
+        if let Some(refused) = conn.session.take_refused() {
+            let tls = conn.tls_params();
+            conn.txlog.refused(&refused, conn.peer, tls, now);
+        }
+        if let Ok(Outcome::Submit(envelope, _)) = &result {
+            conn.txlog.hold(envelope);
+        }
         if conn.paused_for_store && !self.paused_any {
             self.shared.metrics.backpressure_pauses.inc();
         }
@@ -500,6 +508,12 @@ impl Reactor {
             return; // that client left; its slot serves someone else now
         }
         conn.in_flight = 0;
+        let (queue_id, reply) = match result {
+            Ok(id) => (Some(id), Reply::Queued(id)),
+            Err(StoreFailed) => (None, Reply::StoreFailed),
+        };
+        let tls = conn.tls_params();
+        conn.txlog.answered(queue_id, conn.peer, tls, reply, now);
         conn.session.on_stored(result, &mut conn.out);
         self.shared.metrics.add_replies(&conn.session);
         // Timeouts count from the answer, not from the end of DATA.
