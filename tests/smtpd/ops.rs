@@ -556,3 +556,43 @@ fn log_format_other_than_text_or_json_is_refused_naming_the_field() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("log.format"), "{err}");
 }
+
+#[test]
+fn watchdog_pings_stop_when_one_reactor_is_wedged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let server = Server::start_with(
+        Opts::config("[metrics]\nlisten = \"127.0.0.1:0\"\n[server]\nthreads = 2\n")
+            .env("NOTIFY_SOCKET", path.to_str().unwrap())
+            .env("WATCHDOG_USEC", "1000000")
+            // The test-only fault: reactor 0 stops turning 2 s after it starts.
+            .env("SMTPD_TEST_WEDGE_REACTOR_AFTER_MS", "2000"),
+    );
+    let addr = metrics_addr(&server);
+    let before = notify_lines(&sock, Duration::from_millis(1500));
+    assert!(
+        before.iter().filter(|l| *l == "WATCHDOG=1").count() >= 2,
+        "pings before the wedge: {before:?}"
+    );
+    wait_stderr(&server, "TEST FAULT: reactor wedged", 1);
+    // The heartbeat goes stale one interval after the wedge; then no more pings.
+    wait_stderr(&server, "watchdog pings stop", 1);
+    // Pings sent before the loop went stale may still wait in the socket.
+    sock.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    while sock.recv(&mut buf).is_ok() {}
+    sock.set_nonblocking(false).unwrap();
+    let after = notify_lines(&sock, Duration::from_millis(2500));
+    assert!(
+        !after.iter().any(|l| l == "WATCHDOG=1"),
+        "pings after the wedge: {after:?}"
+    );
+    // The rest of the process lives on: systemd, not a crash, ends it.
+    assert_eq!(curl(&addr, "/healthz").0, 200);
+    assert!(
+        server.stderr().contains("a loop is stuck"),
+        "{}",
+        server.stderr()
+    );
+}

@@ -130,8 +130,12 @@ impl Reactor {
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
+        let wedge_at = test_wedge(self.id);
         loop {
             let now = Instant::now();
+            if wedge_at.is_some_and(|at| now >= at) {
+                wedge(self.id);
+            }
             self.heartbeat.beat_at(now);
             if self.shutdown_deadline.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
                 self.begin_shutdown(now);
@@ -693,6 +697,31 @@ fn refusal_reason(reply: Reply) -> ConnRefusal {
 
 /// `now + d`. Every duration here is bounded by the configuration (at most a day),
 /// so the sum cannot overflow; the fallback only keeps the reactor free of panics.
+/// TEST ONLY: `SMTPD_TEST_WEDGE_REACTOR_AFTER_MS=N` (read once, at start) wedges
+/// reactor 0 N ms after it starts, so a test can see the watchdog pings stop while
+/// the other threads live on. Not a setting: never set it in production.
+fn test_wedge(id: usize) -> Option<Instant> {
+    if id != 0 {
+        return None;
+    }
+    let ms: u64 = std::env::var("SMTPD_TEST_WEDGE_REACTOR_AFTER_MS")
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(after(Instant::now(), Duration::from_millis(ms)))
+}
+
+/// The fault [`test_wedge`] asked for: the loop stops turning, forever.
+fn wedge(id: usize) -> ! {
+    warn!(
+        reactor = id,
+        "TEST FAULT: reactor wedged (SMTPD_TEST_WEDGE_REACTOR_AFTER_MS)"
+    );
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d).unwrap_or(now)
 }
