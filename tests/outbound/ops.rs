@@ -305,6 +305,19 @@ fn sighup_applies_log_level_and_json_lines_stay_json() {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
     assert!(log().contains("log.level"), "{}", log());
+    // One line per delivery attempt, at info (there before the reload too).
+    let attempts: Vec<serde_json::Value> = log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "delivery attempt")
+        .collect();
+    assert_eq!(attempts.len(), 2, "{}", log());
+    let f = &attempts[0]["fields"];
+    assert_eq!(f["domain"], "a.test", "{f}");
+    assert_eq!(f["rcpt"], "r@a.test", "{f}");
+    assert_eq!(f["outcome"], "delivered", "{f}");
+    assert_eq!(f["code"], 250, "{f}");
+    assert!(f["mx"].as_str().unwrap().contains("127.0.0.1"), "{f}");
     test_support::services::signal_pid(child.id(), "TERM");
     let _ = child.wait();
 }
