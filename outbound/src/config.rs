@@ -187,6 +187,7 @@ struct FileConfig {
     campaigns: Option<FileCampaigns>,
     tracking: Option<FileTracking>,
     metrics: Option<crate::metrics::FileMetrics>,
+    log: Option<FileLog>,
     /// Per-domain limits; the key `default` sets the defaults.
     #[serde(default)]
     domains: HashMap<String, FileDomain>,
@@ -202,6 +203,14 @@ struct FileConfig {
     confirmations: Option<crate::confirm::throttle::FileConfirmations>,
     /// Account auto-pause thresholds (`accounts`).
     accounts: Option<crate::accounts::FileAccounts>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileLog {
+    level: Option<String>,
+    format: Option<String>,
+    file: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -390,6 +399,36 @@ pub struct Config {
     pub confirmations: crate::confirm::throttle::Confirmations,
     /// `[metrics]`: the telemetry listeners of the relay and of `outbound web`.
     pub metrics: crate::metrics::MetricsConfig,
+    /// `[log]`: level (live on SIGHUP), format and file (need a restart).
+    pub log: Log,
+}
+
+/// `[log]` of the relay and `outbound web`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Log {
+    /// `log.level`: the tracing filter (`info` by default; `-v` overrides it with
+    /// `outbound=debug,info`, `OUTBOUND_LOG` overrides both).
+    pub level: String,
+    /// `log.format`: `text` (default) or `json`.
+    pub format: ops::logging::LogFormat,
+    /// `log.file`: append here instead of stderr (`-l` overrides).
+    pub file: Option<PathBuf>,
+}
+
+/// `log.level` when the file does not set it.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
+
+fn log_section(file: FileLog) -> Result<Log, ConfigError> {
+    let level = file
+        .level
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+    ops::logging::check_level("log.level", &level)?;
+    Ok(Log {
+        level,
+        format: ops::logging::LogFormat::parse("log.format", file.format.as_deref())?,
+        file: file.file.filter(|f| !f.as_os_str().is_empty()),
+    })
 }
 
 /// The HTTP API (`[web]`, `outbound web`).
@@ -511,6 +550,7 @@ impl Config {
         let mut campaigns = campaigns;
         campaigns.pause = crate::accounts::accounts_section(file.accounts.unwrap_or_default())?;
         let metrics = crate::metrics::metrics_section(file.metrics.unwrap_or_default())?;
+        let log = log_section(file.log.unwrap_or_default())?;
         // Every value is valid: only now is a file opened.
         let bounces = load_bounce_key(bounces)?;
         let dkim = crate::sending::dkim_section(file.dkim)?;
@@ -552,6 +592,7 @@ impl Config {
             tracking,
             confirmations,
             metrics,
+            log,
         })
     }
 }

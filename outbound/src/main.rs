@@ -257,11 +257,8 @@ enum SuppressAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    if let Err(e) = init_logging(cli.verbose, cli.log_file.as_deref()) {
-        eprintln!("outbound: {e:#}");
-        return ExitCode::from(2);
-    }
     reload::remember_source(cli.config.clone(), cli.store.clone(), cli.run.clone());
+    // The config first: `[log]` says how to log (its errors go to stderr).
     let config = match Config::load(cli.config.as_deref(), cli.store.as_deref(), &cli.run) {
         Ok(c) => Arc::new(c),
         Err(e) => {
@@ -269,6 +266,13 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    match init_logging(cli.verbose, cli.log_file.as_deref(), &config.log) {
+        Ok(handle) => reload::remember_log(handle, cli.verbose),
+        Err(e) => {
+            eprintln!("outbound: {e:#}");
+            return ExitCode::from(2);
+        }
+    }
     let command = match check_command(cli.command) {
         Ok(c) => c,
         Err(e) => {
@@ -620,15 +624,15 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
 #[error("{0} DNS record(s) missing or different")]
 struct DnsCheckFailed(usize);
 
-fn init_logging(verbose: bool, file: Option<&std::path::Path>) -> anyhow::Result<()> {
-    ops::logging::init(&ops::logging::Logging {
+fn init_logging(
+    verbose: bool,
+    file: Option<&std::path::Path>,
+    log: &config::Log,
+) -> anyhow::Result<ops::logging::LogHandle> {
+    Ok(ops::logging::init(&ops::logging::Logging {
         env_var: "OUTBOUND_LOG",
-        default_filter: if verbose {
-            "outbound=debug,info"
-        } else {
-            "info"
-        },
-        file,
-    })?;
-    Ok(())
+        default_filter: reload::log_filter(verbose, &log.level),
+        file: file.or(log.file.as_deref()),
+        format: log.format,
+    })?)
 }

@@ -3,10 +3,12 @@
 //!
 //! Owns: the split between what a running relay takes over and what it ignores
 //! until a restart. Live: the per-domain limits (`[domains.*]`: rates apply to the
-//! next transaction, connection limits to domains first seen after the reload).
+//! next transaction, connection limits to domains first seen after the reload) and
+//! `log.level` (unless `-v` or `OUTBOUND_LOG` set the level at start).
 //! Not live (logged as ignored): the store, Redis, the node id and everything in
 //! `[relay]`, `[delivery]`, `[dns]`, `[retry]`, `[bounces]`, `[web]`, `[campaigns]`,
-//! `[tracking]`, `[metrics]`, DKIM keys, pools and transports. A file that does not
+//! `[tracking]`, `[metrics]`, `log.format`, `log.file`, DKIM keys, pools and
+//! transports. A file that does not
 //! validate is refused whole (logged, naming the field), and the limits in force
 //! stay. Must not: touch anything but the live-limits slot.
 
@@ -27,6 +29,23 @@ struct Source {
 }
 
 static SOURCE: OnceLock<Source> = OnceLock::new();
+
+/// The process's logging (set once at start) and whether `-v` fixed its level.
+static LOG: OnceLock<(ops::logging::LogHandle, bool)> = OnceLock::new();
+
+/// Remembers the logging handle, so a reload can change the level.
+pub fn remember_log(handle: ops::logging::LogHandle, verbose: bool) {
+    let _ = LOG.set((handle, verbose));
+}
+
+/// The tracing filter for `log.level`, or `-v`'s (which wins).
+pub fn log_filter(verbose: bool, level: &str) -> &str {
+    if verbose {
+        "outbound=debug,info"
+    } else {
+        level
+    }
+}
 
 /// The per-domain limits in force since the last reload (None: as at start).
 struct Live {
@@ -65,8 +84,11 @@ pub fn plan(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
     {
         applied.push("domains");
     }
+    if old.log.level != new.log.level {
+        applied.push("log.level");
+    }
     let mut ignored = Vec::new();
-    let checks: [(&'static str, bool); 12] = [
+    let checks: [(&'static str, bool); 14] = [
         ("store", differs(&old.store, &new.store)),
         ("redis", old.redis != new.redis),
         (
@@ -108,6 +130,8 @@ pub fn plan(old: &Config, new: &Config) -> (Vec<&'static str>, Vec<&'static str>
         ("campaigns", differs(&old.campaigns, &new.campaigns)),
         ("tracking", differs(&old.tracking, &new.tracking)),
         ("metrics", old.metrics != new.metrics),
+        ("log.format", old.log.format != new.log.format),
+        ("log.file", old.log.file != new.log.file),
     ];
     ignored.extend(checks.into_iter().filter(|(_, c)| *c).map(|(n, _)| n));
     (applied, ignored)
@@ -145,6 +169,11 @@ pub fn reload(running: &Config) {
         default_limits: new.default_limits,
         domain_limits: new.domain_limits,
     })));
+    if let Some((log, verbose)) = LOG.get()
+        && let Err(e) = log.set_level(log_filter(*verbose, &new.log.level))
+    {
+        warn!(error = %e, "SIGHUP: log level not changed");
+    }
     info!(changed = ?applied, "SIGHUP: configuration reloaded");
     ops::notify::reloaded(&format!("reloaded; changed: {}", applied.join(", ")));
 }

@@ -247,6 +247,80 @@ impl Report {
     }
 }
 
+/// Queue ids and recipients named in an attempt's log line; the rest are counted.
+const LOGGED_RECIPIENTS: usize = 3;
+/// Characters of the reply text kept in the log line.
+const LOGGED_TEXT_CHARS: usize = 200;
+
+/// The one info line per delivery attempt (Postfix's `smtp` line): queue ids,
+/// recipients (bounded), domain, MX host and address, source address and pool,
+/// reply (code, enhanced status, text trimmed), outcome and duration. The first
+/// report speaks for the transaction; `outcomes` counts them all.
+fn log_attempt(
+    job: &Job,
+    reports: &[Report],
+    source_ip: Option<std::net::IpAddr>,
+    elapsed: std::time::Duration,
+) {
+    if !tracing::enabled!(tracing::Level::INFO) {
+        return;
+    }
+    let first = reports.first();
+    let ids = Bounded(
+        job.recipients.iter().map(|(id, _)| id),
+        job.recipients.len(),
+    );
+    let rcpts = Bounded(job.recipients.iter().map(|(_, r)| r), job.recipients.len());
+    let delivered = reports
+        .iter()
+        .filter(|r| r.outcome == Outcome::Delivered)
+        .count();
+    let text = first.map_or("", |r| r.text.as_str());
+    let text = text
+        .char_indices()
+        .nth(LOGGED_TEXT_CHARS)
+        .map_or(text, |(i, _)| text.get(..i).unwrap_or(text));
+    info!(
+        queue_id = %ids,
+        rcpt = %rcpts,
+        nrcpt = job.recipients.len(),
+        domain = %job.domain,
+        mx = first.and_then(|r| r.mx.as_deref()).unwrap_or("none"),
+        source = %source_ip.map_or_else(|| "default".to_owned(), |ip| ip.to_string()),
+        pool = job.pool.as_deref().unwrap_or("none"),
+        code = first.and_then(|r| r.code),
+        status = first.and_then(|r| r.status.as_deref()).unwrap_or(""),
+        text,
+        outcome = first.map_or(Outcome::Deferred, |r| r.outcome).as_str(),
+        delivered,
+        duration_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+        "delivery attempt"
+    );
+}
+
+/// `a, b, c (+N more)` from an iterator of `total` items.
+struct Bounded<I>(I, usize);
+
+impl<I, T> std::fmt::Display for Bounded<I>
+where
+    I: Iterator<Item = T> + Clone,
+    T: std::fmt::Display,
+{
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, item) in self.0.clone().take(LOGGED_RECIPIENTS).enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{item}")?;
+        }
+        let more = self.1.saturating_sub(LOGGED_RECIPIENTS);
+        if more > 0 {
+            write!(f, " (+{more} more)")?;
+        }
+        Ok(())
+    }
+}
+
 fn reply_outcome(reply: &Reply) -> Outcome {
     if reply.is_permanent() {
         Outcome::Failed
@@ -284,6 +358,7 @@ impl Worker {
                 .ok_or(name),
         };
         let started = std::time::Instant::now();
+        let source_ip = source.as_ref().ok().and_then(|s| s.as_ref().map(|s| s.ip));
         let reports = match source {
             Ok(source) => self.deliver_from(&job, source).await,
             // Permanent: retrying cannot make the name known to this process.
@@ -294,6 +369,7 @@ impl Worker {
                 None,
             )],
         };
+        log_attempt(&job, &reports, source_ip, started.elapsed());
         self.finish(&job, &reports);
         crate::metrics::get()
             .attempt_seconds

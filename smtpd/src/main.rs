@@ -44,8 +44,8 @@ fn main() -> ExitCode {
     }
 }
 
-fn log_filter(config: &Config) -> &'static str {
-    if config.log.verbose { "debug" } else { "info" }
+fn log_filter(config: &Config) -> &str {
+    config.log.filter()
 }
 
 fn init_logging(config: &Config) -> anyhow::Result<ops::logging::LogHandle> {
@@ -53,6 +53,7 @@ fn init_logging(config: &Config) -> anyhow::Result<ops::logging::LogHandle> {
         env_var: "SMTPD_LOG",
         default_filter: log_filter(config),
         file: config.log.file.as_deref(),
+        format: config.log.format,
     })
     .context("log.file")
 }

@@ -17,6 +17,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::protocol::command::Verb;
 use crate::protocol::reply::Reply;
 
 /// Why a connection was refused before its session began.
@@ -74,6 +75,11 @@ struct ReplyLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct VerbLabel {
+    verb: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct TlsLabel {
     tls: &'static str,
 }
@@ -108,6 +114,8 @@ pub struct Metrics {
     sessions_tls: Counter,
     sessions_plain: Counter,
     replies: Vec<Counter>,
+    /// Commands by verb, in `Verb::index` order.
+    commands: [Counter; Verb::KINDS],
     messages_refused: Vec<Option<Counter>>,
     pub messages_accepted: Counter,
     pub bytes_accepted: Counter,
@@ -124,6 +132,7 @@ pub struct Metrics {
     refused_family: Family<ReasonLabel, Counter>,
     sessions_family: Family<TlsLabel, Counter>,
     replies_family: Family<ReplyLabels, Counter>,
+    commands_family: Family<VerbLabel, Counter>,
     messages_refused_family: Family<ReasonLabel, Counter>,
 }
 
@@ -153,6 +162,12 @@ impl Metrics {
             .iter()
             .map(|r| replies_family.get_or_create(&reply_labels(*r)).clone())
             .collect();
+        let commands_family = Family::<VerbLabel, Counter>::default();
+        let commands = Verb::ALL.map(|v| {
+            commands_family
+                .get_or_create(&VerbLabel { verb: v.label() })
+                .clone()
+        });
         let messages_refused_family = Family::<ReasonLabel, Counter>::default();
         let messages_refused = Reply::ALL
             .iter()
@@ -171,6 +186,7 @@ impl Metrics {
             sessions_tls,
             sessions_plain,
             replies,
+            commands,
             messages_refused,
             messages_accepted: Counter::default(),
             bytes_accepted: Counter::default(),
@@ -185,6 +201,7 @@ impl Metrics {
             refused_family,
             sessions_family,
             replies_family,
+            commands_family,
             messages_refused_family,
         }
     }
@@ -216,6 +233,11 @@ impl Metrics {
             "replies",
             "Replies sent, by code, enhanced status code and class",
             self.replies_family.clone(),
+        );
+        r.register(
+            "commands",
+            "Commands received, by verb (other: known but not offered; unknown: the rest)",
+            self.commands_family.clone(),
         );
         r.register(
             "messages_accepted",
@@ -270,8 +292,14 @@ impl Metrics {
         }
     }
 
-    /// Adds what a session replied since the last call (on each answer and at close).
+    /// Adds what a session received and replied since the last call (on each
+    /// answer and at close).
     pub fn add_replies(&self, session: &crate::protocol::Session) {
+        session.drain_verbs(|verb, n| {
+            if let Some(c) = self.commands.get(verb.index()) {
+                c.inc_by(u64::from(n));
+            }
+        });
         session.drain_replies(|reply, n| {
             let n = u64::from(n);
             if let Some(c) = self.replies.get(reply.index()) {

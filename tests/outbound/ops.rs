@@ -263,3 +263,61 @@ fn sighup_changes_a_domain_rate_live_and_refuses_a_bad_file() {
     assert!(relay.wait_exit(Duration::from_millis(500)).is_none());
     assert_eq!(curl(&addr, "/healthz").0, 200);
 }
+
+#[test]
+fn sighup_applies_log_level_and_json_lines_stay_json() {
+    let store = Store::sqlite();
+    let dest = Dest::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("outbound.toml");
+    let log_path = dir.path().join("relay.log");
+    let base = format!("{FAST}{METRICS}[log]\nformat = \"json\"\n");
+    std::fs::write(&config, &base).unwrap();
+    // No `-v` and no OUTBOUND_LOG: the file's level rules.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_outbound"))
+        .args(["--store", &store.url(), "-c"])
+        .arg(&config)
+        .args(["--transport", &format!("a.test={}", dest.addr)])
+        .env_remove("OUTBOUND_LOG")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
+    enqueue(&store, "app@sender.test", &["r@a.test"], &message("before"));
+    store.wait_settled(&["delivered"], Duration::from_secs(30));
+    assert!(!log().contains("\"message\":\"claimed\""), "{}", log());
+
+    std::fs::write(&config, format!("{base}level = \"outbound=debug,info\"\n")).unwrap();
+    test_support::services::signal_pid(child.id(), "HUP");
+    wait_for("the reload", Duration::from_secs(10), || {
+        log().contains("SIGHUP: configuration reloaded")
+    });
+    enqueue(&store, "app@sender.test", &["r@a.test"], &message("after"));
+    wait_for("a debug line", Duration::from_secs(30), || {
+        log().contains("\"message\":\"claimed\"")
+    });
+    // Every log line is JSON (the `outbound: metrics on` announcement for scripts
+    // is not a log line).
+    for line in log().lines().filter(|l| !l.starts_with("outbound: ")) {
+        serde_json::from_str::<serde_json::Value>(line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+    }
+    assert!(log().contains("log.level"), "{}", log());
+    // One line per delivery attempt, at info (there before the reload too).
+    let attempts: Vec<serde_json::Value> = log()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["fields"]["message"] == "delivery attempt")
+        .collect();
+    assert_eq!(attempts.len(), 2, "{}", log());
+    let f = &attempts[0]["fields"];
+    assert_eq!(f["domain"], "a.test", "{f}");
+    assert_eq!(f["rcpt"], "r@a.test", "{f}");
+    assert_eq!(f["outcome"], "delivered", "{f}");
+    assert_eq!(f["code"], 250, "{f}");
+    assert!(f["mx"].as_str().unwrap().contains("127.0.0.1"), "{f}");
+    test_support::services::signal_pid(child.id(), "TERM");
+    let _ = child.wait();
+}

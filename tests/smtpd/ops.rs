@@ -415,3 +415,184 @@ fn socket_activation_takes_the_listener_from_listen_fds() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn commands_are_counted_by_verb_exactly() {
+    let server = Server::with_config(METRICS_CONFIG);
+    let addr = metrics_addr(&server);
+    let mut c = server.client();
+    c.ehlo("client.test");
+    c.ehlo("client.test");
+    c.cmd_expect("MAIL FROM:<a@example.org>", 250, "2.1.0");
+    for r in ["r1@mx.test", "r2@mx.test", "r3@mx.test"] {
+        c.cmd_expect(&format!("RCPT TO:<{r}>"), 250, "2.1.5");
+    }
+    c.cmd_expect("NOOP", 250, "2.0.0");
+    c.cmd_expect("BOGUS whatever", 500, "5.5.2");
+    c.cmd_expect("EXPN list", 502, "5.5.1");
+    c.quit();
+    let text = scrape_until(&addr, "smtpd_sessions_total{tls=\"no\"}", 1.0);
+    for (verb, n) in [
+        ("ehlo", 2.0),
+        ("mail", 1.0),
+        ("rcpt", 3.0),
+        ("noop", 1.0),
+        ("unknown", 1.0),
+        ("other", 1.0),
+        ("quit", 1.0),
+        ("data", 0.0),
+        ("helo", 0.0),
+    ] {
+        assert_eq!(
+            sample(&text, &format!("smtpd_commands_total{{verb=\"{verb}\"}}")),
+            n,
+            "{verb}: {text}"
+        );
+    }
+}
+
+/// Every line of `path` parsed as one JSON object.
+fn json_lines(path: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect()
+}
+
+fn wait_json(path: &Path, message: &str) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = json_lines(path);
+        if lines.iter().any(|l| l["fields"]["message"] == message) {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {message:?} in {}: {lines:?}",
+            path.display()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn json_logs_carry_one_line_per_transaction_and_survive_sigusr1() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("smtpd.log");
+    let server = Server::with_config(&format!(
+        "[log]\nformat = \"json\"\nfile = \"{}\"\n\
+         [server]\naccept_domains = [\"mx.test\"]\n[limits]\nmax_message_bytes = 2000\n",
+        log.display()
+    ));
+    let mut c = server.ehlo_client();
+    let rcpts = [
+        "r1@mx.test",
+        "r2@mx.test",
+        "r3@mx.test",
+        "r4@mx.test",
+        "r5@mx.test",
+    ];
+    let id = c.deliver("a@example.org", &rcpts, &simple_message("json"));
+    let big: Vec<u8> = b"x"
+        .repeat(78)
+        .into_iter()
+        .chain(*b"\r\n")
+        .cycle()
+        .take(4000)
+        .collect();
+    let r = c.transaction("b@example.org", &["r1@mx.test"], &big);
+    assert_eq!(r.code, 552, "{}", r.text());
+    c.quit();
+
+    let lines = wait_json(&log, "transaction refused");
+    let tx: Vec<_> = lines
+        .iter()
+        .filter(|l| l["fields"]["message"] == "transaction")
+        .collect();
+    assert_eq!(tx.len(), 1, "{lines:?}");
+    let f = &tx[0]["fields"];
+    assert_eq!(tx[0]["level"], "INFO");
+    assert_eq!(f["queue_id"], id.as_str(), "{f}");
+    assert_eq!(f["client"], "127.0.0.1", "{f}");
+    assert_eq!(f["from"], "a@example.org", "{f}");
+    assert_eq!(f["nrcpt"], 5, "{f}");
+    assert_eq!(
+        f["rcpt"], "r1@mx.test, r2@mx.test, r3@mx.test (+2 more)",
+        "{f}"
+    );
+    assert_eq!(f["tls"], "none", "{f}");
+    assert_eq!(f["reply"], "250 2.0.0", "{f}");
+    assert!(f["size"].as_u64().unwrap() > 50, "{f}");
+    assert!(f["duration_ms"].as_u64().unwrap() < 10_000, "{f}");
+    let refused = lines
+        .iter()
+        .find(|l| l["fields"]["message"] == "transaction refused")
+        .unwrap();
+    assert_eq!(refused["fields"]["reply"], "552 5.3.4", "{refused}");
+    assert_eq!(refused["fields"]["from"], "b@example.org", "{refused}");
+
+    // logrotate: the reopened file is JSON too.
+    let rotated = dir.path().join("smtpd.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    server.signal("USR1");
+    wait_json(&log, "SIGUSR1: log file reopened");
+}
+
+#[test]
+fn log_format_other_than_text_or_json_is_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    write(&config, "[log]\nformat = \"xml\"\n");
+    let out = Command::new(env!("CARGO_BIN_EXE_smtpd"))
+        .arg("-c")
+        .arg(&config)
+        .arg("--store")
+        .arg(format!("sqlite:{}", dir.path().join("s.sqlite").display()))
+        .env_remove("SMTPD_LOG")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("log.format"), "{err}");
+}
+
+#[test]
+fn watchdog_pings_stop_when_one_reactor_is_wedged() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&path).unwrap();
+    let server = Server::start_with(
+        Opts::config("[metrics]\nlisten = \"127.0.0.1:0\"\n[server]\nthreads = 2\n")
+            .env("NOTIFY_SOCKET", path.to_str().unwrap())
+            .env("WATCHDOG_USEC", "1000000")
+            // The test-only fault: reactor 0 stops turning 2 s after it starts.
+            .env("SMTPD_TEST_WEDGE_REACTOR_AFTER_MS", "2000"),
+    );
+    let addr = metrics_addr(&server);
+    let before = notify_lines(&sock, Duration::from_millis(1500));
+    assert!(
+        before.iter().filter(|l| *l == "WATCHDOG=1").count() >= 2,
+        "pings before the wedge: {before:?}"
+    );
+    wait_stderr(&server, "TEST FAULT: reactor wedged", 1);
+    // The heartbeat goes stale one interval after the wedge; then no more pings.
+    wait_stderr(&server, "watchdog pings stop", 1);
+    // Pings sent before the loop went stale may still wait in the socket.
+    sock.set_nonblocking(true).unwrap();
+    let mut buf = [0u8; 4096];
+    while sock.recv(&mut buf).is_ok() {}
+    sock.set_nonblocking(false).unwrap();
+    let after = notify_lines(&sock, Duration::from_millis(2500));
+    assert!(
+        !after.iter().any(|l| l == "WATCHDOG=1"),
+        "pings after the wedge: {after:?}"
+    );
+    // The rest of the process lives on: systemd, not a crash, ends it.
+    assert_eq!(curl(&addr, "/healthz").0, 200);
+    assert!(
+        server.stderr().contains("a loop is stuck"),
+        "{}",
+        server.stderr()
+    );
+}

@@ -1,8 +1,9 @@
 //! The process's tracing subscriber.
 //!
-//! Owns: where log lines go and whether they carry ANSI colours. Colours only for a
-//! person at a terminal; a log file or journald (stderr that is not a terminal)
-//! gets plain text. The returned [`LogHandle`] changes the level live (SIGHUP) and
+//! Owns: where log lines go, their format (`log.format`: `text`, or `json`, one JSON
+//! object per line for a log shipper) and whether they carry ANSI colours. Colours
+//! only for a person at a terminal; a log file or journald (stderr that is not a
+//! terminal) gets plain text. The returned [`LogHandle`] changes the level live (SIGHUP) and
 //! reopens the log file (SIGUSR1, after logrotate moved it). Must not: decide what
 //! is logged.
 
@@ -12,6 +13,41 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::fmt::MakeWriter;
+
+use crate::ConfigError;
+
+/// `log.format`: how each line is written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// tracing's human-readable line (the default: what an operator reads).
+    #[default]
+    Text,
+    /// One JSON object per line (`timestamp`, `level`, `target`, `fields`, `span`).
+    Json,
+}
+
+impl LogFormat {
+    /// Parses `log.format` (`text` or `json`; absent or empty is `text`).
+    pub fn parse(field: &'static str, value: Option<&str>) -> Result<Self, ConfigError> {
+        match value.unwrap_or("") {
+            "" | "text" => Ok(Self::Text),
+            "json" => Ok(Self::Json),
+            other => Err(crate::invalid(
+                field,
+                format!("must be \"text\" or \"json\", not {other:?}"),
+            )),
+        }
+    }
+}
+
+/// Checks a `log.level` filter (`info`, `debug`, `smtpd=debug,info`) at config load,
+/// so a bad one is refused naming `field` rather than failing at start or reload.
+pub fn check_level(field: &'static str, value: &str) -> Result<(), ConfigError> {
+    EnvFilter::try_new(value)
+        .map(drop)
+        .map_err(|e| crate::invalid(field, e))
+}
 
 /// How to set up logging.
 #[derive(Debug, Clone)]
@@ -22,6 +58,7 @@ pub struct Logging<'a> {
     pub default_filter: &'a str,
     /// Append to this file instead of writing to stderr.
     pub file: Option<&'a Path>,
+    pub format: LogFormat,
 }
 
 /// The log file cannot be opened.
@@ -127,37 +164,81 @@ impl LogHandle {
 pub fn init(setup: &Logging<'_>) -> Result<LogHandle, LogFileError> {
     let filter = EnvFilter::try_from_env(setup.env_var)
         .unwrap_or_else(|_| EnvFilter::new(setup.default_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let mut handle = LogHandle {
         env_var: setup.env_var.to_owned(),
         filter: None,
         file: None,
     };
-    let subscriber_handle = match setup.file {
+    let apply = match setup.file {
         Some(path) => {
             let file = Arc::new(ReopenableFile {
                 path: path.to_owned(),
                 file: RwLock::new(open_append(path)?),
             });
             handle.file = Some(Arc::clone(&file));
-            let builder = builder
-                .with_ansi(false)
-                .with_writer(file)
-                .with_filter_reloading();
+            install(file, false, filter, setup.format)
+        }
+        None => install(
+            std::io::stderr,
+            std::io::stderr().is_terminal(),
+            filter,
+            setup.format,
+        ),
+    };
+    handle.filter = Some(apply);
+    Ok(handle)
+}
+
+/// Installs the subscriber writing to `writer` in `format`; returns what swaps its
+/// filter.
+fn install<W>(writer: W, ansi: bool, filter: EnvFilter, format: LogFormat) -> ApplyFilter
+where
+    W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+{
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(writer);
+    match format {
+        LogFormat::Text => {
+            let builder = builder.with_ansi(ansi).with_filter_reloading();
             let h = builder.reload_handle();
             builder.init();
-            Box::new(move |f: EnvFilter| h.reload(f).map_err(|e| e.to_string())) as ApplyFilter
+            Box::new(move |f: EnvFilter| h.reload(f).map_err(|e| e.to_string()))
         }
-        None => {
+        LogFormat::Json => {
+            // No colours in JSON: escape codes would end up inside the strings.
             let builder = builder
-                .with_ansi(std::io::stderr().is_terminal())
-                .with_writer(std::io::stderr)
+                .json()
+                .with_ansi(false)
+                .with_current_span(true)
+                .with_span_list(false)
                 .with_filter_reloading();
             let h = builder.reload_handle();
             builder.init();
             Box::new(move |f: EnvFilter| h.reload(f).map_err(|e| e.to_string()))
         }
-    };
-    handle.filter = Some(subscriber_handle);
-    Ok(handle)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_format_parses_text_and_json_and_names_the_field() {
+        assert_eq!(
+            LogFormat::parse("log.format", None).unwrap(),
+            LogFormat::Text
+        );
+        assert_eq!(
+            LogFormat::parse("log.format", Some("json")).unwrap(),
+            LogFormat::Json
+        );
+        let e = LogFormat::parse("log.format", Some("xml")).unwrap_err();
+        assert!(e.to_string().starts_with("log.format: "), "{e}");
+        assert!(check_level("log.level", "smtpd=debug,info").is_ok());
+        let e = check_level("log.level", "smtpd=loud").unwrap_err();
+        assert!(e.to_string().starts_with("log.level: "), "{e}");
+    }
 }

@@ -10,6 +10,8 @@ pub const DEFAULT_STORE_URL: &str = "sqlite:./data/smtpd.sqlite";
 
 /// Where `-l` without a file name logs (Guerrilla SMTPd's default `log.txt`).
 pub const DEFAULT_LOG_FILE: &str = "./log.txt";
+/// `log.level`: info shows one line per connection event and transaction.
+pub const DEFAULT_LOG_LEVEL: &str = "info";
 
 /// RFC 5321 §4.5.3.1.8 requires accepting at least 100 recipients; more per
 /// transaction is rarely legitimate for a sink.

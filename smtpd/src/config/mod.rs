@@ -117,7 +117,7 @@ impl Config {
             proxy: sections::proxy(proxy)?,
             cache: sections::redis(redis, cli)?,
             retention: sections::retention(retention)?,
-            log: sections::log(log, cli),
+            log: sections::log(log, cli)?,
             http: http::http(http, cli)?,
             metrics: metrics::metrics(metrics)?,
         })

@@ -121,5 +121,7 @@ pub struct RawStore {
 #[serde(deny_unknown_fields)]
 pub struct RawLog {
     pub verbose: Option<bool>,
+    pub level: Option<String>,
+    pub format: Option<String>,
     pub file: Option<String>,
 }

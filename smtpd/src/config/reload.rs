@@ -79,6 +79,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         differs(&old.proxy.trusted, &new.proxy.trusted),
     );
     live("log.verbose", old.log.verbose != new.log.verbose);
+    live("log.level", old.log.level != new.log.level);
     let mut fixed = |name, changed: bool| {
         if changed {
             plan.ignored.push(name);
@@ -103,6 +104,7 @@ pub fn plan(old: &Config, new: &Config) -> Plan {
         differs(&old.limits.client_limits, &new.limits.client_limits),
     );
     fixed("log.file", old.log.file != new.log.file);
+    fixed("log.format", old.log.format != new.log.format);
     fixed("metrics.listen", old.metrics != new.metrics);
     plan
 }
@@ -120,6 +122,7 @@ pub fn keep_ignored(old: &Config, mut new: Config) -> Config {
     new.retention = old.retention.clone();
     new.limits.client_limits = old.limits.client_limits;
     new.log.file = old.log.file.clone();
+    new.log.format = old.log.format;
     new.metrics = old.metrics;
     new
 }

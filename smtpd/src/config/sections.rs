@@ -421,15 +421,34 @@ pub(super) fn retention(raw: RawRetention) -> Result<RetentionConfig, ConfigErro
 #[derive(Debug, Clone)]
 pub struct Log {
     pub verbose: bool,
+    /// `log.level`: the filter when not verbose (`info` by default; `-v` and
+    /// `log.verbose` mean `debug`). Live on SIGHUP.
+    pub level: String,
+    /// `log.format`: `text` (default) or `json`. Needs a restart.
+    pub format: ops::logging::LogFormat,
     pub file: Option<PathBuf>,
 }
 
-pub(super) fn log(raw: RawLog, cli: &Cli) -> Log {
-    Log {
+impl Log {
+    /// The filter in force: `debug` when verbose, else `log.level`.
+    pub fn filter(&self) -> &str {
+        if self.verbose { "debug" } else { &self.level }
+    }
+}
+
+pub(super) fn log(raw: RawLog, cli: &Cli) -> Result<Log, ConfigError> {
+    let level = raw
+        .level
+        .filter(|l| !l.is_empty())
+        .unwrap_or_else(|| DEFAULT_LOG_LEVEL.to_owned());
+    ops::logging::check_level("log.level", &level)?;
+    Ok(Log {
         verbose: cli.verbose || raw.verbose.unwrap_or(false),
+        level,
+        format: ops::logging::LogFormat::parse("log.format", raw.format.as_deref())?,
         file: cli
             .log_file
             .clone()
             .or_else(|| raw.file.filter(|f| !f.is_empty()).map(PathBuf::from)),
-    }
+    })
 }

@@ -81,11 +81,97 @@ impl CommandError {
     }
 }
 
-/// Parses one command line without its line ending.
-///
-/// `smtputf8` says whether the current transaction's MAIL carried SMTPUTF8, which is
-/// what permits a non-ASCII recipient (RFC 6531 §3.5).
-pub fn parse(line: &[u8], smtputf8: bool) -> Result<Command, CommandError> {
+/// A command line's verb, for counting commands (`smtpd_commands_total{verb}`): the
+/// verbs we act on, `other` for the ones we know and refuse (502), `unknown` for
+/// the rest. The label set is fixed, whatever a client sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verb {
+    Ehlo,
+    Helo,
+    Mail,
+    Rcpt,
+    Data,
+    Bdat,
+    Rset,
+    Quit,
+    Noop,
+    StartTls,
+    Help,
+    Vrfy,
+    Other,
+    Unknown,
+}
+
+impl Verb {
+    /// How many verbs there are (the size of a per-verb tally).
+    pub const KINDS: usize = 14;
+    /// Every verb, in [`Verb::index`] order.
+    pub const ALL: [Self; Self::KINDS] = [
+        Self::Ehlo,
+        Self::Helo,
+        Self::Mail,
+        Self::Rcpt,
+        Self::Data,
+        Self::Bdat,
+        Self::Rset,
+        Self::Quit,
+        Self::Noop,
+        Self::StartTls,
+        Self::Help,
+        Self::Vrfy,
+        Self::Other,
+        Self::Unknown,
+    ];
+
+    /// The verb's position in [`Verb::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Ehlo => "ehlo",
+            Self::Helo => "helo",
+            Self::Mail => "mail",
+            Self::Rcpt => "rcpt",
+            Self::Data => "data",
+            Self::Bdat => "bdat",
+            Self::Rset => "rset",
+            Self::Quit => "quit",
+            Self::Noop => "noop",
+            Self::StartTls => "starttls",
+            Self::Help => "help",
+            Self::Vrfy => "vrfy",
+            Self::Other => "other",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
+/// The verb table: (name, verb), matched without regard to case.
+const VERBS: [(&[u8], Verb); 17] = [
+    (b"EHLO", Verb::Ehlo),
+    (b"HELO", Verb::Helo),
+    (b"MAIL", Verb::Mail),
+    (b"RCPT", Verb::Rcpt),
+    (b"DATA", Verb::Data),
+    (b"BDAT", Verb::Bdat),
+    (b"RSET", Verb::Rset),
+    (b"QUIT", Verb::Quit),
+    (b"NOOP", Verb::Noop),
+    (b"STARTTLS", Verb::StartTls),
+    (b"HELP", Verb::Help),
+    (b"VRFY", Verb::Vrfy),
+    (b"EXPN", Verb::Other),
+    (b"TURN", Verb::Other),
+    (b"ETRN", Verb::Other),
+    (b"ATRN", Verb::Other),
+    (b"AUTH", Verb::Other),
+];
+
+/// Splits a command line (without its line ending) into its verb and argument.
+pub fn split(line: &[u8]) -> (Verb, &[u8]) {
     let line = trim_end(line);
     let (verb, arg) = match line.iter().position(|&b| b == b' ') {
         Some(i) => (
@@ -94,43 +180,41 @@ pub fn parse(line: &[u8], smtputf8: bool) -> Result<Command, CommandError> {
         ),
         None => (line, &b""[..]),
     };
-    let verb_is = |name: &[u8]| verb.eq_ignore_ascii_case(name);
-    if verb_is(b"EHLO") {
-        helo_argument(arg).map(Command::Ehlo)
-    } else if verb_is(b"HELO") {
-        helo_argument(arg).map(Command::Helo)
-    } else if verb_is(b"MAIL") {
-        mail(arg)
-    } else if verb_is(b"RCPT") {
-        rcpt(arg, smtputf8)
-    } else if verb_is(b"DATA") {
-        no_argument(arg, Command::Data)
-    } else if verb_is(b"BDAT") {
-        bdat(arg)
-    } else if verb_is(b"RSET") {
-        no_argument(arg, Command::Rset)
-    } else if verb_is(b"QUIT") {
-        no_argument(arg, Command::Quit)
-    } else if verb_is(b"NOOP") {
-        // RFC 5321 §4.1.1.9: a string argument is allowed and ignored.
-        Ok(Command::Noop)
-    } else if verb_is(b"STARTTLS") {
-        no_argument(arg, Command::StartTls)
-    } else if verb_is(b"HELP") {
-        Ok(Command::Help)
-    } else if verb_is(b"VRFY") {
-        if trim_start(arg).is_empty() {
-            Err(CommandError::Syntax)
-        } else {
-            Ok(Command::Vrfy)
-        }
-    } else if [&b"EXPN"[..], b"TURN", b"ETRN", b"ATRN", b"AUTH"]
+    let verb = VERBS
         .iter()
-        .any(|v| verb_is(v))
-    {
-        Ok(Command::NotImplemented)
-    } else {
-        Err(CommandError::Unrecognized)
+        .find(|(name, _)| verb.eq_ignore_ascii_case(name))
+        .map_or(Verb::Unknown, |(_, v)| *v);
+    (verb, arg)
+}
+
+/// Parses one command line without its line ending.
+///
+/// `smtputf8` says whether the current transaction's MAIL carried SMTPUTF8, which is
+/// what permits a non-ASCII recipient (RFC 6531 §3.5).
+pub fn parse(line: &[u8], smtputf8: bool) -> Result<Command, CommandError> {
+    let (verb, arg) = split(line);
+    parse_argument(verb, arg, smtputf8)
+}
+
+/// Parses the argument of a command whose verb [`split`] found.
+pub fn parse_argument(verb: Verb, arg: &[u8], smtputf8: bool) -> Result<Command, CommandError> {
+    match verb {
+        Verb::Ehlo => helo_argument(arg).map(Command::Ehlo),
+        Verb::Helo => helo_argument(arg).map(Command::Helo),
+        Verb::Mail => mail(arg),
+        Verb::Rcpt => rcpt(arg, smtputf8),
+        Verb::Data => no_argument(arg, Command::Data),
+        Verb::Bdat => bdat(arg),
+        Verb::Rset => no_argument(arg, Command::Rset),
+        Verb::Quit => no_argument(arg, Command::Quit),
+        // RFC 5321 §4.1.1.9: a string argument is allowed and ignored.
+        Verb::Noop => Ok(Command::Noop),
+        Verb::StartTls => no_argument(arg, Command::StartTls),
+        Verb::Help => Ok(Command::Help),
+        Verb::Vrfy if trim_start(arg).is_empty() => Err(CommandError::Syntax),
+        Verb::Vrfy => Ok(Command::Vrfy),
+        Verb::Other => Ok(Command::NotImplemented),
+        Verb::Unknown => Err(CommandError::Unrecognized),
     }
 }
 

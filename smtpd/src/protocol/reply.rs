@@ -400,6 +400,36 @@ impl ReplyTally {
     }
 }
 
+/// Commands received, by verb, since the last [`VerbTally::drain`]: counted like
+/// [`ReplyTally`], inside the session without atomics.
+#[derive(Debug)]
+pub struct VerbTally([std::cell::Cell<u32>; super::command::Verb::KINDS]);
+
+impl Default for VerbTally {
+    fn default() -> Self {
+        Self(std::array::from_fn(|_| std::cell::Cell::new(0)))
+    }
+}
+
+impl VerbTally {
+    pub fn add(&self, verb: super::command::Verb) {
+        if let Some(c) = self.0.get(verb.index()) {
+            c.set(c.get().saturating_add(1));
+        }
+    }
+
+    /// Calls `f` with each verb seen since the last drain and how often, and
+    /// starts counting again from zero.
+    pub fn drain(&self, mut f: impl FnMut(super::command::Verb, u32)) {
+        for (verb, c) in super::command::Verb::ALL.iter().zip(&self.0) {
+            let n = c.replace(0);
+            if n > 0 {
+                f(*verb, n);
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(
     clippy::unwrap_used,

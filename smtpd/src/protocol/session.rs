@@ -176,6 +176,8 @@ struct Counters {
     messages: u32,
     refused_messages: u32,
     errors: u32,
+    /// MAIL commands that began a transaction.
+    transactions: u32,
 }
 
 /// One client's SMTP session.
@@ -190,6 +192,19 @@ pub struct Session {
     counters: Counters,
     /// Replies by kind, for the metrics (drained by the reactor).
     replies: super::reply::ReplyTally,
+    /// Commands by verb, for the metrics (drained with the replies).
+    verbs: super::reply::VerbTally,
+    /// The last complete message refused without going to the store (size,
+    /// smuggling, line length), for the reactor's transaction log line.
+    refused: Option<Refused>,
+}
+
+/// A complete message refused by the session itself ([`Session::take_refused`]).
+#[derive(Debug)]
+pub struct Refused {
+    pub reply: Reply,
+    pub mail_from: String,
+    pub recipients: Vec<String>,
 }
 
 impl Session {
@@ -213,6 +228,8 @@ impl Session {
             tls: false,
             counters: Counters::default(),
             replies: Default::default(),
+            verbs: Default::default(),
+            refused: None,
         }
     }
 
@@ -485,6 +502,22 @@ impl Session {
         self.replies.drain(f);
     }
 
+    /// Transactions begun (MAIL accepted) so far: the reactor notes the time when
+    /// this moves, so the transaction's log line can say how long it took.
+    pub fn transactions_begun(&self) -> u32 {
+        self.counters.transactions
+    }
+
+    /// The message the session refused last, once.
+    pub fn take_refused(&mut self) -> Option<Refused> {
+        self.refused.take()
+    }
+
+    /// Commands received since the last call, by verb (for the metrics).
+    pub fn drain_verbs(&self, f: impl FnMut(command::Verb, u32)) {
+        self.verbs.drain(f);
+    }
+
     /// Whether the session runs over TLS.
     pub fn is_tls(&self) -> bool {
         self.tls
@@ -537,7 +570,9 @@ impl Session {
     fn command(&mut self, line: &[u8], out: &mut Vec<u8>) -> Option<Event> {
         self.counters.commands = self.counters.commands.saturating_add(1);
         let smtputf8 = self.transaction.as_ref().is_some_and(|t| t.mail.smtputf8);
-        let command = match command::parse(line, smtputf8) {
+        let (verb, arg) = command::split(line);
+        self.verbs.add(verb);
+        let command = match command::parse_argument(verb, arg, smtputf8) {
             Ok(command) => command,
             Err(command::CommandError::BdatSyntax) => {
                 // The chunk's size is unknown, so where the next command starts is
@@ -643,6 +678,7 @@ impl Session {
             recipients_refused: false,
             chunks: None,
         });
+        self.counters.transactions = self.counters.transactions.wrapping_add(1);
         Reply::SenderOk
     }
 
@@ -832,7 +868,13 @@ impl Session {
             }
             Err(e) => {
                 self.counters.refused_messages = self.counters.refused_messages.saturating_add(1);
-                self.reply(data_error_reply(e), out);
+                let reply = data_error_reply(e);
+                self.reply(reply, out);
+                self.refused = Some(Refused {
+                    reply,
+                    mail_from: mail.sender.text,
+                    recipients,
+                });
                 None
             }
         }

@@ -131,6 +131,8 @@ pub struct Connection {
     start_tls: bool,
     /// The address counted against the per-IP limits (released at close).
     pub counted_ip: Option<std::net::IpAddr>,
+    /// What the transaction log line will say (`txlog`).
+    pub txlog: super::txlog::TxLog,
     /// The banner is held until then (`limits.greet_delay_ms`).
     pub greet_at: Option<Instant>,
     /// Message bytes of this connection counted in the global in-flight budget.
@@ -172,7 +174,17 @@ impl Connection {
             charged: 0,
             in_flight: 0,
             spill: Spill::Memory,
+            txlog: Default::default(),
         }
+    }
+
+    /// The TLS protocol and cipher, once negotiated (for the transaction log).
+    pub fn tls_params(&self) -> super::txlog::Tls {
+        super::txlog::Tls(
+            self.tls
+                .as_ref()
+                .and_then(|t| Some((t.protocol_version()?, t.negotiated_cipher_suite()?.suite()))),
+        )
     }
 
     /// Offers STARTTLS with this configuration.

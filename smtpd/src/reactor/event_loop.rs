@@ -130,8 +130,12 @@ impl Reactor {
 
     pub fn run(mut self) {
         let mut events = Events::with_capacity(1024);
+        let wedge_at = test_wedge(self.id);
         loop {
             let now = Instant::now();
+            if wedge_at.is_some_and(|at| now >= at) {
+                wedge(self.id);
+            }
             self.heartbeat.beat_at(now);
             if self.shutdown_deadline.is_none() && self.shared.shutdown.load(Ordering::Acquire) {
                 self.begin_shutdown(now);
@@ -369,6 +373,14 @@ impl Reactor {
             spool: &self.config.spool,
         };
         let result = conn.read(&mut self.scratch, now, pause_data, budget);
+        conn.txlog.observe(conn.session.transactions_begun(), now);
+        if let Some(refused) = conn.session.take_refused() {
+            let tls = conn.tls_params();
+            conn.txlog.refused(&refused, conn.peer, tls, now);
+        }
+        if let Ok(Outcome::Submit(envelope, _)) = &result {
+            conn.txlog.hold(envelope);
+        }
         if conn.paused_for_store && !self.paused_any {
             self.shared.metrics.backpressure_pauses.inc();
         }
@@ -500,6 +512,12 @@ impl Reactor {
             return; // that client left; its slot serves someone else now
         }
         conn.in_flight = 0;
+        let (queue_id, reply) = match result {
+            Ok(id) => (Some(id), Reply::Queued(id)),
+            Err(StoreFailed) => (None, Reply::StoreFailed),
+        };
+        let tls = conn.tls_params();
+        conn.txlog.answered(queue_id, conn.peer, tls, reply, now);
         conn.session.on_stored(result, &mut conn.out);
         self.shared.metrics.add_replies(&conn.session);
         // Timeouts count from the answer, not from the end of DATA.
@@ -679,6 +697,31 @@ fn refusal_reason(reply: Reply) -> ConnRefusal {
 
 /// `now + d`. Every duration here is bounded by the configuration (at most a day),
 /// so the sum cannot overflow; the fallback only keeps the reactor free of panics.
+/// TEST ONLY: `SMTPD_TEST_WEDGE_REACTOR_AFTER_MS=N` (read once, at start) wedges
+/// reactor 0 N ms after it starts, so a test can see the watchdog pings stop while
+/// the other threads live on. Not a setting: never set it in production.
+fn test_wedge(id: usize) -> Option<Instant> {
+    if id != 0 {
+        return None;
+    }
+    let ms: u64 = std::env::var("SMTPD_TEST_WEDGE_REACTOR_AFTER_MS")
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(after(Instant::now(), Duration::from_millis(ms)))
+}
+
+/// The fault [`test_wedge`] asked for: the loop stops turning, forever.
+fn wedge(id: usize) -> ! {
+    warn!(
+        reactor = id,
+        "TEST FAULT: reactor wedged (SMTPD_TEST_WEDGE_REACTOR_AFTER_MS)"
+    );
+    loop {
+        std::thread::sleep(Duration::from_secs(3600));
+    }
+}
+
 fn after(now: Instant, d: Duration) -> Instant {
     now.checked_add(d).unwrap_or(now)
 }

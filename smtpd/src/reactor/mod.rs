@@ -19,6 +19,7 @@ pub mod limits;
 pub mod listener;
 pub mod rate_sync;
 pub mod timer;
+pub mod txlog;
 
 use std::io;
 use std::sync::Arc;
