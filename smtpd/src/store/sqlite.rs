@@ -7,13 +7,13 @@
 //! own connection, for a PASSIVE checkpoint, so the copy of the WAL into the file
 //! (and its fsync) runs beside the next commits instead of inside one. The bound:
 //! when the WAL file is found over [`WAL_BOUND_BYTES`] (the checkpointer fell behind,
-//! or is not running), the committer runs a FULL checkpoint inline after that
+//! or is not running), the committer runs a RESTART checkpoint inline after that
 //! commit, as SQLite's autocheckpoint would, until it is back under.
 //! Must not: be used from more than the committer thread (SQLite has one writer).
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread::JoinHandle;
 
@@ -79,6 +79,9 @@ pub struct SqliteStore {
     over_bound: bool,
     checkpointer: Option<Checkpointer>,
     stats: Arc<CheckpointStats>,
+    /// Held by whoever checkpoints: SQLite answers a second checkpointer BUSY at
+    /// once (no busy handler), so the inline one waits here for the background one.
+    checkpointing: Arc<Mutex<()>>,
 }
 
 /// The background checkpoint thread; asked over a channel of one slot (a request
@@ -120,6 +123,7 @@ impl SqliteStore {
         ))
         .map_err(open)?;
         let stats = Arc::new(CheckpointStats::default());
+        let checkpointing = Arc::new(Mutex::new(()));
         let checkpointer = if policy.background {
             let side = Self::open_side_connection(path).map_err(open)?;
             side.execute_batch(&format!(
@@ -130,11 +134,13 @@ impl SqliteStore {
             .map_err(open)?;
             let (tx, rx) = crossbeam_channel::bounded::<()>(1);
             let counted = Arc::clone(&stats);
+            let lock = Arc::clone(&checkpointing);
             let thread = std::thread::Builder::new()
                 .name("store-checkpoint".into())
                 .spawn(move || {
                     // Ends when the store is dropped (the sender goes).
                     while rx.recv().is_ok() {
+                        let _held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
                         match checkpoint(&side, "PASSIVE") {
                             Ok(()) => {
                                 counted.background.fetch_add(1, Ordering::Relaxed);
@@ -161,6 +167,7 @@ impl SqliteStore {
             over_bound: false,
             checkpointer,
             stats,
+            checkpointing,
         })
     }
 
@@ -188,9 +195,14 @@ impl SqliteStore {
         let wal = std::fs::metadata(&self.wal_path).map_or(0, |m| m.len());
         self.over_bound = wal > self.policy.bound_bytes;
         if self.over_bound {
-            // FULL, not PASSIVE: it waits (busy timeout) for a background checkpoint
-            // that holds the checkpoint lock, and for readers, so it does copy.
-            match checkpoint(&self.conn, "FULL") {
+            // RESTART, not PASSIVE: it waits (busy timeout) for a background
+            // checkpoint that holds the checkpoint lock and for readers, copies
+            // everything, and leaves the WAL to start again from its beginning.
+            let _held = self
+                .checkpointing
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            match checkpoint(&self.conn, "RESTART") {
                 Ok(()) => {
                     self.stats.inline.fetch_add(1, Ordering::Relaxed);
                 }
