@@ -61,6 +61,12 @@ pub enum Progress {
 pub const MAX_GROWTH_BYTES: usize = 256 * 1024;
 /// The first allocation for a body: one typical read.
 const FIRST_ALLOCATION_BYTES: usize = 16 * 1024;
+/// The most a declared `SIZE=` (RFC 1870) makes the first allocation: a message
+/// declared up to this size is received without regrowing its buffer (no copies
+/// of what came so far); a larger one starts here and grows in bounded steps, so
+/// what a client declares never makes us allocate more than this up front (nor
+/// more than the configured message limit).
+pub const MAX_RESERVE_BYTES: usize = MAX_GROWTH_BYTES;
 
 /// Message bytes received and not yet handed on. Shared by the receivers of the
 /// message body (DATA here; BDAT chunks can use the same type), so the reactor
@@ -75,6 +81,9 @@ pub struct BodyBuffer {
     bytes: Vec<u8>,
     /// Octets handed out by [`BodyBuffer::take`] so far.
     taken: u64,
+    /// The first allocation, from the declared size (0: [`FIRST_ALLOCATION_BYTES`]).
+    /// Made when the first byte arrives, not before, so an idle DATA holds nothing.
+    first_allocation: usize,
 }
 
 /// Body octets taken out of a receiver while the message arrives.
@@ -91,10 +100,13 @@ impl BodyBuffer {
     pub fn extend(&mut self, more: &[u8]) {
         let needed = self.bytes.len().saturating_add(more.len());
         if needed > self.bytes.capacity() {
-            let step = self
-                .bytes
-                .capacity()
-                .clamp(FIRST_ALLOCATION_BYTES, MAX_GROWTH_BYTES);
+            let step = if self.bytes.capacity() == 0 && self.first_allocation > 0 {
+                self.first_allocation
+            } else {
+                self.bytes
+                    .capacity()
+                    .clamp(FIRST_ALLOCATION_BYTES, MAX_GROWTH_BYTES)
+            };
             let target = needed.max(self.bytes.capacity().saturating_add(step));
             self.bytes
                 .reserve_exact(target.saturating_sub(self.bytes.len()));
@@ -123,6 +135,8 @@ impl BodyBuffer {
             return None;
         }
         let bytes = std::mem::take(&mut self.bytes);
+        // A body taken out is going to the spool in pieces: no more reservations.
+        self.first_allocation = 0;
         let offset = self.taken;
         let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
         self.taken = self.taken.saturating_add(len);
@@ -161,6 +175,23 @@ pub struct DataReceiver {
 }
 
 impl DataReceiver {
+    /// A receiver whose first allocation is the size the client declared in
+    /// `MAIL FROM ... SIZE=`, capped by the message limit and [`MAX_RESERVE_BYTES`].
+    pub fn with_declared_size(
+        max_message_bytes: usize,
+        max_line_bytes: usize,
+        declared: Option<u64>,
+    ) -> Self {
+        let mut receiver = Self::new(max_message_bytes, max_line_bytes);
+        if let Some(size) = declared {
+            receiver.body.first_allocation = usize::try_from(size)
+                .unwrap_or(usize::MAX)
+                .min(max_message_bytes)
+                .min(MAX_RESERVE_BYTES);
+        }
+        receiver
+    }
+
     pub fn new(max_message_bytes: usize, max_line_bytes: usize) -> Self {
         Self {
             state: State::LineStart,
@@ -431,6 +462,49 @@ mod tests {
         assert_eq!(r.body.capacity(), 0);
         assert_eq!(r.feed(b"\r\n.\r\n"), Progress::Done { consumed: 5 });
         assert_eq!(r.finish(), Err(DataError::TooBig));
+    }
+
+    /// A 100,000-octet body fed in reads of 4 KiB; the buffer's capacity each time.
+    fn capacities(r: &mut DataReceiver) -> Vec<usize> {
+        let mut line = vec![b'x'; 98];
+        line.extend_from_slice(b"\r\n");
+        let body: Vec<u8> = line.repeat(1000);
+        body.chunks(4096)
+            .map(|piece| {
+                assert_eq!(r.feed(piece), Progress::More);
+                r.buffered_bytes()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_declared_size_is_the_first_allocation_and_the_buffer_never_regrows() {
+        let mut r = DataReceiver::with_declared_size(10 << 20, 1000, Some(100_000));
+        assert_eq!(r.buffered_bytes(), 0, "nothing allocated before the first byte");
+        let seen = capacities(&mut r);
+        assert!(seen.iter().all(|&c| c == seen[0]), "{seen:?}");
+        assert!((100_000..100_000 + 4096).contains(&seen[0]), "{seen:?}");
+        assert_eq!(r.feed(b".\r\n"), Progress::Done { consumed: 3 });
+        assert_eq!(r.finish().unwrap().len(), 100_000);
+        // Without SIZE the same body regrows (the control).
+        let seen = capacities(&mut DataReceiver::new(10 << 20, 1000));
+        assert!(seen.windows(2).any(|w| w[0] != w[1]), "{seen:?}");
+    }
+
+    #[test]
+    fn a_declared_size_never_reserves_more_than_the_limits() {
+        // Over the reservation cap: it starts at the cap and grows from there.
+        let mut r = DataReceiver::with_declared_size(50 << 20, 1000, Some(40 << 20));
+        r.feed(b"x");
+        assert_eq!(r.buffered_bytes(), MAX_RESERVE_BYTES);
+        // Over the message limit (and a lie): never more than the limit.
+        let mut r = DataReceiver::with_declared_size(10_000, 1000, Some(u64::MAX));
+        r.feed(b"x");
+        assert_eq!(r.buffered_bytes(), 10_000);
+        // SIZE=0 (or a small lie): the buffer grows as usual.
+        let mut r = DataReceiver::with_declared_size(10 << 20, 1000, Some(0));
+        let seen = capacities(&mut r);
+        assert!(*seen.last().unwrap() >= 100_000);
     }
 
     #[test]
