@@ -34,14 +34,20 @@ for cell in $CELLS; do
         case $tool in
         callgrind) valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$name.out" \
                 "$SMTPD" --listen "127.0.0.1:$port" --store "sqlite:$work/db/s.sqlite" 2>"$work/log" & ;;
-        strace) strace -c -f -o "$OUT/strace.$name.txt" \
-                "$SMTPD" --listen "127.0.0.1:$port" --store "sqlite:$work/db/s.sqlite" 2>"$work/log" & ;;
+        strace) "$SMTPD" --listen "127.0.0.1:$port" --store "sqlite:$work/db/s.sqlite" 2>"$work/log" & ;;
         esac
         PID=$!
         wait_port "$port"
+        # strace attaches once the server is up, so only the load is counted.
+        tracer=""
+        if [ "$tool" = strace ]; then
+            strace -c -f -o "$OUT/strace.$name.txt" -p "$PID" & tracer=$!
+            sleep 1
+        fi
         # Totals include start-up (opening the store, migrations): a few Mi Ir.
         "$BENCH" --server "127.0.0.1:$port" --connections "$conns" --messages "$msgs" \
             --size "$size" --duration 300 --json >"$work/bench.json"
+        if [ -n "$tracer" ]; then kill -INT "$tracer"; wait "$tracer" || true; fi
         kill -TERM "$PID"; wait "$PID" || true; PID=""
         sent=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["messages"])' "$work/bench.json" 2>/dev/null || echo "$msgs")
         if [ "$tool" = callgrind ]; then
@@ -49,7 +55,7 @@ for cell in $CELLS; do
             echo "== $name: $sent messages, $total Ir in total, $((total / sent)) Ir/msg" >>"$OUT/summary.txt"
             callgrind_annotate --inclusive=yes "$OUT/callgrind.$name.out" 2>/dev/null | sed -n '1,60p' | grep -v '^$' | tail -n +15 | head -45 >>"$OUT/summary.txt" || true
         else
-            echo "-- $name syscalls (strace -c -f), $sent messages:" >>"$OUT/summary.txt"
+            echo "-- $name syscalls (strace -c -f), $sent messages, $(grep -c 'batch committed' "$work/log" || true) batches logged:" >>"$OUT/summary.txt"
             head -40 "$OUT/strace.$name.txt" >>"$OUT/summary.txt" || true
         fi
     done

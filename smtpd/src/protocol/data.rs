@@ -210,8 +210,17 @@ impl DataReceiver {
         while let Some(&byte) = input.get(i) {
             match self.state {
                 State::Text => {
-                    // Fast path: copy the run of ordinary bytes in one go.
                     let rest = input.get(i..).unwrap_or_default();
+                    // Fastest path: whole ordinary lines, kept in one copy.
+                    let plain = self.plain_lines(rest);
+                    if plain > 0 {
+                        self.keep(rest.get(..plain).unwrap_or_default());
+                        self.line_bytes = 0;
+                        self.state = State::LineStart;
+                        i = i.saturating_add(plain);
+                        continue;
+                    }
+                    // Fast path: copy the run of ordinary bytes in one go.
                     let run = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
                     if run > 0 {
                         self.text(rest.get(..run).unwrap_or_default());
@@ -300,6 +309,33 @@ impl DataReceiver {
         match self.error {
             Some(e) => Err(e),
             None => Ok(self.body.into_bytes()),
+        }
+    }
+
+    /// How many bytes at the start of `input` (which starts inside a line,
+    /// `line_bytes` into it) are whole lines the state machine would keep exactly
+    /// as they are: each ends in CRLF within the line limit and is followed by a
+    /// byte that starts an ordinary line (not `.`, CR or LF). Anything else (a
+    /// bare CR or LF, a dot, a line too long, the end of the input) is left to the
+    /// byte-by-byte states, so this changes the cost, never the outcome.
+    fn plain_lines(&self, input: &[u8]) -> usize {
+        let mut end = 0;
+        let mut line = self.line_bytes;
+        loop {
+            let rest = input.get(end..).unwrap_or_default();
+            let Some(run) = memchr::memchr2(b'\r', b'\n', rest) else {
+                return end;
+            };
+            let crlf = rest.get(run..run.saturating_add(2)) == Some(&b"\r\n"[..]);
+            let next = rest.get(run.saturating_add(2)).copied();
+            if !crlf
+                || line.saturating_add(run) > self.max_line_bytes
+                || matches!(next, None | Some(b'.' | b'\r' | b'\n'))
+            {
+                return end;
+            }
+            end = end.saturating_add(run).saturating_add(2);
+            line = 0;
         }
     }
 
@@ -477,10 +513,49 @@ mod tests {
             .collect()
     }
 
+    /// Fed one byte at a time the whole-line fast path never applies (it needs a
+    /// line's CRLF and the next byte in one input), so this is the reference.
+    fn run_bytewise(
+        input: &[u8],
+        max: usize,
+        line: usize,
+    ) -> (Option<usize>, Result<Vec<u8>, DataError>) {
+        let mut r = DataReceiver::new(max, line);
+        for (i, byte) in input.iter().enumerate() {
+            if let Progress::Done { .. } = r.feed(std::slice::from_ref(byte)) {
+                return (Some(i + 1), r.finish());
+            }
+        }
+        (None, r.finish())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2048, ..Default::default() })]
+        /// Lines of the SMTP-relevant alphabet (dots, bare CR/LF, long lines, the
+        /// smuggling sequences): the fast path ends, keeps and refuses exactly as
+        /// the byte-by-byte states do.
+        #[test]
+        fn whole_lines_at_once_are_read_as_byte_by_byte(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                &b"abc"[..], b"\r\n", b".", b"\r", b"\n", b"..", b"\r\n.\r\n",
+                b"\n.\n", b"\r.\r", b"xxxxxxxxxxxxxxxxxxxx", b"\r\n\r\n",
+            ]), 0..40),
+            line in 5usize..40,
+            max in 10usize..400,
+        ) {
+            let input: Vec<u8> = parts.concat();
+            proptest::prop_assert_eq!(run_with(&input, max, line), run_bytewise(&input, max, line));
+        }
+    }
+
     #[test]
     fn a_declared_size_is_the_first_allocation_and_the_buffer_never_regrows() {
         let mut r = DataReceiver::with_declared_size(10 << 20, 1000, Some(100_000));
-        assert_eq!(r.buffered_bytes(), 0, "nothing allocated before the first byte");
+        assert_eq!(
+            r.buffered_bytes(),
+            0,
+            "nothing allocated before the first byte"
+        );
         let seen = capacities(&mut r);
         assert!(seen.iter().all(|&c| c == seen[0]), "{seen:?}");
         assert!((100_000..100_000 + 4096).contains(&seen[0]), "{seen:?}");

@@ -13,8 +13,8 @@
 
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
 use crossbeam_channel::{Sender, TrySendError};
@@ -140,7 +140,9 @@ impl SqliteStore {
                 .spawn(move || {
                     // Ends when the store is dropped (the sender goes).
                     while rx.recv().is_ok() {
-                        let _held = lock.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                        let _held = lock
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner);
                         match checkpoint(&side, "PASSIVE") {
                             Ok(()) => {
                                 counted.background.fetch_add(1, Ordering::Relaxed);
@@ -169,10 +171,6 @@ impl SqliteStore {
             stats,
             checkpointing,
         })
-    }
-
-    pub fn checkpoint_stats(&self) -> Arc<CheckpointStats> {
-        Arc::clone(&self.stats)
     }
 
     /// After a commit of `bytes`: asks for a background checkpoint every
