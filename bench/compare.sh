@@ -6,6 +6,7 @@
 #
 #   bench/compare.sh                    # the full grid, 3 runs a cell
 #   RUNS=1 DURATION=2 SIZES=1024 CONNS="10 100" bench/compare.sh    # a quick look
+#   EXTRAS=0 ...                        # only the grid and the paced cells
 #
 # Grid: SIZES (bytes) × CONNS (concurrent sessions) × MODES (many = messages reuse
 # the connection, one = a new connection per message); each cell runs RUNS times,
@@ -198,6 +199,14 @@ PY
     done
     stop_server
 done
+
+# EXTRAS=0 skips the load-generator check and the memory section (a partial grid).
+if [ "${EXTRAS:-1}" = 0 ]; then
+    log "summarising into $OUT"
+    python3 bench/summarize.py "$OUT" || true
+    log "done: $OUT"
+    exit 0
+fi
 
 # ---- the load generator itself: smtp-bench vs smtp-source on smtp-sink -----------
 log "load generators against smtp-sink"
