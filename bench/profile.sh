@@ -12,6 +12,7 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-$(mktemp -d)}
+mkdir -p "$OUT"
 CELLS=${CELLS:-"1024:2000:10 102400:200:10"}
 # SMTPD=/path/to/smtpd profiles another build (e.g. the one before a change).
 if [ -z "${SMTPD:-}" ]; then
