@@ -36,10 +36,11 @@ log() { printf 'compare: %s\n' "$*" >&2; }
 need=()
 [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
 [ -x /usr/bin/time ] || need+=(time)
-/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
+# Only what the chosen SERVERS need.
+case " $SERVERS " in *" aiosmtpd "*) /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd) ;; esac
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client)
 command -v gnuplot >/dev/null || need+=(gnuplot-nox)
-command -v npm >/dev/null || need+=(nodejs npm)
+case " $SERVERS " in *" haraka "*) command -v npm >/dev/null || need+=(nodejs npm) ;; esac
 if [ "${#need[@]}" -gt 0 ]; then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -48,7 +49,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     # its smtp-sink/smtp-source tools.
     systemctl stop postfix 2>/dev/null || postfix stop 2>/dev/null || true
 fi
-if ! [ -x "$CACHE/haraka/node_modules/.bin/haraka" ]; then
+if [[ " $SERVERS " == *" haraka "* ]] && ! [ -x "$CACHE/haraka/node_modules/.bin/haraka" ]; then
     log "installing Haraka from npm into $CACHE/haraka"
     mkdir -p "$CACHE/haraka"
     (cd "$CACHE/haraka" && npm install --no-audit --no-fund Haraka >/dev/null 2>&1)
