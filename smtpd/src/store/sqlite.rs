@@ -299,11 +299,9 @@ fn checkpoint(conn: &Connection, mode: &str) -> rusqlite::Result<()> {
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-    use std::net::{IpAddr, Ipv4Addr};
     use std::time::SystemTime;
 
     use super::*;
-    use crate::handoff::Envelope;
     use crate::store::new_queue_id;
 
     /// A batch of `n` messages of `bytes` each, one recipient.
@@ -313,18 +311,9 @@ mod tests {
                 let mut data = format!("Subject: {i}\r\n\r\n").into_bytes();
                 data.resize(bytes.saturating_sub(2), b'x');
                 data.extend_from_slice(b"\r\n");
-                let envelope = Envelope {
-                    mail_from: "s@example.org".into(),
-                    rcpt_to: vec![format!("r{i}@example.com")],
-                    data,
-                    data_offset: 0,
-                    helo: "client.example".into(),
-                    esmtp: true,
-                    smtputf8: false,
-                    body_8bit: false,
-                    peer: IpAddr::V4(Ipv4Addr::LOCALHOST),
-                    is_tls: false,
-                };
+                let rcpt = format!("r{i}@example.com");
+                let mut envelope = crate::store::stage::tests::envelope(i, &[&rcpt]);
+                envelope.data = data;
                 let now = SystemTime::now();
                 MailRow::new(envelope, new_queue_id(now), now, "mx.test")
             })
