@@ -6,6 +6,7 @@
 #
 #   bench/compare.sh                    # the full grid, 3 runs a cell
 #   RUNS=1 DURATION=2 SIZES=1024 CONNS="10 100" bench/compare.sh    # a quick look
+#   EXTRAS=0 ...                        # only the grid and the paced cells
 #
 # Grid: SIZES (bytes) × CONNS (concurrent sessions) × MODES (many = messages reuse
 # the connection, one = a new connection per message); each cell runs RUNS times,
@@ -35,10 +36,11 @@ log() { printf 'compare: %s\n' "$*" >&2; }
 need=()
 [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
 [ -x /usr/bin/time ] || need+=(time)
-/usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd)
+# Only what the chosen SERVERS need.
+case " $SERVERS " in *" aiosmtpd "*) /usr/bin/python3 -c 'import aiosmtpd' 2>/dev/null || need+=(python3-aiosmtpd) ;; esac
 command -v mariadbd >/dev/null || [ -x /usr/sbin/mariadbd ] || need+=(mariadb-server mariadb-client)
 command -v gnuplot >/dev/null || need+=(gnuplot-nox)
-command -v npm >/dev/null || need+=(nodejs npm)
+case " $SERVERS " in *" haraka "*) command -v npm >/dev/null || need+=(nodejs npm) ;; esac
 if [ "${#need[@]}" -gt 0 ]; then
     log "installing ${need[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -47,7 +49,7 @@ if [ "${#need[@]}" -gt 0 ]; then
     # its smtp-sink/smtp-source tools.
     systemctl stop postfix 2>/dev/null || postfix stop 2>/dev/null || true
 fi
-if ! [ -x "$CACHE/haraka/node_modules/.bin/haraka" ]; then
+if [[ " $SERVERS " == *" haraka "* ]] && ! [ -x "$CACHE/haraka/node_modules/.bin/haraka" ]; then
     log "installing Haraka from npm into $CACHE/haraka"
     mkdir -p "$CACHE/haraka"
     (cd "$CACHE/haraka" && npm install --no-audit --no-fund Haraka >/dev/null 2>&1)
@@ -198,6 +200,14 @@ PY
     done
     stop_server
 done
+
+# EXTRAS=0 skips the load-generator check and the memory section (a partial grid).
+if [ "${EXTRAS:-1}" = 0 ]; then
+    log "summarising into $OUT"
+    python3 bench/summarize.py "$OUT" || true
+    log "done: $OUT"
+    exit 0
+fi
 
 # ---- the load generator itself: smtp-bench vs smtp-source on smtp-sink -----------
 log "load generators against smtp-sink"

@@ -61,6 +61,12 @@ pub enum Progress {
 pub const MAX_GROWTH_BYTES: usize = 256 * 1024;
 /// The first allocation for a body: one typical read.
 const FIRST_ALLOCATION_BYTES: usize = 16 * 1024;
+/// The most a declared `SIZE=` (RFC 1870) makes the first allocation: a message
+/// declared up to this size is received without regrowing its buffer (no copies
+/// of what came so far); a larger one starts here and grows in bounded steps, so
+/// what a client declares never makes us allocate more than this up front (nor
+/// more than the configured message limit).
+pub const MAX_RESERVE_BYTES: usize = MAX_GROWTH_BYTES;
 
 /// Message bytes received and not yet handed on. Shared by the receivers of the
 /// message body (DATA here; BDAT chunks can use the same type), so the reactor
@@ -75,6 +81,9 @@ pub struct BodyBuffer {
     bytes: Vec<u8>,
     /// Octets handed out by [`BodyBuffer::take`] so far.
     taken: u64,
+    /// The first allocation, from the declared size (0: [`FIRST_ALLOCATION_BYTES`]).
+    /// Made when the first byte arrives, not before, so an idle DATA holds nothing.
+    first_allocation: usize,
 }
 
 /// Body octets taken out of a receiver while the message arrives.
@@ -91,10 +100,13 @@ impl BodyBuffer {
     pub fn extend(&mut self, more: &[u8]) {
         let needed = self.bytes.len().saturating_add(more.len());
         if needed > self.bytes.capacity() {
-            let step = self
-                .bytes
-                .capacity()
-                .clamp(FIRST_ALLOCATION_BYTES, MAX_GROWTH_BYTES);
+            let step = if self.bytes.capacity() == 0 && self.first_allocation > 0 {
+                self.first_allocation
+            } else {
+                self.bytes
+                    .capacity()
+                    .clamp(FIRST_ALLOCATION_BYTES, MAX_GROWTH_BYTES)
+            };
             let target = needed.max(self.bytes.capacity().saturating_add(step));
             self.bytes
                 .reserve_exact(target.saturating_sub(self.bytes.len()));
@@ -123,6 +135,8 @@ impl BodyBuffer {
             return None;
         }
         let bytes = std::mem::take(&mut self.bytes);
+        // A body taken out is going to the spool in pieces: no more reservations.
+        self.first_allocation = 0;
         let offset = self.taken;
         let len = u64::try_from(bytes.len()).unwrap_or(u64::MAX);
         self.taken = self.taken.saturating_add(len);
@@ -161,6 +175,23 @@ pub struct DataReceiver {
 }
 
 impl DataReceiver {
+    /// A receiver whose first allocation is the size the client declared in
+    /// `MAIL FROM ... SIZE=`, capped by the message limit and [`MAX_RESERVE_BYTES`].
+    pub fn with_declared_size(
+        max_message_bytes: usize,
+        max_line_bytes: usize,
+        declared: Option<u64>,
+    ) -> Self {
+        let mut receiver = Self::new(max_message_bytes, max_line_bytes);
+        if let Some(size) = declared {
+            receiver.body.first_allocation = usize::try_from(size)
+                .unwrap_or(usize::MAX)
+                .min(max_message_bytes)
+                .min(MAX_RESERVE_BYTES);
+        }
+        receiver
+    }
+
     pub fn new(max_message_bytes: usize, max_line_bytes: usize) -> Self {
         Self {
             state: State::LineStart,
@@ -179,8 +210,17 @@ impl DataReceiver {
         while let Some(&byte) = input.get(i) {
             match self.state {
                 State::Text => {
-                    // Fast path: copy the run of ordinary bytes in one go.
                     let rest = input.get(i..).unwrap_or_default();
+                    // Fastest path: whole ordinary lines, kept in one copy.
+                    let plain = self.plain_lines(rest);
+                    if plain > 0 {
+                        self.keep(rest.get(..plain).unwrap_or_default());
+                        self.line_bytes = 0;
+                        self.state = State::LineStart;
+                        i = i.saturating_add(plain);
+                        continue;
+                    }
+                    // Fast path: copy the run of ordinary bytes in one go.
                     let run = memchr::memchr2(b'\r', b'\n', rest).unwrap_or(rest.len());
                     if run > 0 {
                         self.text(rest.get(..run).unwrap_or_default());
@@ -269,6 +309,33 @@ impl DataReceiver {
         match self.error {
             Some(e) => Err(e),
             None => Ok(self.body.into_bytes()),
+        }
+    }
+
+    /// How many bytes at the start of `input` (which starts inside a line,
+    /// `line_bytes` into it) are whole lines the state machine would keep exactly
+    /// as they are: each ends in CRLF within the line limit and is followed by a
+    /// byte that starts an ordinary line (not `.`, CR or LF). Anything else (a
+    /// bare CR or LF, a dot, a line too long, the end of the input) is left to the
+    /// byte-by-byte states, so this changes the cost, never the outcome.
+    fn plain_lines(&self, input: &[u8]) -> usize {
+        let mut end = 0;
+        let mut line = self.line_bytes;
+        loop {
+            let rest = input.get(end..).unwrap_or_default();
+            let Some(run) = memchr::memchr2(b'\r', b'\n', rest) else {
+                return end;
+            };
+            let crlf = rest.get(run..run.saturating_add(2)) == Some(&b"\r\n"[..]);
+            let next = rest.get(run.saturating_add(2)).copied();
+            if !crlf
+                || line.saturating_add(run) > self.max_line_bytes
+                || matches!(next, None | Some(b'.' | b'\r' | b'\n'))
+            {
+                return end;
+            }
+            end = end.saturating_add(run).saturating_add(2);
+            line = 0;
         }
     }
 
@@ -431,6 +498,88 @@ mod tests {
         assert_eq!(r.body.capacity(), 0);
         assert_eq!(r.feed(b"\r\n.\r\n"), Progress::Done { consumed: 5 });
         assert_eq!(r.finish(), Err(DataError::TooBig));
+    }
+
+    /// A 100,000-octet body fed in reads of 4 KiB; the buffer's capacity each time.
+    fn capacities(r: &mut DataReceiver) -> Vec<usize> {
+        let mut line = vec![b'x'; 98];
+        line.extend_from_slice(b"\r\n");
+        let body: Vec<u8> = line.repeat(1000);
+        body.chunks(4096)
+            .map(|piece| {
+                assert_eq!(r.feed(piece), Progress::More);
+                r.buffered_bytes()
+            })
+            .collect()
+    }
+
+    /// Fed one byte at a time the whole-line fast path never applies (it needs a
+    /// line's CRLF and the next byte in one input), so this is the reference.
+    fn run_bytewise(
+        input: &[u8],
+        max: usize,
+        line: usize,
+    ) -> (Option<usize>, Result<Vec<u8>, DataError>) {
+        let mut r = DataReceiver::new(max, line);
+        for (i, byte) in input.iter().enumerate() {
+            if let Progress::Done { .. } = r.feed(std::slice::from_ref(byte)) {
+                return (Some(i + 1), r.finish());
+            }
+        }
+        (None, r.finish())
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig { cases: 2048, ..Default::default() })]
+        /// Lines of the SMTP-relevant alphabet (dots, bare CR/LF, long lines, the
+        /// smuggling sequences): the fast path ends, keeps and refuses exactly as
+        /// the byte-by-byte states do.
+        #[test]
+        fn whole_lines_at_once_are_read_as_byte_by_byte(
+            parts in proptest::collection::vec(proptest::sample::select(vec![
+                &b"abc"[..], b"\r\n", b".", b"\r", b"\n", b"..", b"\r\n.\r\n",
+                b"\n.\n", b"\r.\r", b"xxxxxxxxxxxxxxxxxxxx", b"\r\n\r\n",
+            ]), 0..40),
+            line in 5usize..40,
+            max in 10usize..400,
+        ) {
+            let input: Vec<u8> = parts.concat();
+            proptest::prop_assert_eq!(run_with(&input, max, line), run_bytewise(&input, max, line));
+        }
+    }
+
+    #[test]
+    fn a_declared_size_is_the_first_allocation_and_the_buffer_never_regrows() {
+        let mut r = DataReceiver::with_declared_size(10 << 20, 1000, Some(100_000));
+        assert_eq!(
+            r.buffered_bytes(),
+            0,
+            "nothing allocated before the first byte"
+        );
+        let seen = capacities(&mut r);
+        assert!(seen.iter().all(|&c| c == seen[0]), "{seen:?}");
+        assert!((100_000..100_000 + 4096).contains(&seen[0]), "{seen:?}");
+        assert_eq!(r.feed(b".\r\n"), Progress::Done { consumed: 3 });
+        assert_eq!(r.finish().unwrap().len(), 100_000);
+        // Without SIZE the same body regrows (the control).
+        let seen = capacities(&mut DataReceiver::new(10 << 20, 1000));
+        assert!(seen.windows(2).any(|w| w[0] != w[1]), "{seen:?}");
+    }
+
+    #[test]
+    fn a_declared_size_never_reserves_more_than_the_limits() {
+        // Over the reservation cap: it starts at the cap and grows from there.
+        let mut r = DataReceiver::with_declared_size(50 << 20, 1000, Some(40 << 20));
+        r.feed(b"x");
+        assert_eq!(r.buffered_bytes(), MAX_RESERVE_BYTES);
+        // Over the message limit (and a lie): never more than the limit.
+        let mut r = DataReceiver::with_declared_size(10_000, 1000, Some(u64::MAX));
+        r.feed(b"x");
+        assert_eq!(r.buffered_bytes(), 10_000);
+        // SIZE=0 (or a small lie): the buffer grows as usual.
+        let mut r = DataReceiver::with_declared_size(10 << 20, 1000, Some(0));
+        let seen = capacities(&mut r);
+        assert!(*seen.last().unwrap() >= 100_000);
     }
 
     #[test]

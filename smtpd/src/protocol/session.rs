@@ -743,9 +743,10 @@ impl Session {
                 return Reply::BinaryNeedsBdat;
             }
         }
-        self.state = State::Data(DataReceiver::new(
+        self.state = State::Data(DataReceiver::with_declared_size(
             self.config.max_message_bytes,
             self.config.max_data_line_bytes,
+            self.transaction.as_ref().and_then(|t| t.mail.size),
         ));
         Reply::StartData
     }

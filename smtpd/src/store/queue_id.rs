@@ -5,6 +5,7 @@
 //! nodes writing to one database never collide (the chance of two ids in the same
 //! millisecond colliding is about n²/2⁸¹).
 
+use std::cell::RefCell;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -13,6 +14,35 @@ use crate::handoff::QueueId;
 /// Mixed into the fallback when the OS random source fails.
 static FALLBACK_COUNTER: AtomicU64 = AtomicU64::new(0);
 
+/// Random bytes of one id.
+const RANDOM_BYTES: usize = 10;
+/// Ids' worth of OS random bytes fetched at once: one `getrandom` call per this
+/// many ids instead of one per message (the bytes are used once each, never reused).
+const IDS_PER_FILL: usize = 256;
+
+thread_local! {
+    /// OS random bytes not used yet, and where the unused ones start.
+    static POOL: RefCell<([u8; RANDOM_BYTES * IDS_PER_FILL], usize)> =
+        const { RefCell::new(([0; RANDOM_BYTES * IDS_PER_FILL], RANDOM_BYTES * IDS_PER_FILL)) };
+}
+
+/// Fills `out` from this thread's pool of OS random bytes, refilling it when empty.
+fn random_bytes(out: &mut [u8; RANDOM_BYTES]) -> Result<(), getrandom::Error> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let (bytes, next) = &mut *pool;
+        if *next + RANDOM_BYTES > bytes.len() {
+            getrandom::fill(bytes)?;
+            *next = 0;
+        }
+        out.copy_from_slice(&bytes[*next..*next + RANDOM_BYTES]);
+        // Used bytes are wiped: nothing later can hand them out again.
+        bytes[*next..*next + RANDOM_BYTES].fill(0);
+        *next += RANDOM_BYTES;
+        Ok(())
+    })
+}
+
 pub fn new_queue_id(now: SystemTime) -> QueueId {
     let millis = now
         .duration_since(UNIX_EPOCH)
@@ -20,7 +50,10 @@ pub fn new_queue_id(now: SystemTime) -> QueueId {
     let mut id = [0u8; 16];
     let time = millis.to_be_bytes();
     id[..6].copy_from_slice(&time[2..]);
-    if getrandom::fill(&mut id[6..]).is_err() {
+    let mut random = [0u8; RANDOM_BYTES];
+    if random_bytes(&mut random).is_ok() {
+        id[6..].copy_from_slice(&random);
+    } else {
         // getrandom does not fail on Linux after boot; if it ever did, uniqueness
         // within this process still holds (counter), and across nodes the pid and
         // the nanoseconds make collisions unlikely. Never a reason to refuse mail.

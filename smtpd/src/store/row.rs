@@ -55,19 +55,14 @@ pub struct MailRow {
 
 impl MailRow {
     pub fn new(envelope: Envelope, id: QueueId, received_at: SystemTime, hostname: &str) -> Self {
-        let reserved = envelope.data.len();
-        let built = Self::build(
-            envelope,
-            id,
-            received_at,
-            hostname,
-            reserved,
-            |mail, envelope| {
-                // The envelope's copy is freed as soon as it is copied.
-                mail.extend_from_slice(&std::mem::take(&mut envelope.data));
-                Ok::<(), std::convert::Infallible>(())
-            },
-        );
+        let built = Self::build(envelope, id, received_at, hostname, |header, envelope| {
+            // The header goes in front of the body in the body's own buffer (one
+            // move of the body, usually within the slack the DATA buffer already
+            // has), not into a second allocation of the message's size.
+            let mut mail = std::mem::take(&mut envelope.data);
+            mail.splice(0..0, header);
+            Ok::<_, std::convert::Infallible>(mail)
+        });
         match built {
             Ok(row) => row,
             Err(never) => match never {},
@@ -85,27 +80,28 @@ impl MailRow {
         hostname: &str,
     ) -> std::io::Result<Self> {
         let reserved = usize::try_from(spool.len()).map_err(std::io::Error::other)?;
-        Self::build(envelope, id, received_at, hostname, reserved, |mail, _| {
-            spool.read_into(mail)
+        Self::build(envelope, id, received_at, hostname, |mut mail, _| {
+            mail.reserve_exact(reserved);
+            spool.read_into(&mut mail)?;
+            Ok(mail)
         })
     }
 
-    /// `mail` is the `Received:` header followed by the body `append` writes
-    /// (`body_bytes` long); the columns come from that body.
+    /// `mail` is the `Received:` header followed by the body: `assemble` is given
+    /// the header and returns the two together; the columns come from that body.
     fn build<E>(
         mut envelope: Envelope,
         id: QueueId,
         received_at: SystemTime,
         hostname: &str,
-        body_bytes: usize,
-        append: impl FnOnce(&mut Vec<u8>, &mut Envelope) -> Result<(), E>,
+        assemble: impl FnOnce(Vec<u8>, &mut Envelope) -> Result<Vec<u8>, E>,
     ) -> Result<Self, E> {
         let hash = id.to_string();
         let at: DateTime<Utc> = received_at.into();
-        let mut mail = Vec::with_capacity(body_bytes.saturating_add(RECEIVED_RESERVE_BYTES));
-        write_received(&mut mail, &envelope, &hash, &at, hostname);
-        let body_start = mail.len();
-        append(&mut mail, &mut envelope)?;
+        let mut header = Vec::with_capacity(RECEIVED_RESERVE_BYTES);
+        write_received(&mut header, &envelope, &hash, &at, hostname);
+        let body_start = header.len();
+        let mail = assemble(header, &mut envelope)?;
         let body = mail.get(body_start..).unwrap_or_default();
         let size = i64::try_from(body.len()).unwrap_or(i64::MAX);
         let headers = Headers::extract(body);
@@ -135,8 +131,7 @@ impl MailRow {
     }
 }
 
-/// Room for the `Received:` header in front of the body (a longer one only costs a
-/// reallocation).
+/// Room for the `Received:` header (a longer one only costs a reallocation).
 const RECEIVED_RESERVE_BYTES: usize = 512;
 
 /// `::ffff:192.0.2.1` (an IPv4 client on a dual-stack socket) is stored as

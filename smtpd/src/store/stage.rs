@@ -604,4 +604,4 @@ fn answer(
 
 #[cfg(test)]
 #[path = "stage_tests.rs"]
-mod tests;
+pub(crate) mod tests;

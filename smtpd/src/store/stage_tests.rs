@@ -45,7 +45,7 @@ fn config(batch: usize, delay_ms: u64) -> StageConfig {
     }
 }
 
-fn envelope(n: usize, rcpts: &[&str]) -> Envelope {
+pub(crate) fn envelope(n: usize, rcpts: &[&str]) -> Envelope {
     Envelope {
         mail_from: format!("s{n}@example.org"),
         rcpt_to: rcpts.iter().map(|s| s.to_string()).collect(),
