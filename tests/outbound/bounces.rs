@@ -155,10 +155,19 @@ fn bounces_come_back_through_smtpd_and_close_the_loop() {
 
     // The original sender got RFC 3464 DSNs with the null return path (aiosmtpd
     // logs it as "<>").
-    // (A third DSN reports full@prose.test, below.)
-    wait_for("two DSNs to the sender", Duration::from_secs(30), || {
-        senders.messages().len() >= 2
-    });
+    // (A third DSN reports full@prose.test, below; it may come before either.)
+    let reports_on = |rcpt: &str| {
+        senders.messages().iter().any(|m| {
+            m["data"]
+                .as_str()
+                .is_some_and(|d| d.contains(&format!("Final-Recipient: rfc822; {rcpt}")))
+        })
+    };
+    wait_for(
+        "the two DSNs to the sender",
+        Duration::from_secs(30),
+        || reports_on("reject@dest.test") && reports_on("gone@dest.test"),
+    );
     let dsns = senders.messages();
     assert!(
         dsns.iter()

@@ -305,12 +305,19 @@ fn sighup_applies_log_level_and_json_lines_stay_json() {
             .unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
     }
     assert!(log().contains("log.level"), "{}", log());
-    // One line per delivery attempt, at info (there before the reload too).
-    let attempts: Vec<serde_json::Value> = log()
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter(|l| l["fields"]["message"] == "delivery attempt")
-        .collect();
+    // One line per delivery attempt, at info (there before the reload too); the
+    // second is written after its claim's debug line, so it is waited for.
+    let attempts = || -> Vec<serde_json::Value> {
+        log()
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter(|l| l["fields"]["message"] == "delivery attempt")
+            .collect()
+    };
+    wait_for("two attempt lines", Duration::from_secs(30), || {
+        attempts().len() >= 2
+    });
+    let attempts = attempts();
     assert_eq!(attempts.len(), 2, "{}", log());
     let f = &attempts[0]["fields"];
     assert_eq!(f["domain"], "a.test", "{f}");
