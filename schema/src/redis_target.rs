@@ -251,13 +251,18 @@ impl RedisConn {
                 all.query_async(conn).await
             }
             Self::Cluster(conn) => {
-                let replies =
-                    futures_util::future::try_join_all(groups.iter().map(|group| {
-                        let mut conn = conn.clone();
-                        async move { group.query_async::<Vec<Value>>(&mut conn).await }
-                    }))
-                    .await?;
-                Ok(replies.into_iter().flatten().collect())
+                // Every group is tried (a dead master fails only its own slots'
+                // writes); the first error is the answer.
+                let replies = futures_util::future::join_all(groups.iter().map(|group| {
+                    let mut conn = conn.clone();
+                    async move { group.query_async::<Vec<Value>>(&mut conn).await }
+                }))
+                .await;
+                let mut all = Vec::with_capacity(replies.len());
+                for reply in replies {
+                    all.extend(reply?);
+                }
+                Ok(all)
             }
         }
     }

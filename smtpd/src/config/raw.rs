@@ -29,6 +29,7 @@ pub struct FileConfig {
     pub log: RawLog,
     #[serde(default)]
     pub http: super::http::RawHttp,
+    #[serde(default)]
     pub metrics: super::metrics::RawMetrics,
 }
 
