@@ -21,7 +21,9 @@ pub mod schema;
 pub mod url;
 
 pub use redis_target::{RedisConn, RedisTarget, RedisUrlError};
-pub use url::{MysqlTls, SslMode, MysqlUrl, StoreUrl, StoreUrlError, Synchronous, SynchronousError};
+pub use url::{
+    MysqlTls, MysqlUrl, SslMode, StoreUrl, StoreUrlError, Synchronous, SynchronousError,
+};
 
 /// A store that cannot be opened, or whose schema cannot be brought up to date.
 #[derive(Debug, thiserror::Error)]

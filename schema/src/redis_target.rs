@@ -84,10 +84,7 @@ impl FromStr for RedisTarget {
                     }
                     let pem = std::fs::read(path)
                         .map_err(|e| bad(format!("ssl-ca={path}: cannot read it: {e}")))?;
-                    if !pem
-                        .windows(27)
-                        .any(|w| w == b"-----BEGIN CERTIFICATE-----")
-                    {
+                    if !pem.windows(27).any(|w| w == b"-----BEGIN CERTIFICATE-----") {
                         return Err(bad(format!("ssl-ca={path}: no PEM certificate in it")));
                     }
                     // The redis crate reads the PEM itself; a file it cannot use fails
@@ -310,13 +307,20 @@ mod tests {
             .unwrap();
         assert!(c.is_cluster());
         assert_eq!(c.node_count(), 2);
-        assert_eq!(c.to_string(), "redis+cluster://***@127.0.0.1:7000,127.0.0.1:7001");
+        assert_eq!(
+            c.to_string(),
+            "redis+cluster://***@127.0.0.1:7000,127.0.0.1:7001"
+        );
         assert!("http://x".parse::<RedisTarget>().is_err());
         assert!("redis+cluster://a:1,,b:2".parse::<RedisTarget>().is_err());
         assert!("redis+cluster://a:1/3".parse::<RedisTarget>().is_err());
-        let e = "redis://a:1?ssl-ca=/nonexistent".parse::<RedisTarget>().unwrap_err();
+        let e = "redis://a:1?ssl-ca=/nonexistent"
+            .parse::<RedisTarget>()
+            .unwrap_err();
         assert!(e.to_string().contains("TLS"), "{e}");
-        let e = "rediss://a:1?ssl-ca=/nonexistent".parse::<RedisTarget>().unwrap_err();
+        let e = "rediss://a:1?ssl-ca=/nonexistent"
+            .parse::<RedisTarget>()
+            .unwrap_err();
         assert!(e.to_string().contains("ssl-ca=/nonexistent"), "{e}");
     }
 }

@@ -35,7 +35,9 @@ impl MysqlUrl {
             return Err(StoreUrlError::Mysql("no database name".into()));
         }
         Ok(match tls.ssl_opts() {
-            Some(ssl) => mysql_async::OptsBuilder::from_opts(opts).ssl_opts(ssl).into(),
+            Some(ssl) => mysql_async::OptsBuilder::from_opts(opts)
+                .ssl_opts(ssl)
+                .into(),
             None => opts,
         })
     }
@@ -122,7 +124,9 @@ impl MysqlTls {
                 }
                 "ssl-ca" => {
                     if value.is_empty() {
-                        return Err(bad("ssl-ca is empty (expected the path of a PEM CA file)".into()));
+                        return Err(bad(
+                            "ssl-ca is empty (expected the path of a PEM CA file)".into()
+                        ));
                     }
                     let path = PathBuf::from(value);
                     let pem = std::fs::read_to_string(&path).map_err(|e| {
@@ -185,7 +189,9 @@ pub enum StoreUrlError {
     Unsupported(String),
     #[error("store URL `{0}` has an empty path (expected sqlite:PATH)")]
     EmptyPath(String),
-    #[error("bad MySQL URL (expected mysql://USER:PASS@HOST:PORT/DB[?socket=PATH][&ssl-mode=MODE&ssl-ca=PATH]): {0}")]
+    #[error(
+        "bad MySQL URL (expected mysql://USER:PASS@HOST:PORT/DB[?socket=PATH][&ssl-mode=MODE&ssl-ca=PATH]): {0}"
+    )]
     Mysql(String),
 }
 

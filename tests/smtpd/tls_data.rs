@@ -91,7 +91,10 @@ fn smtpd_stores_over_tls_to_mariadb_and_redis_and_a_wrong_ca_fails_the_start() {
         assert!(v.is_some(), "{id} cached over TLS");
     }
     let after = db.count("SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME = 'SSL_ACCEPTS'");
-    println!("MariaDB TLS handshakes during smtpd's run: {}", after - before);
+    println!(
+        "MariaDB TLS handshakes during smtpd's run: {}",
+        after - before
+    );
     assert!(after > before, "smtpd's sessions were TLS");
     assert!(!server.stderr().contains(&format!(":{DB_PASSWORD}@")));
 

@@ -64,18 +64,16 @@ pub fn spawn(limits: Arc<ClientLimits>, redis_url: String, prefix: String) -> st
                     tokio::time::timeout(OP_TIMEOUT, c.run_groups(&groups))
                         .await
                         .unwrap_or_else(|_| {
-                            Err(redis::RedisError::from((
-                                redis::ErrorKind::Io,
-                                "timed out",
-                            )))
+                            Err(redis::RedisError::from((redis::ErrorKind::Io, "timed out")))
                         })
                 });
                 match replies {
                     Ok(values) => {
                         // Replies come in pairs: (INCRBY total, EXPIRE result).
-                        let totals = values
-                            .chunks(2)
-                            .map(|pair| pair.first().and_then(|v| redis::from_redis_value_ref::<u32>(v).ok()));
+                        let totals = values.chunks(2).map(|pair| {
+                            pair.first()
+                                .and_then(|v| redis::from_redis_value_ref::<u32>(v).ok())
+                        });
                         for ((ip, _), total) in ours.iter().zip(totals) {
                             if let Some(total) = total {
                                 let local = limits.local_rate(*ip);

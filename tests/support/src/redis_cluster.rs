@@ -110,6 +110,7 @@ impl RedisCluster {
 }
 
 fn cluster_ok(node: &Redis) -> bool {
-    let info: redis::RedisResult<String> = redis::cmd("CLUSTER").arg("INFO").query(&mut node.conn());
+    let info: redis::RedisResult<String> =
+        redis::cmd("CLUSTER").arg("INFO").query(&mut node.conn());
     info.is_ok_and(|i| i.contains("cluster_state:ok"))
 }
