@@ -53,7 +53,7 @@ impl RedisCluster {
         );
         let cluster = RedisCluster { nodes };
         let deadline = Instant::now() + CLUSTER_START;
-        while !cluster.nodes.iter().all(|n| cluster_ok(n)) {
+        while !cluster.nodes.iter().all(cluster_ok) {
             assert!(Instant::now() < deadline, "cluster did not reach state ok");
             std::thread::sleep(Duration::from_millis(100));
         }
