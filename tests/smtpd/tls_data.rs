@@ -14,7 +14,7 @@ use crate::support::{Opts, Server, run_smtpd_to_exit, simple_message};
 
 /// The store URL over TLS, verified against `ca`.
 fn tls_url(db: &Mariadb, mode: &str, ca: &std::path::Path) -> String {
-    format!("{}?ssl-mode={mode}&ssl-ca={}", db.url(), ca.display())
+    format!("{}?ssl-mode={mode}&ssl-ca={}", db.plain_url(), ca.display())
 }
 
 /// `Ssl_cipher` of a session opened with `url` (empty: not encrypted).
@@ -51,7 +51,7 @@ fn smtpd_stores_over_tls_to_mariadb_and_redis_and_a_wrong_ca_fails_the_start() {
     let redis = Redis::start_tls(&ca);
 
     // The server really refuses plaintext TCP, and our URL form really encrypts.
-    let plain = session_cipher(&db.url());
+    let plain = session_cipher(&db.plain_url());
     assert!(plain.is_err(), "plaintext accepted: {plain:?}");
     for mode in ["required", "verify_ca", "verify_identity"] {
         let cipher = session_cipher(&tls_url(&db, mode, &ca.ca())).unwrap();
@@ -122,7 +122,10 @@ fn smtpd_stores_over_tls_to_mariadb_and_redis_and_a_wrong_ca_fails_the_start() {
         "--listen".to_string(),
         "127.0.0.1:0".into(),
         "--store".into(),
-        format!("{}?ssl-mode=verify_ca&ssl-ca=/nonexistent/ca.pem", db.url()),
+        format!(
+            "{}?ssl-mode=verify_ca&ssl-ca=/nonexistent/ca.pem",
+            db.plain_url()
+        ),
     ]
     .to_vec();
     let (code, stderr) = run_smtpd_to_exit(&args, dir.path(), Duration::from_secs(10));

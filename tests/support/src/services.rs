@@ -63,6 +63,9 @@ pub struct Mariadb {
     pub(crate) extra: Vec<String>,
     /// The test's own queries go over the unix socket (set when TCP needs TLS).
     over_socket: bool,
+    /// `?ssl-mode=verify_identity&ssl-ca=PATH` for a TLS server (what [`Mariadb::url`]
+    /// appends for the daemons).
+    tls_params: String,
 }
 
 impl Mariadb {
@@ -88,6 +91,7 @@ impl Mariadb {
             "--require-secure-transport=ON".into(),
         ]);
         db.over_socket = true;
+        db.tls_params = format!("?ssl-mode=verify_identity&ssl-ca={}", ca.ca().display());
         db
     }
 
@@ -107,6 +111,7 @@ impl Mariadb {
             child: None,
             extra,
             over_socket: false,
+            tls_params: String::new(),
         }
     }
 
@@ -141,6 +146,7 @@ impl Mariadb {
             child: None,
             extra,
             over_socket: false,
+            tls_params: String::new(),
         }
     }
 
@@ -170,8 +176,14 @@ impl Mariadb {
         self.dir.path().join("mysqld.sock")
     }
 
-    /// `mysql://smtpd:pw@127.0.0.1:PORT/mail`
+    /// `mysql://smtpd:pw@127.0.0.1:PORT/mail`, with
+    /// `?ssl-mode=verify_identity&ssl-ca=PATH` on a TLS server ([`Mariadb::start_tls`]).
     pub fn url(&self) -> String {
+        format!("{}{}", self.plain_url(), self.tls_params)
+    }
+
+    /// `mysql://smtpd:pw@127.0.0.1:PORT/mail` without TLS settings.
+    pub fn plain_url(&self) -> String {
         format!(
             "mysql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{}/{DB_NAME}",
             self.port
