@@ -140,7 +140,7 @@ impl FromStr for RedisTarget {
 }
 
 /// `scheme://user:secret@host` → `scheme://***@host` (the whole user part hidden).
-fn redact(url: &str) -> String {
+pub fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if scheme + 3 <= at => format!(
             "{}://***{}",

@@ -19,7 +19,7 @@ use test_support::redis_cluster::RedisCluster;
 
 use crate::faults::{Tally, load};
 use crate::support::services::Mariadb;
-use crate::support::{Client, Opts, Server, simple_message};
+use crate::support::{Opts, Server, simple_message};
 
 fn server(db: &Mariadb, cluster: &RedisCluster, extra: &str, migrate: bool) -> Server {
     let toml = format!(
@@ -98,23 +98,7 @@ fn smtpd_on_a_redis_cluster_caches_what_it_stores_and_survives_a_dead_master() {
     let limited = "[limits]\nexempt_loopback = false\nmax_connection_rate_per_ip = 4\n";
     let ra = server(&db, &cluster, limited, false);
     let rb = server(&db, &cluster, limited, false);
-    let second = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 60;
-    if second > 50 {
-        std::thread::sleep(Duration::from_secs(61 - second));
-    }
-    for s in [&ra, &ra] {
-        s.client().quit();
-    }
-    std::thread::sleep(Duration::from_millis(1200));
-    for s in [&rb, &rb] {
-        s.client().quit();
-    }
-    std::thread::sleep(Duration::from_millis(1200));
-    let r = Client::connect(rb.addr).read_reply();
+    let r = crate::hostile::fifth_connection_over_two_nodes(&ra, &rb);
     println!(
         "rate: 2 connections on each node, the 5th answered {}",
         r.code

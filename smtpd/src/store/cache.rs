@@ -60,14 +60,7 @@ pub struct CacheConfig {
 impl CacheConfig {
     /// The URL without its password, for logs.
     pub fn display_url(&self) -> String {
-        match (self.url.find("://"), self.url.rfind('@')) {
-            (Some(scheme), Some(at)) if scheme + 3 <= at => format!(
-                "{}://***{}",
-                self.url.get(..scheme).unwrap_or_default(),
-                self.url.get(at..).unwrap_or_default()
-            ),
-            _ => self.url.clone(),
-        }
+        mailstore::redis_target::redact(&self.url)
     }
 
     /// Checks that `url` is a Redis URL (used by config validation).
