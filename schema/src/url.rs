@@ -270,6 +270,56 @@ mod tests {
     use super::*;
 
     #[test]
+    fn mysql_tls_settings_are_parsed_and_validated() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(
+            &ca,
+            "-----BEGIN CERTIFICATE-----\nMII\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let base = "mysql://u:secret@db:3306/mail";
+        let (rest, tls) = MysqlTls::split(&format!(
+            "{base}?ssl-mode=verify_ca&ssl-ca={}&socket=/s",
+            ca.display()
+        ))
+        .unwrap();
+        assert_eq!(rest, format!("{base}?socket=/s"));
+        assert_eq!(tls.mode, SslMode::VerifyCa);
+        assert_eq!(tls.ca.as_deref(), Some(ca.as_path()));
+        // A CA alone means verify_identity; no parameters means no TLS.
+        let (_, tls) = MysqlTls::split(&format!("{base}?ssl-ca={}", ca.display())).unwrap();
+        assert_eq!(tls.mode, SslMode::VerifyIdentity);
+        let url: StoreUrl = base.parse().unwrap();
+        let StoreUrl::Mysql(url) = url else {
+            unreachable!()
+        };
+        assert!(!url.tls() && url.opts().unwrap().ssl_opts().is_none());
+        let url: StoreUrl = format!("{base}?ssl-mode=required").parse().unwrap();
+        let StoreUrl::Mysql(url) = url else {
+            unreachable!()
+        };
+        assert!(url.tls() && url.opts().unwrap().ssl_opts().is_some());
+        for (bad, needle) in [
+            ("?ssl-mode=sometimes", "ssl-mode=\"sometimes\""),
+            ("?ssl-ca=/nonexistent.pem", "ssl-ca=/nonexistent.pem"),
+            ("?ssl-ca=", "ssl-ca is empty"),
+            ("?require_ssl=true", "use ssl-mode"),
+        ] {
+            let e = format!("{base}{bad}")
+                .parse::<StoreUrl>()
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(needle), "{bad}: {e}");
+            assert!(!e.contains("secret"), "{e}");
+        }
+        let e = format!("{base}?ssl-mode=disabled&ssl-ca={}", ca.display())
+            .parse::<StoreUrl>()
+            .unwrap_err();
+        assert!(e.to_string().contains("ssl-mode=disabled"), "{e}");
+    }
+
+    #[test]
     fn sqlite_urls() {
         assert_eq!(
             "sqlite:./data/smtpd.sqlite".parse::<StoreUrl>().unwrap(),
