@@ -148,7 +148,8 @@ pub const DEFAULT_CAMPAIGN_INTERVAL_MS: u64 = 500;
 /// Options of the relay itself (`outbound` with no subcommand).
 #[derive(Debug, Default, Clone, clap::Args)]
 pub struct RunArgs {
-    /// Redis for per-domain rate limits shared by several nodes: redis://HOST:PORT[/DB].
+    /// Redis for per-domain rate limits shared by several nodes: redis://HOST:PORT[/DB],
+    /// rediss://…[?ssl-ca=PATH] or redis+cluster://H1:P1,H2:P2.
     #[arg(long = "redis", value_name = "URL")]
     pub redis: Option<String>,
     /// This node's id in leases and heartbeats (default: the host name).
@@ -724,11 +725,14 @@ fn store_section(cli: Option<&str>, raw: Option<FileStore>) -> Result<StoreUrl, 
 fn redis_section(cli: Option<&str>, raw: Option<FileRedis>) -> Result<Option<String>, ConfigError> {
     let url = cli.map(str::to_owned).or(raw.and_then(|r| r.url));
     if let Some(url) = &url
-        && !(url.starts_with("redis://") || url.starts_with("unix://"))
+        && let Err(e) = url.parse::<mailstore::RedisTarget>()
     {
+        // The URL itself may hold a password: the error names the part at fault.
         return Err(invalid(
             "redis.url",
-            format!("`{url}` is not redis://HOST:PORT[/DB]"),
+            format!(
+                "{e} (expected redis://HOST:PORT[/DB], rediss://…[?ssl-ca=PATH] or redis+cluster://H1:P1,H2:P2)"
+            ),
         ));
     }
     Ok(url)

@@ -81,7 +81,7 @@ struct Worker {
     /// Per destination domain *and source address*: providers count connections
     /// and rates per sending IP, so each pool address has its own limits and cache.
     domains: RefCell<HashMap<DomainKey, Rc<DomainState>>>,
-    redis: Option<RefCell<redis::aio::MultiplexedConnection>>,
+    redis: Option<RefCell<mailstore::RedisConn>>,
     results: mpsc::UnboundedSender<Vec<Attempt>>,
 }
 
@@ -177,14 +177,14 @@ async fn run(
     debug!(index, "worker finished");
 }
 
-async fn connect_redis(url: &str) -> Result<redis::aio::MultiplexedConnection, redis::RedisError> {
-    let client = redis::Client::open(url)?;
-    tokio::time::timeout(
-        Duration::from_secs(5),
-        client.get_multiplexed_async_connection(),
-    )
-    .await
-    .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "connect timed out")))?
+/// One server or a Redis Cluster (the limiter's script touches one key, so a
+/// cluster runs it on that key's master).
+async fn connect_redis(url: &str) -> Result<mailstore::RedisConn, String> {
+    let target: mailstore::RedisTarget = url.parse().map_err(|e| format!("{e}"))?;
+    target
+        .connect(Duration::from_secs(5))
+        .await
+        .map_err(|e| e.to_string())
 }
 
 /// Closes cached connections idle longer than `delivery.idle_timeout_secs`.

@@ -7,6 +7,8 @@
 //!
 //! - [`url`]: `--store` URLs (`sqlite:PATH`, `mysql://…`) and SQLite's durability
 //!   setting. Opens nothing.
+//! - [`redis_target`]: Redis URLs (one server or a Redis Cluster, TCP or TLS) and
+//!   connections to either.
 //! - [`schema`]: opening a store (WAL and durability for SQLite, UTC sessions for
 //!   MySQL) and applying or checking the migrations.
 //!
@@ -14,10 +16,14 @@
 
 use std::path::PathBuf;
 
+pub mod redis_target;
 pub mod schema;
 pub mod url;
 
-pub use url::{MysqlUrl, StoreUrl, StoreUrlError, Synchronous, SynchronousError};
+pub use redis_target::{RedisConn, RedisTarget, RedisUrlError};
+pub use url::{
+    MysqlTls, MysqlUrl, SslMode, StoreUrl, StoreUrlError, Synchronous, SynchronousError,
+};
 
 /// A store that cannot be opened, or whose schema cannot be brought up to date.
 #[derive(Debug, thiserror::Error)]

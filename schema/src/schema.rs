@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use mysql_async::prelude::Queryable;
-use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
+use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts};
 use rusqlite::{Connection, OpenFlags, TransactionBehavior, params};
 use tokio::time::timeout;
 use tracing::info;
@@ -255,7 +255,7 @@ pub async fn open_mysql(
     pool_max: usize,
     stmt_cache: usize,
 ) -> Result<Pool, OpenError> {
-    let opts = Opts::from_url(url.as_str()).map_err(|e| OpenError::Mysql(e.to_string()))?;
+    let opts = url.opts().map_err(|e| OpenError::Mysql(e.to_string()))?;
     let constraints = PoolConstraints::new(1, pool_max.max(1)).unwrap_or_default();
     let opts = OptsBuilder::from_opts(opts)
         .pool_opts(PoolOpts::default().with_constraints(constraints))
@@ -265,7 +265,14 @@ pub async fn open_mysql(
     let mut conn = timeout(MYSQL_CONNECT_TIMEOUT, pool.get_conn())
         .await
         .map_err(|_| OpenError::Mysql("connect timed out".into()))?
-        .map_err(|e| OpenError::Mysql(e.to_string()))?;
+        .map_err(|e| {
+            // Name the setting when the TLS handshake is what failed.
+            if url.tls() {
+                OpenError::Mysql(format!("{e} (TLS per the store URL's ssl-mode/ssl-ca)"))
+            } else {
+                OpenError::Mysql(e.to_string())
+            }
+        })?;
     if migrate {
         migrate_mysql(&mut conn).await?;
     }

@@ -10,7 +10,9 @@
 //!   failures, giving up, STARTTLS, templates, suppression, the CLI.
 //! - [`routing`]: MX preference and fallback, implicit MX, null MX, NXDOMAIN,
 //!   SERVFAIL.
-//! - [`limits`]: per-domain rate and connection limits, measured at the destination.
+//! - [`limits`]: per-domain rate and connection limits, measured at the destination
+//!   (the shared rate through one Redis and through a three-master Redis Cluster).
+//! - [`tls_data`]: the queue in a MariaDB that takes TLS only (private CA).
 //! - [`nodes`]: two relays sharing one MariaDB queue; a relay killed mid-run.
 //! - [`galera`]: relays on a three-node MariaDB Galera cluster (one test, the
 //!   cluster started once): two relays on two nodes, a relay killed mid-batch.
@@ -51,5 +53,6 @@ mod nodes;
 mod ops;
 mod routing;
 mod sending;
+mod tls_data;
 mod tracking;
 mod web;

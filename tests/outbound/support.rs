@@ -194,7 +194,17 @@ impl Store {
     }
 
     pub fn mariadb() -> Store {
-        let store = Store::Mariadb(Mariadb::start());
+        Store::migrated(Mariadb::start())
+    }
+
+    /// A MariaDB that takes TLS only, the relay connecting with the URL's
+    /// `ssl-mode=verify_identity&ssl-ca=` (`Mariadb::start_tls`).
+    pub fn mariadb_tls(ca: &test_support::ca::TestCa) -> Store {
+        Store::migrated(Mariadb::start_tls(ca))
+    }
+
+    fn migrated(db: Mariadb) -> Store {
+        let store = Store::Mariadb(db);
         // The schema, as an operator would create it.
         let out = outbound(&store, &["--migrate", "stats"], None);
         assert!(

@@ -311,6 +311,32 @@ fn the_in_flight_memory_budget_spools_new_messages_instead_of_pausing_them() {
     assert_eq!(stored, ["late@example.com", "big@example.com"]);
 }
 
+/// Two connections on `a`, then two on `b` (each node syncing its counts), then a
+/// fifth on `b`: its greeting (a limit of 4 shared by the nodes refuses it).
+pub(crate) fn fifth_connection_over_two_nodes(a: &Server, b: &Server) -> crate::support::Reply {
+    // The shared counters are per unix minute: do not straddle a boundary.
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        % 60;
+    if second > 50 {
+        std::thread::sleep(Duration::from_secs(61 - second));
+    }
+    for server in [a, a] {
+        let mut c = server.client();
+        c.quit();
+    }
+    std::thread::sleep(Duration::from_millis(1200)); // a reports its 2
+    for server in [b, b] {
+        let mut c = server.client();
+        c.quit();
+    }
+    std::thread::sleep(Duration::from_millis(1200)); // b reports, learns a's 2
+    // b has seen only 2 connections itself, but the client made 4 in all.
+    Client::connect(b.addr).read_reply()
+}
+
 /// With `--redis`, the per-IP connection rate is one limit over several nodes.
 #[test]
 fn the_connection_rate_is_shared_between_nodes_through_redis() {
@@ -321,28 +347,7 @@ fn the_connection_rate_is_shared_between_nodes_through_redis() {
         .arg(&redis.url());
     let a = Server::start_with(opts.clone());
     let b = Server::start_with(opts);
-    // The shared counters are per unix minute: do not straddle a boundary.
-    let second = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-        % 60;
-    if second > 50 {
-        std::thread::sleep(Duration::from_secs(61 - second));
-    }
-    for server in [&a, &a] {
-        let mut c = server.client();
-        c.quit();
-    }
-    std::thread::sleep(Duration::from_millis(1200)); // a reports its 2
-    for server in [&b, &b] {
-        let mut c = server.client();
-        c.quit();
-    }
-    std::thread::sleep(Duration::from_millis(1200)); // b reports, learns a's 2
-    // b has seen only 2 connections itself, but the client made 4 in all.
-    let mut c = Client::connect(b.addr);
-    let r = c.read_reply();
+    let r = fifth_connection_over_two_nodes(&a, &b);
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg("*")
         .query(&mut redis.conn())

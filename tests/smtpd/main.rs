@@ -22,6 +22,9 @@
 //! - [`ops`]: metrics, health, systemd notify, SIGHUP reload, SIGUSR1 log reopen.
 //! - [`mariadb`], [`redis_cache`], [`faults`], [`retention`]: the production stores
 //!   against private MariaDB and Redis instances ([`support::services`]).
+//! - [`redis_cluster`]: the cache on a three-master Redis Cluster, a master killed
+//!   under load (one test, the cluster started once).
+//! - [`tls_data`]: MariaDB and Redis over TLS with a private CA.
 //! - [`galera`]: two smtpd nodes on a three-node MariaDB Galera cluster, one Galera
 //!   node killed under load (one test, the cluster started once).
 //!
@@ -47,8 +50,10 @@ mod ops;
 mod packaging;
 mod proxy;
 mod redis_cache;
+mod redis_cluster;
 mod replies;
 mod retention;
 mod store;
 mod tls;
+mod tls_data;
 mod transcripts;

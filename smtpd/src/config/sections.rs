@@ -363,7 +363,11 @@ pub(super) fn redis(raw: RawRedis, cli: &Cli) -> Result<Option<CacheConfig>, Con
     let Some(url) = cli.redis.clone().or(raw.url).filter(|u| !u.is_empty()) else {
         return Ok(None);
     };
-    CacheConfig::check_url(&url).map_err(|e| invalid("redis.url", format!("{url:?}: {e}")))?;
+    CacheConfig::check_url(&url).map_err(|e| {
+        // The URL may hold a password: show it redacted.
+        let shown = mailstore::redis_target::redact(&url);
+        invalid("redis.url", format!("{shown:?}: {e}"))
+    })?;
     let mode = match raw.mode.as_deref() {
         None | Some("cache") => CacheMode::Cache,
         Some("guerrilla") => CacheMode::Guerrilla,

@@ -169,10 +169,19 @@ async fn nosniff(mut r: axum::response::Response) -> axum::response::Response {
 async fn subscribe_redis(cache: CacheConfig, arrivals: Arc<Arrivals>) {
     let pattern = format!("{}new:*", cache.key_prefix);
     let strip = format!("{}new:", cache.key_prefix);
+    let mut attempt = 0usize;
     loop {
         let result: Result<(), String> = async {
-            let client = redis::Client::open(cache.url.as_str()).map_err(|e| e.to_string())?;
-            let mut pubsub = client.get_async_pubsub().await.map_err(|e| e.to_string())?;
+            // One node is enough on a cluster too: PUBLISH on any node reaches the
+            // subscribers of every node. Try the seeds in turn, so a dead one is
+            // skipped at the next retry.
+            let target = cache.target()?;
+            let client = target.node_client(attempt).map_err(|e| e.to_string())?;
+            attempt = attempt.wrapping_add(1);
+            let mut pubsub = tokio::time::timeout(REDIS_RETRY * 5, client.get_async_pubsub())
+                .await
+                .map_err(|_| "connect timed out".to_string())?
+                .map_err(|e| e.to_string())?;
             pubsub
                 .psubscribe(&pattern)
                 .await

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use redis::aio::MultiplexedConnection;
+use mailstore::{RedisConn, RedisTarget};
 use tokio::time::timeout;
 use tracing::{info, warn};
 
@@ -46,7 +46,8 @@ pub enum CacheMode {
 
 #[derive(Debug, Clone)]
 pub struct CacheConfig {
-    /// `redis://host:port[/db]`, validated.
+    /// `redis://host:port[/db]`, `rediss://…[?ssl-ca=PATH]` or
+    /// `redis+cluster://h1:p1,h2:p2` (see [`RedisTarget`]), validated.
     pub url: String,
     pub mode: CacheMode,
     pub ttl_secs: u64,
@@ -59,21 +60,21 @@ pub struct CacheConfig {
 impl CacheConfig {
     /// The URL without its password, for logs.
     pub fn display_url(&self) -> String {
-        match (self.url.find("://"), self.url.rfind('@')) {
-            (Some(scheme), Some(at)) if scheme + 3 <= at => format!(
-                "{}://***{}",
-                self.url.get(..scheme).unwrap_or_default(),
-                self.url.get(at..).unwrap_or_default()
-            ),
-            _ => self.url.clone(),
-        }
+        mailstore::redis_target::redact(&self.url)
     }
 
     /// Checks that `url` is a Redis URL (used by config validation).
     pub fn check_url(url: &str) -> Result<(), String> {
-        redis::Client::open(url)
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        Self::target_of(url).map(|_| ())
+    }
+
+    /// Where the cache is: one server or a cluster.
+    pub fn target(&self) -> Result<RedisTarget, String> {
+        Self::target_of(&self.url)
+    }
+
+    fn target_of(url: &str) -> Result<RedisTarget, String> {
+        url.parse::<RedisTarget>().map_err(|e| e.to_string())
     }
 }
 
@@ -96,8 +97,8 @@ impl std::fmt::Display for CacheError {
 }
 
 pub struct RedisCache {
-    client: redis::Client,
-    conn: Option<MultiplexedConnection>,
+    target: RedisTarget,
+    conn: Option<RedisConn>,
     config: CacheConfig,
     down_until: Option<Instant>,
     backoff: Duration,
@@ -105,10 +106,9 @@ pub struct RedisCache {
 
 impl RedisCache {
     pub fn new(config: CacheConfig) -> Result<Self, StoreError> {
-        let client = redis::Client::open(config.url.as_str())
-            .map_err(|e| StoreError::Redis(e.to_string()))?;
+        let target = config.target().map_err(StoreError::Redis)?;
         Ok(Self {
-            client,
+            target,
             conn: None,
             config,
             down_until: None,
@@ -160,47 +160,56 @@ impl RedisCache {
         let conn = match &mut self.conn {
             Some(c) => c,
             None => {
-                let c = timeout(OP_TIMEOUT, self.client.get_multiplexed_async_connection())
+                let c = self
+                    .target
+                    .connect(OP_TIMEOUT)
                     .await
-                    .map_err(|_| "connect timed out".to_string())?
                     .map_err(|e| e.to_string())?;
                 self.conn.insert(c)
             }
         };
         let cfg = &self.config;
         let ttl = cfg.ttl_secs;
-        let mut pipe = redis::pipe();
+        // One group per key (a cluster refuses pipelines across hash slots; on one
+        // server the groups go out as one pipeline).
+        let mut groups = Vec::with_capacity(rows.len() * 3);
         for row in rows {
             if bodies {
                 let key = format!("{}mail:{}", cfg.key_prefix, row.hash);
+                let mut pipe = redis::pipe();
                 match compress(&row.mail, cfg.compress_min_bytes) {
                     Some(gz) => pipe.cmd("SET").arg(key).arg(gz),
                     None => pipe.cmd("SET").arg(key).arg(&row.mail[..]),
                 }
                 .arg("EX")
-                .arg(ttl)
-                .ignore();
+                .arg(ttl);
+                groups.push(pipe);
             }
             if notify {
                 for recipient in &row.recipients {
                     let inbox = format!("{}inbox:{recipient}", cfg.key_prefix);
-                    pipe.cmd("LPUSH").arg(&inbox).arg(&row.hash).ignore();
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("LPUSH").arg(&inbox).arg(&row.hash);
                     pipe.cmd("LTRIM")
                         .arg(&inbox)
                         .arg(0)
-                        .arg(cfg.inbox_max.saturating_sub(1))
-                        .ignore();
-                    pipe.cmd("EXPIRE").arg(&inbox).arg(ttl).ignore();
+                        .arg(cfg.inbox_max.saturating_sub(1));
+                    pipe.cmd("EXPIRE").arg(&inbox).arg(ttl);
+                    groups.push(pipe);
+                    // PUBLISH has no key: a cluster sends it to any node, which
+                    // broadcasts it to the subscribers of every node.
+                    let mut pipe = redis::pipe();
                     pipe.cmd("PUBLISH")
                         .arg(format!("{}new:{recipient}", cfg.key_prefix))
-                        .arg(&row.hash)
-                        .ignore();
+                        .arg(&row.hash);
+                    groups.push(pipe);
                 }
             }
         }
-        timeout(OP_TIMEOUT, pipe.query_async::<()>(conn))
+        timeout(OP_TIMEOUT, conn.run_groups(&groups))
             .await
             .map_err(|_| "pipeline timed out".to_string())?
+            .map(|_| ())
             .map_err(|e| e.to_string())
     }
 }
@@ -245,5 +254,6 @@ mod tests {
     fn urls_are_checked() {
         assert!(CacheConfig::check_url("redis://127.0.0.1:6379/2").is_ok());
         assert!(CacheConfig::check_url("http://x").is_err());
+        assert!(CacheConfig::check_url("redis+cluster://127.0.0.1:7000,127.0.0.1:7001").is_ok());
     }
 }

@@ -103,8 +103,8 @@ enum Db {
 }
 
 struct RedisReader {
-    client: redis::Client,
-    conn: tokio::sync::Mutex<Option<redis::aio::MultiplexedConnection>>,
+    target: mailstore::RedisTarget,
+    conn: tokio::sync::Mutex<Option<mailstore::RedisConn>>,
     prefix: String,
 }
 
@@ -132,8 +132,7 @@ impl MailReader {
         };
         let redis = match cache {
             Some(c) => Some(RedisReader {
-                client: redis::Client::open(c.url.as_str())
-                    .map_err(|e| ReadError::Redis(e.to_string()))?,
+                target: c.target().map_err(ReadError::Redis)?,
                 conn: tokio::sync::Mutex::new(None),
                 prefix: c.key_prefix.clone(),
             }),
@@ -429,22 +428,24 @@ impl MailReader {
 }
 
 impl RedisReader {
-    async fn conn(&self) -> Result<redis::aio::MultiplexedConnection, ReadError> {
+    async fn conn(&self) -> Result<mailstore::RedisConn, ReadError> {
         let mut slot = self.conn.lock().await;
         if let Some(c) = slot.as_ref() {
             return Ok(c.clone());
         }
-        let c = timeout(OP_TIMEOUT, self.client.get_multiplexed_async_connection())
+        let c = self
+            .target
+            .connect(OP_TIMEOUT)
             .await
-            .map_err(|_| ReadError::Redis("connect timed out".into()))?
             .map_err(|e| ReadError::Redis(e.to_string()))?;
         *slot = Some(c.clone());
         Ok(c)
     }
 
-    async fn run<T: redis::FromRedisValue>(&self, pipe: &redis::Pipeline) -> Result<T, ReadError> {
+    /// Runs `groups` (one key each, see [`mailstore::RedisConn::run_groups`]).
+    async fn run(&self, groups: &[redis::Pipeline]) -> Result<Vec<redis::Value>, ReadError> {
         let mut conn = self.conn().await?;
-        let result = timeout(OP_TIMEOUT, pipe.query_async::<T>(&mut conn))
+        let result = timeout(OP_TIMEOUT, conn.run_groups(groups))
             .await
             .map_err(|_| ReadError::Redis("timed out".into()))
             .and_then(|r| r.map_err(|e| ReadError::Redis(e.to_string())));
@@ -459,7 +460,11 @@ impl RedisReader {
     async fn body(&self, hash: &str) -> Result<Option<Vec<u8>>, ReadError> {
         let mut pipe = redis::pipe();
         pipe.cmd("GET").arg(format!("{}mail:{hash}", self.prefix));
-        let (value,): (Option<Vec<u8>>,) = self.run(&pipe).await?;
+        let replies = self.run(&[pipe]).await?;
+        let value: Option<Vec<u8>> = match replies.into_iter().next() {
+            Some(v) => redis::from_redis_value(v).map_err(|e| ReadError::Redis(e.to_string()))?,
+            None => None,
+        };
         Ok(value.map(|v| {
             if v.starts_with(&[0x1f, 0x8b]) {
                 let mut out = Vec::with_capacity(v.len() * 3);
@@ -474,18 +479,20 @@ impl RedisReader {
     }
 
     async fn forget(&self, hash: &str, recipient: &str, body: bool) -> Result<(), ReadError> {
-        let mut pipe = redis::pipe();
-        pipe.cmd("LREM")
+        // Two keys, two groups: they may live in different slots of a cluster.
+        let mut inbox = redis::pipe();
+        inbox
+            .cmd("LREM")
             .arg(format!("{}inbox:{recipient}", self.prefix))
             .arg(0)
-            .arg(hash)
-            .ignore();
+            .arg(hash);
+        let mut groups = vec![inbox];
         if body {
-            pipe.cmd("DEL")
-                .arg(format!("{}mail:{hash}", self.prefix))
-                .ignore();
+            let mut mail = redis::pipe();
+            mail.cmd("DEL").arg(format!("{}mail:{hash}", self.prefix));
+            groups.push(mail);
         }
-        self.run::<()>(&pipe).await
+        self.run(&groups).await.map(|_| ())
     }
 }
 

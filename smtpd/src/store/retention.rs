@@ -118,7 +118,7 @@ fn run(target: Target, config: RetentionConfig, stopped: Receiver<()>, deleted: 
         }
     };
     let pool = match &target {
-        Target::Mysql(url) => match mysql_async::Opts::from_url(url.as_str()) {
+        Target::Mysql(url) => match url.opts() {
             Ok(opts) => Some(mysql_async::Pool::new(opts)),
             Err(e) => {
                 warn!(error = %e, "retention disabled: bad MySQL URL");

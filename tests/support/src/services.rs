@@ -61,13 +61,37 @@ pub struct Mariadb {
     child: Option<Child>,
     /// Arguments added to every start (a Galera node's `wsrep_*` settings).
     pub(crate) extra: Vec<String>,
+    /// The test's own queries go over the unix socket (set when TCP needs TLS).
+    over_socket: bool,
+    /// `?ssl-mode=verify_identity&ssl-ca=PATH` for a TLS server (what [`Mariadb::url`]
+    /// appends for the daemons).
+    tls_params: String,
 }
 
 impl Mariadb {
     pub fn start() -> Mariadb {
-        let mut db = Mariadb::install(Vec::new());
+        Mariadb::start_with_args(Vec::new())
+    }
+
+    /// A server with `extra` arguments on every start (TLS settings).
+    pub fn start_with_args(extra: Vec<String>) -> Mariadb {
+        let mut db = Mariadb::install(extra);
         db.start_again();
         db.create_user();
+        db
+    }
+
+    /// A server that accepts TCP clients over TLS only (`require_secure_transport`),
+    /// with the certificate of `ca`; the test's own queries use the unix socket.
+    pub fn start_tls(ca: &crate::ca::TestCa) -> Mariadb {
+        let mut db = Mariadb::start_with_args(vec![
+            format!("--ssl-cert={}", ca.cert().display()),
+            format!("--ssl-key={}", ca.key().display()),
+            format!("--ssl-ca={}", ca.ca().display()),
+            "--require-secure-transport=ON".into(),
+        ]);
+        db.over_socket = true;
+        db.tls_params = format!("?ssl-mode=verify_identity&ssl-ca={}", ca.ca().display());
         db
     }
 
@@ -86,6 +110,8 @@ impl Mariadb {
             port: free_port(),
             child: None,
             extra,
+            over_socket: false,
+            tls_params: String::new(),
         }
     }
 
@@ -119,6 +145,8 @@ impl Mariadb {
             port: free_port(),
             child: None,
             extra,
+            over_socket: false,
+            tls_params: String::new(),
         }
     }
 
@@ -148,8 +176,14 @@ impl Mariadb {
         self.dir.path().join("mysqld.sock")
     }
 
-    /// `mysql://smtpd:pw@127.0.0.1:PORT/mail`
+    /// `mysql://smtpd:pw@127.0.0.1:PORT/mail`, with
+    /// `?ssl-mode=verify_identity&ssl-ca=PATH` on a TLS server ([`Mariadb::start_tls`]).
     pub fn url(&self) -> String {
+        format!("{}{}", self.plain_url(), self.tls_params)
+    }
+
+    /// `mysql://smtpd:pw@127.0.0.1:PORT/mail` without TLS settings.
+    pub fn plain_url(&self) -> String {
         format!(
             "mysql://{DB_USER}:{DB_PASSWORD}@127.0.0.1:{}/{DB_NAME}",
             self.port
@@ -254,7 +288,11 @@ impl Mariadb {
 
     /// Runs a query as the test user and returns every value as bytes (NULL → empty).
     pub fn query(&self, sql: &str) -> Vec<Vec<Vec<u8>>> {
-        let url = self.url();
+        let url = if self.over_socket {
+            self.socket_url()
+        } else {
+            self.url()
+        };
         let sql = sql.to_string();
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -319,29 +357,100 @@ pub struct Redis {
     dir: TempDir,
     pub port: u16,
     child: Option<Child>,
+    /// Arguments added to every start (cluster mode).
+    extra: Vec<String>,
+    /// Serve TLS only, with this CA's server certificate.
+    tls: Option<crate::ca::TestCa>,
 }
 
 impl Redis {
     pub fn start() -> Redis {
-        let mut r = Redis {
-            dir: tempfile::tempdir().expect("temp dir"),
-            port: free_port(),
-            child: None,
-        };
+        let mut r = Redis::install(Vec::new(), None);
         r.start_again();
         r
     }
 
+    /// A server that speaks TLS only (`--port 0 --tls-port P`), with the server
+    /// certificate of `ca`; clients need no certificate of their own.
+    pub fn start_tls(ca: &crate::ca::TestCa) -> Redis {
+        let mut r = Redis::install(Vec::new(), Some(ca.clone()));
+        r.start_again();
+        r
+    }
+
+    /// Not started yet, with `extra` arguments on every start.
+    pub(crate) fn install(extra: Vec<String>, tls: Option<crate::ca::TestCa>) -> Redis {
+        Redis {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            child: None,
+            extra,
+            tls,
+        }
+    }
+
+    /// The temp dir it runs in.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Whether the process is running (not stopped or killed).
+    pub fn running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// `redis://127.0.0.1:PORT`, or `rediss://127.0.0.1:PORT` for a TLS server
+    /// (the CA goes in with `?ssl-ca=`, see [`Redis::tls_url`]).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        match self.tls {
+            Some(_) => format!("rediss://127.0.0.1:{}", self.port),
+            None => format!("redis://127.0.0.1:{}", self.port),
+        }
+    }
+
+    /// The URL smtpd and the relay take for a TLS server: `rediss://…?ssl-ca=PATH`.
+    pub fn tls_url(&self, ca: &Path) -> String {
+        format!("{}?ssl-ca={}", self.url(), ca.display())
+    }
+
+    fn client(&self) -> redis::Client {
+        match &self.tls {
+            Some(ca) => redis::Client::build_with_tls(
+                self.url().as_str(),
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(std::fs::read(ca.ca()).expect("read CA")),
+                },
+            ),
+            None => redis::Client::open(self.url().as_str()),
+        }
+        .expect("redis client")
     }
 
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "already running");
+        let port = self.port.to_string();
+        let listen: Vec<String> = match &self.tls {
+            Some(ca) => vec![
+                "--port".into(),
+                "0".into(),
+                "--tls-port".into(),
+                port,
+                "--tls-cert-file".into(),
+                ca.cert().display().to_string(),
+                "--tls-key-file".into(),
+                ca.key().display().to_string(),
+                "--tls-ca-cert-file".into(),
+                ca.ca().display().to_string(),
+                "--tls-auth-clients".into(),
+                "no".into(),
+            ],
+            None => vec!["--port".into(), port],
+        };
+        let log = std::fs::File::create(self.dir.path().join("redis.log")).expect("log file");
         let child = Command::new(find_binary(&["redis-server"]))
+            .args(&listen)
             .args([
-                "--port",
-                &self.port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -351,20 +460,26 @@ impl Redis {
                 "--dir",
                 &self.dir.path().display().to_string(),
             ])
+            .args(&self.extra)
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log)
             .stderr(Stdio::null())
             .spawn()
             .expect("spawn redis-server");
         self.child = Some(child);
-        let url = self.url();
+        let client = self.client();
         wait_until("redis-server", || {
-            redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection_with_timeout(Duration::from_millis(200)))
+            client
+                .get_connection_with_timeout(Duration::from_millis(200))
                 .is_ok()
         });
     }
 
+    pub(crate) fn set_extra(&mut self, extra: Vec<String>) {
+        self.extra = extra;
+    }
+
+    /// Stops it with SIGKILL (a crash: nothing is flushed, it has no persistence).
     pub fn stop(&mut self) {
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
@@ -373,8 +488,8 @@ impl Redis {
     }
 
     pub fn conn(&self) -> redis::Connection {
-        let conn = redis::Client::open(self.url().as_str())
-            .expect("client")
+        let conn = self
+            .client()
             .get_connection_with_timeout(Duration::from_secs(5))
             .expect("connect to redis");
         conn.set_read_timeout(Some(Duration::from_secs(10)))
