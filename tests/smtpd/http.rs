@@ -1244,3 +1244,34 @@ fn open_http_connections_are_capped() {
         String::from_utf8_lossy(&answer)
     );
 }
+
+#[test]
+fn a_request_head_never_finished_is_closed_while_event_streams_stay_open() {
+    let (server, http) = public("rate_per_ip = 0\nmax_connections = 4");
+    let events = Events::open(http, "/api/v1/mailboxes/bob@example.com/events", &[]).unwrap();
+    // A slowloris: half a request head, then silence.
+    let mut slow = TcpStream::connect(http).unwrap();
+    slow.write_all(b"GET /api/v1/mailboxes/bob@example.com/messages HTTP/1.1\r\nHost: t\r\n")
+        .unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let opened = Instant::now();
+    let mut rest = Vec::new();
+    // Closed by the server (EOF, or a reset), well before the read timeout.
+    let _ = slow.read_to_end(&mut rest);
+    let held = opened.elapsed();
+    assert!(
+        held >= Duration::from_secs(5) && held < Duration::from_secs(20),
+        "the half-sent request held its connection for {held:?}"
+    );
+    // The event stream, open all that time, still delivers.
+    let mut c = server.client();
+    c.ehlo("client.example");
+    c.deliver(
+        "s@example.org",
+        &["bob@example.com"],
+        &simple_message("after the wait"),
+    );
+    let ev = events.message(Duration::from_secs(10));
+    let data: Value = serde_json::from_str(&ev.data).unwrap();
+    assert_eq!(data["subject"], "after the wait");
+}

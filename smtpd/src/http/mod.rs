@@ -36,7 +36,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::routing::get;
 use futures_util::StreamExt;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::config::Http;
 use crate::protocol::DomainPolicy;
@@ -82,6 +82,41 @@ pub struct HttpSetup {
     pub arrivals: Arc<Arrivals>,
 }
 
+/// How long a client has to send a whole request head (on a new connection, and
+/// between requests on a kept-alive one) before its connection is closed: a
+/// client that trickles or never finishes its headers must not hold one of the
+/// `http.max_connections` slots. Event streams are not affected (their request
+/// head is complete; the response is what lasts).
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Accepts connections and serves each on its own task with HTTP/1.1 and a
+/// [`HEADER_READ_TIMEOUT`] (what `axum::serve` has no setting for). The client's
+/// address goes into each request as `ConnectInfo<ClientAddr>`.
+async fn serve(mut listener: listener::LimitedListener, app: axum::Router) {
+    use axum::serve::Listener as _;
+    loop {
+        let (io, addr) = listener.accept().await;
+        let app = app.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(
+                move |mut req: hyper::Request<hyper::body::Incoming>| {
+                    req.extensions_mut()
+                        .insert(axum::extract::ConnectInfo(listener::ClientAddr(addr)));
+                    tower::ServiceExt::oneshot(app.clone(), req)
+                },
+            );
+            let served = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
+                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
+                .await;
+            if let Err(e) = served {
+                debug!(%addr, error = %e, "HTTP connection ended with an error");
+            }
+        });
+    }
+}
+
 /// Binds the listener (so a port in use fails the start), then serves on a thread
 /// of its own until the process exits. Returns the bound address.
 pub fn start(setup: HttpSetup) -> anyhow::Result<SocketAddr> {
@@ -113,16 +148,7 @@ pub fn start(setup: HttpSetup) -> anyhow::Result<SocketAddr> {
     std::thread::Builder::new()
         .name("http-serve".into())
         .spawn(move || {
-            let served = rt.block_on(async move {
-                axum::serve(
-                    listener,
-                    app.into_make_service_with_connect_info::<listener::ClientAddr>(),
-                )
-                .await
-            });
-            if let Err(e) = served {
-                warn!(error = %e, "HTTP server stopped");
-            }
+            rt.block_on(serve(listener, app));
         })?;
     info!(addr = %bound, "HTTP mailbox API listening");
     Ok(bound)
