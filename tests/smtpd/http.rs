@@ -1253,7 +1253,8 @@ fn a_request_head_never_finished_is_closed_while_event_streams_stay_open() {
     let mut slow = TcpStream::connect(http).unwrap();
     slow.write_all(b"GET /api/v1/mailboxes/bob@example.com/messages HTTP/1.1\r\nHost: t\r\n")
         .unwrap();
-    slow.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    slow.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
     let opened = Instant::now();
     let mut rest = Vec::new();
     // Closed by the server (EOF, or a reset), well before the read timeout.
