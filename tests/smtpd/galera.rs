@@ -210,8 +210,10 @@ fn smtpd_nodes_on_a_galera_cluster_store_exactly_what_they_acknowledge() {
         tb.other
     );
     // The loss shows as 451s, or (when it cut off a COMMIT) as a batch whose outcome
-    // B asked the database about once its node was back, its clients waiting for
-    // the answer meanwhile (up to 15 s) rather than being told anything false.
+    // B asked the database about once its node was back, that batch's clients
+    // waiting for the answer meanwhile (up to 15 s) rather than being told anything
+    // false; B's other clients are told 451 at once while it asks (stage.rs
+    // `refuse_queued`; its unit test pins that down).
     let log = b.stderr();
     assert!(
         tb.temp_failures > 0

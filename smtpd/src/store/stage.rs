@@ -440,7 +440,16 @@ impl Committer {
             Err(CommitError::Ambiguous(e)) => {
                 warn!(error = %e, messages = rows.len(), "commit outcome unknown; asking the database");
                 let hashes: Vec<String> = rows.iter().map(|r| r.hash.clone()).collect();
-                let stored = resolve(backend, &self.rt, &hashes);
+                let (rt, rx, stats) = (&self.rt, &self.rx, &self.stats);
+                // This batch's clients wait for the answer (telling them 451 for a
+                // message that did land would make them send it twice); everyone
+                // who submits meanwhile is told 451 at once instead of waiting
+                // behind it for a database that is gone.
+                let stored = resolve(
+                    || backend.committed(rt, &hashes),
+                    || refuse_queued(rx, stats),
+                    RESOLVE_DEADLINE,
+                );
                 waiting
                     .iter()
                     .zip(&hashes)
@@ -558,23 +567,58 @@ fn body_bytes(s: &Submission) -> usize {
     }
 }
 
-/// Asks the database which of `hashes` it holds, retrying while it is unreachable.
+/// Asks the database (`ask`) which of a batch's queue ids it holds, retrying
+/// while it is unreachable, up to `deadline`; between attempts `meanwhile` runs
+/// (it refuses what queued up behind the batch).
 fn resolve(
-    backend: &mut Backend,
-    rt: &Runtime,
-    hashes: &[String],
+    mut ask: impl FnMut() -> Result<std::collections::HashSet<String>, CommitError>,
+    mut meanwhile: impl FnMut(),
+    deadline: Duration,
 ) -> Option<std::collections::HashSet<String>> {
-    let deadline = Instant::now() + RESOLVE_DEADLINE;
+    let deadline = Instant::now() + deadline;
     loop {
-        match backend.committed(rt, hashes) {
+        match ask() {
             Ok(set) => return Some(set),
             Err(e) if Instant::now() >= deadline => {
-                error!(error = %e, messages = hashes.len(), "cannot learn whether the batch was committed; answering 451");
+                error!(error = %e, "cannot learn whether the batch was committed; answering 451");
                 return None;
             }
-            Err(_) => std::thread::sleep(RESOLVE_PAUSE),
+            Err(_) => {
+                meanwhile();
+                std::thread::sleep(RESOLVE_PAUSE);
+            }
         }
     }
+}
+
+/// Answers 451 to every submission queued now, without trying to store it: the
+/// database is unreachable and the committer is busy learning the fate of a
+/// batch, so these would only wait. Nothing of theirs was written.
+fn refuse_queued(rx: &Receiver<Submission>, stats: &StageStats) {
+    let refused: Vec<_> = rx
+        .try_iter()
+        .map(|s| {
+            // Drops the spool file (if any) with the submission.
+            let Submission {
+                received_at,
+                conn,
+                reply,
+                ..
+            } = s;
+            ((new_queue_id(received_at), conn, reply), Err(StoreFailed))
+        })
+        .collect();
+    if refused.is_empty() {
+        return;
+    }
+    debug!(
+        messages = refused.len(),
+        "database unreachable while a commit's outcome is unknown; answering 451"
+    );
+    stats
+        .failed
+        .fetch_add(refused.len() as u64, Ordering::Relaxed);
+    answer(refused.into_iter());
 }
 
 /// Sends each reactor its results, one wake-up per reactor per batch.

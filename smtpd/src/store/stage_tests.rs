@@ -404,3 +404,49 @@ fn a_spooled_message_is_stored_from_its_file_and_the_file_removed() {
     assert!(recv(&sink).result.is_err());
     stage.join().unwrap();
 }
+
+#[test]
+fn while_a_commit_is_in_doubt_later_submissions_get_451_at_once_and_the_batch_waits() {
+    let sink = sink();
+    let (tx, rx) = crossbeam_channel::unbounded();
+    let stats = StageStats::default();
+    let mut asked = 0;
+    // The database answers on the fourth attempt; meanwhile two clients submit.
+    let stored = resolve(
+        || {
+            asked += 1;
+            match asked {
+                1 => {
+                    tx.send(submission(&sink, 10)).unwrap();
+                    tx.send(submission(&sink, 20)).unwrap();
+                    Err(CommitError::Unavailable("connection refused".into()))
+                }
+                2 | 3 => Err(CommitError::Unavailable("connection refused".into())),
+                _ => Ok(["a".to_owned()].into_iter().collect()),
+            }
+        },
+        || refuse_queued(&rx, &stats),
+        Duration::from_secs(30),
+    );
+    // The in-doubt batch is answered from what the database says, not guessed.
+    assert_eq!(stored, Some(["a".to_owned()].into_iter().collect()));
+    assert_eq!(asked, 4);
+    // Both later submissions were refused without being stored.
+    for _ in 0..2 {
+        assert_eq!(recv(&sink).result, Err(StoreFailed));
+    }
+    assert!(rx.is_empty());
+    assert_eq!(stats.failed.load(Ordering::Relaxed), 2);
+}
+
+#[test]
+fn an_unresolvable_commit_is_given_up_at_the_deadline() {
+    let started = std::time::Instant::now();
+    let stored = resolve(
+        || Err(CommitError::Unavailable("connection refused".into())),
+        || {},
+        Duration::from_millis(600),
+    );
+    assert_eq!(stored, None);
+    assert!(started.elapsed() >= Duration::from_millis(600));
+}
