@@ -274,7 +274,7 @@ fn sighup_applies_log_level_and_json_lines_stay_json() {
     let base = format!("{FAST}{METRICS}[log]\nformat = \"json\"\n");
     std::fs::write(&config, &base).unwrap();
     // No `-v` and no OUTBOUND_LOG: the file's level rules.
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_outbound"))
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_outbound"))
         .args(["--store", &store.url(), "-c"])
         .arg(&config)
         .args(["--transport", &format!("a.test={}", dest.addr)])
@@ -284,6 +284,7 @@ fn sighup_applies_log_level_and_json_lines_stay_json() {
         .stderr(std::fs::File::create(&log_path).unwrap())
         .spawn()
         .unwrap();
+    let child = test_support::services::KillOnDrop(child);
     let log = || std::fs::read_to_string(&log_path).unwrap_or_default();
     enqueue(&store, "app@sender.test", &["r@a.test"], &message("before"));
     store.wait_settled(&["delivered"], Duration::from_secs(30));
@@ -325,6 +326,5 @@ fn sighup_applies_log_level_and_json_lines_stay_json() {
     assert_eq!(f["outcome"], "delivered", "{f}");
     assert_eq!(f["code"], 250, "{f}");
     assert!(f["mx"].as_str().unwrap().contains("127.0.0.1"), "{f}");
-    test_support::services::signal_pid(child.id(), "TERM");
-    let _ = child.wait();
+    child.terminate();
 }

@@ -366,7 +366,7 @@ fn socket_activation_takes_the_listener_from_listen_fds() {
     let db = dir.path().join("x.sqlite");
     // systemd-socket-activate binds, then execs smtpd with LISTEN_FDS=1 and
     // LISTEN_PID set, as systemd does for smtpd.socket.
-    let mut child = Command::new("systemd-socket-activate")
+    let child = Command::new("systemd-socket-activate")
         .args([
             "-l",
             &addr,
@@ -384,6 +384,7 @@ fn socket_activation_takes_the_listener_from_listen_fds() {
         .stderr(std::process::Stdio::null())
         .spawn()
         .expect("run systemd-socket-activate");
+    let mut child = crate::support::services::KillOnDrop(child);
     // The socket exists before smtpd runs: the first connection starts it.
     let deadline = Instant::now() + Duration::from_secs(10);
     let stream = loop {
@@ -407,9 +408,8 @@ fn socket_activation_takes_the_listener_from_listen_fds() {
     assert!(std::net::TcpStream::connect("127.0.0.1:1").is_err());
     crate::support::services::signal_pid(child.id(), "TERM");
     let deadline = Instant::now() + Duration::from_secs(10);
-    while child.try_wait().unwrap().is_none() {
+    while child.0.try_wait().unwrap().is_none() {
         if Instant::now() > deadline {
-            let _ = child.kill();
             panic!("smtpd did not stop");
         }
         std::thread::sleep(Duration::from_millis(50));

@@ -512,3 +512,28 @@ pub fn signal_pid(pid: u32, name: &str) {
         .expect("run sh -c kill");
     assert!(status.success(), "kill -s {name} {pid} failed: {status}");
 }
+
+/// A child process killed (SIGKILL) and reaped when dropped: a test that panics
+/// halfway leaves no daemon behind.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl KillOnDrop {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+
+    /// SIGTERM, then waits for the exit (the orderly stop a test checks).
+    pub fn terminate(mut self) -> Option<std::process::ExitStatus> {
+        signal_pid(self.0.id(), "TERM");
+        self.0.wait().ok()
+    }
+}
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+        }
+        let _ = self.0.wait();
+    }
+}
