@@ -257,6 +257,10 @@ enum SuppressAction {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Err(e) = reload::reopen_log_on_usr1() {
+        eprintln!("outbound: cannot install the SIGUSR1 handler: {e}");
+        return ExitCode::from(1);
+    }
     reload::remember_source(cli.config.clone(), cli.store.clone(), cli.run.clone());
     // The config first: `[log]` says how to log (its errors go to stderr).
     let config = match Config::load(cli.config.as_deref(), cli.store.as_deref(), &cli.run) {

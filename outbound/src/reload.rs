@@ -1,6 +1,8 @@
 //! SIGHUP: the config file read again, validated whole, and what can change live
 //! applied.
 //!
+//! SIGUSR1: the log file reopened ([`reopen_log_on_usr1`]).
+//!
 //! Owns: the split between what a running relay takes over and what it ignores
 //! until a restart. Live: the per-domain limits (`[domains.*]`: rates apply to the
 //! next transaction, connection limits to domains first seen after the reload) and
@@ -36,6 +38,26 @@ static LOG: OnceLock<(ops::logging::LogHandle, bool)> = OnceLock::new();
 /// Remembers the logging handle, so a reload can change the level.
 pub fn remember_log(handle: ops::logging::LogHandle, verbose: bool) {
     let _ = LOG.set((handle, verbose));
+}
+
+/// SIGUSR1 (logrotate's `postrotate`): reopens `log.file`, from a thread of its
+/// own, in every mode (relay, `outbound web`, the CLI commands). Installed before
+/// anything else: SIGUSR1's default action ends the process.
+pub fn reopen_log_on_usr1() -> std::io::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGUSR1])?;
+    std::thread::Builder::new()
+        .name("log-reopen".into())
+        .spawn(move || {
+            for _ in signals.forever() {
+                match LOG.get().map(|(handle, _)| handle.reopen()) {
+                    Some(Ok(())) => info!("SIGUSR1: log file reopened"),
+                    Some(Err(e)) => warn!(error = %e, "SIGUSR1: cannot reopen the log file"),
+                    // Logging is not set up yet: nothing to reopen.
+                    None => {}
+                }
+            }
+        })?;
+    Ok(())
 }
 
 /// The tracing filter for `log.level`, or `-v`'s (which wins).

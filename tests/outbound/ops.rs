@@ -328,3 +328,43 @@ fn sighup_applies_log_level_and_json_lines_stay_json() {
     assert!(f["mx"].as_str().unwrap().contains("127.0.0.1"), "{f}");
     child.terminate();
 }
+
+#[test]
+fn sigusr1_reopens_the_relay_log_file_and_the_relay_runs_on() {
+    let store = Store::sqlite();
+    let dest = Dest::start(&[]);
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("relay.log");
+    let mut relay = Relay::start(
+        &store,
+        &format!("{FAST}[log]\nfile = \"{}\"\n", log.display()),
+        &["--transport", &format!("a.test={}", dest.addr)],
+    );
+    let read = |p: &std::path::Path| std::fs::read_to_string(p).unwrap_or_default();
+    enqueue(&store, "app@sender.test", &["r@a.test"], &message("before"));
+    store.wait_settled(&["delivered"], Duration::from_secs(30));
+    wait_for("the first attempt line", Duration::from_secs(10), || {
+        read(&log).contains("delivery attempt")
+    });
+    // logrotate: move the file, then tell the relay.
+    let rotated = dir.path().join("relay.log.1");
+    std::fs::rename(&log, &rotated).unwrap();
+    test_support::services::signal_pid(relay.pid(), "USR1");
+    wait_for("a new log file", Duration::from_secs(10), || {
+        read(&log).contains("SIGUSR1: log file reopened")
+    });
+    // SIGUSR1's default action would have ended the process.
+    assert!(relay.wait_exit(Duration::from_millis(300)).is_none());
+    enqueue(&store, "app@sender.test", &["s@a.test"], &message("after"));
+    wait_for(
+        "the second attempt in the new file",
+        Duration::from_secs(30),
+        || read(&log).contains("s@a.test"),
+    );
+    let old = read(&rotated);
+    assert!(old.contains("r@a.test"), "{old}");
+    assert!(
+        !old.contains("s@a.test") && !old.contains("reopened"),
+        "{old}"
+    );
+}
