@@ -540,6 +540,70 @@ fn json_logs_carry_one_line_per_transaction_and_survive_sigusr1() {
 }
 
 #[test]
+fn a_transaction_the_connection_ends_without_a_message_gets_an_abandoned_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("smtpd.log");
+    let server = Server::with_config(&format!(
+        "[log]\nformat = \"json\"\nfile = \"{}\"\n[server]\naccept_domains = [\"mx.test\"]\n",
+        log.display()
+    ));
+    // Lost in the middle of the content.
+    let mut c = server.ehlo_client();
+    c.cmd_expect("MAIL FROM:<a@example.org>", 250, "2.1.0");
+    c.cmd_expect("RCPT TO:<r1@mx.test>", 250, "2.1.5");
+    c.cmd_expect("RCPT TO:<r2@mx.test>", 250, "2.1.5");
+    c.cmd_expect("DATA", 354, "");
+    c.send(b"Subject: half a message\r\n");
+    drop(c);
+    // QUIT after MAIL: the client gave up.
+    let mut c = server.ehlo_client();
+    c.cmd_expect("MAIL FROM:<b@example.org>", 250, "2.1.0");
+    c.quit();
+    // A finished message and a reset transaction: no such line.
+    let mut c = server.ehlo_client();
+    c.deliver("c@example.org", &["r1@mx.test"], &simple_message("whole"));
+    c.cmd_expect("MAIL FROM:<d@example.org>", 250, "2.1.0");
+    c.cmd_expect("RSET", 250, "2.0.0");
+    c.quit();
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let abandoned = loop {
+        let lines: Vec<_> = json_lines(&log)
+            .into_iter()
+            .filter(|l| l["fields"]["message"] == "transaction abandoned")
+            .collect();
+        if lines.len() >= 2 || Instant::now() > deadline {
+            break lines;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    // The third connection's QUIT has been logged too by now (it closed last).
+    std::thread::sleep(Duration::from_millis(300));
+    let all = json_lines(&log);
+    let count = all
+        .iter()
+        .filter(|l| l["fields"]["message"] == "transaction abandoned")
+        .count();
+    assert_eq!(count, 2, "{all:?}");
+    let by_from = |from: &str| {
+        abandoned
+            .iter()
+            .find(|l| l["fields"]["from"] == from)
+            .unwrap_or_else(|| panic!("no line for {from}: {abandoned:?}"))["fields"]
+            .clone()
+    };
+    let lost = by_from("a@example.org");
+    assert_eq!(lost["after"], "DATA", "{lost}");
+    assert_eq!(lost["ended"], "lost connection", "{lost}");
+    assert_eq!(lost["nrcpt"], 2, "{lost}");
+    assert_eq!(lost["rcpt"], "r1@mx.test, r2@mx.test", "{lost}");
+    assert_eq!(lost["client"], "127.0.0.1", "{lost}");
+    let quit = by_from("b@example.org");
+    assert_eq!(quit["after"], "MAIL", "{quit}");
+    assert_eq!(quit["ended"], "QUIT", "{quit}");
+}
+
+#[test]
 fn log_format_other_than_text_or_json_is_refused_naming_the_field() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("bad.toml");

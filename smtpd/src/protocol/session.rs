@@ -197,7 +197,31 @@ pub struct Session {
     /// The last complete message refused without going to the store (size,
     /// smuggling, line length), for the reactor's transaction log line.
     refused: Option<Refused>,
+    /// A transaction the session itself ended without a message (QUIT, a
+    /// timeout, too many errors, shutdown), kept for the reactor's log line.
+    abandoned: Option<Abandoned>,
 }
+
+/// A MAIL transaction that ended without a message: the client left (QUIT or a
+/// lost connection) or the server closed the session (timeout, errors,
+/// shutdown) after MAIL, RCPT or inside DATA/BDAT (Postfix's "lost connection
+/// after DATA").
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Abandoned {
+    pub mail_from: String,
+    /// Accepted recipients: the first [`ABANDONED_RECIPIENTS`] of them...
+    pub recipients: Vec<String>,
+    /// ...and how many there were.
+    pub recipient_count: usize,
+    /// Inside the message content (after 354, or after a BDAT chunk).
+    pub in_content: bool,
+    /// What ended it: the session's closing reply, or None when the connection
+    /// was lost (or closed by the reactor) with the transaction open.
+    pub closed_with: Option<Reply>,
+}
+
+/// Recipients an [`Abandoned`] names; the rest are counted.
+pub const ABANDONED_RECIPIENTS: usize = 3;
 
 /// A complete message refused by the session itself ([`Session::take_refused`]).
 #[derive(Debug)]
@@ -230,6 +254,7 @@ impl Session {
             replies: Default::default(),
             verbs: Default::default(),
             refused: None,
+            abandoned: None,
         }
     }
 
@@ -533,8 +558,37 @@ impl Session {
             return;
         }
         self.reply(reply, out);
+        self.abandoned = self.open_transaction(Some(reply));
         self.state = State::Closed;
         self.transaction = None;
+    }
+
+    /// The open transaction, if any, as an [`Abandoned`] ended by `closed_with`.
+    fn open_transaction(&self, closed_with: Option<Reply>) -> Option<Abandoned> {
+        let t = self.transaction.as_ref()?;
+        Some(Abandoned {
+            mail_from: t.mail.sender.text.clone(),
+            recipients: t
+                .recipients
+                .iter()
+                .take(ABANDONED_RECIPIENTS)
+                .cloned()
+                .collect(),
+            recipient_count: t.recipients.len(),
+            in_content: matches!(self.state, State::Data(_) | State::Chunk(_))
+                || t.chunks.is_some(),
+            closed_with,
+        })
+    }
+
+    /// At the end of the connection: the transaction it ended without a message,
+    /// if any (one the session closed itself, or one still open when the
+    /// connection went away). A message being committed is not abandoned: the
+    /// store answers it and the transaction line says how.
+    pub fn abandoned(&self) -> Option<Abandoned> {
+        self.abandoned
+            .clone()
+            .or_else(|| self.open_transaction(None))
     }
 
     fn reply(&self, reply: Reply, out: &mut Vec<u8>) {

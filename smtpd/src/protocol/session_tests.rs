@@ -976,3 +976,69 @@ fn a_client_that_talks_before_a_held_banner_gets_554_and_is_closed() {
     s.feed(b"EHLO c\r\n", &mut out);
     assert!(String::from_utf8_lossy(&out).contains("250 SMTPUTF8"));
 }
+
+/// Feeds `input` to a fresh session (each message stored at once) and returns it.
+fn session_after(input: &[u8]) -> Session {
+    let mut session = Session::opening(
+        Arc::new(config()),
+        IpAddr::V4(Ipv4Addr::LOCALHOST),
+        Opening::Greet,
+    );
+    let mut out = Vec::new();
+    session.greet(&mut out);
+    let mut pending = input.to_vec();
+    loop {
+        let fed = session.feed(&pending, &mut out);
+        pending.drain(..fed.consumed);
+        match fed.event {
+            Some(Event::Message(_)) => session.on_stored(Err(StoreFailed), &mut out),
+            Some(Event::Close) => break,
+            _ if fed.consumed == 0 => break,
+            _ => {}
+        }
+    }
+    session
+}
+
+#[test]
+fn a_transaction_cut_off_is_abandoned_with_how_far_it_got_and_what_ended_it() {
+    // The connection went away after two RCPTs.
+    let s = session_after(
+        b"EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nRCPT TO:<b@example.com>\r\n",
+    );
+    let a = s.abandoned().expect("abandoned");
+    assert_eq!(a.mail_from, "s@x.test");
+    assert_eq!(a.recipients, ["a@example.com", "b@example.com"]);
+    assert_eq!(
+        (a.recipient_count, a.in_content, a.closed_with),
+        (2, false, None)
+    );
+
+    // Inside DATA, then the server's timeout.
+    let mut s = session_after(
+        b"EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nDATA\r\nSubject: half\r\n",
+    );
+    s.on_timeout(&mut Vec::new());
+    let a = s.abandoned().expect("abandoned");
+    assert!(a.in_content);
+    assert_eq!(a.closed_with, Some(Reply::Timeout));
+
+    // QUIT after MAIL: the client gave up.
+    let s = session_after(b"HELO c.test\r\nMAIL FROM:<>\r\nQUIT\r\n");
+    let a = s.abandoned().expect("abandoned");
+    assert_eq!((a.mail_from.as_str(), a.recipient_count), ("", 0));
+    assert_eq!(a.closed_with, Some(Reply::Closing));
+}
+
+#[test]
+fn finished_reset_or_never_begun_transactions_are_not_abandoned() {
+    for input in [
+        &b"EHLO c.test\r\nQUIT\r\n"[..],
+        b"EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nRSET\r\nQUIT\r\n",
+        b"EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nDATA\r\nhi\r\n.\r\nQUIT\r\n",
+        b"EHLO c.test\r\nMAIL FROM:<s@x.test>\r\nRCPT TO:<a@example.com>\r\nDATA\r\nhi\r\n.\r\n",
+    ] {
+        let s = session_after(input);
+        assert_eq!(s.abandoned(), None, "{}", String::from_utf8_lossy(input));
+    }
+}

@@ -669,6 +669,9 @@ impl Reactor {
                 self.release_ip(ip);
             }
             self.shared.metrics.session_closed(&conn.session);
+            let tls = conn.tls_params();
+            conn.txlog
+                .abandoned(&conn.session, conn.peer, tls, Instant::now());
             debug!(reactor = self.id, peer = %conn.peer, summary = %conn.session.summary(), "disconnect");
         }
     }

@@ -1,7 +1,9 @@
 //! The one log line per SMTP transaction (Postfix's `smtpd`/`cleanup` lines in one):
 //! queue id, client, envelope (MAIL FROM, recipient count and the first
 //! [`LOGGED_RECIPIENTS`]), size, TLS, the reply (code and enhanced status) and the
-//! time from MAIL to that reply, as structured fields at info level.
+//! time from MAIL to that reply, as structured fields at info level; and a line
+//! for a transaction the connection ended without a message (`transaction
+//! abandoned`).
 //!
 //! Owns: what the reactor keeps between handing a message to the store and
 //! answering it. Must not: allocate when info is off (the envelope is copied only
@@ -14,6 +16,7 @@ use std::time::Instant;
 use tracing::{Level, info};
 
 use crate::handoff::{Envelope, QueueId};
+use crate::protocol::Session;
 use crate::protocol::reply::Reply;
 use crate::protocol::session::Refused;
 
@@ -123,6 +126,31 @@ impl TxLog {
         );
     }
 
+    /// The connection closed with a transaction begun and no message: one line
+    /// saying how far it got and what ended it (Postfix's "lost connection after
+    /// RCPT"). Nothing when the session ended between transactions.
+    pub fn abandoned(&mut self, session: &Session, client: SocketAddr, tls: Tls, now: Instant) {
+        if !enabled() {
+            return;
+        }
+        let Some(a) = session.abandoned() else {
+            return;
+        };
+        let elapsed = self.elapsed(now);
+        info!(
+            queue_id = "none",
+            client = %client.ip(),
+            from = %a.mail_from,
+            nrcpt = a.recipient_count,
+            rcpt = %Recipients(&a.recipients, a.recipient_count),
+            tls = %tls,
+            after = if a.in_content { "DATA" } else if a.recipient_count > 0 { "RCPT" } else { "MAIL" },
+            ended = %Ended(a.closed_with),
+            duration_ms = elapsed,
+            "transaction abandoned"
+        );
+    }
+
     /// Milliseconds since MAIL (0 when unknown); the transaction is over.
     fn elapsed(&mut self, now: Instant) -> u64 {
         self.mail_at.take().map_or(0, |at| {
@@ -163,6 +191,20 @@ impl fmt::Display for Recipients<'_> {
     }
 }
 
+/// What ended an abandoned transaction: `lost connection`, `QUIT`, or the
+/// server's closing reply (`421 4.4.2` for a timeout).
+struct Ended(Option<Reply>);
+
+impl fmt::Display for Ended {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0 {
+            None => f.write_str("lost connection"),
+            Some(Reply::Closing) => f.write_str("QUIT"),
+            Some(reply) => Code(reply).fmt(f),
+        }
+    }
+}
+
 /// A reply's code and enhanced status (`250 2.0.0`), read from the reply table.
 struct Code(Reply);
 
@@ -193,5 +235,8 @@ mod tests {
         assert_eq!(Recipients(&r, 5).to_string(), "a@x, b@x, c@x (+2 more)");
         assert_eq!(Recipients(&r[..1], 1).to_string(), "a@x");
         assert_eq!(Tls(None).to_string(), "none");
+        assert_eq!(Ended(None).to_string(), "lost connection");
+        assert_eq!(Ended(Some(Reply::Closing)).to_string(), "QUIT");
+        assert_eq!(Ended(Some(Reply::Timeout)).to_string(), "421 4.4.2");
     }
 }
