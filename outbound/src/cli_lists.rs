@@ -43,8 +43,25 @@ pub enum ListAction {
             default_value = "single"
         )]
         opt_in: String,
+        /// The From address of a double opt-in list's confirmations (else
+        /// `[confirmations] sender`).
+        #[arg(long = "sender", value_name = "ADDRESS")]
+        sender: Option<String>,
         /// The list's name.
         name: String,
+    },
+    /// Change a list's name or confirmations sender.
+    Update {
+        /// The list's id.
+        list_id: i64,
+        #[arg(long = "name", value_name = "NAME")]
+        name: Option<String>,
+        /// A new confirmations sender.
+        #[arg(long = "sender", value_name = "ADDRESS", conflicts_with = "no_sender")]
+        sender: Option<String>,
+        /// Remove the list's own sender (`[confirmations] sender` applies).
+        #[arg(long = "no-sender")]
+        no_sender: bool,
     },
     /// Show lists (of one account, or all) with their member counts.
     Ls {
@@ -67,16 +84,59 @@ pub async fn run(db: &mut Db, action: ListAction) -> anyhow::Result<()> {
         ListAction::Create {
             account,
             opt_in,
+            sender,
             name,
         } => {
             let Some(opt_in) = OptIn::parse(&opt_in) else {
                 bad_argument(format!("--opt-in: {opt_in:?} is not single or double"));
             };
+            let sender = sender.map(|s| {
+                lists::check_email(&s)
+                    .unwrap_or_else(|why| bad_argument(format!("--sender: {s:?}: {why}")))
+            });
             let Some(account) = crate::accounts::by_name(db, &account).await? else {
                 bad_argument(format!("--account: no account {account:?}"));
             };
-            match lists::create(db, account.id, &name, opt_in, None).await {
+            match lists::create(db, account.id, &name, opt_in, sender.as_deref()).await {
                 Ok(id) => println!("{id}"),
+                Err(e @ (lists::ListError::BadName(_) | lists::ListError::Exists(_))) => {
+                    bad_argument(e.to_string())
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        ListAction::Update {
+            list_id,
+            name,
+            sender,
+            no_sender,
+        } => {
+            let sender = match (sender, no_sender) {
+                (Some(s), _) => {
+                    Some(Some(lists::check_email(&s).unwrap_or_else(|why| {
+                        bad_argument(format!("--sender: {s:?}: {why}"))
+                    })))
+                }
+                (None, true) => Some(None),
+                (None, false) => None,
+            };
+            if name.is_none() && sender.is_none() {
+                bad_argument(
+                    "list update: nothing to change (--name, --sender, --no-sender)".into(),
+                );
+            }
+            let Some(list) = lists::get_any(db, list_id).await? else {
+                bad_argument(format!("no list {list_id}"));
+            };
+            let change = lists::ListUpdate { name, sender };
+            match lists::update(db, list.account_id, list_id, &change).await {
+                Ok(Some(list)) => println!(
+                    "list {} {:?}: sender {}",
+                    list.id,
+                    list.name,
+                    list.sender.as_deref().unwrap_or("(none)")
+                ),
+                Ok(None) => bad_argument(format!("no list {list_id}")),
                 Err(e @ (lists::ListError::BadName(_) | lists::ListError::Exists(_))) => {
                     bad_argument(e.to_string())
                 }

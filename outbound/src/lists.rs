@@ -272,6 +272,57 @@ pub async fn create(
     }
 }
 
+/// What [`update`] changes about a list; None leaves a setting as it is.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct ListUpdate {
+    /// A new name (checked with [`check_list_name`], unique in the account).
+    pub name: Option<String>,
+    /// A new confirmations sender (`Some(None)` clears it; checked by the caller
+    /// with [`check_email`]).
+    pub sender: Option<Option<String>>,
+}
+
+/// Changes list `id` of `account_id`; `Ok(None)` when there is no such list (or
+/// another account owns it), else the list as it is now.
+pub async fn update(
+    db: &mut Db,
+    account_id: i64,
+    id: i64,
+    change: &ListUpdate,
+) -> Result<Option<List>, ListError> {
+    if let Some(name) = &change.name {
+        check_list_name(name).map_err(ListError::BadName)?;
+    }
+    db.in_tx(async |db: &mut Db| {
+        if get(db, account_id, id).await?.is_none() {
+            return Ok(None);
+        }
+        if let Some(name) = &change.name {
+            let taken = lists_named(db, account_id, name).await?;
+            if taken
+                .iter()
+                .any(|r| r.first().and_then(Val::int) != Some(id))
+            {
+                return Err(ListError::Exists(name.clone()));
+            }
+            db.exec(
+                "UPDATE lists SET name = ? WHERE id = ? AND account_id = ?",
+                vec![name.as_str().into(), id.into(), account_id.into()],
+            )
+            .await?;
+        }
+        if let Some(sender) = &change.sender {
+            db.exec(
+                "UPDATE lists SET sender = ? WHERE id = ? AND account_id = ?",
+                vec![sender.as_deref().into(), id.into(), account_id.into()],
+            )
+            .await?;
+        }
+        Ok(get(db, account_id, id).await?)
+    })
+    .await
+}
+
 async fn lists_named(db: &mut Db, account_id: i64, name: &str) -> Result<Vec<Vec<Val>>, DbError> {
     db.query(
         "SELECT id FROM lists WHERE account_id = ? AND name = ?",

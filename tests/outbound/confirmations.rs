@@ -405,3 +405,104 @@ fn the_console_form_sends_a_confirmation_and_shows_a_throttle() {
     assert_eq!(s.dest.recipients(), ["one@a.test"]);
     assert_eq!(member_status(&s.store, "one@a.test"), "unconfirmed");
 }
+
+/// A list made without a sender gets one later (PATCH), and its next
+/// confirmation goes out from it; the CLI sets and clears it too.
+#[test]
+fn a_lists_sender_can_be_set_after_creation_over_the_api_and_the_cli() {
+    let mut s = setup();
+    let web = Web::start(
+        &s.store,
+        &format!("[tracking]\nkey = \"{KEY}\"\nscheme = \"http\"\n"),
+    );
+    s.list = create_list(&web, &s.token);
+    let a = add(&web, &s.token, s.list, &["ann@a.test"]);
+    assert_eq!(a.json["confirmations"], 0, "{}", a.body);
+    let path = format!("/api/v1/lists/{}", s.list);
+    let patch = |body: Value, token: &str| web.call("PATCH", &path, Some(token), Some(&body));
+
+    // Field errors name the field; nothing changes.
+    let bad = patch(json!({ "sender": "not an address" }), &s.token);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("sender"), "{}", bad.body);
+    let bad = patch(json!({ "sendr": "x@press.test" }), &s.token);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("sendr"), "{}", bad.body);
+    assert_eq!(patch(json!({}), &s.token).status, 400);
+    // Another account's list is a 404, like none at all.
+    let other = account(&s.store, "bob");
+    assert_eq!(
+        patch(json!({ "sender": "x@press.test" }), &other).status,
+        404
+    );
+    // A name another list of the account has is a 409.
+    let second = web.call(
+        "POST",
+        "/api/v1/lists",
+        Some(&s.token),
+        Some(&json!({ "name": "digest" })),
+    );
+    assert_eq!(second.status, 201, "{}", second.body);
+    assert_eq!(patch(json!({ "name": "digest" }), &s.token).status, 409);
+
+    let ok = patch(
+        json!({ "sender": "news@press.test", "name": "News" }),
+        &s.token,
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.json["sender"], "news@press.test");
+    assert_eq!(ok.json["name"], "News");
+    let a = add(&web, &s.token, s.list, &["bea@b.test"]);
+    assert_eq!(a.json["confirmations"], 1, "{}", a.body);
+    wait_for("the confirmation", Duration::from_secs(20), || {
+        delivered_to(&s.dest, "bea@b.test") == 1
+    });
+    let m = s
+        .dest
+        .messages()
+        .into_iter()
+        .find(|m| m["rcpt_tos"].to_string().contains("bea@b.test"))
+        .unwrap();
+    assert_eq!(m["mail_from"], "news@press.test", "{m}");
+
+    // The CLI: a bad address is exit 2 naming the flag; set, then clear.
+    let list = s.list.to_string();
+    let out = outbound(
+        &s.store,
+        &["list", "update", &list, "--sender", "nope"],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--sender"));
+    let out = outbound(&s.store, &["list", "update", &list], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out = outbound(&s.store, &["list", "update", &list, "--no-sender"], None);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown = web.call("GET", &path, Some(&s.token), None);
+    assert_eq!(shown.json["sender"], Value::Null, "{}", shown.body);
+    let out = outbound(
+        &s.store,
+        &[
+            "list",
+            "create",
+            "--account",
+            "ann",
+            "--sender",
+            "x@press.test",
+            "weekly",
+        ],
+        None,
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let id = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let shown = web.call("GET", &format!("/api/v1/lists/{id}"), Some(&s.token), None);
+    assert_eq!(shown.json["sender"], "x@press.test", "{}", shown.body);
+}

@@ -8,6 +8,8 @@
 //! - `POST /lists` `{"name","opt_in","sender"}` → 201 `{"id"}`; 409 for a name in
 //!   use (`sender`: the From address of a double opt-in list's confirmations).
 //! - `GET /lists` → `{"lists":[...]}`; `GET /lists/{id}` → the list with counts.
+//! - `PATCH /lists/{id}` `{"name","sender"}` (either; `"sender": null` clears it) →
+//!   the list; 409 for a name in use.
 //! - `POST /lists/{id}/subscribers` `[{"email","name","attributes"}]` → `{"added",
 //!   "updated","rejected":[{"email","error"}],"confirmations","confirmations_skipped"}`,
 //!   in one transaction; on a double opt-in list each unconfirmed member is sent a
@@ -26,7 +28,7 @@ use super::AppState;
 use super::auth::Auth;
 use super::error::{ApiError, ApiJson, ApiPath, ApiResult};
 use crate::db::Db;
-use crate::lists::{self, List, ListError, NewSubscriber, OptIn};
+use crate::lists::{self, List, ListError, ListUpdate, NewSubscriber, OptIn};
 
 /// Subscribers one `POST .../subscribers` may carry: one transaction per request
 /// must stay short (a few hundred ms), and larger loads belong in an import.
@@ -35,7 +37,7 @@ pub const MAX_SUBSCRIBERS_PER_REQUEST: usize = 10_000;
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/lists", post(create).get(index))
-        .route("/lists/{id}", get(show))
+        .route("/lists/{id}", get(show).patch(update))
         .route("/lists/{id}/subscribers", post(add_subscribers))
         .route("/lists/{id}/subscribers/{email}", delete(remove_subscriber))
 }
@@ -91,16 +93,53 @@ async fn create(
             ));
         }
     };
-    let sender = match object.get("sender") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s)) => {
-            Some(lists::check_email(s).map_err(|why| ApiError::field("sender", why))?)
-        }
-        Some(_) => return Err(ApiError::field("sender", "expected a string")),
-    };
+    let sender = sender_field(object.get("sender"))?;
     let mut db = state.pool.get().await?;
     match lists::create(&mut db, account.id, name, opt_in, sender.as_deref()).await {
         Ok(id) => Ok((StatusCode::CREATED, Json(json!({ "id": id })))),
+        Err(ListError::BadName(why)) => Err(ApiError::field("name", why)),
+        Err(e @ ListError::Exists(_)) => Err(ApiError::conflict(e.to_string())),
+        Err(ListError::Db(e)) => Err(e.into()),
+    }
+}
+
+/// A `sender` field: an address, or null for none.
+fn sender_field(value: Option<&Value>) -> ApiResult<Option<String>> {
+    match value {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(
+            lists::check_email(s).map_err(|why| ApiError::field("sender", why))?,
+        )),
+        Some(_) => Err(ApiError::field("sender", "expected a string or null")),
+    }
+}
+
+async fn update(
+    State(state): State<AppState>,
+    Auth(account): Auth,
+    ApiPath(id): ApiPath<i64>,
+    ApiJson(body): ApiJson<Value>,
+) -> ApiResult<Json<Value>> {
+    let object = object(&body, "body", &["name", "sender"])?;
+    if object.is_empty() {
+        return Err(ApiError::field("body", "nothing to change (name, sender)"));
+    }
+    let name = match object.get("name") {
+        None => None,
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(_) => return Err(ApiError::field("name", "expected a string")),
+    };
+    let change = ListUpdate {
+        name,
+        sender: match object.get("sender") {
+            None => None,
+            value => Some(sender_field(value)?),
+        },
+    };
+    let mut db = state.pool.get().await?;
+    match lists::update(&mut db, account.id, id, &change).await {
+        Ok(Some(list)) => Ok(Json(list_json(&list))),
+        Ok(None) => Err(ApiError::not_found(format!("list {id}"))),
         Err(ListError::BadName(why)) => Err(ApiError::field("name", why)),
         Err(e @ ListError::Exists(_)) => Err(ApiError::conflict(e.to_string())),
         Err(ListError::Db(e)) => Err(e.into()),
