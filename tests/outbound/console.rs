@@ -610,3 +610,81 @@ fn distinct_colours(path: &Path) -> usize {
     }
     colours.len()
 }
+
+#[test]
+fn a_lists_name_and_sender_are_changed_in_the_console_with_csrf_and_per_account() {
+    let store = Store::sqlite();
+    for name in ["ann", "bob"] {
+        account(&store, name);
+        assert!(
+            passwd(&store, name, &format!("{name} has a long password"))
+                .status
+                .success()
+        );
+    }
+    let web = Web::start(&store, "");
+    let dir = tempfile::tempdir().unwrap();
+    let ann = Client::new(&web, dir.path(), "ann");
+    let bob = Client::new(&web, dir.path(), "bob");
+    assert_eq!(ann.login("ann", "ann has a long password").status, 303);
+    assert_eq!(bob.login("bob", "bob has a long password").status, 303);
+    let token = csrf(&ann.get("/lists").body);
+    let p = ann.post(
+        "/lists",
+        &token,
+        &[
+            ("name", "news"),
+            ("opt_in", "double"),
+            ("sender", "lists@press.test"),
+        ],
+    );
+    assert_eq!(p.status, 303, "{}", p.body);
+    let id = id_of(&p);
+    let page = ann.get(&format!("/lists/{id}"));
+    assert!(
+        page.body.contains("value=\"lists@press.test\""),
+        "{}",
+        page.body
+    );
+
+    let path = format!("/lists/{id}/settings");
+    let change = [("name", "<b>news</b>"), ("sender", "editor@press.test")];
+    // Without the token, or from another account: nothing changes.
+    assert_eq!(ann.post(&path, "wrong", &change).status, 403);
+    let bob_token = csrf(&bob.get("/lists").body);
+    assert_eq!(bob.post(&path, &bob_token, &change).status, 404);
+    let bad = ann.post(&path, &token, &[("name", "news"), ("sender", "nope")]);
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    assert!(bad.body.contains("sender"), "{}", bad.body);
+    let sender = || {
+        store.count(&format!(
+            "SELECT COUNT(*) FROM lists WHERE id = {id} AND sender = 'lists@press.test'"
+        ))
+    };
+    assert_eq!(sender(), 1);
+
+    let p = ann.post(&path, &token, &change);
+    assert_eq!(p.status, 303, "{}", p.body);
+    let page = ann.get(&format!("/lists/{id}"));
+    assert!(
+        page.body.contains("value=\"editor@press.test\""),
+        "{}",
+        page.body
+    );
+    // The name is shown escaped, never as markup.
+    assert!(
+        page.body.contains("&lt;b&gt;news&lt;/b&gt;"),
+        "{}",
+        page.body
+    );
+    assert!(!page.body.contains("<b>news</b>"), "{}", page.body);
+    // An empty sender clears it.
+    let p = ann.post(&path, &token, &[("name", "news"), ("sender", "")]);
+    assert_eq!(p.status, 303, "{}", p.body);
+    assert_eq!(
+        store.count(&format!(
+            "SELECT COUNT(*) FROM lists WHERE id = {id} AND sender IS NULL AND name = 'news'"
+        )),
+        1
+    );
+}

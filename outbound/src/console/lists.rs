@@ -38,6 +38,7 @@ pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/lists", get(index).post(create))
         .route("/lists/{id}", get(show))
+        .route("/lists/{id}/settings", post(settings))
         .route("/lists/{id}/subscribers", post(add))
         .route(
             "/lists/{id}/upload",
@@ -129,6 +130,8 @@ async fn index(State(state): State<AppState>, c: Console) -> PageResult {
                     option value="single" { "single" }
                     option value="double" { "double" }
                 }
+                label for="list-sender" { "Sender of confirmations (double opt-in; optional)" }
+                input type="email" id="list-sender" name="sender" maxlength=(lists::MAX_EMAIL_BYTES);
                 p { button type="submit" id="create-list" { "Create list" } }
             }
         },
@@ -141,9 +144,51 @@ async fn create(State(state): State<AppState>, posted: Posted) -> Result<Respons
         None => OptIn::Single,
         Some(o) => OptIn::parse(&o).ok_or_else(|| PageError::bad("opt_in: single or double"))?,
     };
+    let sender = sender_field(&posted)?;
     let mut db = state.pool.get().await?;
-    match lists::create(&mut db, posted.console.account.id, &name, opt_in, None).await {
+    match lists::create(
+        &mut db,
+        posted.console.account.id,
+        &name,
+        opt_in,
+        sender.as_deref(),
+    )
+    .await
+    {
         Ok(id) => Ok(see_other(&format!("/lists/{id}"))),
+        Err(lists::ListError::Db(e)) => Err(e.into()),
+        Err(e) => Err(PageError::bad(e.to_string())),
+    }
+}
+
+/// The form's `sender`: an address, or None when left empty.
+fn sender_field(posted: &Posted) -> Result<Option<String>, PageError> {
+    match posted.text("sender", lists::MAX_EMAIL_BYTES)? {
+        Some(s) if !s.trim().is_empty() => lists::check_email(&s)
+            .map(Some)
+            .map_err(|why| PageError::bad(format!("sender: {why}"))),
+        _ => Ok(None),
+    }
+}
+
+/// `POST /lists/{id}/settings`: the list's name and confirmations sender (an
+/// empty sender clears it).
+async fn settings(
+    State(state): State<AppState>,
+    Path(id): Path<i64>,
+    posted: Posted,
+) -> Result<Response, PageError> {
+    let name = posted.required("name", lists::MAX_LIST_NAME_CHARS)?;
+    let change = lists::ListUpdate {
+        name: Some(name),
+        sender: Some(sender_field(&posted)?),
+    };
+    let mut db = state.pool.get().await?;
+    // Another account's list: the same 404 as none.
+    own(&mut db, &posted.console, id).await?;
+    match lists::update(&mut db, posted.console.account.id, id, &change).await {
+        Ok(Some(_)) => Ok(see_other(&format!("/lists/{id}"))),
+        Ok(None) => Err(PageError::new(StatusCode::NOT_FOUND, format!("list {id}"))),
         Err(lists::ListError::Db(e)) => Err(e.into()),
         Err(e) => Err(PageError::bad(e.to_string())),
     }
@@ -177,6 +222,15 @@ async fn show(
                 div.card { div.n data-count="confirmed" id="count-confirmed" { (n.confirmed) } div.k { "confirmed" } }
                 div.card { div.n data-count="unconfirmed" { (n.unconfirmed) } div.k { "unconfirmed" } }
                 div.card { div.n data-count="unsubscribed" { (n.unsubscribed) } div.k { "unsubscribed" } }
+            }
+            h2 { "Settings" }
+            form.box id="list-settings" method="post" action=(format!("/lists/{}/settings", list.id)) {
+                (csrf_field(&c))
+                label for="settings-name" { "Name" }
+                input type="text" id="settings-name" name="name" value=(list.name) maxlength=(lists::MAX_LIST_NAME_CHARS) required;
+                label for="settings-sender" { "Sender of confirmations (" (list.opt_in.as_str()) " opt-in; empty: the server's default)" }
+                input type="email" id="settings-sender" name="sender" value=(list.sender.clone().unwrap_or_default()) maxlength=(lists::MAX_EMAIL_BYTES);
+                p { button type="submit" id="save-settings" { "Save" } }
             }
             h2 { "Upload a file" }
             form.box id="upload-form" method="post" enctype="multipart/form-data"
