@@ -335,33 +335,55 @@ pub fn decide(sample: &Sample, limits: &PauseLimits, now: DateTime<Utc>) -> Opti
     None
 }
 
+/// One count of the account's rows since `since` (`sql` takes both, in order).
+async fn count_since(db: &mut Db, sql: &str, account: i64, since: &str) -> Result<i64, DbError> {
+    Ok(
+        crate::row::scalar_int(&db.query(sql, vec![account.into(), since.into()]).await?)
+            .unwrap_or(0),
+    )
+}
+
 /// The account's sample since `since`.
 pub async fn sample(db: &mut Db, account: i64, since: DateTime<Utc>) -> Result<Sample, DbError> {
+    let (bounced, complained) = reports(db, account, since).await?;
     let since = crate::queue::ts(since);
-    let count = async |db: &mut Db, sql: &str| -> Result<i64, DbError> {
-        Ok(crate::row::scalar_int(
-            &db.query(sql, vec![account.into(), since.as_str().into()])
-                .await?,
-        )
-        .unwrap_or(0))
-    };
     Ok(Sample {
-        sent: count(
+        sent: count_since(
             db,
             "SELECT COUNT(*) FROM outbound_queue q JOIN campaigns c ON c.id = q.campaign_id              WHERE c.account_id = ? AND q.state IN ('delivered', 'failed') AND q.finished_at >= ?",
+            account,
+            &since,
         )
         .await?,
-        bounced: count(
-            db,
-            "SELECT COUNT(DISTINCT b.queue_id) FROM outbound_bounces b              JOIN outbound_queue q ON q.id = b.queue_id JOIN campaigns c ON c.id = q.campaign_id              WHERE c.account_id = ? AND b.at >= ?",
-        )
-        .await?,
-        complained: count(
-            db,
-            "SELECT COUNT(DISTINCT x.queue_id) FROM outbound_complaints x              JOIN outbound_queue q ON q.id = x.queue_id JOIN campaigns c ON c.id = q.campaign_id              WHERE c.account_id = ? AND x.at >= ?",
-        )
-        .await?,
+        bounced,
+        complained,
     })
+}
+
+/// (bounced, complained) campaign messages of the account since `since`: the
+/// report tables only, without counting what was sent (which reads every queue
+/// row of the account's campaigns in the window).
+pub async fn reports(
+    db: &mut Db,
+    account: i64,
+    since: DateTime<Utc>,
+) -> Result<(i64, i64), DbError> {
+    let since = crate::queue::ts(since);
+    let bounced = count_since(
+        db,
+        "SELECT COUNT(DISTINCT b.queue_id) FROM outbound_bounces b          JOIN outbound_queue q ON q.id = b.queue_id JOIN campaigns c ON c.id = q.campaign_id          WHERE c.account_id = ? AND b.at >= ?",
+        account,
+        &since,
+    )
+    .await?;
+    let complained = count_since(
+        db,
+        "SELECT COUNT(DISTINCT x.queue_id) FROM outbound_complaints x          JOIN outbound_queue q ON q.id = x.queue_id JOIN campaigns c ON c.id = q.campaign_id          WHERE c.account_id = ? AND x.at >= ?",
+        account,
+        &since,
+    )
+    .await?;
+    Ok((bounced, complained))
 }
 
 /// The account's limits and responsible-sending state.

@@ -34,7 +34,10 @@ async fn show(State(state): State<AppState>, Auth(account): Auth) -> ApiResult<J
     let window = chrono::Duration::from_std(state.cfg.campaigns.pause.window).unwrap_or_default();
     let since = s.resumed_at.map_or(now - window, |r| r.max(now - window));
     let sample = accounts::sample(&mut db, account.id, since).await?;
-    let all = accounts::sample(&mut db, account.id, chrono::DateTime::UNIX_EPOCH).await?;
+    // All-time: the report counts only (what was ever sent is not shown, and
+    // counting it would read every queue row the account ever had).
+    let (bounces, complaints) =
+        accounts::reports(&mut db, account.id, chrono::DateTime::UNIX_EPOCH).await?;
     let rfc = |t: chrono::DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Millis, true);
     Ok(Json(json!({
         "id": account.id,
@@ -55,8 +58,8 @@ async fn show(State(state): State<AppState>, Auth(account): Auth) -> ApiResult<J
             "bounce_rate": sample.bounce_rate(),
             "complaint_rate": sample.complaint_rate(),
         },
-        "complaints": all.complained,
-        "bounces": all.bounced,
+        "complaints": complaints,
+        "bounces": bounces,
     })))
 }
 
