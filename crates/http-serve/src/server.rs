@@ -158,3 +158,95 @@ async fn connection(
         debug!(%addr, error = %e, "HTTP connection ended with an error");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use axum::body::{Body, Bytes};
+    use axum::routing::get;
+    use futures_util::StreamExt;
+    use std::convert::Infallible;
+    use std::time::Instant;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::sync::oneshot;
+
+    /// An event stream that sends one event and then never ends.
+    async fn events() -> Body {
+        let first = futures_util::stream::once(async {
+            Ok::<_, Infallible>(Bytes::from_static(b"data: hi\n\n"))
+        });
+        Body::from_stream(first.chain(futures_util::stream::pending()))
+    }
+
+    async fn start(
+        grace: Duration,
+    ) -> (
+        SocketAddr,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<Stopped>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let app = Router::new().route("/events", get(events)).route(
+            "/peer",
+            get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
+        );
+        let (tx, rx) = oneshot::channel::<()>();
+        let limits = Limits::new(4).with_shutdown_grace(grace);
+        let server = tokio::spawn(serve(listener, app, limits, async {
+            let _ = rx.await;
+        }));
+        (addr, tx, server)
+    }
+
+    async fn read_some(s: &mut TcpStream, until: &[u8]) -> Vec<u8> {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !got.windows(until.len()).any(|w| w == until) {
+            let n = s.read(&mut buf).await.unwrap();
+            assert!(n > 0, "closed early: {}", String::from_utf8_lossy(&got));
+            got.extend_from_slice(&buf[..n]);
+        }
+        got
+    }
+
+    #[tokio::test]
+    async fn handlers_see_the_peer_address() {
+        let (addr, stop, server) = start(Duration::from_secs(1)).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        let me = s.local_addr().unwrap().to_string();
+        s.write_all(b"GET /peer HTTP/1.0\r\n\r\n").await.unwrap();
+        let mut got = Vec::new();
+        s.read_to_end(&mut got).await.unwrap();
+        assert!(String::from_utf8_lossy(&got).ends_with(&me), "{me}");
+        stop.send(()).unwrap();
+        assert_eq!(server.await.unwrap(), Stopped::Drained);
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_is_cut_at_the_shutdown_deadline() {
+        let grace = Duration::from_millis(300);
+        let (addr, stop, server) = start(grace).await;
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /events HTTP/1.1\r\nHost: t\r\n\r\n")
+            .await
+            .unwrap();
+        read_some(&mut s, b"data: hi").await;
+        let asked = Instant::now();
+        stop.send(()).unwrap();
+        let stopped = tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .unwrap()
+            .unwrap();
+        let took = asked.elapsed();
+        assert_eq!(stopped, Stopped::Cut { connections: 1 });
+        assert!(took >= grace && took < Duration::from_secs(5), "{took:?}");
+        // The client sees the connection end.
+        let mut rest = Vec::new();
+        let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
+            .await
+            .unwrap();
+    }
+}
