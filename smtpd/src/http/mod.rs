@@ -1,15 +1,16 @@
 //! `smtpd --http`: temporary mailboxes over HTTP.
 //!
-//! Owns: the HTTP server (`http_serve`: the cap on open connections,
-//! `http.max_connections`, and the request-head read timeout), on its own thread with its own tokio runtime (two
-//! workers), so that nothing it does runs on a reactor or the committer; the route
-//! table; the Redis subscription that brings other nodes' arrivals. Reads the store
+//! Owns: the HTTP server (served by `http_serve`: the cap on open connections,
+//! `http.max_connections`, and the request-head read timeout), on its own thread
+//! with its own tokio runtime (two workers), so that nothing it does runs on a
+//! reactor or the committer; the route table; the Redis subscription that brings other nodes' arrivals. Reads the store
 //! through its own connections ([`crate::store::read`]), never the committer's, and
 //! never takes SQLite's write lock for reading.
 //!
 //! - `access`: bearer token or public mode with per-IP rates; stream caps.
 //! - `api`: the JSON routes and the event stream.
-//! - `error`: the JSON error shape and extractors.
+//! - `error`: how a store failure reads (the JSON error shape and extractors are
+//!   `http_serve`'s, shared with `outbound web`).
 //! - [`events`]: the in-process fan-out of committed messages.
 //! - `message`: ids, parsing, sanitising, part headers.
 //! - `page`: the inbox page and its script.
