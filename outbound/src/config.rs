@@ -128,6 +128,14 @@ pub const DEFAULT_WEB_MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
 /// `web.max_import_bytes`: an uploaded import file (CSV or archive) as sent; a
 /// million-row CSV is ~50-100 MB.
 pub const DEFAULT_WEB_MAX_IMPORT_BYTES: u64 = 1024 * 1024 * 1024;
+/// `web.max_connections`: connections `outbound web` holds open at once (the
+/// public tracking routes included); beyond it new ones wait in the kernel's
+/// backlog. A file descriptor and a few KB each.
+pub const DEFAULT_WEB_MAX_CONNECTIONS: usize = 1024;
+/// `web.header_read_timeout_ms`: how long a client has to send a request head
+/// (and how long a kept-alive connection may sit idle), so a slowloris client
+/// cannot hold a connection slot.
+pub const DEFAULT_WEB_HEADER_READ_TIMEOUT_MS: u64 = 10_000;
 /// `web.import_dir`: where uploads wait (streamed to disk, never held in memory)
 /// until their import has run.
 pub const DEFAULT_WEB_IMPORT_DIR: &str = "./data/imports";
@@ -297,6 +305,8 @@ struct FileWeb {
     max_import_bytes: Option<u64>,
     import_dir: Option<PathBuf>,
     secure_cookies: Option<bool>,
+    max_connections: Option<usize>,
+    header_read_timeout_ms: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -447,6 +457,10 @@ pub struct Web {
     /// listener is loopback plain HTTP, where a `Secure` cookie would never be sent
     /// back; set it behind a TLS-terminating proxy.
     pub secure_cookies: bool,
+    /// Connections open at once; more wait in the backlog.
+    pub max_connections: usize,
+    /// Time to send a request head, and the idle keep-alive time.
+    pub header_read_timeout: Duration,
 }
 
 /// The campaign runner of each relay node (`[campaigns]`).
@@ -645,6 +659,19 @@ fn web_section(raw: FileWeb) -> Result<Web, ConfigError> {
         )?,
         import_dir,
         secure_cookies: raw.secure_cookies.unwrap_or(false),
+        max_connections: bounded(
+            "web.max_connections",
+            raw.max_connections.unwrap_or(DEFAULT_WEB_MAX_CONNECTIONS),
+            1,
+            1_000_000,
+        )?,
+        header_read_timeout: millis(
+            "web.header_read_timeout_ms",
+            raw.header_read_timeout_ms,
+            DEFAULT_WEB_HEADER_READ_TIMEOUT_MS,
+            100,
+            600_000,
+        )?,
     })
 }
 

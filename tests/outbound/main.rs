@@ -25,6 +25,8 @@
 //! - [`bounces`]: the bounce loop with `smtpd`: VERP, DSNs both ways, suppression,
 //!   forged bounces, unsubscribe.
 //!
+//! - [`web_serve`]: the serving layer: slowloris heads cut at the timeout, the
+//!   connection cap, idle keep-alives, SIGTERM with requests in flight.
 //! - [`ops`]: the metrics listeners, `/readyz` with MariaDB stopped, sd-notify.
 //! - [`tracking`]: masked links, clicks, the open pixel and one-click unsubscribe.
 //! - [`confirmations`]: double opt-in confirmations, their `/c/` link and throttles.
@@ -56,3 +58,4 @@ mod sending;
 mod tls_data;
 mod tracking;
 mod web;
+mod web_serve;

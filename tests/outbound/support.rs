@@ -31,6 +31,23 @@ pub fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) {
     }
 }
 
+/// Waits up to `limit` for `child` to exit by itself; its status (and the child
+/// taken), or None while it is still running.
+fn wait_child(child: &mut Option<Child>, limit: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = Instant::now() + limit;
+    let c = child.as_mut()?;
+    loop {
+        if let Ok(Some(status)) = c.try_wait() {
+            *child = None;
+            return Some(status);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Reads the child's first stdout line `listening on ADDR:PORT`.
 fn listening(child: &mut Child, what: &str) -> SocketAddr {
     let stdout = child.stdout.take().expect("piped stdout");
@@ -450,18 +467,7 @@ impl Relay {
     /// Waits up to `limit` for the process to exit by itself; its status, or None
     /// while it is still running.
     pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = Instant::now() + limit;
-        let c = self.child.as_mut()?;
-        loop {
-            if let Ok(Some(status)) = c.try_wait() {
-                self.child = None;
-                return Some(status);
-            }
-            if Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        wait_child(&mut self.child, limit)
     }
 
     /// SIGTERM and wait; returns whether it exited 0.
@@ -679,6 +685,16 @@ impl Web {
 
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, Child::id)
+    }
+
+    /// Waits up to `limit` for the process to exit by itself (after a SIGTERM);
+    /// its status, or None while it is still running.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        wait_child(&mut self.child, limit)
     }
 
     /// curl `method` `path` with the bearer `token` (if any) and a JSON body.

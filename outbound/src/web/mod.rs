@@ -2,11 +2,13 @@
 //! subscribers, imports and campaigns, and the recipients' tracking routes at
 //! the root (`tracking`: `/l/`, `/o/`, `/u/`, on any Host).
 //!
-//! Owns: the listener, the router (each resource's routes live in its own file:
-//! `lists`, `imports`, `campaigns`; the web console's, `crate::console`, merged
-//! at the root), the shared state (a [`DbPool`] and the
-//! config), the request body limit, JSON 404/405 for unknown paths, and a graceful
-//! stop on SIGTERM/SIGINT. Every route takes [`auth::Auth`] and reads only the
+//! Owns: the listener (served by `http_serve`: `web.max_connections`,
+//! `web.header_read_timeout_ms`, a stop bounded by a deadline), the router (each
+//! resource's routes live in its own file: `lists`, `imports`, `campaigns`; the
+//! web console's, `crate::console`, merged at the root), the shared state (a
+//! [`DbPool`] and the config), the request body limit, JSON 404/405 for unknown
+//! paths, and a graceful stop on SIGTERM/SIGINT (requests in flight finish, up
+//! to a deadline). Every route takes [`auth::Auth`] and reads only the
 //! authenticated account's rows.
 //! Must not: hold SQL (the resource modules' stores do).
 
@@ -106,12 +108,11 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
             crate::reload::reload(&running);
         }
     });
-    // The console bounds login attempts per client address; clicks record it.
-    axum::serve(
-        listener,
-        router(state).into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(async move {
+    // The console bounds login attempts per client address, clicks record it:
+    // the server puts it into every request as `ConnectInfo<SocketAddr>`.
+    let limits = http_serve::Limits::new(cfg.web.max_connections)
+        .with_header_read_timeout(cfg.web.header_read_timeout);
+    let stopped = http_serve::serve(listener, router(state), limits, async move {
         tokio::select! {
             _ = term.recv() => {}
             _ = int.recv() => {}
@@ -119,8 +120,8 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
         info!("stopping the HTTP API");
         ops::notify::stopping("stopping the HTTP API");
     })
-    .await
-    .context("HTTP server")?;
+    .await;
+    info!(?stopped, "HTTP API stopped");
     // The router (and with it the last sender) is gone: the writer flushes what
     // it holds and ends.
     if tokio::time::timeout(std::time::Duration::from_secs(5), writer)

@@ -6,7 +6,7 @@
 //! grow its state without bound (the bucket map is pruned, streams are capped).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,6 @@ use axum::http::request::Parts;
 
 use super::AppState;
 use super::error::ApiError;
-use super::listener::ClientAddr;
 use crate::config::HttpAccess;
 
 /// Buckets kept before idle ones are dropped (memory: ~64 bytes each).
@@ -39,8 +38,8 @@ impl FromRequestParts<AppState> for Access {
     ) -> Result<Self, Self::Rejection> {
         let ip = parts
             .extensions
-            .get::<ConnectInfo<ClientAddr>>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.0.ip());
+            .get::<ConnectInfo<SocketAddr>>()
+            .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip());
         match &state.config.access {
             HttpAccess::Token(token) => {
                 let given = parts

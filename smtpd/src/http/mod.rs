@@ -1,16 +1,17 @@
 //! `smtpd --http`: temporary mailboxes over HTTP.
 //!
-//! Owns: the HTTP listener, on its own thread with its own tokio runtime (two
-//! workers), so that nothing it does runs on a reactor or the committer; the route
-//! table; the Redis subscription that brings other nodes' arrivals. Reads the store
+//! Owns: the HTTP server (served by `http_serve`: the cap on open connections,
+//! `http.max_connections`, and the request-head read timeout), on its own thread
+//! with its own tokio runtime (two workers), so that nothing it does runs on a
+//! reactor or the committer; the route table; the Redis subscription that brings other nodes' arrivals. Reads the store
 //! through its own connections ([`crate::store::read`]), never the committer's, and
 //! never takes SQLite's write lock for reading.
 //!
 //! - `access`: bearer token or public mode with per-IP rates; stream caps.
 //! - `api`: the JSON routes and the event stream.
-//! - `error`: the JSON error shape and extractors.
+//! - `error`: how a store failure reads (the JSON error shape and extractors are
+//!   `http_serve`'s, shared with `outbound web`).
 //! - [`events`]: the in-process fan-out of committed messages.
-//! - `listener`: the TCP listener with its cap on open connections.
 //! - `message`: ids, parsing, sanitising, part headers.
 //! - `page`: the inbox page and its script.
 //!
@@ -36,7 +37,7 @@ use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::routing::get;
 use futures_util::StreamExt;
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::config::Http;
 use crate::protocol::DomainPolicy;
@@ -48,13 +49,18 @@ mod access;
 mod api;
 mod error;
 pub mod events;
-mod listener;
 mod message;
 mod page;
 
 use access::{RateLimiter, StreamLimits};
 use events::Arrivals;
 
+/// How long a client has to send a whole request head (on a new connection, and
+/// between requests on a kept-alive one) before its connection is closed: a
+/// client that trickles or never finishes its headers must not hold one of the
+/// `http.max_connections` slots. Event streams are not affected (their request
+/// head is complete; the response is what lasts).
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Worker threads of the HTTP runtime.
 const HTTP_WORKERS: usize = 2;
 /// No route takes a body; anything sent is refused beyond this.
@@ -82,41 +88,6 @@ pub struct HttpSetup {
     pub arrivals: Arc<Arrivals>,
 }
 
-/// How long a client has to send a whole request head (on a new connection, and
-/// between requests on a kept-alive one) before its connection is closed: a
-/// client that trickles or never finishes its headers must not hold one of the
-/// `http.max_connections` slots. Event streams are not affected (their request
-/// head is complete; the response is what lasts).
-const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-/// Accepts connections and serves each on its own task with HTTP/1.1 and a
-/// [`HEADER_READ_TIMEOUT`] (what `axum::serve` has no setting for). The client's
-/// address goes into each request as `ConnectInfo<ClientAddr>`.
-async fn serve(mut listener: listener::LimitedListener, app: axum::Router) {
-    use axum::serve::Listener as _;
-    loop {
-        let (io, addr) = listener.accept().await;
-        let app = app.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(
-                move |mut req: hyper::Request<hyper::body::Incoming>| {
-                    req.extensions_mut()
-                        .insert(axum::extract::ConnectInfo(listener::ClientAddr(addr)));
-                    tower::ServiceExt::oneshot(app.clone(), req)
-                },
-            );
-            let served = hyper::server::conn::http1::Builder::new()
-                .timer(hyper_util::rt::TokioTimer::new())
-                .header_read_timeout(HEADER_READ_TIMEOUT)
-                .serve_connection(hyper_util::rt::TokioIo::new(io), service)
-                .await;
-            if let Err(e) = served {
-                debug!(%addr, error = %e, "HTTP connection ended with an error");
-            }
-        });
-    }
-}
-
 /// Binds the listener (so a port in use fails the start), then serves on a thread
 /// of its own until the process exits. Returns the bound address.
 pub fn start(setup: HttpSetup) -> anyhow::Result<SocketAddr> {
@@ -127,7 +98,8 @@ pub fn start(setup: HttpSetup) -> anyhow::Result<SocketAddr> {
         .build()?;
     let listener = rt.block_on(tokio::net::TcpListener::bind(setup.config.listen))?;
     let bound = listener.local_addr()?;
-    let max_connections = setup.config.max_connections;
+    let limits = http_serve::Limits::new(setup.config.max_connections)
+        .with_header_read_timeout(HEADER_READ_TIMEOUT);
     let reader = Arc::new(rt.block_on(MailReader::open(&setup.store, setup.cache.as_ref()))?);
     let state = AppState {
         limiter: Arc::new(RateLimiter::new(setup.config.rate_per_ip)),
@@ -144,11 +116,17 @@ pub fn start(setup: HttpSetup) -> anyhow::Result<SocketAddr> {
         rt.spawn(subscribe_redis(cache, setup.arrivals));
     }
     let app = routes(state);
-    let listener = listener::LimitedListener::new(listener, max_connections);
     std::thread::Builder::new()
         .name("http-serve".into())
         .spawn(move || {
-            rt.block_on(serve(listener, app));
+            // Until the process exits: smtpd's drain on SIGTERM is the SMTP
+            // side's; readers of a mailbox lose nothing when the process ends.
+            rt.block_on(http_serve::serve(
+                listener,
+                app,
+                limits,
+                std::future::pending(),
+            ));
         })?;
     info!(addr = %bound, "HTTP mailbox API listening");
     Ok(bound)
