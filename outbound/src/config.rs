@@ -306,6 +306,7 @@ struct FileWeb {
     import_dir: Option<PathBuf>,
     secure_cookies: Option<bool>,
     max_connections: Option<usize>,
+    max_connections_per_ip: Option<usize>,
     header_read_timeout_ms: Option<u64>,
 }
 
@@ -459,6 +460,9 @@ pub struct Web {
     pub secure_cookies: bool,
     /// Connections open at once; more wait in the backlog.
     pub max_connections: usize,
+    /// Connections one client address may hold (0: no limit, the default: behind
+    /// a reverse proxy every client has the proxy's address).
+    pub max_connections_per_ip: usize,
     /// Time to send a request head, and the idle keep-alive time.
     pub header_read_timeout: Duration,
 }
@@ -663,6 +667,12 @@ fn web_section(raw: FileWeb) -> Result<Web, ConfigError> {
             "web.max_connections",
             raw.max_connections.unwrap_or(DEFAULT_WEB_MAX_CONNECTIONS),
             1,
+            1_000_000,
+        )?,
+        max_connections_per_ip: bounded(
+            "web.max_connections_per_ip",
+            raw.max_connections_per_ip.unwrap_or(0),
+            0,
             1_000_000,
         )?,
         header_read_timeout: millis(

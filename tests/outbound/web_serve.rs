@@ -237,6 +237,10 @@ fn bad_web_limits_are_config_errors_naming_the_field() {
             "web.header_read_timeout_ms",
         ),
         ("max_connections = \"many\"", "max_connections"),
+        (
+            "max_connections_per_ip = 2000000",
+            "web.max_connections_per_ip",
+        ),
     ] {
         let cfg = dir.path().join("outbound.toml");
         std::fs::write(&cfg, format!("[web]\n{line}\n")).unwrap();
@@ -251,4 +255,50 @@ fn bad_web_limits_are_config_errors_naming_the_field() {
         assert!(!out.status.success(), "{line}: started");
         assert!(stderr.contains(field), "{line}: {stderr}");
     }
+}
+
+#[test]
+fn one_address_past_max_connections_per_ip_is_closed_while_others_are_served() {
+    let store = Store::sqlite();
+    let token = account(&store, "press");
+    let web = Web::start(
+        &store,
+        "[web]\nmax_connections = 50\nmax_connections_per_ip = 2\nheader_read_timeout_ms = 60000\n",
+    );
+    let _held: Vec<TcpStream> = (0..2).map(|_| stall(web.addr)).collect();
+    std::thread::sleep(Duration::from_millis(200));
+    // A third from 127.0.0.1: closed without an answer, though 48 slots are free.
+    let mut third = TcpStream::connect(web.addr).unwrap();
+    let _ = third.write_all(get_lists(&token).as_bytes());
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let (got, closed) = read_until_closed(&mut third);
+    assert!(
+        closed && got.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // Another address (curl from 127.0.0.2) is served at once.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "--max-time",
+            "10",
+            "--interface",
+            "127.0.0.2",
+            "-o",
+            "/dev/null",
+        ])
+        .args(["-w", "%{http_code}", "-H"])
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg(format!("http://{}/api/v1/lists", web.addr))
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "200",
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -20,6 +20,12 @@ pub struct Limits {
     /// loop stops accepting: new connections wait in the kernel's backlog
     /// instead of taking file descriptors and memory.
     pub max_connections: usize,
+    /// Connections one client address may hold open at once (0: no such limit).
+    /// A further connection from it is closed at once, without a word, so that
+    /// one address cannot take every slot of `max_connections` (a slowloris
+    /// flood) while the others wait in the backlog. Off by default: behind a
+    /// reverse proxy every client has the proxy's address.
+    pub max_connections_per_ip: usize,
     /// How long a client has to send a whole request head: on a new connection,
     /// and between requests on a kept-alive one (hyper starts this timer as soon
     /// as it waits for a head, so it is also the idle keep-alive timeout). A
@@ -35,6 +41,7 @@ impl Limits {
     pub fn new(max_connections: usize) -> Self {
         Self {
             max_connections,
+            max_connections_per_ip: 0,
             header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
         }
@@ -43,6 +50,13 @@ impl Limits {
     pub fn with_header_read_timeout(self, header_read_timeout: Duration) -> Self {
         Self {
             header_read_timeout,
+            ..self
+        }
+    }
+
+    pub fn with_max_connections_per_ip(self, max_connections_per_ip: usize) -> Self {
+        Self {
+            max_connections_per_ip,
             ..self
         }
     }
@@ -60,6 +74,7 @@ impl Limits {
     pub(crate) fn sane(self) -> Self {
         Self {
             max_connections: self.max_connections.max(1),
+            max_connections_per_ip: self.max_connections_per_ip,
             header_read_timeout: self.header_read_timeout.max(Duration::from_millis(1)),
             shutdown_grace: self.shutdown_grace,
         }

@@ -4,7 +4,8 @@
 //! Owns: the listener, one semaphore permit per open connection (held by the
 //! connection's task and released when it ends: at the cap the loop stops
 //! accepting, so new connections wait in the kernel's backlog instead of taking
-//! file descriptors and memory), hyper's HTTP/1.1 connection with a request-head
+//! file descriptors and memory), the count of open connections per client
+//! address (`max_connections_per_ip`: one more is closed at once), hyper's HTTP/1.1 connection with a request-head
 //! read timeout, the client's address in every request
 //! (`ConnectInfo<SocketAddr>`), and the stop: on the shutdown future the listener
 //! closes, every connection is told to finish its request in flight and close,
@@ -16,9 +17,10 @@
 //! client, and h2's own flow-control and stream limits would be a second set of
 //! bounds to get right.
 
+use std::collections::HashMap;
 use std::future::Future;
-use std::net::SocketAddr;
-use std::sync::Arc;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::Router;
@@ -53,6 +55,7 @@ where
 {
     let limits = limits.sane();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_ip = Arc::new(Mutex::new(HashMap::new()));
     // `true` once the stop has begun; every connection's task watches it.
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut connections = JoinSet::new();
@@ -74,13 +77,18 @@ where
             tokio::time::sleep(ACCEPT_RETRY).await;
             continue;
         };
+        let Some(counted) = PerIp::admit(&per_ip, addr.ip(), limits.max_connections_per_ip) else {
+            // Dropping the stream closes it; the slot goes back at once.
+            debug!(%addr, "HTTP connection refused: max_connections_per_ip");
+            continue;
+        };
         connections.spawn(connection(
             stream,
             addr,
             app.clone(),
             limits.header_read_timeout,
             stop_rx.clone(),
-            slot,
+            (slot, counted),
         ));
     }
     // Stop accepting: new connections are refused, not left in the backlog.
@@ -120,20 +128,70 @@ async fn accept(
     }
 }
 
+/// Open connections by client address (only while `max_connections_per_ip` is
+/// set; addresses with none open are removed, so the map holds at most one
+/// entry per open connection).
+type PerIpCounts = Arc<Mutex<HashMap<IpAddr, usize>>>;
+
+/// One connection counted against its address; uncounted when dropped.
+struct PerIp {
+    counts: PerIpCounts,
+    ip: IpAddr,
+}
+
+impl PerIp {
+    /// Counts a connection from `ip`, or None when it already holds `max` (0:
+    /// no limit, nothing counted).
+    fn admit(counts: &PerIpCounts, ip: IpAddr, max: usize) -> Option<Option<PerIp>> {
+        if max == 0 {
+            return Some(None);
+        }
+        // A poisoned lock only means a panic elsewhere mid-update: go on counting.
+        let mut map = counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let n = map.entry(ip).or_insert(0);
+        if *n >= max {
+            return None;
+        }
+        *n += 1;
+        Some(Some(PerIp {
+            counts: Arc::clone(counts),
+            ip,
+        }))
+    }
+}
+
+impl Drop for PerIp {
+    fn drop(&mut self) {
+        let mut map = self
+            .counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(n) = map.get_mut(&self.ip) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                map.remove(&self.ip);
+            }
+        }
+    }
+}
+
 /// Resolves once the stop has begun (or the server, and its sender, is gone).
 async fn stopping(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stopping| *stopping).await;
 }
 
 /// Serves one connection until it closes, the head read times out, or the stop
-/// has let its request in flight finish. `_slot` is released when this ends.
+/// has let its request in flight finish. `_slot` (its place under both caps) is
+/// released when this ends.
 async fn connection(
     stream: TcpStream,
     addr: SocketAddr,
     app: Router,
     header_read_timeout: Duration,
     mut stop: watch::Receiver<bool>,
-    _slot: OwnedSemaphorePermit,
+    _slot: (OwnedSemaphorePermit, Option<PerIp>),
 ) {
     let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
         req.extensions_mut().insert(ConnectInfo(addr));
@@ -187,6 +245,16 @@ mod tests {
         oneshot::Sender<()>,
         tokio::task::JoinHandle<Stopped>,
     ) {
+        start_with(Limits::new(4).with_shutdown_grace(grace)).await
+    }
+
+    async fn start_with(
+        limits: Limits,
+    ) -> (
+        SocketAddr,
+        oneshot::Sender<()>,
+        tokio::task::JoinHandle<Stopped>,
+    ) {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let app = Router::new().route("/events", get(events)).route(
@@ -194,7 +262,6 @@ mod tests {
             get(|ConnectInfo(peer): ConnectInfo<SocketAddr>| async move { peer.to_string() }),
         );
         let (tx, rx) = oneshot::channel::<()>();
-        let limits = Limits::new(4).with_shutdown_grace(grace);
         let server = tokio::spawn(serve(listener, app, limits, async {
             let _ = rx.await;
         }));
@@ -248,5 +315,56 @@ mod tests {
         let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut rest))
             .await
             .unwrap();
+    }
+
+    /// GET /peer on a new connection: the answer, or None when the server closed
+    /// the connection without one.
+    async fn peer(addr: SocketAddr) -> Option<String> {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /peer HTTP/1.0\r\n\r\n").await.ok()?;
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut got))
+            .await
+            .unwrap()
+            .ok()?;
+        (!got.is_empty()).then(|| String::from_utf8_lossy(&got).into_owned())
+    }
+
+    #[tokio::test]
+    async fn one_address_holds_at_most_its_share_of_connections() {
+        let (addr, stop, server) = start_with(Limits::new(10).with_max_connections_per_ip(2)).await;
+        // Two idle connections from 127.0.0.1 (half a head each)...
+        let mut held = Vec::new();
+        for _ in 0..2 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /pe").await.unwrap();
+            held.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // ...and a third is closed without an answer, though slots are free.
+        assert_eq!(peer(addr).await, None);
+        // One leaves: the address may connect again.
+        drop(held.pop());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(peer(addr).await.is_some_and(|r| r.starts_with("HTTP/1.")));
+        drop(held);
+        stop.send(()).unwrap();
+        let _ = server.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_a_per_address_limit_one_address_may_fill_the_cap() {
+        let (addr, stop, server) = start_with(Limits::new(10)).await;
+        let mut held = Vec::new();
+        for _ in 0..5 {
+            let mut s = TcpStream::connect(addr).await.unwrap();
+            s.write_all(b"GET /pe").await.unwrap();
+            held.push(s);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(peer(addr).await.is_some());
+        drop(held);
+        stop.send(()).unwrap();
+        let _ = server.await.unwrap();
     }
 }

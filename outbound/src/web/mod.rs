@@ -111,6 +111,7 @@ pub async fn serve(cfg: Arc<Config>, listen: Option<SocketAddr>) -> anyhow::Resu
     // The console bounds login attempts per client address, clicks record it:
     // the server puts it into every request as `ConnectInfo<SocketAddr>`.
     let limits = http_serve::Limits::new(cfg.web.max_connections)
+        .with_max_connections_per_ip(cfg.web.max_connections_per_ip)
         .with_header_read_timeout(cfg.web.header_read_timeout);
     let stopped = http_serve::serve(listener, router(state), limits, async move {
         tokio::select! {
