@@ -2,6 +2,8 @@
 # Same-run A/B of two smtpd builds on SQLite (durable), alternating runs:
 #   A=/tmp/smtpd-old B=target/release/smtpd CELLS="1024:10 102400:10" RUNS=3 bench/ab.sh
 # Prints, per cell and build, msgs/s and server CPU µs/msg of each run (fresh store).
+# PAGE_A / PAGE_B (bytes): create that build's fresh store with this page size first
+# (the same binary can then be compared with itself at two page sizes).
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 A=${A:?path of build A}; B=${B:-target/release/smtpd}
@@ -17,6 +19,10 @@ for cell in $CELLS; do
     for run in $(seq "$RUNS"); do
         for which in A B; do
             bin=${!which}; rm -rf "$work/db"; mkdir -p "$work/db"; port=$(free_port)
+            page_var=PAGE_$which; page=${!page_var:-}
+            if [ -n "$page" ]; then
+                python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(f"PRAGMA page_size={int(sys.argv[2])}"); c.execute("PRAGMA journal_mode=WAL"); c.execute("CREATE TABLE ab_page_size(x)"); c.execute("DROP TABLE ab_page_size"); c.close()' "$work/db/s.sqlite" "$page"
+            fi
             "$bin" --listen "127.0.0.1:$port" --store "sqlite:$work/db/s.sqlite" --max-clients 20000 2>/dev/null & PID=$!
             wait_port "$port"; t0=$(ticks "$PID")
             out=$("$BENCH" --server "127.0.0.1:$port" --connections "$conns" --messages 300000 --duration "$DURATION" --size "$size" --json)
@@ -26,7 +32,7 @@ import json, os, sys
 r = json.loads(sys.argv[1]); hz = os.sysconf("SC_CLK_TCK")
 cpu = (int(sys.argv[3]) - int(sys.argv[2])) / hz
 n = r["messages"] or 1
-print(f"size={sys.argv[5]} conns={sys.argv[6]} run={sys.argv[7]} build={sys.argv[4]} msgs_s={r['messages_per_s']:.0f} cpu_us_msg={cpu / n * 1e6:.0f} p99_ms={r['eod_latency_ms']['p99']:.2f}")
+print(f"size={sys.argv[5]} conns={sys.argv[6]} run={sys.argv[7]} build={sys.argv[4]}{os.environ.get('PAGE_' + sys.argv[4], '') and '/page=' + os.environ['PAGE_' + sys.argv[4]]} msgs_s={r['messages_per_s']:.0f} cpu_us_msg={cpu / n * 1e6:.0f} p99_ms={r['eod_latency_ms']['p99']:.2f}")
 PY
         done
     done
