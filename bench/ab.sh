@@ -4,16 +4,29 @@
 # Prints, per cell and build, msgs/s and server CPU µs/msg of each run (fresh store).
 # PAGE_A / PAGE_B (bytes): create that build's fresh store with this page size first
 # (the same binary can then be compared with itself at two page sizes).
+# STORE=mysql: both builds on one private MariaDB (started here, durable:
+# innodb_flush_log_at_trx_commit=1), the database dropped and migrated per run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 A=${A:?path of build A}; B=${B:-target/release/smtpd}
 BENCH=${BENCH:-target/release/smtp-bench}
 CELLS=${CELLS:-"1024:10 102400:10"}; RUNS=${RUNS:-3}; DURATION=${DURATION:-3}
-work=$(mktemp -d); PID=""
-trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; rm -rf "$work"' EXIT
+STORE=${STORE:-sqlite}
+work=$(mktemp -d); PID=""; DB_PID=""
+trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; [ -n "$DB_PID" ] && kill "$DB_PID" 2>/dev/null; rm -rf "$work"' EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+if [ "$STORE" = mysql ]; then
+    mkdir -p "$work/mysql"
+    mariadb-install-db --no-defaults --datadir="$work/mysql" --user=root --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
+    DB_PORT=$(free_port)
+    mariadbd --no-defaults --datadir="$work/mysql" --socket="$work/db.sock" --port="$DB_PORT" --bind-address=127.0.0.1 \
+        --user=root --innodb-buffer-pool-size=1G --innodb-log-file-size=512M --innodb-flush-log-at-trx-commit=1 >"$work/db.log" 2>&1 &
+    DB_PID=$!
+    for _ in $(seq 150); do mariadb --no-defaults -S "$work/db.sock" -uroot -e 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
+    mariadb --no-defaults -S "$work/db.sock" -uroot -e "CREATE USER 'b'@'127.0.0.1' IDENTIFIED BY 'b'; GRANT ALL ON *.* TO 'b'@'127.0.0.1';"
+fi
 for cell in $CELLS; do
     IFS=: read -r size conns <<<"$cell"
     for run in $(seq "$RUNS"); do
@@ -23,7 +36,12 @@ for cell in $CELLS; do
             if [ -n "$page" ]; then
                 python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(f"PRAGMA page_size={int(sys.argv[2])}"); c.execute("PRAGMA journal_mode=WAL"); c.execute("CREATE TABLE ab_page_size(x)"); c.execute("DROP TABLE ab_page_size"); c.close()' "$work/db/s.sqlite" "$page"
             fi
-            "$bin" --listen "127.0.0.1:$port" --store "sqlite:$work/db/s.sqlite" --max-clients 20000 2>/dev/null & PID=$!
+            if [ "$STORE" = mysql ]; then
+                mariadb --no-defaults -S "$work/db.sock" -uroot -e "DROP DATABASE IF EXISTS mail; CREATE DATABASE mail;"
+                "$bin" --listen "127.0.0.1:$port" --store "mysql://b:b@127.0.0.1:$DB_PORT/mail" --migrate --max-clients 20000 2>/dev/null & PID=$!
+            else
+                "$bin" --listen "127.0.0.1:$port" --store "sqlite:$work/db/s.sqlite" --max-clients 20000 2>/dev/null & PID=$!
+            fi
             wait_port "$port"; t0=$(ticks "$PID")
             out=$("$BENCH" --server "127.0.0.1:$port" --connections "$conns" --messages 300000 --duration "$DURATION" --size "$size" --json)
             t1=$(ticks "$PID"); kill "$PID"; wait "$PID" || true; PID=""
