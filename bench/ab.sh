@@ -8,6 +8,8 @@
 # innodb_flush_log_at_trx_commit=1), the database dropped and migrated per run.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=bench/mariadb.sh
+. bench/mariadb.sh
 A=${A:?path of build A}; B=${B:-target/release/smtpd}
 BENCH=${BENCH:-target/release/smtp-bench}
 CELLS=${CELLS:-"1024:10 102400:10"}; RUNS=${RUNS:-3}; DURATION=${DURATION:-3}
@@ -19,13 +21,7 @@ wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/n
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
 if [ "$STORE" = mysql ]; then
     mkdir -p "$work/mysql"
-    mariadb-install-db --no-defaults --datadir="$work/mysql" --user=root --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
-    DB_PORT=$(free_port)
-    mariadbd --no-defaults --datadir="$work/mysql" --socket="$work/db.sock" --port="$DB_PORT" --bind-address=127.0.0.1 \
-        --user=root --innodb-buffer-pool-size=1G --innodb-log-file-size=512M --innodb-flush-log-at-trx-commit=1 >"$work/db.log" 2>&1 &
-    DB_PID=$!
-    for _ in $(seq 150); do mariadb --no-defaults -S "$work/db.sock" -uroot -e 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
-    mariadb --no-defaults -S "$work/db.sock" -uroot -e "CREATE USER 'b'@'127.0.0.1' IDENTIFIED BY 'b'; GRANT ALL ON *.* TO 'b'@'127.0.0.1';"
+    start_bench_mariadb "$work/mysql" "$work/db.sock" "$work/db.log"
 fi
 for cell in $CELLS; do
     IFS=: read -r size conns <<<"$cell"
