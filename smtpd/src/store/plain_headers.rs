@@ -83,13 +83,17 @@ pub(super) fn scan(data: &[u8]) -> Option<Plain<'_>> {
             return Some(plain);
         }
         // Printable ASCII only: no tabs, no CR inside, no 8-bit. A line that begins
-        // with a space is a folded continuation, which mail-parser joins.
-        if !line.iter().all(|&b| (0x20..=0x7e).contains(&b)) || line.first() == Some(&b' ') {
-            return None;
+        // with a space is a folded continuation, which mail-parser joins. An encoded
+        // word (`=?`) anywhere may make mail-parser's decoder read on: not plain.
+        // (One pass: a `memmem` searcher built per line cost more than the scan.)
+        let mut previous = b' ';
+        for &b in line {
+            if !(0x20..=0x7e).contains(&b) || (previous == b'=' && b == b'?') {
+                return None;
+            }
+            previous = b;
         }
-        // An encoded word anywhere may make mail-parser's decoder read on; only
-        // sections without one are plain.
-        if memchr::memmem::find(line, b"=?").is_some() {
+        if line.first() == Some(&b' ') {
             return None;
         }
         let colon = memchr::memchr(b':', line)?;
