@@ -20,6 +20,8 @@
 # loopback only.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=bench/mariadb.sh
+. bench/mariadb.sh
 
 RUNS=${RUNS:-3}
 DURATION=${DURATION:-3}
@@ -92,13 +94,8 @@ minus() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", a - b }'; }
 
 start_mariadb() {
     [ -n "$DB_PID" ] && return 0
-    mariadb-install-db --no-defaults --datadir="$work/db" --user=root --auth-root-authentication-method=normal --skip-test-db >/dev/null 2>&1
-    DB_PORT=$(free_port)
-    mariadbd --no-defaults --datadir="$work/db" --socket="$work/db.sock" --port="$DB_PORT" --bind-address=127.0.0.1 \
-        --user=root --innodb-buffer-pool-size=1G --innodb-log-file-size=512M --innodb-flush-log-at-trx-commit=1 >"$work/db.log" 2>&1 &
-    DB_PID=$!
-    for _ in $(seq 150); do mariadb --no-defaults -S "$work/db.sock" -uroot -e 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
-    mariadb --no-defaults -S "$work/db.sock" -uroot -e "CREATE DATABASE mail; CREATE USER 'b'@'127.0.0.1' IDENTIFIED BY 'b'; GRANT ALL ON *.* TO 'b'@'127.0.0.1';"
+    start_bench_mariadb "$work/db" "$work/db.sock" "$work/db.log"
+    mariadb --no-defaults -S "$work/db.sock" -uroot -e "CREATE DATABASE mail;"
 }
 
 start_server() {

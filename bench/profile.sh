@@ -9,6 +9,8 @@
 #
 # Output in $OUT: callgrind.<cell>.out (open with callgrind_annotate), strace.<cell>.txt,
 # and summary.txt (Ir per message, top inclusive functions, syscalls per batch).
+# PAGE=4096 creates each fresh store with that page size first (smtpd keeps the page
+# size of an existing file), to profile one build at two page sizes.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 OUT=${OUT:-$(mktemp -d)}
@@ -31,6 +33,9 @@ for cell in $CELLS; do
     name="${size}B-${msgs}x${conns}"
     for tool in callgrind strace; do
         rm -rf "$work/db"; mkdir -p "$work/db"
+        if [ -n "${PAGE:-}" ]; then
+            python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute(f"PRAGMA page_size={int(sys.argv[2])}"); c.execute("PRAGMA journal_mode=WAL"); c.execute("CREATE TABLE profile_page_size(x)"); c.execute("DROP TABLE profile_page_size"); c.close()' "$work/db/s.sqlite" "$PAGE"
+        fi
         port=$(free_port)
         case $tool in
         callgrind) valgrind --tool=callgrind --callgrind-out-file="$OUT/callgrind.$name.out" \

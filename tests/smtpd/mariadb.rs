@@ -158,3 +158,44 @@ fn the_optional_to_index_is_used_on_mariadb() {
         4
     );
 }
+
+/// The committer's connections go back to its pool without a reset: a reset
+/// dropped the prepared INSERT, so every batch prepared it again (a round trip and
+/// a server-side parse each). One message at a time is one batch each.
+#[test]
+fn consecutive_batches_reuse_the_prepared_insert() {
+    let db = Mariadb::start();
+    let server = mysql_server(&db, &["--migrate"]);
+    let prepares = || {
+        db.count(
+            "SELECT VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS \
+             WHERE VARIABLE_NAME = 'COM_STMT_PREPARE'",
+        )
+    };
+    let mut c = server.client();
+    c.ehlo("client.example");
+    // Warm both pooled connections (each prepares the one-row INSERT once).
+    for i in 0..4 {
+        c.deliver(
+            "s@example.org",
+            &["a@example.com"],
+            &simple_message(&format!("warm {i}")),
+        );
+    }
+    let before = prepares();
+    for i in 0..30 {
+        c.deliver(
+            "s@example.org",
+            &["a@example.com"],
+            &simple_message(&format!("m {i}")),
+        );
+    }
+    c.quit();
+    assert_eq!(db.count("SELECT COUNT(*) FROM new_mail"), 34);
+    let after = prepares();
+    assert!(
+        after - before <= 2,
+        "{} statements prepared for 30 one-message batches",
+        after - before
+    );
+}

@@ -14,12 +14,14 @@
 //! - [`schema`]: opening either store and its migrations, from the `mailstore`
 //!   crate (shared with `outbound`), re-exported here with the store URLs.
 //! - `row`: a message's column values and `Received:` header.
+//! - `plain_headers`: the indexed fields of a plain header section, without mail-parser.
 //! - `queue_id`: time-ordered unique ids.
 //! - [`read`]: the `--http` side's own connections: listing, reading, deleting.
 
 mod backend;
 pub mod cache;
 mod mysql;
+mod plain_headers;
 mod queue_id;
 pub mod read;
 pub mod retention;

@@ -344,6 +344,37 @@ mod tests {
     /// of 16 KiB), with room to spare; the control writes over 8 MiB.
     const ONE_BATCH: u64 = 1536 * 1024;
 
+    /// Whatever ends a batch early rolls it back (rusqlite's `Transaction` on
+    /// drop): no row of it stays, and the connection is not left in a transaction.
+    #[test]
+    fn a_failed_batch_leaves_no_row_and_no_open_transaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.sqlite");
+        let mut store = SqliteStore::open(&path, Synchronous::Full).unwrap();
+        let mut rows = batch(3, 1000);
+        // The same queue id and recipient twice: the unique index refuses the third.
+        rows[2].hash = rows[0].hash.clone();
+        rows[2].recipients = rows[0].recipients.clone();
+        assert!(store.insert_batch(&rows).is_err());
+        assert!(store.conn.is_autocommit(), "the transaction was left open");
+        let count = |store: &SqliteStore| -> i64 {
+            store
+                .conn
+                .query_row("SELECT count(*) FROM new_mail", [], |r| r.get(0))
+                .unwrap()
+        };
+        assert_eq!(count(&store), 0);
+        // The next batches commit, and a second connection sees them.
+        store.insert_batch(&batch(2, 1000)).unwrap();
+        store.insert_batch(&batch(1, 1000)).unwrap();
+        assert_eq!(count(&store), 3);
+        let reader = SqliteStore::open_side_connection(&path).unwrap();
+        let seen: i64 = reader
+            .query_row("SELECT count(*) FROM new_mail", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(seen, 3);
+    }
+
     #[test]
     fn without_checkpoints_the_wal_grows_with_everything_written() {
         // The control for the tests below: nothing checkpoints, the WAL holds all.
