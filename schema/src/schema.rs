@@ -260,7 +260,10 @@ pub async fn open_mysql(
     let opts = OptsBuilder::from_opts(opts)
         .pool_opts(PoolOpts::default().with_constraints(constraints))
         .stmt_cache_size(stmt_cache)
-        .init(vec!["SET time_zone = '+00:00'"]);
+        // `setup`, not `init`: the pool resets a returned connection, and a reset
+        // re-runs only `setup` (with `init` the session fell back to the server's
+        // time zone after its first use, and the schema's times are UTC).
+        .setup(vec!["SET time_zone = '+00:00'"]);
     let pool = Pool::new(opts);
     let mut conn = timeout(MYSQL_CONNECT_TIMEOUT, pool.get_conn())
         .await

@@ -199,3 +199,36 @@ fn consecutive_batches_reuse_the_prepared_insert() {
         after - before
     );
 }
+
+/// Every connection of a store pool is in UTC, also after the pool has reset it
+/// (a returned connection is reset; a reset drops the session's settings).
+#[test]
+fn pooled_connections_stay_in_utc_after_they_are_returned() {
+    use mysql_async::prelude::Queryable;
+    let db = Mariadb::start();
+    let url: mailstore::StoreUrl = db.url().parse().unwrap();
+    let mailstore::StoreUrl::Mysql(url) = url else {
+        panic!("not a MySQL URL: {}", db.url());
+    };
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let pool = mailstore::schema::open_mysql(&url, true, 1, 4)
+            .await
+            .unwrap();
+        for use_n in 0..3 {
+            let mut conn = pool.get_conn().await.unwrap();
+            let tz: Option<String> = conn
+                .query_first("SELECT @@session.time_zone")
+                .await
+                .unwrap();
+            assert_eq!(tz.as_deref(), Some("+00:00"), "use {use_n}");
+            drop(conn);
+            // The pool resets a returned connection in the background.
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        pool.disconnect().await.unwrap();
+    });
+}
