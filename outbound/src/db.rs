@@ -146,6 +146,19 @@ impl Db {
         }
     }
 
+    /// A second connection to the store this one is on (`url`): the relay records
+    /// attempts on one while it claims on the other. MySQL: from the same pool;
+    /// SQLite: the file opened again.
+    pub async fn another(&self, url: &StoreUrl) -> Result<Self, OpenError> {
+        match self {
+            Self::Mysql { pool, .. } => Ok(Self::Mysql {
+                pool: pool.clone(),
+                conn: None,
+            }),
+            Self::Sqlite(_) => Self::open(url, false).await,
+        }
+    }
+
     pub fn is_mysql(&self) -> bool {
         matches!(self, Self::Mysql { .. })
     }
