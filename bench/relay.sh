@@ -5,6 +5,7 @@
 #   bench/relay.sh                      # N=2000 recipients over 10 domains, threads 1 2 4, 3 runs
 #   N=5000 THREADS="1 2" RUNS=5 STORE=mariadb bench/relay.sh
 #   BINS="base=/tmp/a/outbound new=target/release/outbound" STORE=mariadb bench/relay.sh
+#   BATCH=1024 bench/relay.sh           # relay.batch_size (default: the relay's own)
 #
 # BINS compares builds side by side in one run: each run of each thread count runs
 # every build in turn (label=path; default: this tree's release build as "this").
@@ -67,6 +68,7 @@ for d in $(seq 0 9); do transports+=(--transport "d$d.test=127.0.0.1:$port"); do
 cat >"$work/relay.toml" <<TOML
 [relay]
 poll_interval_ms = 50
+${BATCH:+batch_size = $BATCH}
 [delivery]
 helo_name = "bench.test"
 TOML
@@ -84,7 +86,7 @@ SELECT 'bench@sender.test', 'user' || i || '@d' || (i % 10) || '.test',
 
 # CPU seconds (utime + stime) a process has used so far.
 cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{ print ($14 + $15) / hz }' "/proc/$1/stat" 2>/dev/null || echo 0; }
-counters="'Questions','Com_commit','Com_select','Com_update','Com_insert','Com_stmt_prepare','Com_stmt_execute','Com_stmt_close','Innodb_os_log_fsyncs','Bytes_sent','Bytes_received','Innodb_rows_read'"
+counters="'Questions','Com_commit','Com_select','Com_update','Com_insert','Com_stmt_prepare','Com_stmt_execute','Com_stmt_close','Innodb_os_log_fsyncs','Innodb_data_fsyncs','Bytes_sent','Bytes_received','Innodb_rows_read'"
 status() { mariadb --no-defaults -S "$work/db.sock" -uroot -N -e "SELECT VARIABLE_NAME, VARIABLE_VALUE FROM information_schema.GLOBAL_STATUS WHERE VARIABLE_NAME IN ($counters) ORDER BY 1" | tr '\t' '=' | tr '\n' ' '; }
 per_delivery() { # before-status after-status n → "name=x.xx …" per delivery
     python3 - "$1" "$2" "$3" <<'PY'

@@ -188,6 +188,22 @@ enum Window {
     Quota,
 }
 
+/// Campaign ids per statement of the sweep.
+const SWEEP_CHUNK_IDS: usize = 500;
+
+/// Ids of the campaigns matching `condition` (off `campaigns_state`).
+async fn campaign_ids(db: &mut Db, condition: &str, params: Vec<Val>) -> Result<Vec<i64>, DbError> {
+    Ok(db
+        .query(
+            &format!("SELECT id FROM campaigns WHERE {condition} ORDER BY id"),
+            params,
+        )
+        .await?
+        .iter()
+        .filter_map(|r| r.first().and_then(Val::int))
+        .collect())
+}
+
 impl Runner<'_> {
     /// One tick (see the module comment).
     pub async fn tick(&self, db: &mut Db, now: DateTime<Utc>) -> Result<Report, DbError> {
@@ -256,18 +272,30 @@ impl Runner<'_> {
     }
 
     /// Rows of paused campaigns back in the queue are paused again; rows of
-    /// cancelled ones deleted. Both by the (campaign_id, state) index.
+    /// cancelled ones deleted. Both by the (campaign_id, state) index: the
+    /// campaigns' ids are read first and named in the statements. (With
+    /// `campaign_id IN (SELECT …)` MariaDB's single-table UPDATE and DELETE read
+    /// the whole queue, every tick, also when no campaign was stopped: at a
+    /// backlog of 40,000 rows that was ~7% of its CPU during a relay run.)
     async fn sweep(&self, db: &mut Db, now: DateTime<Utc>) -> Result<(), DbError> {
-        db.exec(
-            "UPDATE outbound_queue SET state = 'paused', updated_at = ? \
-             WHERE state IN ('queued', 'deferred') AND campaign_id IN \
-             (SELECT id FROM campaigns WHERE state = 'paused')",
-            vec![ts(now).into()],
-        )
-        .await?;
+        let paused = campaign_ids(db, "state = 'paused'", Vec::new()).await?;
+        for chunk in paused.chunks(SWEEP_CHUNK_IDS) {
+            let mut params: Vec<Val> = vec![ts(now).into()];
+            params.extend(chunk.iter().map(|&id| Val::Int(id)));
+            db.exec(
+                &format!(
+                    "UPDATE outbound_queue SET state = 'paused', updated_at = ? \
+                     WHERE campaign_id IN ({}) AND state IN ('queued', 'deferred')",
+                    Db::placeholders(chunk.len())
+                ),
+                params,
+            )
+            .await?;
+        }
         // And the other way: a node whose stopped-campaign cache was stale when a
         // campaign was resumed puts the rows it had claimed back as paused;
-        // those of a running campaign are due again.
+        // those of a running campaign are due again. (Off the state indexes:
+        // paused rows are few.)
         db.exec(
             "UPDATE outbound_queue SET state = CASE WHEN attempts > 0 THEN 'deferred' \
              ELSE 'queued' END, updated_at = ? WHERE state = 'paused' AND campaign_id IN \
@@ -275,13 +303,24 @@ impl Runner<'_> {
             vec![ts(now).into()],
         )
         .await?;
-        db.exec(
-            "DELETE FROM outbound_queue WHERE state IN ('queued', 'deferred', 'paused') \
-             AND campaign_id IN (SELECT id FROM campaigns WHERE state = 'cancelled' \
-             AND updated_at >= ?)",
-            vec![ts(now - chrono::Duration::seconds(CANCELLED_CACHE_SECS)).into()],
+        let since = ts(now - chrono::Duration::seconds(CANCELLED_CACHE_SECS));
+        let cancelled = campaign_ids(
+            db,
+            "state = 'cancelled' AND updated_at >= ?",
+            vec![since.into()],
         )
         .await?;
+        for chunk in cancelled.chunks(SWEEP_CHUNK_IDS) {
+            db.exec(
+                &format!(
+                    "DELETE FROM outbound_queue WHERE campaign_id IN ({}) \
+                     AND state IN ('queued', 'deferred', 'paused')",
+                    Db::placeholders(chunk.len())
+                ),
+                chunk.iter().map(|&id| Val::Int(id)).collect(),
+            )
+            .await?;
+        }
         Ok(())
     }
 
