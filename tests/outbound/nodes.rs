@@ -354,6 +354,8 @@ fn stopped_mid_run_records_before_it_returns_leases(store: &Store) {
     let expected: Vec<String> = (0..60)
         .flat_map(|batch| (0..10).map(move |d| format!("s{batch}@d{d}.test")))
         .collect();
+    // Any command opens (and so creates) the SQLite store.
+    assert!(outbound(store, &["stats"], None).status.success());
     enqueue_distinct(store, &expected);
     let mut relay = Relay::start(store, &config, &args);
     wait_for("100 deliveries", Duration::from_secs(60), || {
