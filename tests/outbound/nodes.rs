@@ -373,7 +373,10 @@ fn stopped_mid_run_records_before_it_returns_leases(store: &Store) {
         "SELECT recipient FROM outbound_queue WHERE state = 'delivered' ORDER BY recipient",
     );
     recorded.sort();
-    assert_eq!(recorded, got, "delivered at the destination == recorded delivered");
+    assert_eq!(
+        recorded, got,
+        "delivered at the destination == recorded delivered"
+    );
     assert_eq!(
         store.count("SELECT COUNT(*) FROM outbound_queue WHERE state = 'queued'"),
         i64::try_from(expected.len() - got.len()).unwrap()
