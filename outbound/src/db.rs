@@ -327,6 +327,22 @@ impl Db {
     }
 }
 
+/// Tests: runs `f` on a private MariaDB, with its URL and a migrated connection.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub fn on_mariadb(f: impl AsyncFnOnce(StoreUrl, Db)) {
+    let server = test_support::services::Mariadb::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url: StoreUrl = server.url().parse().unwrap();
+        let db = Db::open(&url, true).await.unwrap();
+        f(url, db).await;
+    });
+}
+
 async fn mysql_conn<'a>(
     pool: &Pool,
     conn: &'a mut Option<mysql_async::Conn>,

@@ -2025,14 +2025,7 @@ mod claim_plan_tests {
 
     #[test]
     fn the_mysql_claim_reads_its_index_in_order_and_locks_only_what_it_takes() {
-        let server = test_support::services::Mariadb::start();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let url: mailstore::StoreUrl = server.url().parse().unwrap();
-            let mut a = Db::open(&url, true).await.unwrap();
+        crate::db::on_mariadb(async |url, mut a| {
             let mut b = Db::open(&url, false).await.unwrap();
             // 3,000 queued rows over three priorities and 300 due deferred ones.
             a.exec("SET SESSION max_recursive_iterations = 100000", Vec::new())
@@ -2109,14 +2102,7 @@ mod claim_plan_tests {
 
     #[test]
     fn a_mysql_claim_reads_whole_rows_once_in_claim_order_and_leases_them() {
-        let server = test_support::services::Mariadb::start();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let url: mailstore::StoreUrl = server.url().parse().unwrap();
-            let db = Db::open(&url, true).await.unwrap();
+        crate::db::on_mariadb(async |_, db| {
             let mut q = Queue::new(db);
             // 40 queued rows over two priorities, 10 due deferred ones, 5 deferred
             // ones not due yet; bodies name their row.

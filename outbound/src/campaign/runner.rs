@@ -761,14 +761,7 @@ mod sweep_plan_tests {
 
     #[test]
     fn the_sweep_reads_the_stopped_campaigns_rows_not_the_whole_queue() {
-        let server = test_support::services::Mariadb::start();
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let url: mailstore::StoreUrl = server.url().parse().unwrap();
-            let mut db = Db::open(&url, true).await.unwrap();
+        crate::db::on_mariadb(async |_, mut db| {
             db.exec(
                 "INSERT INTO campaigns (id, account_id, name, template_id, sender, state) \
                  VALUES (1, 1, 'p', 1, 's@x.test', 'paused'), \
