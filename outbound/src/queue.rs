@@ -496,7 +496,7 @@ pub fn claim_deferred_mysql(columns: &str) -> String {
 const RECORD_CHUNK_ROWS: usize = 100;
 
 /// `CASE id WHEN ? THEN ? … END` over `chunk`, its parameters appended to `params`.
-/// `key` is how the id is compared ([`case_key`]).
+/// `key` is how the id is compared (see [`record_outcome`]).
 fn case_by_id(
     key: &str,
     chunk: &[&Attempt],
