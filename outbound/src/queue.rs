@@ -1758,7 +1758,8 @@ mod tests {
         assert_eq!(
             row::select_list(&db, Claimed::COLUMNS),
             "id, sender, recipient, body, template_id, params, attempts, delay_notified, \
-             CAST(created_at AS TEXT), campaign_id, pool, CAST(expires_at AS TEXT), subscriber_id"
+             CAST(created_at AS TEXT), campaign_id, pool, CAST(expires_at AS TEXT), subscriber_id, \
+             priority"
         );
         assert_eq!(
             row::select_list(&db, DeliverySpan::COLUMNS),
