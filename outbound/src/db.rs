@@ -146,6 +146,19 @@ impl Db {
         }
     }
 
+    /// A second connection to the store this one is on (`url`): the relay records
+    /// attempts on one while it claims on the other. MySQL: from the same pool;
+    /// SQLite: the file opened again.
+    pub async fn another(&self, url: &StoreUrl) -> Result<Self, OpenError> {
+        match self {
+            Self::Mysql { pool, .. } => Ok(Self::Mysql {
+                pool: pool.clone(),
+                conn: None,
+            }),
+            Self::Sqlite(_) => Self::open(url, false).await,
+        }
+    }
+
     pub fn is_mysql(&self) -> bool {
         matches!(self, Self::Mysql { .. })
     }
@@ -312,6 +325,22 @@ impl Db {
             let _ = timeout(Duration::from_secs(2), pool.disconnect()).await;
         }
     }
+}
+
+/// Tests: runs `f` on a private MariaDB, with its URL and a migrated connection.
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+pub fn on_mariadb(f: impl AsyncFnOnce(StoreUrl, Db)) {
+    let server = test_support::services::Mariadb::start();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url: StoreUrl = server.url().parse().unwrap();
+        let db = Db::open(&url, true).await.unwrap();
+        f(url, db).await;
+    });
 }
 
 async fn mysql_conn<'a>(

@@ -1,4 +1,5 @@
-//! The dispatcher: the relay node's only database client and its single claimer.
+//! The dispatcher: the relay node's only database client (with the `recorder`, which
+//! writes outcomes on a second connection) and its single claimer.
 //!
 //! Owns: taking the node id at start (refusing it while another live process holds
 //! it, taking back a dead predecessor's leases at once; the rule is in `node`), the
@@ -7,7 +8,8 @@
 //! into jobs (grouping recipients of one domain that share a sender and body;
 //! rendering templates), handing each job to the worker owning its domain (hash of
 //! the domain), applying the retry schedule to deferrals, and recording every
-//! attempt in batches (one transaction per [`FLUSH_DELAY`] or [`FLUSH_ROWS`]), the
+//! attempt in batches (one transaction per [`FLUSH_DELAY`] or [`FLUSH_ROWS`], written
+//! by the `recorder` on its own connection while claims go on), the
 //! campaign runner's tick (`campaign::runner`) on its own connection, and putting
 //! back claimed rows of campaigns paused or cancelled since. On SIGTERM/SIGINT it stops claiming, lets deliveries under way
 //! finish (up to `relay.shutdown_grace_secs`), returns the rest (its own leases
@@ -36,6 +38,7 @@ use crate::dsn;
 use crate::node;
 use crate::payload::Payload;
 use crate::queue::{Attempt, Beat, Claimed, Intake, Leases, NewRow, Node, Outcome, Queue};
+use crate::recorder::{Flush, Recorder};
 use crate::retry::Next;
 use crate::template::{Part, Template, prepend_headers, render, render_rewritten};
 use crate::tracking::links::{CampaignLinks, Recipient, UNSUBSCRIBE_TAG, list_unsubscribe};
@@ -111,6 +114,9 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
             warn!(error = %e, "could not take back a previous process's rows; their leases will expire")
         }
     }
+    // Attempts are recorded on a connection of their own, beside the claims.
+    let recorder_db = queue.db().another(&cfg.store).await?;
+    let recorder = Recorder::new(Queue::new(recorder_db), &node.node_id, &node.instance_id);
     let (results_tx, mut results) = mpsc::unbounded_channel::<Vec<Attempt>>();
     let mut jobs = Vec::with_capacity(cfg.threads);
     let mut threads = Vec::with_capacity(cfg.threads);
@@ -132,6 +138,7 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         in_flight: HashMap::new(),
         pending: Vec::new(),
         pending_since: None,
+        recorder,
         new_rows: Vec::new(),
         suppressions: Vec::new(),
         jobs,
@@ -176,7 +183,10 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
             }
         }
         if now >= next_claim {
-            let room = cfg.max_in_flight.saturating_sub(d.in_flight.len());
+            // Finished rows not yet recorded are still leased: they count too.
+            let room = cfg
+                .max_in_flight
+                .saturating_sub(d.in_flight.len() + d.pending.len() + d.recorder.writing());
             // Nearly full: wait for a worthwhile batch rather than committing a
             // claim transaction (an fsync) for a handful of rows.
             let worthwhile = (cfg.batch_size.min(cfg.max_in_flight) / 4).max(1);
@@ -196,10 +206,11 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
             }
         }
         if d.flush_due(Instant::now()) {
-            d.flush(&mut queue).await;
+            d.flush();
         }
         let mut wake = next_claim.min(next_heartbeat).min(next_campaigns);
-        if let Some(since) = d.pending_since {
+        // While a record is under way the next waits for it (its end wakes us).
+        if let Some(since) = d.pending_since.filter(|_| !d.recorder.busy()) {
             wake = wake.min(since + FLUSH_DELAY);
         }
         if cfg.bounces.verp.is_some() {
@@ -214,6 +225,7 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
                 Some(batch) => d.finish(batch),
                 None => break,
             },
+            () = d.recorder.finished(), if d.recorder.busy() => {}
             // A wake time already past fires at once: the loop must never wait
             // on results alone (an idle relay gets none).
             () = sleep_until(wake) => {}
@@ -242,9 +254,9 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         while let Ok(batch) = results.try_recv() {
             d.finish(batch);
         }
-        d.flush(&mut queue).await;
+        d.record_all().await;
     }
-    d.flush(&mut queue).await;
+    d.record_all().await;
     // Only this process's leases: another process of the node id (one that took it
     // over) keeps its own.
     let own = Leases::Own {
@@ -264,6 +276,7 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
         }
     }
     queue.close().await;
+    d.recorder.close().await;
     if d.in_flight.is_empty() {
         for t in threads {
             let _ = t.join();
@@ -345,6 +358,8 @@ struct Dispatcher {
     pending: Vec<Attempt>,
     /// When the oldest of them arrived (None: none waiting).
     pending_since: Option<Instant>,
+    /// Writes them, on its own connection, while claims go on.
+    recorder: Recorder,
     /// DSNs to queue, recorded with the attempts that caused them.
     new_rows: Vec<NewRow>,
     /// Addresses a server refused as non-existent (hard 5xx at RCPT/DATA).
@@ -846,47 +861,38 @@ impl Dispatcher {
                 .is_some_and(|since| now >= since + FLUSH_DELAY)
     }
 
-    async fn flush(&mut self, queue: &mut Queue) {
+    /// What is waiting to be recorded, taken.
+    fn take_flush(&mut self) -> Flush {
         self.pending_since = None;
-        if self.pending.is_empty() && self.new_rows.is_empty() && self.suppressions.is_empty() {
+        Flush {
+            attempts: std::mem::take(&mut self.pending),
+            campaign_of: std::mem::take(&mut self.campaign_of),
+            new_rows: std::mem::take(&mut self.new_rows),
+            suppressions: std::mem::take(&mut self.suppressions),
+        }
+    }
+
+    /// Starts recording what waits, unless a record is under way (then it waits
+    /// for that one's end: one record at a time, in order).
+    fn flush(&mut self) {
+        if self.recorder.busy() {
             return;
         }
-        let batch = std::mem::take(&mut self.pending);
-        let new_rows = std::mem::take(&mut self.new_rows);
-        let suppressions = std::mem::take(&mut self.suppressions);
-        let campaign_of = std::mem::take(&mut self.campaign_of);
-        // Recording must not be lost: retry until it lands. Deliveries carry on
-        // meanwhile; the leases are renewed by the heartbeat.
-        let mut wait = Duration::from_millis(100);
-        loop {
-            match queue
-                .record(
-                    &self.cfg.node_id,
-                    &self.instance,
-                    &batch,
-                    &campaign_of,
-                    &new_rows,
-                    &suppressions,
-                )
-                .await
-            {
-                Ok(ours) => {
-                    let lost = batch.len() as u64 - ours;
-                    if lost > 0 {
-                        warn!(
-                            rows = lost,
-                            "results recorded in the log only: the lease had passed to another node"
-                        );
-                    }
-                    return;
-                }
-                Err(e) => {
-                    warn!(error = %e, rows = batch.len(), "recording attempts failed; retrying");
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(Duration::from_secs(5));
-                }
-            }
+        let flush = self.take_flush();
+        if let Err(back) = self.recorder.start(flush) {
+            // Not reached (not busy); kept for the next turn rather than lost.
+            self.pending = back.attempts;
+            self.campaign_of = back.campaign_of;
+            self.new_rows = back.new_rows;
+            self.suppressions = back.suppressions;
+            self.pending_since = Some(Instant::now());
         }
+    }
+
+    /// Records everything waiting and waits until it is written (shutdown).
+    async fn record_all(&mut self) {
+        let flush = self.take_flush();
+        self.recorder.write_all(flush).await;
     }
 }
 

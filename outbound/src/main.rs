@@ -17,7 +17,7 @@
 //! Modules: `address` (envelope addresses), `bounce_policy` (what a bounce calls for),
 //! `complaint` (feedback-loop reports, ARF),
 //! `config` (settings), `db` (one SQLite/MySQL connection), `queue` (every
-//! SQL statement), `row` (rows decoded by column name), `dispatch` (claims, retries, records), `worker` (a delivery
+//! SQL statement), `row` (rows decoded by column name), `dispatch` (claims, retries), `recorder` (writes outcomes beside the claims), `worker` (a delivery
 //! thread), `client` (SMTP client), `mx` (routes), `reply`, `payload`, `retry`, `node` (process identity),
 //! `template` (MIME rendering), `tls`; `tracking` (masked links, opens, unsubscribe
 //! URLs); `accounts`, `lists`, `import`, `campaign` (the mass-mailing data and the
@@ -60,6 +60,7 @@ mod mx;
 mod node;
 mod payload;
 mod queue;
+mod recorder;
 mod reload;
 mod retry;
 mod row;
