@@ -291,8 +291,8 @@ pub fn record_intake(bounces: usize, unsubscribes: usize, complaints: usize, for
 
 /// Reads the queue's rows by state into the `queue` gauge (at heartbeat time).
 pub async fn sample_queue(queue: &mut crate::queue::Queue) {
-    match queue.stats(chrono::Utc::now()).await {
-        Ok(s) => get().queue_states(&s.by_state),
+    match queue.state_counts().await {
+        Ok(by_state) => get().queue_states(&by_state),
         Err(e) => tracing::debug!(error = %e, "queue sample failed"),
     }
 }

@@ -1675,26 +1675,26 @@ impl Queue {
             .collect())
     }
 
+    /// Queue rows by state (the metrics' sample): the queue only, never the
+    /// delivery log, which grows with every attempt.
+    pub async fn state_counts(&mut self) -> Result<Vec<(String, i64)>, DbError> {
+        let rows = self
+            .db
+            .query(
+                &format!(
+                    "SELECT {} FROM outbound_queue GROUP BY state ORDER BY state",
+                    row::select_list(&self.db, Tally::BY_STATE)
+                ),
+                Vec::new(),
+            )
+            .await?;
+        Ok(tallies(rows, Tally::BY_STATE))
+    }
+
+    /// Everything `outbound stats` shows: the queue by state and the delivery log
+    /// (the last minute, all time, first and last delivery).
     pub async fn stats(&mut self, now: DateTime<Utc>) -> Result<Stats, DbError> {
-        // A group whose key or count does not read is left out, as always.
-        let tallies = |rows: Vec<Vec<Val>>, columns: &'static [Column]| -> Vec<(String, i64)> {
-            rows.into_iter()
-                .filter_map(|r| Tally::from_row(r, columns).ok())
-                .map(|t| (t.key, t.count))
-                .collect()
-        };
-        let by_state = tallies(
-            self.db
-                .query(
-                    &format!(
-                        "SELECT {} FROM outbound_queue GROUP BY state ORDER BY state",
-                        row::select_list(&self.db, Tally::BY_STATE)
-                    ),
-                    Vec::new(),
-                )
-                .await?,
-            Tally::BY_STATE,
-        );
+        let by_state = self.state_counts().await?;
         let minute_ago = ts(now - chrono::Duration::seconds(60));
         let log_last_minute = tallies(
             self.db
@@ -1741,6 +1741,15 @@ impl Queue {
             last_delivery,
         })
     }
+}
+
+/// `(key, count)` of grouped rows; a group whose key or count does not read is
+/// left out, as always.
+fn tallies(rows: Vec<Vec<Val>>, columns: &'static [Column]) -> Vec<(String, i64)> {
+    rows.into_iter()
+        .filter_map(|r| Tally::from_row(r, columns).ok())
+        .map(|t| (t.key, t.count))
+        .collect()
 }
 
 #[cfg(test)]
