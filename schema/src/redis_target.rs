@@ -334,7 +334,11 @@ impl RedisTarget {
             match result {
                 Ok(()) => reached = true,
                 Err((Fault::Config, reason)) => {
-                    let reason = if self.seeds.get(i).is_some_and(|s| s.starts_with("rediss://")) {
+                    let reason = if self
+                        .seeds
+                        .get(i)
+                        .is_some_and(|s| s.starts_with("rediss://"))
+                    {
                         format!("{reason} (TLS per the URL's ssl-ca)")
                     } else {
                         reason
@@ -416,7 +420,9 @@ impl SlotOwners {
         let mut ranges = Vec::new();
         if let Value::Array(entries) = reply {
             for entry in entries {
-                let Value::Array(fields) = entry else { continue };
+                let Value::Array(fields) = entry else {
+                    continue;
+                };
                 let (Some(first), Some(last), Some(Value::Array(master))) = (
                     fields.first().and_then(int),
                     fields.get(1).and_then(int),
@@ -635,9 +641,21 @@ mod tests {
             ])
         };
         let reply = Value::Array(vec![
-            Value::Array(vec![Value::Int(5461), Value::Int(10922), node("127.0.0.1", 7001)]),
-            Value::Array(vec![Value::Int(0), Value::Int(5460), node("127.0.0.1", 7000)]),
-            Value::Array(vec![Value::Int(10923), Value::Int(16383), node("127.0.0.1", 7002)]),
+            Value::Array(vec![
+                Value::Int(5461),
+                Value::Int(10922),
+                node("127.0.0.1", 7001),
+            ]),
+            Value::Array(vec![
+                Value::Int(0),
+                Value::Int(5460),
+                node("127.0.0.1", 7000),
+            ]),
+            Value::Array(vec![
+                Value::Int(10923),
+                Value::Int(16383),
+                node("127.0.0.1", 7002),
+            ]),
             Value::Array(vec![Value::Int(1)]),
         ]);
         let owners = SlotOwners::from_reply(&reply);
@@ -652,7 +670,10 @@ mod tests {
     #[test]
     fn faults_are_classified() {
         let io = |kind: io::ErrorKind| RedisError::from(io::Error::new(kind, "x"));
-        assert_eq!(Fault::of(&io(io::ErrorKind::ConnectionRefused)), Fault::Transient);
+        assert_eq!(
+            Fault::of(&io(io::ErrorKind::ConnectionRefused)),
+            Fault::Transient
+        );
         assert_eq!(Fault::of(&io(io::ErrorKind::TimedOut)), Fault::Transient);
         assert_eq!(Fault::of(&io(io::ErrorKind::InvalidData)), Fault::Config);
         let auth = RedisError::from((ErrorKind::AuthenticationFailed, "no"));

@@ -113,6 +113,20 @@ fn rate_limit_is_shared_by_nodes_through_a_redis_cluster() {
     assert_eq!(keys, 1);
 }
 
+/// The same through a Redis Cluster that speaks TLS only (`rediss+cluster://…?ssl-ca=`).
+#[test]
+fn rate_limit_is_shared_by_nodes_through_a_tls_redis_cluster() {
+    let ca = test_support::ca::TestCa::new("relay cluster CA");
+    let cluster = test_support::redis_cluster::RedisCluster::start_tls(&ca);
+    assert!(cluster.url().starts_with("rediss+cluster://"));
+    shared_by_two_nodes(&cluster.url());
+    let keys: i64 = redis::cmd("EXISTS")
+        .arg("outbound:rate:shared.test")
+        .query(&mut cluster.conn())
+        .unwrap();
+    assert_eq!(keys, 1);
+}
+
 /// Two relay nodes with `--redis redis_url`, 24 messages to a domain limited to 4/s:
 /// both nodes send, and together they keep to the rate.
 fn shared_by_two_nodes(redis_url: &str) {

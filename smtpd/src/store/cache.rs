@@ -147,7 +147,10 @@ impl std::fmt::Display for CacheError {
             Self::Down => f.write_str("Redis down, waiting before the next attempt"),
             Self::Failed(e) => f.write_str(e),
             Self::Partial { missed, of, error } => {
-                write!(f, "{missed} of {of} cache writes not done (a master is down): {error}")
+                write!(
+                    f,
+                    "{missed} of {of} cache writes not done (a master is down): {error}"
+                )
             }
         }
     }
@@ -201,7 +204,10 @@ struct Masters {
 
 /// One group of commands and the key that routes it (its node on a cluster).
 struct Group {
-    route: String,
+    /// The key (`None`: `PUBLISH`, which any node takes: it is neither skipped nor
+    /// counted for a master's health, the client sends it to a live node when the
+    /// channel's master is gone).
+    route: Option<String>,
     pipe: redis::Pipeline,
 }
 
@@ -297,10 +303,11 @@ impl RedisCache {
         let mut skipped = 0;
         let mut tried: Vec<(Option<String>, redis::Pipeline)> = Vec::with_capacity(of);
         for group in groups {
-            let node = masters
-                .owners
+            let node = group
+                .route
                 .as_ref()
-                .and_then(|o| o.owner(group.route.as_bytes()))
+                .zip(masters.owners.as_ref())
+                .and_then(|(key, o)| o.owner(key.as_bytes()))
                 .map(str::to_owned);
             let ready = node
                 .as_ref()
@@ -313,7 +320,12 @@ impl RedisCache {
             }
         }
         if tried.is_empty() {
-            return Err(CacheError::Down);
+            // Every key's master backs off (the connection itself is fine).
+            return Err(CacheError::Partial {
+                missed: of,
+                of,
+                error: "master backing off".into(),
+            });
         }
         let pipes: Vec<redis::Pipeline> = tried.iter().map(|(_, p)| p.clone()).collect();
         let results = match timeout(OP_TIMEOUT, conn.run_each(&pipes)).await {
@@ -381,7 +393,10 @@ impl RedisCache {
                 }
                 .arg("EX")
                 .arg(ttl);
-                groups.push(Group { route: key, pipe });
+                groups.push(Group {
+                    route: Some(key),
+                    pipe,
+                });
             }
             if notify {
                 for recipient in &row.recipients {
@@ -393,17 +408,18 @@ impl RedisCache {
                         .arg(0)
                         .arg(cfg.inbox_max.saturating_sub(1));
                     pipe.cmd("EXPIRE").arg(&inbox).arg(ttl);
-                    groups.push(Group { route: inbox, pipe });
-                    // PUBLISH has no key: a cluster client sends it to the master of
-                    // the channel name's slot, which broadcasts it to the
-                    // subscribers of every node.
-                    let channel = format!("{}new:{recipient}", cfg.key_prefix);
-                    let mut pipe = redis::pipe();
-                    pipe.cmd("PUBLISH").arg(&channel).arg(&row.hash);
                     groups.push(Group {
-                        route: channel,
+                        route: Some(inbox),
                         pipe,
                     });
+                    // PUBLISH has no key: a cluster client sends it to the master of
+                    // the channel name's slot (or, that one gone, to another node),
+                    // which broadcasts it to the subscribers of every node.
+                    let mut pipe = redis::pipe();
+                    pipe.cmd("PUBLISH")
+                        .arg(format!("{}new:{recipient}", cfg.key_prefix))
+                        .arg(&row.hash);
+                    groups.push(Group { route: None, pipe });
                 }
             }
         }
