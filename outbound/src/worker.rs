@@ -132,6 +132,11 @@ async fn run(
         }
     };
     let redis = cfg.redis.as_deref().and_then(SharedLimit::new);
+    if let Some(limit) = &redis {
+        // Before the first job: deliveries that start while a connect is under way
+        // use the local limit.
+        limit.conn().await;
+    }
     let share = (cfg.max_connections / cfg.threads).max(1);
     let worker = Rc::new(Worker {
         index,
