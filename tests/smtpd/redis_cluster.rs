@@ -33,15 +33,68 @@ pub(crate) fn server(db: &Mariadb, cluster: &RedisCluster, extra: &str, migrate:
 }
 
 /// Whether the body of `hash` is in the cluster (a key on a dead master is not).
-pub(crate) fn cached(conn: &mut redis::cluster::ClusterConnection, hash: &str) -> bool {
+fn cached(conn: &mut redis::cluster::ClusterConnection, hash: &str) -> bool {
     redis::cmd("EXISTS")
         .arg(format!("smtpd:mail:{hash}"))
         .query::<i64>(conn)
         .is_ok_and(|n| n == 1)
 }
 
-pub(crate) fn stored(db: &Mariadb) -> BTreeSet<String> {
+fn stored(db: &Mariadb) -> BTreeSet<String> {
     db.column("SELECT hash FROM new_mail").into_iter().collect()
+}
+
+/// Cache mode: `messages` messages to `recipients` recipients through `server`,
+/// while a subscriber on node 2 listens: acked == stored == cached, one inbox entry
+/// each, bodies on all three masters, and the subscriber hears an arrival (whichever
+/// node the committer's `PUBLISH` went to).
+pub(crate) fn caches_every_message(
+    db: &Mariadb,
+    cluster: &RedisCluster,
+    server: &Server,
+    messages: usize,
+    recipients: usize,
+) {
+    let mut sub_conn = cluster.nodes[2].conn();
+    let mut pubsub = sub_conn.as_pubsub();
+    pubsub.psubscribe("smtpd:new:*").unwrap();
+    pubsub
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut c = server.client();
+    c.ehlo("client.example");
+    let mut acked = BTreeSet::new();
+    for n in 0..messages {
+        let rcpt = format!("r{}@example.com", n % recipients);
+        acked.insert(c.deliver("s@example.org", &[&rcpt], &simple_message(&format!("m{n}"))));
+    }
+    let mut conn = cluster.conn();
+    let in_cache = acked.iter().filter(|h| cached(&mut conn, h)).count();
+    let inboxed: i64 = (0..recipients)
+        .map(|r| {
+            redis::cmd("LLEN")
+                .arg(format!("smtpd:inbox:r{r}@example.com"))
+                .query::<i64>(&mut conn)
+                .unwrap()
+        })
+        .sum();
+    let keys: Vec<String> = acked.iter().map(|h| format!("smtpd:mail:{h}")).collect();
+    let masters: BTreeSet<usize> = cluster.masters_of(&keys).into_iter().collect();
+    println!(
+        "cache mode ({}): acked {} stored {} cached {in_cache} inbox entries {inboxed} masters used {}",
+        cluster.url().split("://").next().unwrap_or_default(),
+        acked.len(),
+        stored(db).len(),
+        masters.len()
+    );
+    assert_eq!(acked.len(), messages);
+    assert_eq!(stored(db), acked, "acked == stored");
+    assert_eq!(in_cache, messages, "acked == cached");
+    assert_eq!(inboxed, messages as i64);
+    assert_eq!(masters.len(), 3, "the bodies live on all three masters");
+    let msg = pubsub.get_message().unwrap();
+    assert!(msg.get_channel_name().starts_with("smtpd:new:r"));
+    assert!(acked.contains(&msg.get_payload::<String>().unwrap()));
 }
 
 #[test]
@@ -52,49 +105,7 @@ fn smtpd_on_a_redis_cluster_caches_what_it_stores_and_survives_a_dead_master() {
     let a = server(&db, &cluster, "", true);
 
     // 1. Cache mode: 60 messages to 20 recipients (keys spread over all slots).
-    let mut sub_conn = cluster.nodes[2].conn();
-    let mut pubsub = sub_conn.as_pubsub();
-    pubsub.psubscribe("smtpd:new:*").unwrap();
-    pubsub
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
-    let mut c = a.client();
-    c.ehlo("client.example");
-    let mut acked = BTreeSet::new();
-    for n in 0..60 {
-        let rcpt = format!("r{}@example.com", n % 20);
-        acked.insert(c.deliver("s@example.org", &[&rcpt], &simple_message(&format!("m{n}"))));
-    }
-    let mut conn = cluster.conn();
-    let in_cache = acked.iter().filter(|h| cached(&mut conn, h)).count();
-    let inboxed: i64 = (0..20)
-        .map(|r| {
-            redis::cmd("LLEN")
-                .arg(format!("smtpd:inbox:r{r}@example.com"))
-                .query::<i64>(&mut conn)
-                .unwrap()
-        })
-        .sum();
-    let nodes_used: BTreeSet<usize> = acked
-        .iter()
-        .map(|h| cluster.node_of(&format!("smtpd:mail:{h}")))
-        .collect();
-    println!(
-        "cache mode: acked {} stored {} cached {in_cache} inbox entries {inboxed} masters used {}",
-        acked.len(),
-        stored(&db).len(),
-        nodes_used.len()
-    );
-    assert_eq!(acked.len(), 60);
-    assert_eq!(stored(&db), acked, "acked == stored");
-    assert_eq!(in_cache, 60, "acked == cached");
-    assert_eq!(inboxed, 60);
-    assert_eq!(nodes_used.len(), 3, "the bodies live on all three masters");
-    // Whichever node the committer's PUBLISH went to, node 2's subscriber saw it.
-    let msg = pubsub.get_message().unwrap();
-    assert!(msg.get_channel_name().starts_with("smtpd:new:r"));
-    assert!(acked.contains(&msg.get_payload::<String>().unwrap()));
-    drop(pubsub);
+    caches_every_message(&db, &cluster, &a, 60, 20);
 
     // 2. The per-IP connection rate over two nodes, through the cluster.
     let limited = "[limits]\nexempt_loopback = false\nmax_connection_rate_per_ip = 4\n";
