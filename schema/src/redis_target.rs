@@ -527,13 +527,22 @@ impl RedisConn {
 
 impl RedisConn {
     /// Runs `groups` and returns each group's own result, in order (rules as for
-    /// [`RedisConn::run_groups`]). On one server all groups go in one pipeline and
-    /// share its result; on a cluster a dead master fails only its own groups.
-    pub async fn run_each(&mut self, groups: &[Pipeline]) -> Vec<RedisResult<Vec<Value>>> {
+    /// [`RedisConn::run_groups`]), each given up after `limit`. On one server all
+    /// groups go in one pipeline and share its result; on a cluster a dead (or
+    /// silent) master fails only its own groups.
+    pub async fn run_each(
+        &mut self,
+        groups: &[Pipeline],
+        limit: Duration,
+    ) -> Vec<RedisResult<Vec<Value>>> {
+        let timed_out = || RedisError::from((ErrorKind::Io, "timed out"));
         match self {
             Self::Single(_) => {
                 let counts: Vec<usize> = groups.iter().map(|g| g.cmd_iter().count()).collect();
-                match self.run_groups(groups).await {
+                let all = tokio::time::timeout(limit, self.run_groups(groups))
+                    .await
+                    .unwrap_or_else(|_| Err(timed_out()));
+                match all {
                     Ok(all) => {
                         let mut all = all.into_iter();
                         counts
@@ -547,7 +556,11 @@ impl RedisConn {
             Self::Cluster(conn) => {
                 futures_util::future::join_all(groups.iter().map(|group| {
                     let mut conn = conn.clone();
-                    async move { group.query_async::<Vec<Value>>(&mut conn).await }
+                    async move {
+                        tokio::time::timeout(limit, group.query_async::<Vec<Value>>(&mut conn))
+                            .await
+                            .unwrap_or_else(|_| Err(timed_out()))
+                    }
                 }))
                 .await
             }
