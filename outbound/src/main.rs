@@ -305,6 +305,7 @@ fn main() -> ExitCode {
                 || e.downcast_ref::<cli_campaigns::CampaignNotFound>()
                     .is_some()
                 || e.downcast_ref::<sending::BindError>().is_some()
+                || e.downcast_ref::<worker::RedisMisconfigured>().is_some()
             {
                 ExitCode::from(2)
             } else {
@@ -410,6 +411,9 @@ async fn run(command: Option<Command>, config: Arc<Config>) -> anyhow::Result<()
     let mut queue = Queue::new(db);
     match command {
         None => {
+            if let Some(url) = &config.redis {
+                worker::check_redis(url).await?;
+            }
             // A pool address this host cannot send from is a config error, now.
             if let Err(e) = config.pools.check_bindable() {
                 tracing::error!(error = %e, "sending pool address cannot be bound");

@@ -81,7 +81,8 @@ struct Worker {
     /// Per destination domain *and source address*: providers count connections
     /// and rates per sending IP, so each pool address has its own limits and cache.
     domains: RefCell<HashMap<DomainKey, Rc<DomainState>>>,
-    redis: Option<RefCell<mailstore::RedisConn>>,
+    /// The shared rate limits, when `redis.url` is set.
+    redis: Option<SharedLimit>,
     results: mpsc::UnboundedSender<Vec<Attempt>>,
 }
 
@@ -130,16 +131,12 @@ async fn run(
             return;
         }
     };
-    let redis = match &cfg.redis {
-        Some(url) => match connect_redis(url).await {
-            Ok(c) => Some(RefCell::new(c)),
-            Err(e) => {
-                warn!(index, error = %e, "Redis unavailable: rate limits are per node");
-                None
-            }
-        },
-        None => None,
-    };
+    let redis = cfg.redis.as_deref().and_then(SharedLimit::new);
+    if let Some(limit) = &redis {
+        // Before the first job: deliveries that start while a connect is under way
+        // use the local limit.
+        limit.conn().await;
+    }
     let share = (cfg.max_connections / cfg.threads).max(1);
     let worker = Rc::new(Worker {
         index,
@@ -177,14 +174,102 @@ async fn run(
     debug!(index, "worker finished");
 }
 
-/// One server or a Redis Cluster (the limiter's script touches one key, so a
-/// cluster runs it on that key's master).
-async fn connect_redis(url: &str) -> Result<mailstore::RedisConn, String> {
-    let target: mailstore::RedisTarget = url.parse().map_err(|e| format!("{e}"))?;
-    target
-        .connect(Duration::from_secs(5))
-        .await
-        .map_err(|e| e.to_string())
+/// `redis.url` cannot work: found at start, a configuration error (see
+/// [`mailstore::RedisTarget::probe`]).
+#[derive(Debug, thiserror::Error)]
+#[error("redis.url: {0}")]
+pub struct RedisMisconfigured(pub mailstore::redis_target::ProbeError);
+
+/// Checks `redis.url` once at start: a configuration error (a certificate that
+/// does not verify, a password refused, the wrong kind of server) fails the start;
+/// Redis merely down is logged (each worker uses its local limits and connects
+/// when Redis is back).
+pub async fn check_redis(url: &str) -> Result<(), RedisMisconfigured> {
+    use mailstore::redis_target::ProbeError;
+    let target: mailstore::RedisTarget = url.parse().map_err(|e: mailstore::RedisUrlError| {
+        RedisMisconfigured(ProbeError::Misconfigured {
+            node: mailstore::redis_target::redact(url),
+            reason: e.to_string(),
+        })
+    })?;
+    match target.probe(REDIS_CONNECT_TIMEOUT).await {
+        Ok(()) => Ok(()),
+        Err(e @ ProbeError::Unreachable { .. }) => {
+            warn!(error = %e, "Redis unreachable at start: rate limits are per node until it is back");
+            Ok(())
+        }
+        Err(e) => Err(RedisMisconfigured(e)),
+    }
+}
+
+/// A connect attempt longer than this fails (the delivery that made it goes on
+/// with the local limit).
+const REDIS_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+const REDIS_RETRY_MIN: Duration = Duration::from_secs(1);
+const REDIS_RETRY_MAX: Duration = Duration::from_secs(30);
+
+/// The connection of the shared rate limits: one server or a Redis Cluster (the
+/// limiter's script touches one key, so a cluster runs it on that key's master).
+/// Opened on first use and again after a connection failure, no more often than
+/// the backoff allows; meanwhile the local limit applies.
+struct SharedLimit {
+    target: mailstore::RedisTarget,
+    conn: RefCell<Option<mailstore::RedisConn>>,
+    /// No connect attempt before this (one attempt at a time: it is moved on
+    /// before the attempt starts).
+    retry_at: Cell<Instant>,
+    retry: Cell<Duration>,
+}
+
+impl SharedLimit {
+    fn new(url: &str) -> Option<SharedLimit> {
+        match url.parse::<mailstore::RedisTarget>() {
+            Ok(target) => Some(SharedLimit {
+                target,
+                conn: RefCell::new(None),
+                retry_at: Cell::new(Instant::now()),
+                retry: Cell::new(REDIS_RETRY_MIN),
+            }),
+            Err(e) => {
+                warn!(error = %e, "redis.url unusable: rate limits are per node");
+                None
+            }
+        }
+    }
+
+    /// The connection, opening it when it is time to try.
+    async fn conn(&self) -> Option<mailstore::RedisConn> {
+        if let Some(c) = self.conn.borrow().as_ref() {
+            return Some(c.clone());
+        }
+        let now = Instant::now();
+        if now < self.retry_at.get() {
+            return None;
+        }
+        let wait = self.retry.get();
+        self.retry_at.set(now + wait);
+        self.retry.set((wait * 2).min(REDIS_RETRY_MAX));
+        match self.target.connect(REDIS_CONNECT_TIMEOUT).await {
+            Ok(c) => {
+                info!("Redis connected: rate limits are shared");
+                self.retry.set(REDIS_RETRY_MIN);
+                *self.conn.borrow_mut() = Some(c.clone());
+                Some(c)
+            }
+            Err(e) => {
+                warn!(error = %e, retry_ms = wait.as_millis() as u64, "Redis unavailable: rate limits are per node");
+                None
+            }
+        }
+    }
+
+    /// After an error on the connection: a broken one is dropped (the next use
+    /// reconnects, within the backoff).
+    fn failed(&self, e: &redis::RedisError) {
+        if e.is_unrecoverable_error() || e.is_io_error() {
+            self.conn.borrow_mut().take();
+        }
+    }
 }
 
 /// Closes cached connections idle longer than `delivery.idle_timeout_secs`.
@@ -452,10 +537,11 @@ impl Worker {
         }
         let cost = u32::try_from(recipients.max(1)).unwrap_or(u32::MAX);
         let interval = Duration::from_secs_f64(1.0 / rate).saturating_mul(cost);
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = &self.redis
+            && let Some(mut conn) = redis.conn().await
+        {
             // The same schedule as below, kept in Redis so that every node draws
             // from one: each transaction reserves its recipients' share of it.
-            let mut conn = redis.borrow().clone();
             let wait: Result<i64, _> = redis::Script::new(SHARED_SLOT)
                 .key(match source {
                     Some(ip) => format!("outbound:rate:{domain}:{ip}"),
@@ -472,7 +558,10 @@ impl Worker {
                     tokio::time::sleep(Duration::from_millis(u64::try_from(ms).unwrap_or(0))).await;
                     return;
                 }
-                Err(e) => debug!(error = %e, "Redis rate limit unavailable; using the local one"),
+                Err(e) => {
+                    debug!(error = %e, "Redis rate limit unavailable; using the local one");
+                    redis.failed(&e);
+                }
             }
         }
         let now = Instant::now();

@@ -39,7 +39,12 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("smtpd: {e:#}");
-            ExitCode::FAILURE
+            // A redis.url that cannot work is a configuration error (no restart).
+            if e.is::<smtpd::store::cache::Misconfigured>() {
+                ExitCode::from(EXIT_CONFIG)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -70,6 +75,9 @@ fn run(cli: Cli, config: Config, log: ops::logging::LogHandle) -> anyhow::Result
         .http
         .as_ref()
         .map(|_| smtpd::http::events::Arrivals::new());
+    if let Some(cache) = &config.cache {
+        cache.check_at_start()?;
+    }
     let stage = StorageStage::start_with_arrivals(
         &config.store.url,
         StageConfig {

@@ -113,6 +113,20 @@ fn rate_limit_is_shared_by_nodes_through_a_redis_cluster() {
     assert_eq!(keys, 1);
 }
 
+/// The same through a Redis Cluster that speaks TLS only (`rediss+cluster://…?ssl-ca=`).
+#[test]
+fn rate_limit_is_shared_by_nodes_through_a_tls_redis_cluster() {
+    let ca = test_support::ca::TestCa::new("relay cluster CA");
+    let cluster = test_support::redis_cluster::RedisCluster::start_tls(&ca);
+    assert!(cluster.url().starts_with("rediss+cluster://"));
+    shared_by_two_nodes(&cluster.url());
+    let keys: i64 = redis::cmd("EXISTS")
+        .arg("outbound:rate:shared.test")
+        .query(&mut cluster.conn())
+        .unwrap();
+    assert_eq!(keys, 1);
+}
+
 /// Two relay nodes with `--redis redis_url`, 24 messages to a domain limited to 4/s:
 /// both nodes send, and together they keep to the rate.
 fn shared_by_two_nodes(redis_url: &str) {
@@ -276,4 +290,74 @@ fn the_shared_rate_limit_counts_recipients_too() {
         "12 recipients at 2/s shared took only {span:.2}s"
     );
     assert!(largest_transaction(&dest) <= 2, "{:?}", dest.messages());
+}
+
+/// Redis down when the relay starts is not a configuration error: the relay starts,
+/// delivers on its local limit, and shares the limit through Redis once Redis is
+/// back (it reconnects, within its backoff).
+#[test]
+fn the_relay_starts_with_redis_down_and_shares_the_limit_once_it_is_back() {
+    let mut redis = Redis::start();
+    redis.stop();
+    let store = Store::sqlite();
+    let dest = Dest::start(&[]);
+    let config = format!("{FAST}\n[domains.\"back.test\"]\nmessages_per_second = 20\n");
+    // Queued before the relay starts, as in the other tests here (the CLI does not
+    // race the relay on a new SQLite file).
+    for i in 0..3 {
+        enqueue(
+            &store,
+            "app@sender.test",
+            &[&format!("a{i}@back.test")],
+            &message(&format!("down {i}")),
+        );
+    }
+    let relay = Relay::start(
+        &store,
+        &config,
+        &[
+            "--transport",
+            &format!("back.test={}", dest.addr),
+            "--redis",
+            &redis.url(),
+        ],
+    );
+    store.wait_settled(&["delivered"], Duration::from_secs(30));
+    assert_eq!(dest.messages().len(), 3, "delivered with Redis down");
+    assert!(
+        relay.log().contains("Redis unreachable at start"),
+        "{}",
+        relay.log()
+    );
+    redis.start_again();
+    // One message at a time until the limiter's key shows up in Redis (bounded).
+    let deadline = std::time::Instant::now() + Duration::from_secs(40);
+    let mut sent = 3;
+    loop {
+        enqueue(
+            &store,
+            "app@sender.test",
+            &[&format!("b{sent}@back.test")],
+            &message(&format!("back {sent}")),
+        );
+        sent += 1;
+        store.wait_settled(&["delivered"], Duration::from_secs(30));
+        let shared: i64 = redis::cmd("EXISTS")
+            .arg("outbound:rate:back.test")
+            .query(&mut redis.conn())
+            .unwrap();
+        if shared == 1 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the relay never used Redis after it came back"
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    println!(
+        "Redis back: the shared limit used after {} messages",
+        sent - 3
+    );
+    assert_eq!(dest.messages().len(), sent, "every message delivered once");
 }

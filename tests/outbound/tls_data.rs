@@ -1,13 +1,15 @@
 //! The relay's queue over TLS: a MariaDB that refuses plaintext TCP
 //! (`require_secure_transport=ON`) with a private CA's certificate. The relay
 //! delivers from it; a CA that does not verify the server fails the start naming
-//! the setting.
+//! the setting, for the store and for the shared rate limit's TLS Redis (exit 2,
+//! `redis.url`).
 
 use std::time::Duration;
 
 use test_support::ca::TestCa;
 
 use crate::support::{Dest, FAST, Relay, Store, enqueue, message};
+use test_support::services::Redis;
 
 #[test]
 fn the_relay_delivers_from_mariadb_over_tls_and_a_wrong_ca_fails_the_start() {
@@ -66,4 +68,17 @@ fn the_relay_delivers_from_mariadb_over_tls_and_a_wrong_ca_fails_the_start() {
     assert!(!out.status.success());
     assert!(stderr.contains("ssl-mode/ssl-ca"), "{stderr}");
     assert!(!stderr.contains(":pw@"), "{stderr}");
+
+    // A TLS-only Redis for the shared rate limit, with the same wrong CA: the relay
+    // does not start on per-node limits, it refuses to start (exit 2).
+    let redis = Redis::start_tls(&ca);
+    let mut relay = Relay::start(&store, FAST, &["--redis", &redis.tls_url(&other.ca())]);
+    let status = relay.wait_exit(Duration::from_secs(20));
+    let log = relay.log();
+    println!("relay, wrong Redis CA: {status:?}: {}", log.trim());
+    assert_eq!(status.and_then(|s| s.code()), Some(2), "{log}");
+    assert!(
+        log.contains("redis.url") && log.contains("UnknownIssuer"),
+        "{log}"
+    );
 }

@@ -24,6 +24,8 @@
 //!   against private MariaDB and Redis instances ([`support::services`]).
 //! - [`redis_cluster`]: the cache on a three-master Redis Cluster, a master killed
 //!   under load (one test, the cluster started once).
+//! - [`redis_cluster_tls`]: the cache on a TLS-only Redis Cluster
+//!   (`rediss+cluster://`), a wrong CA failing the start.
 //! - [`tls_data`]: MariaDB and Redis over TLS with a private CA.
 //! - [`galera`]: two smtpd nodes on a three-node MariaDB Galera cluster, one Galera
 //!   node killed under load (one test, the cluster started once).
@@ -51,6 +53,7 @@ mod packaging;
 mod proxy;
 mod redis_cache;
 mod redis_cluster;
+mod redis_cluster_tls;
 mod replies;
 mod retention;
 mod store;

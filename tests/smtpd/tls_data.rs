@@ -1,8 +1,9 @@
 //! The data tier over TLS with a private CA (`test_support::ca`): MariaDB that
 //! refuses plaintext TCP (`require_secure_transport=ON`) and a TLS-only
 //! redis-server. smtpd stores over TLS to both; a CA that does not verify the
-//! server fails the start with an error naming the setting; the password is never
-//! printed.
+//! server fails the start with an error naming the setting (MariaDB's `ssl-ca`, and
+//! Redis's in cache and in Guerrilla mode: exit 2, `redis.url`); the password is
+//! never printed.
 
 use std::time::Duration;
 
@@ -131,4 +132,43 @@ fn smtpd_stores_over_tls_to_mariadb_and_redis_and_a_wrong_ca_fails_the_start() {
     let (code, stderr) = run_smtpd_to_exit(&args, dir.path(), Duration::from_secs(10));
     assert_eq!(code, 2, "{stderr}");
     assert!(stderr.contains("ssl-ca=/nonexistent/ca.pem"), "{stderr}");
+
+    // Redis with a CA that did not sign its certificate: not a cache outage to
+    // start through but a configuration error, in either mode (exit 2, no restart
+    // by systemd), before any client is answered.
+    for mode in ["cache", "guerrilla"] {
+        let config = dir.path().join(format!("{mode}.toml"));
+        std::fs::write(
+            &config,
+            format!(
+                "[redis]\nurl = \"{}\"\nmode = \"{mode}\"\n",
+                redis.tls_url(&other.ca())
+            ),
+        )
+        .unwrap();
+        let args: Vec<String> = [
+            "--listen",
+            "127.0.0.1:0",
+            "--store",
+            "sqlite:wrong-redis-ca.sqlite",
+            "--config",
+            &config.display().to_string(),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let (code, stderr) = run_smtpd_to_exit(&args, dir.path(), Duration::from_secs(20));
+        println!(
+            "wrong Redis CA, {mode} mode: exit {code}: {}",
+            stderr.trim()
+        );
+        assert_eq!(code, 2, "{stderr}");
+        assert!(
+            stderr.contains("redis.url")
+                && stderr.contains("invalid peer certificate: UnknownIssuer")
+                && stderr.contains("ssl-ca"),
+            "{stderr}"
+        );
+        assert!(!stderr.contains("listening on"), "{stderr}");
+    }
 }

@@ -15,11 +15,13 @@
 //!   `inbox_max`, expiring `ttl_secs` after the last arrival;
 //! - channel `<prefix>new:<recipient>`: the hash of each new message.
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
+use mailstore::redis_target::{ProbeError, SlotOwners};
 use mailstore::{RedisConn, RedisTarget};
 use tokio::time::timeout;
 use tracing::{info, warn};
@@ -78,6 +80,50 @@ impl CacheConfig {
     }
 }
 
+/// `redis.url` cannot work: a configuration error found at start (see
+/// [`RedisTarget::probe`] for which errors are configuration errors).
+#[derive(Debug, thiserror::Error)]
+#[error("redis.url: {0}")]
+pub struct Misconfigured(pub ProbeError);
+
+impl CacheConfig {
+    /// Connects to Redis once at start, in every mode. A configuration error
+    /// (certificate, password, wrong kind of server) fails the start; Redis merely
+    /// down is logged and the start goes on (cache mode: misses until it is back;
+    /// Guerrilla mode: 451 until it is back), the committer reconnecting with
+    /// backoff.
+    pub fn check_at_start(&self) -> Result<(), Misconfigured> {
+        let target = match self.target() {
+            Ok(t) => t,
+            // Config validation parsed it already; say so if it changed.
+            Err(reason) => {
+                return Err(Misconfigured(ProbeError::Misconfigured {
+                    node: self.display_url(),
+                    reason,
+                }));
+            }
+        };
+        let rt = match tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => {
+                warn!(error = %e, "cannot check Redis at start");
+                return Ok(());
+            }
+        };
+        match rt.block_on(target.probe(OP_TIMEOUT)) {
+            Ok(()) => Ok(()),
+            Err(e @ ProbeError::Unreachable { .. }) => {
+                warn!(error = %e, mode = ?self.mode, "Redis unreachable at start; starting anyway, reconnecting with backoff");
+                Ok(())
+            }
+            Err(e) => Err(Misconfigured(e)),
+        }
+    }
+}
+
 /// Why a cache write did not happen.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CacheError {
@@ -85,6 +131,14 @@ pub enum CacheError {
     Down,
     /// The write was tried and failed (the connection is dropped and rebuilt).
     Failed(String),
+    /// A cluster with a master (or more) down: the writes to the live masters were
+    /// done, `missed` of `of` groups (one key each) were not (failed, or skipped
+    /// while their master backs off).
+    Partial {
+        missed: usize,
+        of: usize,
+        error: String,
+    },
 }
 
 impl std::fmt::Display for CacheError {
@@ -92,16 +146,80 @@ impl std::fmt::Display for CacheError {
         match self {
             Self::Down => f.write_str("Redis down, waiting before the next attempt"),
             Self::Failed(e) => f.write_str(e),
+            Self::Partial { missed, of, error } => {
+                write!(
+                    f,
+                    "{missed} of {of} cache writes not done (a master is down): {error}"
+                )
+            }
         }
     }
+}
+
+/// When the next attempt may be made after failures (doubling, capped).
+#[derive(Debug)]
+struct Backoff {
+    down_until: Option<Instant>,
+    delay: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff {
+            down_until: None,
+            delay: BACKOFF_MIN,
+        }
+    }
+
+    fn ready(&self, now: Instant) -> bool {
+        self.down_until.is_none_or(|t| now >= t)
+    }
+
+    /// Records a failure at `now`; returns the wait before the next attempt.
+    fn failed(&mut self, now: Instant) -> Duration {
+        let wait = self.delay;
+        self.down_until = Some(now + wait);
+        self.delay = (self.delay * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    /// Records a success; true when it had been failing.
+    fn succeeded(&mut self) -> bool {
+        self.delay = BACKOFF_MIN;
+        self.down_until.take().is_some()
+    }
+}
+
+/// A cluster's masters and their own backoffs: one dead master must not stop the
+/// writes to the others.
+#[derive(Debug, Default)]
+struct Masters {
+    /// Which master serves each slot; `None` until read.
+    owners: Option<SlotOwners>,
+    /// Read the map again before the next write (a master failed: a failover may
+    /// have moved its slots). The old map stays in use if that read fails.
+    stale: bool,
+    backoff: HashMap<String, Backoff>,
+}
+
+/// One group of commands and the key that routes it (its node on a cluster).
+struct Group {
+    /// The key (`None`: `PUBLISH`, which any node takes: it is neither skipped nor
+    /// counted for a master's health, the client sends it to a live node when the
+    /// channel's master is gone).
+    route: Option<String>,
+    pipe: redis::Pipeline,
 }
 
 pub struct RedisCache {
     target: RedisTarget,
     conn: Option<RedisConn>,
     config: CacheConfig,
-    down_until: Option<Instant>,
-    backoff: Duration,
+    /// One server: its backoff. A cluster: the backoff of the whole connection
+    /// (every master failed, or no connection).
+    backoff: Backoff,
+    /// A cluster: per master (empty on one server).
+    masters: Masters,
 }
 
 impl RedisCache {
@@ -111,8 +229,8 @@ impl RedisCache {
             target,
             conn: None,
             config,
-            down_until: None,
-            backoff: BACKOFF_MIN,
+            backoff: Backoff::new(),
+            masters: Masters::default(),
         })
     }
 
@@ -121,7 +239,8 @@ impl RedisCache {
     }
 
     /// Writes bodies (`bodies`) and/or inbox entries and notifications (`notify`)
-    /// for the rows, in one pipeline.
+    /// for the rows: one pipeline on one server; on a cluster one pipeline per key,
+    /// skipping the masters that back off.
     pub async fn write(
         &mut self,
         rows: &[&MailRow],
@@ -129,34 +248,29 @@ impl RedisCache {
         notify: bool,
     ) -> Result<(), CacheError> {
         let now = Instant::now();
-        if self.down_until.is_some_and(|t| now < t) {
+        if !self.backoff.ready(now) {
             return Err(CacheError::Down);
         }
-        let result = self.try_write(rows, bodies, notify).await;
+        let groups = self.groups(rows, bodies, notify);
+        let result = self.try_write(groups, now).await;
         match &result {
-            Ok(()) => {
-                if self.down_until.take().is_some() {
+            Ok(()) | Err(CacheError::Partial { .. }) => {
+                if self.backoff.succeeded() {
                     info!("Redis reachable again");
                 }
-                self.backoff = BACKOFF_MIN;
             }
             Err(e) => {
                 // Drop the connection: the next attempt reconnects.
                 self.conn = None;
-                self.down_until = Some(now + self.backoff);
-                warn!(error = %e, backoff_ms = self.backoff.as_millis() as u64, "Redis write failed");
-                self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+                self.masters.owners = None;
+                let wait = self.backoff.failed(now);
+                warn!(error = %e, backoff_ms = wait.as_millis() as u64, "Redis write failed");
             }
         }
-        result.map_err(CacheError::Failed)
+        result
     }
 
-    async fn try_write(
-        &mut self,
-        rows: &[&MailRow],
-        bodies: bool,
-        notify: bool,
-    ) -> Result<(), String> {
+    async fn try_write(&mut self, groups: Vec<Group>, now: Instant) -> Result<(), CacheError> {
         let conn = match &mut self.conn {
             Some(c) => c,
             None => {
@@ -164,26 +278,124 @@ impl RedisCache {
                     .target
                     .connect(OP_TIMEOUT)
                     .await
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| CacheError::Failed(e.to_string()))?;
                 self.conn.insert(c)
             }
         };
+        if !self.target.is_cluster() {
+            let pipes: Vec<redis::Pipeline> = groups.into_iter().map(|g| g.pipe).collect();
+            return timeout(OP_TIMEOUT, conn.run_groups(&pipes))
+                .await
+                .map_err(|_| CacheError::Failed("pipeline timed out".into()))?
+                .map(|_| ())
+                .map_err(|e| CacheError::Failed(e.to_string()));
+        }
+        let masters = &mut self.masters;
+        if masters.owners.is_none() || masters.stale {
+            // Without a map every group is tried (no per-master backoff yet).
+            if let Ok(Ok(owners)) = timeout(OP_TIMEOUT, conn.slot_owners()).await {
+                masters.owners = Some(owners);
+                masters.stale = false;
+            }
+        }
+        let of = groups.len();
+        // Each group with its master; those whose master backs off are skipped.
+        let mut skipped = 0;
+        let mut tried: Vec<(Option<String>, redis::Pipeline)> = Vec::with_capacity(of);
+        for group in groups {
+            let node = group
+                .route
+                .as_ref()
+                .zip(masters.owners.as_ref())
+                .and_then(|(key, o)| o.owner(key.as_bytes()))
+                .map(str::to_owned);
+            let ready = node
+                .as_ref()
+                .and_then(|n| masters.backoff.get(n))
+                .is_none_or(|b| b.ready(now));
+            if ready {
+                tried.push((node, group.pipe));
+            } else {
+                skipped += 1;
+            }
+        }
+        if tried.is_empty() {
+            // Every key's master backs off (the connection itself is fine).
+            return Err(CacheError::Partial {
+                missed: of,
+                of,
+                error: "master backing off".into(),
+            });
+        }
+        let pipes: Vec<redis::Pipeline> = tried.iter().map(|(_, p)| p.clone()).collect();
+        // Each group on its own clock: a master that does not answer fails its
+        // own keys, not the batch.
+        let results = conn.run_each(&pipes, OP_TIMEOUT).await;
+        let mut failed = 0;
+        let mut first_error = None;
+        let mut down_nodes = Vec::new();
+        for ((node, _), result) in tried.iter().zip(results) {
+            match result {
+                Ok(_) => {
+                    if let Some(n) = node
+                        && masters.backoff.get_mut(n).is_some_and(Backoff::succeeded)
+                    {
+                        info!(node = %n, "Redis Cluster master reachable again");
+                    }
+                }
+                Err(e) => {
+                    failed += 1;
+                    first_error.get_or_insert_with(|| e.to_string());
+                    if let Some(n) = node
+                        && !down_nodes.contains(n)
+                    {
+                        down_nodes.push(n.clone());
+                    }
+                }
+            }
+        }
+        let error = first_error.unwrap_or_else(|| "master backing off".into());
+        let all_masters = masters.owners.as_ref().map_or(0, SlotOwners::masters);
+        if failed == tried.len() && (down_nodes.is_empty() || down_nodes.len() >= all_masters) {
+            // Every master (or a connection without a slot map) failed: the whole
+            // cache backs off, as for one server.
+            return Err(CacheError::Failed(error));
+        }
+        for node in down_nodes {
+            let wait = masters
+                .backoff
+                .entry(node.clone())
+                .or_insert_with(Backoff::new)
+                .failed(now);
+            warn!(node = %node, error = %error, backoff_ms = wait.as_millis() as u64, "Redis Cluster master failed; its keys are skipped while it backs off");
+            masters.stale = true;
+        }
+        match failed + skipped {
+            0 => Ok(()),
+            missed => Err(CacheError::Partial { missed, of, error }),
+        }
+    }
+
+    /// The commands for the rows, one group per key (a cluster refuses pipelines
+    /// across hash slots; on one server the groups go out as one pipeline).
+    fn groups(&self, rows: &[&MailRow], bodies: bool, notify: bool) -> Vec<Group> {
         let cfg = &self.config;
         let ttl = cfg.ttl_secs;
-        // One group per key (a cluster refuses pipelines across hash slots; on one
-        // server the groups go out as one pipeline).
         let mut groups = Vec::with_capacity(rows.len() * 3);
         for row in rows {
             if bodies {
                 let key = format!("{}mail:{}", cfg.key_prefix, row.hash);
                 let mut pipe = redis::pipe();
                 match compress(&row.mail, cfg.compress_min_bytes) {
-                    Some(gz) => pipe.cmd("SET").arg(key).arg(gz),
-                    None => pipe.cmd("SET").arg(key).arg(&row.mail[..]),
+                    Some(gz) => pipe.cmd("SET").arg(&key).arg(gz),
+                    None => pipe.cmd("SET").arg(&key).arg(&row.mail[..]),
                 }
                 .arg("EX")
                 .arg(ttl);
-                groups.push(pipe);
+                groups.push(Group {
+                    route: Some(key),
+                    pipe,
+                });
             }
             if notify {
                 for recipient in &row.recipients {
@@ -195,22 +407,22 @@ impl RedisCache {
                         .arg(0)
                         .arg(cfg.inbox_max.saturating_sub(1));
                     pipe.cmd("EXPIRE").arg(&inbox).arg(ttl);
-                    groups.push(pipe);
-                    // PUBLISH has no key: a cluster sends it to any node, which
-                    // broadcasts it to the subscribers of every node.
+                    groups.push(Group {
+                        route: Some(inbox),
+                        pipe,
+                    });
+                    // PUBLISH has no key: a cluster client sends it to the master of
+                    // the channel name's slot (or, that one gone, to another node),
+                    // which broadcasts it to the subscribers of every node.
                     let mut pipe = redis::pipe();
                     pipe.cmd("PUBLISH")
                         .arg(format!("{}new:{recipient}", cfg.key_prefix))
                         .arg(&row.hash);
-                    groups.push(pipe);
+                    groups.push(Group { route: None, pipe });
                 }
             }
         }
-        timeout(OP_TIMEOUT, conn.run_groups(&groups))
-            .await
-            .map_err(|_| "pipeline timed out".to_string())?
-            .map(|_| ())
-            .map_err(|e| e.to_string())
+        groups
     }
 }
 

@@ -1,6 +1,9 @@
 //! A private certificate authority for the data-tier TLS tests, made with the
 //! `openssl` command line in a temp dir: a CA certificate and one server
 //! certificate for `127.0.0.1` / `localhost` signed by it. Cloning shares the dir.
+//! The certificate is good for clients too (`clientAuth`): the nodes of a TLS
+//! Redis Cluster present it to each other on the cluster bus, which always checks
+//! the client's certificate.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -44,7 +47,7 @@ impl TestCa {
             d.join("server.ext"),
             "basicConstraints=CA:FALSE\n\
              keyUsage=digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=serverAuth\n\
+             extendedKeyUsage=serverAuth,clientAuth\n\
              subjectAltName=IP:127.0.0.1,DNS:localhost\n",
         )
         .expect("write extensions");
