@@ -1276,3 +1276,42 @@ fn a_request_head_never_finished_is_closed_while_event_streams_stay_open() {
     let data: Value = serde_json::from_str(&ev.data).unwrap();
     assert_eq!(data["subject"], "after the wait");
 }
+
+/// A connection to `to` from the loopback address `from` (a second client).
+fn connect_from(from: std::net::Ipv4Addr, to: SocketAddr) -> TcpStream {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    s.bind(&SocketAddr::from((from, 0)).into()).unwrap();
+    s.connect(&to.into()).unwrap();
+    s.into()
+}
+
+#[test]
+fn one_address_past_http_max_connections_per_ip_is_closed_while_others_are_served() {
+    let (_server, http) =
+        public("rate_per_ip = 0\nmax_connections = 50\nmax_connections_per_ip = 2");
+    let _a = Events::open(http, "/api/v1/mailboxes/bob@example.com/events", &[]).unwrap();
+    let _b = Events::open(http, "/api/v1/mailboxes/bob@example.com/events", &[]).unwrap();
+    let get = b"GET /api/v1/mailboxes/bob@example.com/messages HTTP/1.0\r\nHost: t\r\n\r\n";
+    // A third from 127.0.0.1: closed without an answer, though slots are free.
+    let mut third = TcpStream::connect(http).unwrap();
+    let _ = third.write_all(get);
+    third
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut got = Vec::new();
+    let _ = third.read_to_end(&mut got);
+    assert!(got.is_empty(), "{}", String::from_utf8_lossy(&got));
+    // Another address is served.
+    let mut other = connect_from(std::net::Ipv4Addr::new(127, 0, 0, 2), http);
+    other.write_all(get).unwrap();
+    other
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let mut answer = Vec::new();
+    other.read_to_end(&mut answer).unwrap();
+    assert!(
+        answer.starts_with(b"HTTP/1.0 200"),
+        "{}",
+        String::from_utf8_lossy(&answer)
+    );
+}

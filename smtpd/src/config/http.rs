@@ -31,6 +31,7 @@ pub struct RawHttp {
     pub max_streams_per_ip: Option<usize>,
     pub max_streams: Option<usize>,
     pub max_connections: Option<usize>,
+    pub max_connections_per_ip: Option<usize>,
 }
 
 /// Who may use the API.
@@ -54,6 +55,9 @@ pub struct Http {
     pub max_streams: usize,
     /// Open connections at most (event streams included).
     pub max_connections: usize,
+    /// Open connections one client address may hold (0: no limit, the default:
+    /// behind a reverse proxy every client has the proxy's address).
+    pub max_connections_per_ip: usize,
 }
 
 pub(super) fn http(raw: RawHttp, cli: &Cli) -> Result<Option<Http>, ConfigError> {
@@ -101,8 +105,16 @@ pub(super) fn http(raw: RawHttp, cli: &Cli) -> Result<Option<Http>, ConfigError>
     bounded("http.max_streams", max_streams, 1, 1_000_000)?;
     let max_connections = raw.max_connections.unwrap_or(DEFAULT_HTTP_MAX_CONNECTIONS);
     bounded("http.max_connections", max_connections, 1, 1_000_000)?;
+    let max_connections_per_ip = raw.max_connections_per_ip.unwrap_or(0);
+    bounded(
+        "http.max_connections_per_ip",
+        max_connections_per_ip,
+        0,
+        1_000_000,
+    )?;
     Ok(Some(Http {
         max_connections,
+        max_connections_per_ip,
         listen,
         access,
         rate_per_ip,
@@ -136,6 +148,10 @@ mod tests {
                 "listen = \"127.0.0.1:0\"\npublic = true\nmax_streams = 0",
                 "http.max_streams",
             ),
+            (
+                "listen = \"127.0.0.1:0\"\npublic = true\nmax_connections_per_ip = 2000000",
+                "http.max_connections_per_ip",
+            ),
         ] {
             let e = parse(text).unwrap_err().to_string();
             assert!(e.contains(field), "{text:?}: {e}");
@@ -145,5 +161,6 @@ mod tests {
             .unwrap();
         assert_eq!(h.access, HttpAccess::Public);
         assert_eq!(h.rate_per_ip, DEFAULT_HTTP_RATE_PER_IP);
+        assert_eq!(h.max_connections_per_ip, 0);
     }
 }

@@ -99,6 +99,7 @@ pub fn start(setup: HttpSetup) -> anyhow::Result<SocketAddr> {
     let listener = rt.block_on(tokio::net::TcpListener::bind(setup.config.listen))?;
     let bound = listener.local_addr()?;
     let limits = http_serve::Limits::new(setup.config.max_connections)
+        .with_max_connections_per_ip(setup.config.max_connections_per_ip)
         .with_header_read_timeout(HEADER_READ_TIMEOUT);
     let reader = Arc::new(rt.block_on(MailReader::open(&setup.store, setup.cache.as_ref()))?);
     let state = AppState {
