@@ -53,3 +53,19 @@ pub enum OpenError {
     )]
     SchemaOutdated { found: u32, expected: u32 },
 }
+
+impl OpenError {
+    /// Whether SQLite refused a step because another connection held a lock: worth
+    /// retrying, unlike every other failure here.
+    pub fn is_busy(&self) -> bool {
+        let sqlite = match self {
+            OpenError::Open { source, .. } => Some(source),
+            OpenError::Migrate { source, .. } => source.downcast_ref::<rusqlite::Error>(),
+            _ => None,
+        };
+        matches!(
+            sqlite.and_then(rusqlite::Error::sqlite_error_code),
+            Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    }
+}

@@ -8,7 +8,7 @@
 //! Must not: hold connections or know what the tables are used for.
 
 use std::path::Path;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use mysql_async::prelude::Queryable;
 use mysql_async::{OptsBuilder, Pool, PoolConstraints, PoolOpts};
@@ -159,6 +159,32 @@ pub fn open_sqlite(path: &Path, synchronous: Synchronous) -> Result<Connection, 
     )
     .map_err(open)?;
     conn.busy_timeout(SQLITE_BUSY_TIMEOUT).map_err(open)?;
+    // The busy handler does not cover every step here: a file that another
+    // process is creating right now (its WAL switch, its first migration) can
+    // answer SQLITE_BUSY at once, without waiting. Every step is idempotent, so
+    // the whole sequence is retried until the same deadline a statement would
+    // wait for; two openers racing on a fresh file then both succeed.
+    let deadline = Instant::now() + SQLITE_BUSY_TIMEOUT;
+    loop {
+        match configure_sqlite(&mut conn, path, synchronous) {
+            Err(e) if e.is_busy() && Instant::now() < deadline => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.map(|()| conn),
+        }
+    }
+}
+
+/// The per-connection settings of [`open_sqlite`], then the missing migrations.
+fn configure_sqlite(
+    conn: &mut Connection,
+    path: &Path,
+    synchronous: Synchronous,
+) -> Result<(), OpenError> {
+    let open = |source| OpenError::Open {
+        path: path.to_owned(),
+        source,
+    };
     // Only a new, empty file takes this (an existing one keeps its page size). Most
     // bytes of a mail store are bodies in overflow chains, and WAL writes each page
     // as its own frame (two write() calls and a checksum): 16 KiB pages write a
@@ -193,9 +219,8 @@ pub fn open_sqlite(path: &Path, synchronous: Synchronous) -> Result<Connection, 
     // a commit, so its size bounds the latency spike it adds. This is the default
     // for every opener; smtpd's committer turns it off and checkpoints on a
     // background connection instead, with an inline bound (smtpd/src/store/sqlite.rs).
-    set_wal_autocheckpoint(&conn, WAL_CHECKPOINT_BYTES).map_err(open)?;
-    migrate_sqlite(&mut conn)?;
-    Ok(conn)
+    set_wal_autocheckpoint(conn, WAL_CHECKPOINT_BYTES).map_err(open)?;
+    migrate_sqlite(conn)
 }
 
 /// Makes `conn` checkpoint after any commit that leaves the WAL at `bytes` or
@@ -497,5 +522,40 @@ mod tests {
             .query_row("PRAGMA wal_autocheckpoint", [], |r| r.get(0))
             .unwrap();
         assert_eq!(fresh_pages * SQLITE_PAGE_SIZE, WAL_CHECKPOINT_BYTES);
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod concurrent_open_tests {
+    use super::*;
+    use std::sync::{Arc, Barrier};
+
+    /// Several processes (here: connections on threads, which take the same file
+    /// locks) opening one fresh file at once, as `outbound enqueue` from cron does
+    /// while the relay starts: each must wait for the others' WAL switch and
+    /// migrations rather than fail with "database is locked".
+    #[test]
+    fn openers_racing_on_a_fresh_file_all_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        for round in 0..20 {
+            let path = dir.path().join(format!("race-{round}.sqlite"));
+            let openers = 6;
+            let barrier = Arc::new(Barrier::new(openers));
+            let threads: Vec<_> = (0..openers)
+                .map(|_| {
+                    let (path, barrier) = (path.clone(), Arc::clone(&barrier));
+                    std::thread::spawn(move || {
+                        barrier.wait();
+                        open_sqlite(&path, Synchronous::Normal).map(drop)
+                    })
+                })
+                .collect();
+            for t in threads {
+                if let Err(e) = t.join().unwrap() {
+                    panic!("round {round}: {e}");
+                }
+            }
+        }
     }
 }
