@@ -72,6 +72,11 @@ const SQLITE_MIGRATIONS: &[(i64, &str, &str)] = &[
         "0010_scaleout",
         include_str!("../sqlite/0010_scaleout.sql"),
     ),
+    (
+        11,
+        "0011_indexes",
+        include_str!("../sqlite/0011_indexes.sql"),
+    ),
 ];
 
 /// MySQL migrations, in order (same versions as SQLite's).
@@ -121,6 +126,11 @@ pub const MYSQL_MIGRATIONS: &[(u32, &str, &str)] = &[
         10,
         "0010_scaleout",
         include_str!("../mysql/0010_scaleout.sql"),
+    ),
+    (
+        11,
+        "0011_indexes",
+        include_str!("../mysql/0011_indexes.sql"),
     ),
 ];
 
