@@ -118,6 +118,13 @@ pub const DEFAULT_SOFT_BOUNCE_WINDOW_SECS: u64 = 7 * 86_400;
 /// `bounces.intake_interval_ms`: bounces are read once a second: prompt, and cheap
 /// on the database.
 pub const DEFAULT_INTAKE_INTERVAL_MS: u64 = 1_000;
+/// `bounces.intake_settle_ms` on MySQL/MariaDB: how long an id must have been
+/// passed by a visible one before the intake steps over it. Several writers
+/// (smtpd nodes, Galera nodes, committers) commit out of id order; smtpd gives up
+/// on a COMMIT after ≈ 15 s, so 30 s covers every row that will ever appear.
+pub const DEFAULT_INTAKE_SETTLE_MS_MYSQL: u64 = 30_000;
+/// `bounces.intake_settle_ms` on SQLite: one writer commits in id order.
+pub const DEFAULT_INTAKE_SETTLE_MS_SQLITE: u64 = 0;
 
 /// `web.listen`: the HTTP API on loopback only unless an operator says otherwise
 /// (it holds every account's lists).
@@ -294,6 +301,7 @@ struct FileBounces {
     soft_bounce_limit: Option<u32>,
     soft_bounce_window_secs: Option<u64>,
     intake_interval_ms: Option<u64>,
+    intake_settle_ms: Option<u64>,
     complaint_address: Option<String>,
 }
 
@@ -503,9 +511,25 @@ pub struct Bounces {
     pub soft_bounce_window: Duration,
     /// How often `new_mail` is read for bounces and unsubscribes.
     pub intake_interval: Duration,
+    /// How long the intake waits before stepping over an id it has not seen
+    /// (see `intake_horizon`); None: the store's default ([`Bounces::intake_settle`]).
+    pub intake_settle: Option<Duration>,
     /// Where feedback-loop reports (ARF, RFC 5965) arrive, lowercased; None = no
     /// complaint intake. Read with the bounces, so it takes effect only with VERP.
     pub complaint_address: Option<String>,
+}
+
+impl Bounces {
+    /// `bounces.intake_settle_ms`, or the store's default: 0 on SQLite (one writer,
+    /// ids commit in order), 30 s on MySQL/MariaDB.
+    pub fn intake_settle(&self, mysql: bool) -> Duration {
+        self.intake_settle
+            .unwrap_or(Duration::from_millis(if mysql {
+                DEFAULT_INTAKE_SETTLE_MS_MYSQL
+            } else {
+                DEFAULT_INTAKE_SETTLE_MS_SQLITE
+            }))
+    }
 }
 
 impl Config {
@@ -1086,6 +1110,7 @@ struct BouncesSection {
     soft_bounce_limit: u32,
     soft_bounce_window: Duration,
     intake_interval: Duration,
+    intake_settle: Option<Duration>,
     complaint_address: Option<String>,
 }
 
@@ -1218,6 +1243,11 @@ fn bounces_section(raw: FileBounces) -> Result<BouncesSection, ConfigError> {
             10,
             3_600_000,
         )?,
+        intake_settle: raw
+            .intake_settle_ms
+            .map(|ms| bounded("bounces.intake_settle_ms", ms, 0, 600_000))
+            .transpose()?
+            .map(Duration::from_millis),
     })
 }
 
@@ -1286,6 +1316,7 @@ fn load_bounce_key(section: BouncesSection) -> Result<Bounces, ConfigError> {
         soft_bounce_window: section.soft_bounce_window,
         complaint_address: section.complaint_address,
         intake_interval: section.intake_interval,
+        intake_settle: section.intake_settle,
     })
 }
 
@@ -1632,6 +1663,8 @@ mod tests {
             b.intake_interval,
             Duration::from_millis(DEFAULT_INTAKE_INTERVAL_MS)
         );
+        assert_eq!(b.intake_settle(true), Duration::from_secs(30));
+        assert_eq!(b.intake_settle(false), Duration::ZERO);
         let (default_limits, others) = domains_section(HashMap::new()).unwrap();
         assert_eq!(
             default_limits.max_connections,

@@ -35,6 +35,7 @@ use crate::campaign::runner::Runner;
 use crate::client::Tls;
 use crate::config::Config;
 use crate::dsn;
+use crate::intake_horizon::IntakeHorizon;
 use crate::node;
 use crate::payload::Payload;
 use crate::queue::{Attempt, Beat, Claimed, Intake, Leases, NewRow, Node, Outcome, Queue};
@@ -150,6 +151,7 @@ pub async fn run(cfg: Arc<Config>, mut queue: Queue, tls: Tls) -> anyhow::Result
             .as_deref()
             .map(|k| Arc::new(Signer::new(k))),
         tracking: HashMap::new(),
+        horizon: IntakeHorizon::new(cfg.bounces.intake_settle(queue.db().is_mysql())),
     };
     let mut lost = d.heartbeat(&mut queue, &node).await;
     info!(node = %cfg.node_id, instance = %node.instance_id, threads = cfg.threads, store = %cfg.store, "relay running");
@@ -377,6 +379,8 @@ struct Dispatcher {
     /// Each campaign's tracking domains and link map, loaded once (a campaign's
     /// links are fixed when it is created), at most [`MAX_TRACKED_CAMPAIGNS`].
     tracking: HashMap<i64, Arc<CampaignLinks>>,
+    /// How far the bounce intake may read `new_mail` ([`IntakeHorizon`]).
+    horizon: IntakeHorizon,
 }
 
 /// Campaigns whose link maps the dispatcher keeps; past it the cache starts over.
@@ -827,7 +831,7 @@ impl Dispatcher {
             },
             complaint_address: self.cfg.bounces.complaint_address.as_deref(),
         };
-        let intake = queue.intake(&settings, Utc::now()).await;
+        let intake = queue.intake(&settings, &mut self.horizon, Utc::now()).await;
         if let Ok(r) = &intake {
             crate::metrics::record_intake(r.bounces, r.unsubscribes, r.complaints, r.forged);
         }

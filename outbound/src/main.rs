@@ -53,6 +53,7 @@ mod dkim;
 mod dns_records;
 mod dsn;
 mod import;
+mod intake_horizon;
 mod lists;
 mod metrics;
 mod mime;

@@ -25,6 +25,7 @@ use chrono::{DateTime, NaiveDateTime, Utc};
 
 use crate::bounce_policy::{self, Source, Suppression};
 use crate::db::{Db, DbError, Val};
+use crate::intake_horizon::IntakeHorizon;
 use crate::row::{self, Column, Fields, RowError};
 use crate::template::{Template, TransferEncoding};
 
@@ -1123,15 +1124,19 @@ impl Queue {
     /// in one transaction with the cursor's advance (the cursor row is locked, so
     /// nodes take turns and nothing is read twice), until it has caught up or spent
     /// [`INTAKE_PASS`]. A batch reads only ids and recipients; bodies are fetched
-    /// for the rows addressed to us.
+    /// for the rows addressed to us. It reads no further than `horizon` allows:
+    /// rows that may still be joined by lower ids committing late wait for them.
     pub async fn intake(
         &mut self,
         s: &Intake<'_>,
+        horizon: &mut IntakeHorizon,
         now: DateTime<Utc>,
     ) -> Result<IntakeReport, DbError> {
         let mut report = IntakeReport::default();
         let started = std::time::Instant::now();
-        while self.intake_batch(s, now, &mut report).await? && started.elapsed() < INTAKE_PASS {}
+        while self.intake_batch(s, horizon, now, &mut report).await?
+            && started.elapsed() < INTAKE_PASS
+        {}
         Ok(report)
     }
 
@@ -1139,6 +1144,7 @@ impl Queue {
     async fn intake_batch(
         &mut self,
         s: &Intake<'_>,
+        horizon: &mut IntakeHorizon,
         now: DateTime<Utc>,
         report: &mut IntakeReport,
     ) -> Result<bool, DbError> {
@@ -1167,11 +1173,23 @@ impl Queue {
                 .await?;
             // No row (it was inserted just above) or NULL: from the start.
             let cursor = row::scalar_int(&cursor).unwrap_or(0);
+            // The end of the primary key: one index probe on either store.
+            let visible = db
+                .query("SELECT MAX(mail_id) FROM new_mail", Vec::new())
+                .await?;
+            let Some(settled) = row::scalar_int(&visible)
+                .and_then(|max| horizon.observe(max, std::time::Instant::now()))
+                .filter(|&settled| settled > cursor)
+            else {
+                // Nothing new, or nothing new that cannot still be joined by a
+                // lower id: the next pass looks again.
+                return Ok(false);
+            };
             let heads = db
                 .query(
                     "SELECT mail_id, recipient FROM new_mail WHERE mail_id > ? \
-                     ORDER BY mail_id LIMIT ?",
-                    vec![cursor.into(), INTAKE_BATCH_ROWS.into()],
+                     AND mail_id <= ? ORDER BY mail_id LIMIT ?",
+                    vec![cursor.into(), settled.into(), INTAKE_BATCH_ROWS.into()],
                 )
                 .await?;
             let full = heads.len() >= usize::try_from(INTAKE_BATCH_ROWS).unwrap_or(usize::MAX);
@@ -2160,6 +2178,128 @@ mod claim_plan_tests {
                 .await
                 .unwrap();
             assert_eq!(row::scalar_int(&leased), Some(50));
+        });
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod intake_order_tests {
+    use super::*;
+    use std::time::Duration;
+
+    const KEY: &[u8] = b"0123456789abcdef-test-key";
+
+    /// A queue row to unsubscribe from, and the unsubscribe address naming it.
+    async fn queued(db: &mut Db, verp: &crate::verp::Verp, recipient: &str) -> String {
+        db.exec(
+            "INSERT INTO outbound_queue (sender, recipient, body) VALUES ('s@x.test', ?, 'b')",
+            vec![recipient.into()],
+        )
+        .await
+        .unwrap();
+        let id = row::scalar_int(
+            &db.query("SELECT MAX(id) FROM outbound_queue", Vec::new())
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        verp.address(crate::verp::Kind::Unsubscribe, id)
+    }
+
+    /// A `new_mail` row as smtpd writes it, to `recipient`.
+    async fn arrive(db: &mut Db, recipient: &str) {
+        db.exec(
+            "INSERT INTO new_mail (date, `from`, `to`, subject, charset, mail, hash, \
+             content_type, recipient, ip_addr, return_path, message_id, reply_to, sender, \
+             helo, size) VALUES (NOW(), 'a@b.test', ?, 'unsubscribe', 'utf-8', \
+             'Subject: unsubscribe\r\n\r\n', MD5(UUID()), 'text/plain', ?, '127.0.0.1', \
+             'a@b.test', '<m@b.test>', '', '', 'b.test', 25)",
+            vec![recipient.into(), recipient.into()],
+        )
+        .await
+        .unwrap();
+    }
+
+    async fn suppressed(db: &mut Db, address: &str) -> i64 {
+        row::scalar_int(
+            &db.query(
+                "SELECT COUNT(*) FROM suppression WHERE address = ?",
+                vec![address.into()],
+            )
+            .await
+            .unwrap(),
+        )
+        .unwrap()
+    }
+
+    /// Two writers commit out of id order (two smtpd nodes, Galera, two
+    /// committers): a lower id becomes visible after a higher one was read.
+    #[test]
+    fn a_row_committed_after_a_higher_id_was_read_is_acted_on_once_the_ids_settle() {
+        crate::db::on_mariadb(async |url, db| {
+            let verp = crate::verp::Verp::new("bounce.test", "bounces", "unsubscribe", KEY);
+            let mut late = Db::open(&url, false).await.unwrap();
+            let mut other = Db::open(&url, false).await.unwrap();
+            let mut q = Queue::new(db);
+            let settings = Intake {
+                verp: &verp,
+                node: "n1",
+                policy: bounce_policy::Settings {
+                    dsn: false,
+                    soft_bounce_limit: 3,
+                    soft_bounce_window: Duration::from_secs(3600),
+                    reporting_mta: "relay.test",
+                    message_id_domain: "relay.test",
+                },
+                complaint_address: None,
+            };
+            // One ordering race, read twice: the horizon's rule is what stands
+            // between it and a lost unsubscribe.
+            let mut race = async |q: &mut Queue, horizon: &mut IntakeHorizon, who: &str| {
+                let address = queued(q.db(), &verp, who).await;
+                // The lower id: allocated now, committed last.
+                late.begin().await.unwrap();
+                arrive(&mut late, &address).await;
+                // A higher id, visible at once.
+                arrive(&mut other, "someone@inbox.test").await;
+                let before = q.intake(&settings, horizon, Utc::now()).await.unwrap();
+                late.commit().await.unwrap();
+                let mut after = 0;
+                for _ in 0..40 {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    after += q
+                        .intake(&settings, horizon, Utc::now())
+                        .await
+                        .unwrap()
+                        .unsubscribes;
+                }
+                (before.unsubscribes, after)
+            };
+            // No settle: the cursor steps over the late row for good. This is the
+            // bug the settle exists for, and it shows the race is real here.
+            let mut eager = IntakeHorizon::new(Duration::ZERO);
+            assert_eq!(race(&mut q, &mut eager, "first@y.test").await, (0, 0));
+            assert_eq!(suppressed(q.db(), "first@y.test").await, 0);
+            // A settle: the late row is read once its ids settled, exactly once.
+            let mut settled = IntakeHorizon::new(Duration::from_millis(1500));
+            assert_eq!(race(&mut q, &mut settled, "second@y.test").await, (0, 1));
+            assert_eq!(suppressed(q.db(), "second@y.test").await, 1);
+            // And rows that commit in order are read as before: once, after the
+            // settle.
+            let address = queued(q.db(), &verp, "third@y.test").await;
+            arrive(&mut other, &address).await;
+            let mut seen = 0;
+            for _ in 0..40 {
+                seen += q
+                    .intake(&settings, &mut settled, Utc::now())
+                    .await
+                    .unwrap()
+                    .unsubscribes;
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            assert_eq!(seen, 1);
+            assert_eq!(suppressed(q.db(), "third@y.test").await, 1);
         });
     }
 }

@@ -184,7 +184,7 @@ fn complaints_past_the_threshold_pause_the_account_until_an_admin_resumes_it() {
     let cfg = format!(
         "{fast}\n[campaigns]\ninterval_ms = 100\n\
          [bounces]\ndsn = false\ndomain = \"bounce.test\"\nkey = \"{VERP_KEY}\"\n\
-         intake_interval_ms = 200\ncomplaint_address = \"{FBL}\"\n\
+         intake_interval_ms = 200\nintake_settle_ms = 300\ncomplaint_address = \"{FBL}\"\n\
          [accounts]\nmin_sample = 4\nmax_complaint_rate = 0.2\ncheck_interval_ms = 100\n"
     );
     let _relay = Relay::start(

@@ -15,7 +15,7 @@ const KEY: &str = "0123456789abcdef-test-key";
 fn config() -> String {
     let fast = FAST.replace("[bounces]\ndsn = false\n", "");
     format!(
-        "{fast}\n[bounces]\ndomain = \"bounce.test\"\nkey = \"{KEY}\"\nintake_interval_ms = 200\nsoft_bounce_limit = 2\n"
+        "{fast}\n[bounces]\ndomain = \"bounce.test\"\nkey = \"{KEY}\"\nintake_interval_ms = 200\nintake_settle_ms = 300\nsoft_bounce_limit = 2\n"
     )
 }
 

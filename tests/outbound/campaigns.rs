@@ -724,7 +724,7 @@ fn a_complaint_about_a_campaign_message_counts_as_complained() {
     let cfg = FAST.replace("[bounces]\ndsn = false\n", "")
         + &format!(
             "\n[bounces]\ndsn = false\ndomain = \"bounce.test\"\nkey = \"0123456789abcdef-test-key\"\n\
-             intake_interval_ms = 200\ncomplaint_address = \"{}\"\n[campaigns]\ninterval_ms = 100\n",
+             intake_interval_ms = 200\nintake_settle_ms = 300\ncomplaint_address = \"{}\"\n[campaigns]\ninterval_ms = 100\n",
             crate::complaints::FBL
         );
     let _relay = Relay::start(
@@ -777,7 +777,7 @@ fn a_campaign_unsubscribe_ends_list_memberships_not_transactional_mail() {
     );
     let cfg = FAST.replace("[bounces]\ndsn = false\n", "")
         + "\n[bounces]\ndsn = false\ndomain = \"bounce.test\"\nkey = \"0123456789abcdef-test-key\"\n\
-           intake_interval_ms = 200\n[campaigns]\ninterval_ms = 100\n";
+           intake_interval_ms = 200\nintake_settle_ms = 300\n[campaigns]\ninterval_ms = 100\n";
     let _relay = Relay::start(
         &store,
         &cfg,

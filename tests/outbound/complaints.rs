@@ -14,7 +14,7 @@ pub const FBL: &str = "fbl@bounce.test";
 fn config() -> String {
     let fast = FAST.replace("[bounces]\ndsn = false\n", "");
     format!(
-        "{fast}\n[bounces]\ndsn = false\ndomain = \"bounce.test\"\nkey = \"{KEY}\"\nintake_interval_ms = 200\ncomplaint_address = \"{FBL}\"\n"
+        "{fast}\n[bounces]\ndsn = false\ndomain = \"bounce.test\"\nkey = \"{KEY}\"\nintake_interval_ms = 200\nintake_settle_ms = 300\ncomplaint_address = \"{FBL}\"\n"
     )
 }
 
