@@ -242,6 +242,8 @@ mod tests {
             ),
             ("[store]\nbatch_max_bytes = 10\n", "store.batch_max_bytes"),
             ("[store]\nspool_dir = \"\"\n", "store.spool_dir"),
+            ("[store]\nmysql_committers = 0\n", "store.mysql_committers"),
+            ("[store]\nmysql_committers = 9\n", "store.mysql_committers"),
         ] {
             let e = err_text(text);
             assert!(e.contains(field), "{text:?} gave {e:?}");

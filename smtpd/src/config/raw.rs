@@ -112,6 +112,7 @@ pub struct RawStore {
     pub batch_max_delay_us: Option<u64>,
     pub batch_max_bytes: Option<usize>,
     pub queue_capacity: Option<usize>,
+    pub mysql_committers: Option<usize>,
     pub spool_dir: Option<PathBuf>,
     pub synchronous: Option<String>,
     pub migrate: Option<bool>,

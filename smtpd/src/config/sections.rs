@@ -221,6 +221,8 @@ pub struct Store {
     pub batch_max_delay: Duration,
     pub batch_max_bytes: usize,
     pub queue_capacity: usize,
+    /// MySQL/MariaDB: committer threads, each with a batch and a COMMIT in flight.
+    pub mysql_committers: usize,
     pub spool_dir: PathBuf,
     pub synchronous: Synchronous,
     pub migrate: bool,
@@ -239,6 +241,8 @@ pub(super) fn store(raw: RawStore, cli: &Cli) -> Result<Store, ConfigError> {
     bounded("store.batch_max_delay_us", batch_delay_us, 0, 1_000_000)?;
     let queue_capacity = raw.queue_capacity.unwrap_or(DEFAULT_QUEUE_CAPACITY);
     bounded("store.queue_capacity", queue_capacity, 1, 1_000_000)?;
+    let mysql_committers = raw.mysql_committers.unwrap_or(DEFAULT_MYSQL_COMMITTERS);
+    bounded("store.mysql_committers", mysql_committers, 1, 8)?;
     let batch_max_bytes = raw.batch_max_bytes.unwrap_or(DEFAULT_BATCH_MAX_BYTES);
     bounded("store.batch_max_bytes", batch_max_bytes, 65_536, 1 << 32)?;
     let spool_dir = match raw.spool_dir {
@@ -270,6 +274,7 @@ pub(super) fn store(raw: RawStore, cli: &Cli) -> Result<Store, ConfigError> {
         batch_max_delay: Duration::from_micros(batch_delay_us),
         batch_max_bytes,
         queue_capacity,
+        mysql_committers,
         spool_dir,
         synchronous,
         migrate: cli.migrate || raw.migrate.unwrap_or(false),

@@ -12,7 +12,7 @@
 //! tries again.
 //!
 //! Memory: a batch holds at most `batch_max_bytes` of bodies (or one message, when
-//! a single one is larger). Spooled bodies are read from their files only here, one
+//! a single one is larger), per committer. Spooled bodies are read from their files only here, one
 //! allocation each, and their files are deleted once the message is answered.
 
 use std::sync::Arc;
@@ -41,7 +41,8 @@ use mailstore::{StoreUrl, Synchronous};
 /// the risk of a duplicate when the client retries).
 const RESOLVE_DEADLINE: Duration = Duration::from_secs(15);
 const RESOLVE_PAUSE: Duration = Duration::from_millis(250);
-/// MySQL connections of the committer (one is busy at a time; one spare).
+/// MySQL connections of each committer (one is busy at a time; one spare for the
+/// in-doubt resolve and the probe): 2 × `mysql_committers` in all.
 const MYSQL_POOL_MAX: usize = 2;
 
 /// How the stage batches and where it writes.
@@ -55,8 +56,10 @@ pub struct StageConfig {
     /// ...or once its bodies add up to this many bytes (a larger single message
     /// is a batch on its own): what the committer holds in memory at once.
     pub batch_max_bytes: usize,
-    /// Submissions that may wait for the committer.
+    /// Submissions that may wait for the committers.
     pub queue_capacity: usize,
+    /// MySQL/MariaDB: committer threads, each with a batch in flight (SQLite: 1).
+    pub mysql_committers: usize,
     /// For the `Received:` header and generated Message-IDs.
     pub hostname: String,
     pub synchronous: Synchronous,
@@ -67,8 +70,9 @@ pub struct StageConfig {
     pub retention: RetentionConfig,
     /// Counters and readiness (the Prometheus metrics), when served.
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
-    /// Beaten on every turn of the committer (the systemd watchdog).
-    pub heartbeat: Option<Arc<ops::notify::Heartbeat>>,
+    /// Each committer registers a heartbeat here and beats it on every turn (the
+    /// systemd watchdog): one stuck committer is seen even while others run.
+    pub watchdog: Option<ops::notify::Watchdog>,
 }
 
 /// An idle committer wakes this often to show its heartbeat and, every
@@ -84,13 +88,14 @@ impl StageConfig {
             batch_max_delay: Duration::from_micros(crate::config::DEFAULT_BATCH_MAX_DELAY_US),
             batch_max_bytes: crate::config::DEFAULT_BATCH_MAX_BYTES,
             queue_capacity: 4096,
+            mysql_committers: crate::config::DEFAULT_MYSQL_COMMITTERS,
             hostname: hostname.to_owned(),
             synchronous: Synchronous::Full,
             migrate: false,
             cache: None,
             retention: RetentionConfig::default(),
             metrics: None,
-            heartbeat: None,
+            watchdog: None,
         }
     }
 }
@@ -111,7 +116,7 @@ pub struct StageStats {
 /// The running stage.
 pub struct StorageStage {
     tx: Sender<Submission>,
-    thread: JoinHandle<()>,
+    threads: Vec<JoinHandle<()>>,
     stats: Arc<StageStats>,
     retention: Option<Retention>,
     /// The queue seen from the receiving side, for its depth (a sender kept for
@@ -121,7 +126,7 @@ pub struct StorageStage {
 
 impl StorageStage {
     /// Opens the store on the calling thread (so a store that cannot be opened
-    /// fails the start, not the first message) and starts the committer.
+    /// fails the start, not the first message) and starts the committers.
     pub fn start(url: &StoreUrl, config: StageConfig) -> Result<Self, StoreError> {
         Self::start_with_arrivals(url, config, None)
     }
@@ -133,39 +138,65 @@ impl StorageStage {
         config: StageConfig,
         arrivals: Option<Arc<Arrivals>>,
     ) -> Result<Self, StoreError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(StoreError::Runtime)?;
-        let backend = match url {
-            StoreUrl::Sqlite(path) => Backend::Sqlite(SqliteStore::open(path, config.synchronous)?),
-            StoreUrl::Mysql(url) => Backend::Mysql(rt.block_on(MysqlStore::open(
-                url,
-                config.migrate,
-                MYSQL_POOL_MAX,
-            ))?),
+        let count = match url {
+            StoreUrl::Sqlite(_) => 1,
+            StoreUrl::Mysql(_) => config.mysql_committers.clamp(1, 8),
         };
-        let cache = config.cache.clone().map(RedisCache::new).transpose()?;
-        let retention = Retention::start(url, config.retention.clone())?;
         let (tx, rx) = crossbeam_channel::bounded(config.queue_capacity.max(1));
         let stats = Arc::new(StageStats::default());
         let queue = rx.clone();
-        let committer = Committer {
-            rt,
-            backend: Some(backend),
-            cache,
-            rx,
-            config,
-            stats: Arc::clone(&stats),
-            arrivals,
-        };
-        let thread = std::thread::Builder::new()
-            .name("store-commit".into())
-            .spawn(move || committer.run())
-            .map_err(StoreError::Spawn)?;
+        // Every connection first, then the threads: a store that cannot be opened
+        // fails the start with nothing left running.
+        let mut committers = Vec::with_capacity(count);
+        for index in 0..count {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(StoreError::Runtime)?;
+            let backend = match url {
+                StoreUrl::Sqlite(path) => {
+                    Backend::Sqlite(SqliteStore::open(path, config.synchronous)?)
+                }
+                // The first migrates (`--migrate`); the others only check the version.
+                StoreUrl::Mysql(url) => Backend::Mysql(rt.block_on(MysqlStore::open(
+                    url,
+                    config.migrate && index == 0,
+                    MYSQL_POOL_MAX,
+                ))?),
+            };
+            let cache = config.cache.clone().map(RedisCache::new).transpose()?;
+            let name = match index {
+                0 => "store-commit".to_owned(),
+                i => format!("store-commit-{i}"),
+            };
+            committers.push((
+                name.clone(),
+                Committer {
+                    rt,
+                    backend: Some(backend),
+                    cache,
+                    rx: rx.clone(),
+                    heartbeat: config.watchdog.as_ref().map(|w| w.register(name)),
+                    config: config.clone(),
+                    stats: Arc::clone(&stats),
+                    arrivals: arrivals.clone(),
+                },
+            ));
+        }
+        drop(rx);
+        let retention = Retention::start(url, config.retention.clone())?;
+        let mut threads = Vec::with_capacity(count);
+        for (name, committer) in committers {
+            threads.push(
+                std::thread::Builder::new()
+                    .name(name)
+                    .spawn(move || committer.run())
+                    .map_err(StoreError::Spawn)?,
+            );
+        }
         Ok(Self {
             tx,
-            thread,
+            threads,
             stats,
             retention,
             queue,
@@ -204,9 +235,13 @@ impl StorageStage {
         if let Some(r) = self.retention {
             r.stop();
         }
-        self.thread
-            .join()
-            .map_err(|_| StoreError::CommitterPanicked)
+        let mut result = Ok(());
+        for thread in self.threads {
+            if thread.join().is_err() {
+                result = Err(StoreError::CommitterPanicked);
+            }
+        }
+        result
     }
 }
 
@@ -215,6 +250,8 @@ struct Committer {
     backend: Option<Backend>,
     cache: Option<RedisCache>,
     rx: Receiver<Submission>,
+    /// This committer's sign of life, when a watchdog is set.
+    heartbeat: Option<Arc<ops::notify::Heartbeat>>,
     config: StageConfig,
     stats: Arc<StageStats>,
     /// `--http`: committed messages are announced here (never blocks).
@@ -270,7 +307,7 @@ impl Committer {
     /// probing the database now and then; None once every sender is gone.
     fn next_submission(&mut self, last_probe: &mut Instant) -> Option<Submission> {
         loop {
-            if let Some(h) = &self.config.heartbeat {
+            if let Some(h) = &self.heartbeat {
                 h.beat();
             }
             match self.rx.recv_timeout(IDLE_TICK) {
