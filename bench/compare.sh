@@ -105,10 +105,13 @@ start_server() {
         smtpd-sqlite)
             rm -f "$work"/s.sqlite*
             "$SMTPD" --listen "127.0.0.1:$PORT" --store "sqlite:$work/s.sqlite" --max-clients 20000 2>"$work/smtpd.log" & ;;
-        smtpd-mysql)
+        smtpd-mysql|smtpd-mysql-c*)
+            # smtpd-mysql-cN: store.mysql_committers = N (smtpd-mysql: the default).
             start_mariadb
             mariadb --no-defaults -S "$work/db.sock" -uroot -e "DROP DATABASE IF EXISTS mail; CREATE DATABASE mail;"
-            "$SMTPD" --listen "127.0.0.1:$PORT" --store "mysql://b:b@127.0.0.1:$DB_PORT/mail" --migrate --max-clients 20000 2>"$work/smtpd.log" & ;;
+            : >"$work/smtpd.toml"
+            case "$1" in smtpd-mysql-c*) printf '[store]\nmysql_committers = %s\n' "${1#smtpd-mysql-c}" >"$work/smtpd.toml" ;; esac
+            "$SMTPD" -c "$work/smtpd.toml" --listen "127.0.0.1:$PORT" --store "mysql://b:b@127.0.0.1:$DB_PORT/mail" --migrate --max-clients 20000 2>"$work/smtpd.log" & ;;
         aiosmtpd)
             /usr/bin/python3 -m aiosmtpd -n -c aiosmtpd.handlers.Sink -l "127.0.0.1:$PORT" 2>/dev/null & ;;
         haraka)

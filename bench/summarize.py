@@ -60,6 +60,7 @@ def main():
     conns = sorted({k[2] for k in cells})
     modes = [m for m in ("many", "one") if any(k[3] == m for k in cells)]
     servers = [s for s in SERVERS if any(k[0] == s for k in cells)]
+    servers += sorted({k[0] for k in cells} - set(servers))
     lines = ["# Comparison", ""]
     meta = out / "meta.txt"
     if meta.exists():

@@ -44,10 +44,13 @@ pub const DEFAULT_BATCH_MAX_DELAY_US: u64 = 0;
 /// never reach it (256 × 64 KB), so it costs batching nothing where batching pays.
 pub const DEFAULT_BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
 /// MySQL/MariaDB: commits in flight at once, each on its own connection. While one
-/// batch waits for its COMMIT's fsync the next is already being written, and InnoDB
-/// flushes concurrent commits together: 10 sessions were ×0.52 of SQLite with one
-/// (bench/RESULTS.md). SQLite has one writer whatever this says.
-pub const DEFAULT_MYSQL_COMMITTERS: usize = 2;
+/// batch waits for its COMMIT's fsync the next is already being written. One by
+/// default: on the 2-core bench machine two gained ×1.15–1.24 at 1 KB × 10
+/// sessions but lost ×0.86–0.88 at 100 (half-size batches cost the database more
+/// CPU per message; bench/RESULTS.md, 2026-12-04), and one keeps `mail_id` in
+/// commit order on one node. Raise it for a few busy senders, or a database on
+/// cores of its own. SQLite has one writer whatever this says.
+pub const DEFAULT_MYSQL_COMMITTERS: usize = 1;
 /// Submissions waiting for the storage stage; beyond it reactors hold messages back
 /// (and their connections stop reading) instead of buffering without bound.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 4096;
