@@ -14,6 +14,7 @@
 
 pub mod config;
 pub mod host;
+mod log_text;
 pub mod logging;
 pub mod notify;
 pub mod telemetry;

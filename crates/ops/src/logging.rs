@@ -200,7 +200,10 @@ where
         .with_writer(writer);
     match format {
         LogFormat::Text => {
-            let builder = builder.with_ansi(ansi).with_filter_reloading();
+            let builder = builder
+                .with_ansi(ansi)
+                .event_format(crate::log_text::TextLine::default())
+                .with_filter_reloading();
             let h = builder.reload_handle();
             builder.init();
             Box::new(move |f: EnvFilter| h.reload(f).map_err(|e| e.to_string()))
