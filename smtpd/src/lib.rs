@@ -15,6 +15,8 @@
 //! - [`config`]: the TOML file and command line, validated into one `Config`.
 //! - [`http`]: `smtpd --http`: the mailbox API, its event stream and the inbox
 //!   page, on their own threads, reading the store the committer writes.
+//! - [`ip_text`]: client addresses as text, cheaply (they are written three times a
+//!   message).
 //! - [`tls`]: certificate loading and the reloadable rustls configuration.
 //! - [`metrics`]: the Prometheus metrics and what `/readyz` reports.
 
@@ -23,6 +25,7 @@
 pub mod config;
 pub mod handoff;
 pub mod http;
+pub mod ip_text;
 pub mod metrics;
 pub mod protocol;
 pub mod reactor;

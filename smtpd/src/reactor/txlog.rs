@@ -95,7 +95,7 @@ impl TxLog {
         let queue_id = queue_id.map(|id| id.to_string());
         info!(
             queue_id = queue_id.as_deref().unwrap_or("none"),
-            client = %client.ip(),
+            client = %crate::ip_text::IpText(client.ip()),
             from = %held.from,
             nrcpt = held.rcpt_count,
             rcpt = %Recipients(&held.recipients, held.rcpt_count),
@@ -112,7 +112,7 @@ impl TxLog {
         let elapsed = self.elapsed(now);
         info!(
             queue_id = "none",
-            client = %client.ip(),
+            client = %crate::ip_text::IpText(client.ip()),
             from = %refused.mail_from,
             nrcpt = refused.recipients.len(),
             rcpt = %Recipients(
@@ -139,7 +139,7 @@ impl TxLog {
         let elapsed = self.elapsed(now);
         info!(
             queue_id = "none",
-            client = %client.ip(),
+            client = %crate::ip_text::IpText(client.ip()),
             from = %a.mail_from,
             nrcpt = a.recipient_count,
             rcpt = %Recipients(&a.recipients, a.recipient_count),

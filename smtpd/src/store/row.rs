@@ -122,7 +122,7 @@ impl MailRow {
             reply_to: headers.reply_to,
             sender: headers.sender,
             helo: envelope.helo,
-            ip_addr: canonical_ip(envelope.peer).to_string(),
+            ip_addr: crate::ip_text::ip_string(canonical_ip(envelope.peer)),
             is_tls: envelope.is_tls,
             size,
             mail,
@@ -184,7 +184,7 @@ fn write_received(out: &mut Vec<u8>, e: &Envelope, hash: &str, at: &DateTime<Utc
     };
     let ip = canonical_ip(e.peer);
     let literal = match ip {
-        IpAddr::V4(v4) => format!("[{v4}]"),
+        IpAddr::V4(v4) => format!("[{}]", crate::ip_text::IpText(IpAddr::V4(v4))),
         IpAddr::V6(v6) => format!("[IPv6:{v6}]"),
     };
     // The protocol core admits only printable HELO names; this guards the header
