@@ -12,8 +12,9 @@
 //! tries again.
 //!
 //! Memory: a batch holds at most `batch_max_bytes` of bodies (or one message, when
-//! a single one is larger), per committer. Spooled bodies are read from their files only here, one
-//! allocation each, and their files are deleted once the message is answered.
+//! a single one is larger), per committer. Spooled bodies are read from their files
+//! only here, one allocation each, and their files are deleted once the message is
+//! answered.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
