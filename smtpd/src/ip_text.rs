@@ -59,6 +59,14 @@ fn dotted(ip: Ipv4Addr) -> Dotted {
     out
 }
 
+/// Appends the address as text.
+pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => out.extend_from_slice(dotted(v4).as_str().as_bytes()),
+        IpAddr::V6(v6) => out.extend_from_slice(v6.to_string().as_bytes()),
+    }
+}
+
 /// The address as an owned string (the `ip_addr` column).
 pub fn ip_string(ip: IpAddr) -> String {
     match ip {
@@ -78,6 +86,9 @@ mod tests {
                 let ip = IpAddr::V4(Ipv4Addr::new(a, b, 255 - a, a.wrapping_mul(7)));
                 assert_eq!(IpText(ip).to_string(), ip.to_string());
                 assert_eq!(ip_string(ip), ip.to_string());
+                let mut pushed = b"x".to_vec();
+                push_ip(&mut pushed, ip);
+                assert_eq!(pushed, format!("x{ip}").into_bytes());
             }
         }
     }
