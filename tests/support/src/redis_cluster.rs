@@ -38,6 +38,7 @@ impl RedisCluster {
             .map(|_| Redis::install(Vec::new(), tls.clone()))
             .collect();
         for node in &mut nodes {
+            node.port = crate::services::free_cluster_port();
             let conf = node.dir().join("nodes.conf");
             let mut extra = vec![
                 "--cluster-enabled".into(),

@@ -25,6 +25,21 @@ pub fn free_port() -> u16 {
         .expect("free port")
 }
 
+/// A port free right now whose Redis Cluster bus port (port + 10,000) is free too:
+/// a node whose bus port is taken (often by some connection's ephemeral port)
+/// exits at start.
+pub fn free_cluster_port() -> u16 {
+    loop {
+        let port = free_port();
+        let Some(bus) = port.checked_add(10_000) else {
+            continue;
+        };
+        if TcpListener::bind(("127.0.0.1", bus)).is_ok() {
+            return port;
+        }
+    }
+}
+
 pub(crate) fn find_binary(names: &[&str]) -> PathBuf {
     for name in names {
         for dir in ["/usr/sbin", "/usr/bin", "/usr/local/sbin", "/usr/local/bin"] {
@@ -468,11 +483,29 @@ impl Redis {
             .expect("spawn redis-server");
         self.child = Some(child);
         let client = self.client();
-        wait_until("redis-server", || {
-            client
-                .get_connection_with_timeout(Duration::from_millis(200))
-                .is_ok()
-        });
+        let log = self.dir.path().join("redis.log");
+        let child = self.child.as_mut();
+        let mut exited = None;
+        if let Some(child) = child {
+            wait_until("redis-server", || {
+                if let Ok(Some(status)) = child.try_wait() {
+                    exited = Some(status);
+                    return true;
+                }
+                client
+                    .get_connection_with_timeout(Duration::from_millis(200))
+                    .is_ok()
+            });
+        }
+        if let Some(status) = exited {
+            let log = std::fs::read_to_string(&log).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(10).collect();
+            panic!(
+                "redis-server on port {} exited at start ({status}):\n{}",
+                self.port,
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
     }
 
     pub(crate) fn set_extra(&mut self, extra: Vec<String>) {
