@@ -67,14 +67,6 @@ pub fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
     }
 }
 
-/// The address as an owned string (the `ip_addr` column).
-pub fn ip_string(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => dotted(v4).as_str().to_owned(),
-        IpAddr::V6(v6) => v6.to_string(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -85,7 +77,6 @@ mod tests {
             for b in [0u8, 1, 9, 10, 99, 100, 199, 255] {
                 let ip = IpAddr::V4(Ipv4Addr::new(a, b, 255 - a, a.wrapping_mul(7)));
                 assert_eq!(IpText(ip).to_string(), ip.to_string());
-                assert_eq!(ip_string(ip), ip.to_string());
                 let mut pushed = b"x".to_vec();
                 push_ip(&mut pushed, ip);
                 assert_eq!(pushed, format!("x{ip}").into_bytes());
@@ -98,7 +89,6 @@ mod tests {
         for text in ["::1", "2001:db8::5", "fe80::1:2:3:4", "::ffff:192.0.2.7"] {
             let ip: IpAddr = text.parse().unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
             assert_eq!(IpText(ip).to_string(), ip.to_string());
-            assert_eq!(ip_string(ip), ip.to_string());
         }
     }
 }

@@ -121,7 +121,7 @@ impl MailRow {
             reply_to: headers.reply_to,
             sender: headers.sender,
             helo: envelope.helo,
-            ip_addr: crate::ip_text::ip_string(canonical_ip(envelope.peer)),
+            ip_addr: crate::ip_text::IpText(canonical_ip(envelope.peer)).to_string(),
             is_tls: envelope.is_tls,
             size,
             mail,
