@@ -298,7 +298,9 @@ pub async fn open_mysql(
         // `setup`, not `init`: the pool resets a returned connection, and a reset
         // re-runs only `setup` (with `init` the session fell back to the server's
         // time zone after its first use, and the schema's times are UTC).
-        .setup(vec!["SET time_zone = '+00:00'"]);
+        // Autocommit whatever the server's default: smtpd answers 250 when a
+        // single INSERT returns, and the relay's lone statements must stand.
+        .setup(vec!["SET time_zone = '+00:00'", "SET autocommit = 1"]);
     let pool = Pool::new(opts);
     let mut conn = timeout(MYSQL_CONNECT_TIMEOUT, pool.get_conn())
         .await
