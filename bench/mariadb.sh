@@ -12,3 +12,11 @@ start_bench_mariadb() {
     for _ in $(seq 150); do mariadb --no-defaults -S "$sock" -uroot -e 'select 1' >/dev/null 2>&1 && break; sleep 0.2; done
     mariadb --no-defaults -S "$sock" -uroot -e "CREATE USER 'b'@'127.0.0.1' IDENTIFIED BY 'b'; GRANT ALL ON *.* TO 'b'@'127.0.0.1';"
 }
+
+# With STORE=mysql: start_bench_mariadb in WORK/mysql (socket WORK/db.sock, log
+# WORK/db.log); otherwise nothing.
+start_bench_mariadb_for_store() {
+    [ "${STORE:-sqlite}" = mysql ] || return 0
+    mkdir -p "$1/mysql"
+    start_bench_mariadb "$1/mysql" "$1/db.sock" "$1/db.log"
+}

@@ -21,15 +21,12 @@ STORE=${STORE:-sqlite}
 SERVERS="smtp-sink smtpd"; [ "$STORE" = mysql ] && SERVERS="smtp-sink smtpd smtpd-mysql"
 work=$(mktemp -d); PID=""; DB_PID=""
 trap '[ -n "$PID" ] && kill "$PID" 2>/dev/null; [ -n "$DB_PID" ] && kill "$DB_PID" 2>/dev/null; rm -rf "$work"' EXIT
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-wait_port() { for _ in $(seq 200); do (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0; sleep 0.1; done; return 1; }
+# shellcheck source=bench/ports.sh
+. bench/ports.sh
 # "tid name utime stime" per thread of a process (thread names have no spaces).
 snapshot() { cat /proc/"$1"/task/*/stat 2>/dev/null | awk '{print $1, $2, $14, $15}' | tr -d '()'; }
 : >"$work/rows"
-if [ "$STORE" = mysql ]; then
-    mkdir -p "$work/mysql"
-    start_bench_mariadb "$work/mysql" "$work/db.sock" "$work/db.log"
-fi
+start_bench_mariadb_for_store "$work"
 for cell in $CELLS; do
     IFS=: read -r size conns <<<"$cell"
     for run in $(seq "$RUNS"); do
