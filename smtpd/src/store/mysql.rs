@@ -48,6 +48,8 @@ const COLUMNS: &str = "(date, `from`, `to`, subject, body, charset, mail, spam_s
     content_type, recipient, has_attach, ip_addr, return_path, is_tls, message_id, reply_to, \
     sender, helo, size)";
 const ROW_PLACEHOLDERS: &str = "(?, ?, ?, ?, ?, ?, ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+/// Parameters of one row ([`push_row`]).
+const VALUES_PER_ROW: usize = 19;
 
 pub struct MysqlStore {
     pool: Pool,
@@ -148,14 +150,6 @@ impl MysqlStore {
         }
     }
 
-    /// A pooled connection that goes back to the pool as it is. mysql_async's
-    /// default resets a returned connection (`COM_RESET_CONNECTION`): a round trip
-    /// per batch, every prepared INSERT dropped (so each batch prepared its
-    /// statement again: another round trip and a server-side parse), and the
-    /// session's `init` (`time_zone = '+00:00'`) undone, since a reset re-runs only
-    /// `setup` commands. The committer changes no session state (BEGIN, INSERT,
-    /// COMMIT, SELECT), and a connection returned inside a transaction is still
-    /// rolled back by the pool, so nothing needs resetting.
     /// The whole batch as one INSERT in autocommit: committed (and flushed, per the
     /// server's durability settings) when the OK arrives. The session is in
     /// autocommit whatever the server's default (`schema::open_mysql` sets it).
@@ -177,7 +171,7 @@ impl MysqlStore {
             .insert_sql
             .get(count)
             .ok_or_else(|| CommitError::Rejected("bad chunk size".into()))?;
-        let mut params: Vec<Value> = Vec::with_capacity(count.saturating_mul(19));
+        let mut params: Vec<Value> = Vec::with_capacity(count.saturating_mul(VALUES_PER_ROW));
         for row in rows {
             for recipient in &row.recipients {
                 push_row(&mut params, row, recipient);
@@ -198,6 +192,14 @@ impl MysqlStore {
         }
     }
 
+    /// A pooled connection that goes back to the pool as it is. mysql_async's
+    /// default resets a returned connection (`COM_RESET_CONNECTION`): a round trip
+    /// per batch, every prepared INSERT dropped (so each batch prepared its
+    /// statement again: another round trip and a server-side parse), and the
+    /// session's `init` (`time_zone = '+00:00'`) undone, since a reset re-runs only
+    /// `setup` commands. The committer changes no session state (PING, BEGIN,
+    /// INSERT, COMMIT, SELECT), and a connection returned inside a transaction is still
+    /// rolled back by the pool, so nothing needs resetting.
     async fn conn(&self) -> Result<mysql_async::Conn, CommitError> {
         let mut conn = timeout(OP_TIMEOUT, self.pool.get_conn())
             .await
@@ -297,8 +299,14 @@ mod tests {
 
     #[test]
     fn insert_statements_have_one_placeholder_per_value() {
-        let row_values = 19;
+        let row_values = VALUES_PER_ROW;
         assert_eq!(ROW_PLACEHOLDERS.matches('?').count(), row_values);
         assert_eq!(COLUMNS.matches(',').count() + 1, row_values + 1); // + spam_score
+        let now = std::time::SystemTime::now();
+        let envelope = crate::store::stage::tests::envelope(0, &["a@example.com"]);
+        let row = MailRow::new(envelope, crate::store::new_queue_id(now), now, "mx.test");
+        let mut params = Vec::new();
+        push_row(&mut params, &row, "a@example.com");
+        assert_eq!(params.len(), row_values);
     }
 }
